@@ -1,0 +1,502 @@
+"""The task model loads SkyPilot task YAML unchanged and rejects bad input precisely."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import styx.task
+from styx.task import Resources, Task, TaskValidationError
+
+CORPUS = Path(__file__).parent / "skypilot_corpus"
+
+
+# ---------------------------------------------------------------- valid specs
+
+VALID: list[tuple[str, str, Callable[[Task], object]]] = [
+    ("hello_world", "run: echo hello\n",
+     lambda t: t.run == "echo hello" and t.num_nodes == 1 and t.job_cpus() == 0.5),
+    ("multi_node_rank_check", """\
+name: multinode
+num_nodes: 4
+run: |
+  if [ "${SKYPILOT_NODE_RANK}" == "0" ]; then
+    echo "head node"
+  fi
+  echo "$SKYPILOT_NODE_IPS" | head -n1
+""", lambda t: t.num_nodes == 4 and t.run.startswith('if [ "${SKYPILOT_NODE_RANK}" == "0" ]')),
+    ("accelerators_mapping", "resources:\n  accelerators: {A100: 8}\n",
+     lambda t: t.job_accelerators() == {"A100": 8} and t.resources.accelerator_name == "A100"),
+    ("accelerators_name_count", "resources:\n  accelerators: A100:2\n  cpus: 8+\n",
+     lambda t: (t.resources.accelerator_count, t.resources.cpus, t.job_cpus()) == (2, "8+", 8.0)),
+    ("accelerators_name_only", "resources:\n  accelerators: L4\n",
+     lambda t: t.job_accelerators() == {"L4": 1}),
+    ("accelerators_ordered_list", "resources:\n  accelerators: [L4:1, H100:1, A100:1]\n",
+     lambda t: [c.accelerator_name for c in t.resources.candidates()] == ["L4", "H100", "A100"]
+     and t.resources.ordered is not None and t.job_accelerators() == {"L4": 1}),
+    ("accelerators_set", "resources:\n  accelerators: {A100:1, V100:1}\n",
+     lambda t: t.resources.any_of is not None
+     and {c.accelerator_name for c in t.resources.candidates()} == {"A100", "V100"}),
+    ("any_of_inherits_defaults", """\
+resources:
+  accelerators: H100
+  cpus: 16
+  any_of:
+    - infra: aws/us-west-2
+    - infra: gcp/us-central1
+""", lambda t: [(c.cloud, c.region, c.accelerator_name, c.cpus_min())
+                for c in t.resources.candidates()]
+        == [("aws", "us-west-2", "H100", 16.0), ("gcp", "us-central1", "H100", 16.0)]),
+    ("ordered_regions", """\
+resources:
+  ordered:
+    - infra: aws/us-east-1
+    - infra: aws/us-west-2
+      use_spot: true
+""", lambda t: [(c.region, c.use_spot) for c in t.resources.candidates()]
+        == [("us-east-1", None), ("us-west-2", True)]),
+    ("port_range", "resources:\n  ports: 10000-10010\n",
+     lambda t: t.resources.port_ranges() == [(10000, 10010)]),
+    ("port_list", "resources:\n  ports:\n    - 8080\n    - '8081'\n    - 10022-10040\n",
+     lambda t: t.resources.ports == ["8080", "8081", "10022-10040"]),
+    ("heredoc_python", """\
+run: |
+  python3 - <<'EOF'
+  import os
+  for i in range(2):
+      print(os.environ.get("SKYPILOT_NODE_RANK"), i)
+  EOF
+""", lambda t: "\n    print(os.environ" in t.run and t.run.endswith("EOF\n")),
+    ("envs_with_vars_and_numbers", """\
+envs:
+  DATA_DIR: $HOME/data
+  EPOCHS: 3
+  LR: 0.001
+  USE_AMP: true
+run: python train.py --data ${DATA_DIR} --epochs $EPOCHS
+""", lambda t: t.envs == {"DATA_DIR": "$HOME/data", "EPOCHS": "3", "LR": "0.001",
+                          "USE_AMP": "True"}),
+    ("file_mounts_home_dst", """\
+file_mounts:
+  ~/.netrc: ~/.netrc
+  /checkpoints:
+    source: s3://my-bucket
+    mode: mount
+  /outputs:
+    name: out-bucket
+    store: s3
+""", lambda t: t.file_mounts["~/.netrc"].source == "~/.netrc"
+        and t.file_mounts["~/.netrc"].is_plain_copy
+        and t.file_mounts["/checkpoints"].mode == "MOUNT"
+        and t.file_mounts["/outputs"].store == "s3"),
+    ("infra_region", "resources:\n  infra: aws/us-east-1\n",
+     lambda t: (t.resources.cloud, t.resources.region, t.resources.zone)
+        == ("aws", "us-east-1", None)),
+    ("infra_zone", "resources:\n  infra: aws/us-east-1/us-east-1a\n",
+     lambda t: t.resources.zone == "us-east-1a"),
+    ("legacy_cloud_region", "resources:\n  cloud: aws\n  region: us-west-2\n",
+     lambda t: t.resources.infra == "aws/us-west-2"),
+    ("legacy_cloud_agrees_with_infra", "resources:\n  infra: AWS/us-east-1\n  cloud: aws\n",
+     lambda t: t.resources.infra == "aws/us-east-1"),
+    ("kubernetes_context", "resources:\n  infra: k8s/my-h100-cluster-context\n",
+     lambda t: (t.resources.cloud, t.resources.region) == ("kubernetes", "my-h100-cluster-context")),
+    ("ssh_pool", "resources:\n  infra: ssh/my-pool\n",
+     lambda t: (t.resources.cloud, t.resources.region) == ("ssh", "my-pool")),
+    ("local", "resources:\n  infra: local\n", lambda t: t.resources.cloud == "local"),
+    ("memory_forms", "resources:\n  memory: 32+\n  cpus: 0.5\n",
+     lambda t: (t.resources.memory_min_gb(), t.resources.memory, t.job_cpus()) == (32.0, "32+", 0.5)),
+    ("memory_units", "resources:\n  memory: 1024MB\n  cpus: '4'\n",
+     lambda t: (t.resources.memory_min_gb(), t.resources.cpus) == (1.0, "4")),
+    ("run_as_list", "run:\n  - echo one\n  - echo two\n", lambda t: t.run == "echo one\necho two"),
+    ("env_required_at_launch", "envs:\n  MODEL: llama\n  HF_TOKEN:\nsecrets:\n  WANDB_KEY: null\n",
+     lambda t: t.missing_envs() == ["HF_TOKEN", "WANDB_KEY"]),
+    ("hardware_details", """\
+resources:
+  instance_type: p3.8xlarge
+  use_spot: true
+  disk_size: 1TB
+  disk_tier: Medium
+  image_id: docker:ubuntu:22.04
+  labels: {team: ml, version: 2}
+  job_recovery: {strategy: FAILOVER, max_restarts_on_errors: 3}
+  autostop: {idle_minutes: 10, down: true}
+""", lambda t: (t.resources.disk_size, t.resources.disk_tier, t.resources.labels["version"],
+                t.resources.use_spot) == (1024, "medium", "2", True)),
+    ("per_region_image", "resources:\n  image_id:\n    us-east-1: ami-123\n    us-west-2: ami-456\n",
+     lambda t: t.resources.image_id == {"us-east-1": "ami-123", "us-west-2": "ami-456"}),
+    ("config_and_event_callback", """\
+config:
+  kubernetes:
+    provision_timeout: 600
+event_callback: echo done
+run: echo hi
+""", lambda t: t.config == {"kubernetes": {"provision_timeout": 600}}),
+    ("gpus_alias", "resources:\n  gpus: H100:4\n", lambda t: t.job_accelerators() == {"H100": 4}),
+    ("null_sections", "resources:\nenvs:\nfile_mounts:\nrun: echo hi\n",
+     lambda t: t.resources == Resources() and t.envs == {} and t.file_mounts == {}),
+    ("workdir_and_setup", """\
+workdir: .
+setup: |
+  pip install -r requirements.txt
+run: |
+  python train.py
+""", lambda t: t.workdir == "." and t.setup == "pip install -r requirements.txt\n"),
+    ("candidate_region_inherits_cloud", """\
+resources:
+  cloud: aws
+  ordered:
+    - region: us-east-1
+    - region: us-west-2
+""", lambda t: [c.infra for c in t.resources.candidates()] == ["aws/us-east-1", "aws/us-west-2"]),
+    ("autostop_with_unit", "resources:\n  autostop: 2h\n", lambda t: t.resources.autostop == "2h"),
+]
+
+
+@pytest.mark.parametrize(("spec", "check"), [(s, c) for _, s, c in VALID],
+                         ids=[name for name, _, _ in VALID])
+def test_skypilot_style_spec_loads_with_the_values_a_user_expects(spec: str, check) -> None:
+    task = Task.from_yaml(spec)
+    assert check(task), task
+
+
+@pytest.mark.parametrize("spec", [s for _, s, _ in VALID], ids=[n for n, _, _ in VALID])
+def test_task_survives_a_trip_through_a_json_dict(spec: str) -> None:
+    task = Task.from_yaml(spec)
+    data = json.loads(json.dumps(task.to_dict(include_secrets=True)))
+    assert Task.from_dict(data) == task
+
+
+# -------------------------------------------------------------- invalid specs
+
+INVALID: list[tuple[str, str, str | None, int | None]] = [
+    ("typo_top_level", "name: x\nreources:\n  cpus: 2\n", "reources", 2),
+    ("typo_in_resources", "resources:\n  cpu: 4\n", "resources.cpu", 2),
+    ("typo_in_any_of", """\
+resources:
+  any_of:
+    - infra: aws
+    - infra: gcp
+      acelerators: A100
+""", "resources.any_of[1].acelerators", 5),
+    ("num_nodes_zero", "run: echo\nnum_nodes: 0\n", "num_nodes", 2),
+    ("num_nodes_negative", "num_nodes: -2\n", "num_nodes", 1),
+    ("num_nodes_float", "num_nodes: 1.5\n", "num_nodes", 1),
+    ("num_nodes_string", "num_nodes: two\n", "num_nodes", 1),
+    ("cpus_word", "name: x\nresources:\n  cpus: four\n", "resources.cpus", 3),
+    ("cpus_zero", "resources:\n  cpus: 0\n", "resources.cpus", 2),
+    ("memory_word", "resources:\n  memory: lots\n", "resources.memory", 2),
+    ("accelerator_count_word", "resources:\n  accelerators: A100:x\n", "resources.accelerators", 2),
+    ("accelerator_count_zero", "resources:\n  accelerators: A100:0\n", "resources.accelerators", 2),
+    ("accelerator_no_name", "resources:\n  accelerators: ':2'\n", "resources.accelerators", 2),
+    ("accelerator_negative", "resources:\n  accelerators: {A100: -1}\n",
+     "resources.accelerators.A100", 2),
+    ("accelerator_bad_item", "resources:\n  accelerators:\n    - A100:1\n    - V100:x\n",
+     "resources.accelerators[1]", 4),
+    ("run_number", "run: 42\n", "run", 1),
+    ("run_mixed_list", "setup: echo\nrun:\n  - echo a\n  - 3\n", "run", 2),
+    ("use_spot_maybe", "resources:\n  use_spot: maybe\n", "resources.use_spot", 2),
+    ("port_too_big", "resources:\n  ports: 70000\n", "resources.ports", 2),
+    ("port_range_reversed", "resources:\n  ports: '10-5'\n", "resources.ports", 2),
+    ("port_in_list", "resources:\n  ports:\n    - 8080\n    - 70000\n", "resources.ports[1]", 4),
+    ("unknown_cloud", "resources:\n  infra: nocloud/x\n", "resources.infra", 2),
+    ("unknown_legacy_cloud", "resources:\n  cloud: awz\n", "resources.cloud", 2),
+    ("infra_conflicts_with_cloud", "resources:\n  infra: aws\n  cloud: gcp\n", "resources.cloud", 3),
+    ("disk_size_negative", "resources:\n  disk_size: -5\n", "resources.disk_size", 2),
+    ("disk_tier_unknown", "resources:\n  disk_tier: fast\n", "resources.disk_tier", 2),
+    ("env_name_digit", "envs:\n  GOOD: 1\n  1BAD: x\n", "envs.1BAD", 3),
+    ("env_name_dash", "envs:\n  MY-VAR: x\n", "envs.MY-VAR", 2),
+    ("env_value_list", "envs:\n  PATHS: [a, b]\n", "envs.PATHS", 2),
+    ("secret_name_bad", "secrets:\n  'has space': x\n", "secrets.has space", 2),
+    ("workdir_number", "workdir: 123\n", "workdir", 1),
+    ("workdir_list", "workdir:\n  - a\n", "workdir", 1),
+    ("name_number", "name: 123\n", "name", 1),
+    ("resources_scalar", "resources: 5\n", "resources", 1),
+    ("cpus_in_candidate", """\
+resources:
+  any_of:
+    - cpus: 2
+    - cpus: many
+""", "resources.any_of[1].cpus", 4),
+    ("any_of_and_ordered", "resources:\n  any_of: [{infra: aws}]\n  ordered: [{infra: gcp}]\n",
+     "resources.ordered", 3),
+    ("nested_candidates", "resources:\n  any_of:\n    - ordered: [{infra: aws}]\n",
+     "resources.any_of[0].ordered", 3),
+    ("file_mount_bad_mode", "file_mounts:\n  /ck:\n    source: s3://b\n    mode: SYNC\n",
+     "file_mounts./ck.mode", 4),
+    ("autostop_word", "resources:\n  autostop: soon\n", "resources.autostop", 2),
+    ("service_unsupported", "service:\n  readiness_probe: /\nrun: echo\n", "service", 1),
+    ("top_level_list", "- run: echo\n", None, 1),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "line"), [(s, f, ln) for _, s, f, ln in INVALID],
+                         ids=[name for name, *_ in INVALID])
+def test_invalid_spec_is_rejected_naming_field_and_line(spec: str, field: str | None,
+                                                         line: int | None) -> None:
+    with pytest.raises(TaskValidationError) as caught:
+        Task.from_yaml(spec)
+    err = caught.value
+    assert isinstance(err, ValueError)
+    assert (err.field, err.line) == (field, line), str(err)
+    if field:
+        assert field in str(err)
+    if line is not None:
+        assert f"line {line}" in str(err)
+
+
+def test_unknown_key_suggests_the_closest_field() -> None:
+    with pytest.raises(TaskValidationError, match='"reources".*did you mean "resources"\\?'):
+        Task.from_yaml("reources:\n  cpus: 2\n")
+
+
+def test_unsupported_skypilot_feature_says_so() -> None:
+    with pytest.raises(TaskValidationError, match="not support"):
+        Task.from_yaml("service:\n  replicas: 2\n")
+
+
+def test_every_problem_is_reported_in_file_order() -> None:
+    with pytest.raises(TaskValidationError) as caught:
+        Task.from_yaml("run: 5\nnum_nodes: 0\nresources:\n  cpus: x\n")
+    err = caught.value
+    assert [p.field for p in err.problems] == ["run", "num_nodes", "resources.cpus"]
+    assert err.field == "run" and err.line == 1
+    assert "line 4" in str(err)
+
+
+def test_yaml_syntax_error_points_at_the_line() -> None:
+    with pytest.raises(TaskValidationError) as caught:
+        Task.from_yaml("name: x\nrun: [echo\nsetup: y\n")
+    assert caught.value.field is None and caught.value.line is not None
+    assert "invalid YAML" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "# just a comment\n", "---\n"])
+def test_empty_yaml_is_an_error(text: str) -> None:
+    with pytest.raises(TaskValidationError, match="empty"):
+        Task.from_yaml(text)
+
+
+def test_pipeline_with_several_documents_is_not_supported_yet() -> None:
+    with pytest.raises(TaskValidationError, match="multi-task pipelines are not supported yet"):
+        Task.from_yaml("name: pipeline\n---\nrun: echo a\n---\nrun: echo b\n")
+
+
+def test_single_document_with_separators_still_loads() -> None:
+    assert Task.from_yaml("---\nrun: echo a\n---\n").run == "echo a"
+
+
+def test_yaml_anchors_and_merge_keys_load() -> None:
+    task = Task.from_yaml("""\
+resources:
+  any_of:
+    - &base {infra: aws/us-east-1, cpus: 4}
+    - <<: *base
+      infra: aws/us-west-2
+""")
+    assert [c.region for c in task.resources.candidates()] == ["us-east-1", "us-west-2"]
+
+
+# -------------------------------------------------------------------- sources
+
+def test_from_yaml_reads_a_path_object_or_a_path_string(tmp_path: Path) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_text("name: from-file\nrun: echo hi\n")
+    assert Task.from_yaml(path).name == "from-file"
+    assert Task.from_yaml(str(path)).name == "from-file"
+
+
+def test_missing_file_named_by_a_string_gets_a_hint() -> None:
+    with pytest.raises(TaskValidationError, match="no file named 'missing.yaml'"):
+        Task.from_yaml("missing.yaml")
+
+
+def test_from_command_makes_a_bare_run_task() -> None:
+    task = Task.from_command("echo hi", cpus="2+", num_nodes=2)
+    assert (task.run, task.num_nodes, task.job_cpus()) == ("echo hi", 2, 2.0)
+    with pytest.raises(TaskValidationError):
+        Task.from_command("   ")
+
+
+# -------------------------------------------------------------------- secrets
+
+SECRET_SPEC = "secrets:\n  HF_TOKEN: hf_s3cr3t_value\n  LATER: null\nenvs:\n  A: b\nrun: echo\n"
+
+
+def test_secrets_are_hidden_from_every_casual_view() -> None:
+    task = Task.from_yaml(SECRET_SPEC)
+    views = [repr(task), str(task), repr(task.model_dump()), task.model_dump_json(),
+             json.dumps(task.to_public_dict()), json.dumps(task.to_dict(include_secrets=False))]
+    for view in views:
+        assert "hf_s3cr3t_value" not in view
+    assert task.model_dump()["secrets"] == {"HF_TOKEN": "<redacted>", "LATER": None}
+    assert task.to_public_dict()["secrets"] == {"HF_TOKEN": "<redacted>", "LATER": None}
+
+
+def test_secrets_are_available_when_asked_for_explicitly() -> None:
+    task = Task.from_yaml(SECRET_SPEC)
+    assert task.secret_values() == {"HF_TOKEN": "hf_s3cr3t_value"}
+    assert task.to_dict(include_secrets=True)["secrets"]["HF_TOKEN"] == "hf_s3cr3t_value"
+    assert task.missing_envs() == ["LATER"]
+
+
+def test_dict_without_secrets_loads_back_with_secrets_to_be_given() -> None:
+    task = Task.from_yaml(SECRET_SPEC)
+    reloaded = Task.from_dict(task.to_dict(include_secrets=False))
+    assert reloaded.missing_envs() == ["HF_TOKEN", "LATER"]
+    assert reloaded.envs == task.envs
+
+
+def test_redacted_dump_cannot_be_loaded_as_if_it_held_the_secret() -> None:
+    task = Task.from_yaml(SECRET_SPEC)
+    with pytest.raises(TaskValidationError) as caught:
+        Task.from_dict(task.model_dump())
+    assert caught.value.field == "secrets.HF_TOKEN"
+
+
+def test_secret_round_trip_keeps_values() -> None:
+    task = Task.from_yaml(SECRET_SPEC)
+    assert Task.from_dict(task.to_dict(include_secrets=True)) == task
+
+
+# ------------------------------------------------------------------ overrides
+
+BASE = """\
+name: base
+resources:
+  cpus: 2
+  accelerators: [A100:1, V100:1]
+envs:
+  MODEL: small
+  TOKEN:
+run: echo $MODEL
+"""
+
+
+def test_overrides_return_a_new_validated_task_and_leave_the_original() -> None:
+    task = Task.from_yaml(BASE)
+    new = task.with_overrides(envs={"MODEL": "large", "TOKEN": 1}, cpus="8+", memory="64GB",
+                              gpus="H100:8", num_nodes="3", infra="aws/us-east-1",
+                              workdir="~/code", name="renamed")
+    assert new.envs == {"MODEL": "large", "TOKEN": "1"} and new.missing_envs() == []
+    assert (new.job_cpus(), new.resources.memory_min_gb(), new.job_accelerators()) == \
+        (8.0, 64.0, {"H100": 8})
+    assert new.resources.candidates() == [new.resources]  # the GPU choice was replaced
+    assert (new.num_nodes, new.resources.region, new.workdir, new.name) == \
+        (3, "us-east-1", "~/code", "renamed")
+    assert task.name == "base" and task.resources.cpus == "2"
+
+
+def test_env_overrides_accept_cli_key_value_strings() -> None:
+    task = Task.from_yaml(BASE).with_overrides(envs=["TOKEN=abc=def", "NEW=1"],
+                                               secrets=["HF=xyz"])
+    assert task.envs["TOKEN"] == "abc=def" and task.envs["NEW"] == "1"
+    assert task.secret_values() == {"HF": "xyz"}
+
+
+def test_infra_override_replaces_candidate_locations() -> None:
+    task = Task.from_yaml("resources:\n  any_of:\n    - {infra: aws, cpus: 2}\n    - {infra: gcp}\n")
+    new = task.with_overrides(infra="ssh/lab")
+    assert [(c.cloud, c.cpus) for c in new.resources.candidates()] == [("ssh", "2")]
+
+
+@pytest.mark.parametrize(("option", "kwargs"), [
+    ("--cpus", {"cpus": "four"}),
+    ("--memory", {"memory": "lots"}),
+    ("--gpus", {"gpus": "A100:0"}),
+    ("--num-nodes", {"num_nodes": 0}),
+    ("--infra", {"infra": "nocloud"}),
+    ("--env", {"envs": ["NOEQUALS"]}),
+    ("--env", {"envs": {"1BAD": "x"}}),
+    ("--workdir", {"workdir": 5}),
+])
+def test_bad_override_names_the_cli_option(option: str, kwargs: dict) -> None:
+    with pytest.raises(TaskValidationError) as caught:
+        Task.from_yaml(BASE).with_overrides(**kwargs)
+    assert caught.value.field == option and caught.value.line is None
+    assert str(caught.value).startswith(f"{option}: ")
+
+
+# ------------------------------------------------------------ docs and corpus
+
+def test_module_docstring_example_runs() -> None:
+    result = doctest.testmod(styx.task, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _corpus_header(path: Path) -> tuple[str, int | None]:
+    lines = path.read_text().splitlines()
+    kind = re.fullmatch(r"# styx-corpus: (runs-locally|load-only|rejected)", lines[0])
+    assert kind, f"{path.name}: first line must be '# styx-corpus: <kind>'"
+    exit_code = next((int(m.group(1)) for line in lines[:5]
+                      if (m := re.fullmatch(r"# expect-exit: (\d+)", line))), None)
+    return kind.group(1), exit_code
+
+
+CORPUS_FILES = sorted(CORPUS.glob("*.yaml"))
+
+
+def test_corpus_covers_the_documented_cases() -> None:
+    kinds = [_corpus_header(p)[0] for p in CORPUS_FILES]
+    assert len(CORPUS_FILES) >= 12
+    assert {"runs-locally", "load-only", "rejected"} <= set(kinds)
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.stem for p in CORPUS_FILES])
+def test_corpus_file_loads_or_is_rejected_as_labelled(path: Path) -> None:
+    kind, exit_code = _corpus_header(path)
+    if kind == "rejected":
+        with pytest.raises(TaskValidationError, match="not supported"):
+            Task.from_yaml(path)
+        return
+    task = Task.from_yaml(path)
+    assert task.run
+    if kind == "runs-locally":
+        assert exit_code in (0, 1)
+        assert task.job_accelerators() == {} and task.resources.cloud in (None, "local")
+
+
+def _run_like_a_node(task: Task, tmp_path: Path, node_env: dict[str, str]) -> int:
+    """Run setup then run with bash, roughly as one node would (file mounts copied)."""
+    home, workdir = tmp_path / "home", tmp_path / "workdir"
+    home.mkdir()
+    workdir.mkdir()
+    env = {**os.environ, "HOME": str(home), **node_env, **task.secret_values(),
+           **{k: v for k, v in task.envs.items() if v is not None}}
+    for dst, mount in task.file_mounts.items():
+        target = Path(dst.replace("~", str(home), 1) if dst.startswith("~") else dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(mount.source).expanduser(), target)
+    for script in (task.setup, task.run):
+        if script is None:
+            continue
+        code = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, timeout=60,
+                              capture_output=True).returncode
+        if code or script is task.run:
+            return code
+    return 0
+
+
+NODE_ENV = {"SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1"}
+RUNNABLE = [p for p in CORPUS_FILES if _corpus_header(p)[0] == "runs-locally"]
+
+
+@pytest.mark.skipif(not (shutil.which("bash") and shutil.which("python3")),
+                    reason="needs bash and python3")
+@pytest.mark.parametrize("path", RUNNABLE, ids=[p.stem for p in RUNNABLE])
+def test_runnable_corpus_file_exits_as_its_header_says(path: Path, tmp_path: Path) -> None:
+    _, expected = _corpus_header(path)
+    assert _run_like_a_node(Task.from_yaml(path), tmp_path, NODE_ENV) == expected
+
+
+def test_multinode_check_fails_when_node_variables_are_missing(tmp_path: Path) -> None:
+    task = Task.from_yaml(CORPUS / "multinode_env_check.yaml")
+    env_without = {"SKYPILOT_NODE_RANK": "", "SKYPILOT_NODE_IPS": ""}
+    assert _run_like_a_node(task, tmp_path, env_without) == 1
