@@ -1,0 +1,55 @@
+"""Writes to the read model. Every activity is an upsert keyed by id: safe to retry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio import activity
+
+from styx.activities import types as t
+from styx.db import Database, utcnow
+
+
+def _node_row(node: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rank": node["rank"], "host": node["host"], "port": node["port"], "user": node.get("user") or "",
+        "internal_ip": node.get("ip") or node["host"], "instance_id": node.get("instance_id"),
+        "info": node,
+    }
+
+
+class StateActivities:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @activity.defn(name="record_cluster")
+    async def record_cluster(self, rec: t.ClusterRecord) -> None:
+        await asyncio.to_thread(self._record_cluster, rec)
+
+    def _record_cluster(self, rec: t.ClusterRecord) -> None:
+        fields: dict[str, Any] = dict(
+            provider=rec.provider, status=rec.status, num_nodes=rec.num_nodes, resources=rec.resources,
+            workflow_id=rec.workflow_id, autostop_minutes=rec.autostop_minutes,
+            autostop_down=rec.autostop_down, status_message=rec.status_message,
+        )
+        if rec.region:
+            fields["region"] = rec.region
+        if rec.zone:
+            fields["zone"] = rec.zone
+        if rec.mark_launched:
+            fields["launched_at"] = utcnow()
+        self.db.upsert_cluster(rec.name, **fields)
+        if rec.nodes is not None:
+            self.db.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
+
+    @activity.defn(name="record_job")
+    async def record_job(self, rec: t.JobRecord) -> None:
+        fields = {
+            k: v for k, v in dict(
+                name=rec.name, status=rec.status, cpus=rec.cpus, accelerators=rec.accelerators,
+                num_nodes=rec.num_nodes, run_summary=rec.run_summary, workflow_id=rec.workflow_id,
+                user=rec.user, exit_codes=rec.exit_codes, message=rec.message,
+            ).items() if v is not None
+        }
+        await asyncio.to_thread(self.db.upsert_job, rec.cluster, rec.job_id, **fields)

@@ -1,0 +1,70 @@
+"""Typed dependencies shared by the routers: the app state, the DB, Temporal, the caller."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from styx.config import Settings
+from styx.db import Database, User
+from styx.temporal import TemporalUnavailable, connect
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    _client: Client | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def temporal(self, wait_seconds: float = 10.0) -> Client:
+        """The Temporal client, connected on first use (the API may start before Temporal)."""
+        async with self._lock:
+            if self._client is None:
+                self._client = await connect(self.settings, wait_seconds=wait_seconds)
+            return self._client
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.styx
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_temporal(state: StateDep) -> Client:
+    try:
+        return await state.temporal()
+    except TemporalUnavailable as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(err)) from None
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+_bearer = HTTPBearer(auto_error=False, description="a Styx API token (see STYX_HOME/credentials)")
+
+
+async def current_user(
+    state: StateDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    unauthorized = HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "missing or invalid API token: send 'Authorization: Bearer <token>' "
+        "(the admin token is in STYX_HOME/credentials)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+    if creds is None:
+        raise unauthorized
+    user = await asyncio.to_thread(state.db.authenticate_token, creds.credentials)
+    if user is None:
+        raise unauthorized
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

@@ -1,0 +1,265 @@
+"""Clusters and their jobs: launch, exec, status, queue, logs, cancel, stop, start, down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from styx.api.deps import CurrentUser, StateDep, TemporalDep
+from styx.api.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
+from styx.db import Cluster, Job
+from styx.joblogs import LogReader
+from styx.schemas import (
+    AutostopRequest,
+    CancelRequest,
+    CancelResult,
+    ClusterInfo,
+    ExecRequest,
+    JobInfo,
+    JobSubmitted,
+    LaunchRequest,
+    NodeInfo,
+)
+from styx.temporal import CLUSTER_KEY
+from styx.workflows.cluster import (
+    AutostopInput,
+    CancelJobInput,
+    ClusterDescription,
+    ClusterInput,
+    ClusterWorkflow,
+    SubmitJobResult,
+    cluster_workflow_id,
+)
+
+router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
+
+#: ApplicationError types raised by the cluster workflow -> HTTP status.
+_ERROR_STATUS = {
+    "JobNotFound": 404, "NoActiveJob": 404, "JobFinished": 409, "ClusterStopped": 409,
+    "ClusterNotUp": 409, "InvalidState": 409, "ResourceMismatch": 409, "JobTooLarge": 422,
+    "InvalidRequest": 422,
+}
+
+
+def _bad(err: InvalidRequest) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err))
+
+
+async def _update(call: Callable[[], Any]) -> Any:
+    """Run a workflow update; its rejections become HTTP errors a user can act on."""
+    try:
+        return await call()
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise HTTPException(_ERROR_STATUS.get(cause.type or "", 400), cause.message) from None
+        raise HTTPException(500, f"update failed: {cause}") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise HTTPException(404, "the cluster is not running (it was taken down or its launch failed)") from None
+        raise
+
+
+def _cluster_or_404(state: StateDep, name: str) -> Cluster:
+    cluster = state.db.get_cluster(name)
+    if cluster is None:
+        raise HTTPException(404, f"cluster {name!r} not found")
+    return cluster
+
+
+def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
+    _cluster_or_404(state, cluster)
+    job = state.db.get_job(cluster, job_id)
+    if job is None:
+        raise HTTPException(404, f"cluster {cluster!r} has no job {job_id}")
+    return job
+
+
+def cluster_info(state: StateDep, cluster: Cluster) -> ClusterInfo:
+    nodes = [
+        NodeInfo(rank=n.rank, host=n.host, port=n.port, ip=n.internal_ip or n.host)
+        for n in state.db.list_nodes(cluster.name)
+    ]
+    return ClusterInfo(
+        name=cluster.name, provider=cluster.provider, status=cluster.status.value,
+        num_nodes=cluster.num_nodes, resources=json.loads(cluster.resources or "{}"),
+        region=cluster.region, zone=cluster.zone, autostop_minutes=cluster.autostop_minutes,
+        autostop_down=cluster.autostop_down, status_message=cluster.status_message,
+        created_at=cluster.created_at, launched_at=cluster.launched_at, workflow_id=cluster.workflow_id,
+        workflow_url=state.settings.workflow_url(cluster.workflow_id), nodes=nodes,
+    )
+
+
+def job_info(state: StateDep, job: Job) -> JobInfo:
+    return JobInfo(
+        cluster=job.cluster_name, job_id=job.job_id, name=job.name, status=job.status.value,
+        submitted_at=job.submitted_at, started_at=job.started_at, ended_at=job.ended_at,
+        exit_codes=json.loads(job.exit_codes) if job.exit_codes else None, cpus=job.cpus,
+        accelerators=json.loads(job.accelerators or "{}"), num_nodes=job.num_nodes,
+        run_summary=job.run_summary, user=job.user, message=job.message, workflow_id=job.workflow_id,
+        workflow_url=state.settings.workflow_url(job.workflow_id),
+    )
+
+
+def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSubmitted:
+    return JobSubmitted(cluster=cluster, job_id=result.job_id, workflow_id=result.workflow_id,
+                        workflow_url=state.settings.workflow_url(result.workflow_id))
+
+
+@router.post("", status_code=201, response_model=JobSubmitted, summary="Launch a cluster and run a task")
+async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser) -> JobSubmitted:
+    """Provision ``cluster`` if it does not exist (a cluster of that name that exists must have
+    been launched with the same resources), then queue the task on it. Returns at once with
+    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``."""
+    try:
+        check_cluster_name(req.cluster)
+        task = load_task(req.task)
+        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down)
+        submit = submit_input(task, user.name, launch_spec=spec)
+    except InvalidRequest as err:
+        raise _bad(err) from None
+    wid = cluster_workflow_id(req.cluster)
+    start = WithStartWorkflowOperation(
+        ClusterWorkflow.run, ClusterInput(spec), id=wid, task_queue=state.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=_cluster_attrs(req.cluster),
+    )
+    result = await _update(lambda: client.execute_update_with_start_workflow(
+        ClusterWorkflow.submit_job, submit, start_workflow_operation=start))
+    return _submitted(state, req.cluster, result)
+
+
+def _cluster_attrs(name: str) -> Any:
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    return TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, name)])
+
+
+@router.get("", response_model=list[ClusterInfo], summary="List clusters")
+async def list_clusters(state: StateDep, user: CurrentUser,
+                        all: bool = Query(False, description="include clusters taken down")) -> list[ClusterInfo]:
+    rows = await asyncio.to_thread(state.db.list_clusters)
+    return [cluster_info(state, c) for c in rows if all or c.status.value != "TERMINATED"]
+
+
+@router.get("/{name}", response_model=ClusterInfo, summary="One cluster, with its nodes")
+async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterInfo:
+    return cluster_info(state, _cluster_or_404(state, name))
+
+
+@router.post("/{name}/jobs", status_code=201, response_model=JobSubmitted, summary="Queue a task on a cluster")
+async def exec_job(name: str, req: ExecRequest, state: StateDep, client: TemporalDep,
+                   user: CurrentUser) -> JobSubmitted:
+    cluster = _cluster_or_404(state, name)
+    try:
+        submit = submit_input(load_task(req.task), user.name)
+    except InvalidRequest as err:
+        raise _bad(err) from None
+    if cluster.status.value == "STOPPED":
+        raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
+    handle = client.get_workflow_handle(cluster.workflow_id)
+    result = await _update(lambda: handle.execute_update(ClusterWorkflow.submit_job, submit))
+    return _submitted(state, name, result)
+
+
+@router.get("/{name}/jobs", response_model=list[JobInfo], summary="The cluster's job queue")
+async def queue(name: str, state: StateDep, user: CurrentUser) -> list[JobInfo]:
+    _cluster_or_404(state, name)
+    return [job_info(state, j) for j in await asyncio.to_thread(state.db.list_jobs, name)]
+
+
+@router.get("/{name}/jobs/{job_id}", response_model=JobInfo, summary="One job")
+async def get_job(name: str, job_id: int, state: StateDep, user: CurrentUser) -> JobInfo:
+    return job_info(state, _job_or_404(state, name, job_id))
+
+
+@router.get("/{name}/jobs/{job_id}/logs", summary="A job's log (all nodes, prefixed by rank)",
+            response_class=StreamingResponse)
+async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
+                   follow: bool = Query(False, description="stream until the job ends")) -> StreamingResponse:
+    job = _job_or_404(state, name, job_id)
+    reader = LogReader(state.settings.home, name, job_id, job.num_nodes)
+
+    async def stream() -> AsyncIterator[bytes]:
+        delay = 0.02
+        while True:
+            current = await asyncio.to_thread(state.db.get_job, name, job_id)
+            ended = current is None or current.status.is_terminal or not follow
+            got = False
+            while True:
+                chunks = await asyncio.to_thread(lambda: list(reader.read_new(final=ended)))
+                if not chunks:
+                    break
+                got = True
+                for chunk in chunks:
+                    yield chunk
+            if ended:
+                return
+            delay = 0.02 if got else min(delay * 2, 0.5)
+            await asyncio.sleep(delay)
+
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+
+
+@router.post("/{name}/jobs/cancel", response_model=CancelResult, summary="Cancel jobs")
+async def cancel(name: str, req: CancelRequest, state: StateDep, client: TemporalDep,
+                 user: CurrentUser) -> CancelResult:
+    """Cancel the given jobs (their processes are killed on every node), or without ids the
+    latest running or waiting job. A job that already finished is a 409, and nothing changes."""
+    cluster = _cluster_or_404(state, name)
+    for job_id in req.job_ids or []:
+        job = _job_or_404(state, name, job_id)
+        if job.status.is_terminal:
+            raise HTTPException(409, f"job {job_id} already finished ({job.status.value}); nothing to cancel")
+    handle = client.get_workflow_handle(cluster.workflow_id)
+    cancelled = []
+    for job_id in req.job_ids or [None]:
+        result = await _update(lambda: handle.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(job_id)))
+        cancelled.append(result.job_id)
+    return CancelResult(cluster=name, cancelled=cancelled)
+
+
+async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDep) -> ClusterInfo:
+    cluster = _cluster_or_404(state, name)
+    handle = client.get_workflow_handle(cluster.workflow_id)
+    if action == "down" and cluster.status.value in ("FAILED", "TERMINATED"):
+        # Its workflow has ended and left no node; just retire the row.
+        await asyncio.to_thread(state.db.upsert_cluster, name, status="TERMINATED")
+    else:
+        update = getattr(ClusterWorkflow, action)
+        await _update(lambda: handle.execute_update(update, result_type=ClusterDescription))
+    return cluster_info(state, _cluster_or_404(state, name))
+
+
+@router.post("/{name}/stop", response_model=ClusterInfo, summary="Stop a cluster's nodes")
+async def stop(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
+    """Stops the nodes (their running jobs end, as on a stopped VM); `start` brings them back."""
+    return await _lifecycle(name, "stop", state, client)
+
+
+@router.post("/{name}/start", response_model=ClusterInfo, summary="Start a stopped cluster")
+async def start(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
+    return await _lifecycle(name, "start", state, client)
+
+
+@router.post("/{name}/down", response_model=ClusterInfo, summary="Tear a cluster down")
+async def down(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
+    """Cancels its jobs and removes its nodes for good."""
+    return await _lifecycle(name, "down", state, client)
+
+
+@router.post("/{name}/autostop", response_model=ClusterInfo, summary="Set or clear autostop")
+async def autostop(name: str, req: AutostopRequest, state: StateDep, client: TemporalDep,
+                   user: CurrentUser) -> ClusterInfo:
+    cluster = _cluster_or_404(state, name)
+    handle = client.get_workflow_handle(cluster.workflow_id)
+    await _update(lambda: handle.execute_update(ClusterWorkflow.set_autostop, AutostopInput(req.idle_minutes, req.down)))
+    return cluster_info(state, _cluster_or_404(state, name))

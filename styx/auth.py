@@ -1,0 +1,81 @@
+"""API tokens: random, shown once, stored as salted hashes.
+
+A token reads ``styx_<id>_<secret>``: the id finds the row, the secret is checked against
+``sha256(salt + secret)`` in constant time. Nothing stored can be turned back into a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from styx.config import Settings
+
+PREFIX = "styx_"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: str  # give this to the user, once
+    token_id: str
+    salt: str
+    digest: str
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def new_token() -> NewToken:
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    return NewToken(f"{PREFIX}{token_id}_{secret}", token_id, salt, _digest(salt, secret))
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``(token_id, secret)``, or None when the string is not shaped like a Styx token."""
+    if not token.startswith(PREFIX):
+        return None
+    token_id, sep, secret = token[len(PREFIX):].partition("_")
+    if not sep or not token_id or not secret:
+        return None
+    return token_id, secret
+
+
+def matches(secret: str, salt: str, digest: str) -> bool:
+    return hmac.compare_digest(_digest(salt, secret), digest)
+
+
+def ensure_admin_credentials(settings: "Settings") -> str:
+    """The admin's token from ``STYX_HOME/credentials`` (mode 0600), created on first start.
+
+    A credentials file whose token the database no longer knows (a new DB) is replaced.
+    """
+    import json
+    import os
+
+    from styx.db import Database, migrate
+
+    migrate(settings.db_url)
+    db = Database(settings.db_url)
+    path = settings.home / "credentials"
+    try:
+        token = json.loads(path.read_text())["token"]
+        if db.authenticate_token(token) is not None:
+            return token
+    except (OSError, ValueError, KeyError):
+        pass
+    db.ensure_user("admin", is_admin=True)
+    made = new_token()
+    db.add_token("admin", made.token_id, made.salt, made.digest, description="created by styx up")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": settings.api_url, "user": "admin", "token": made.token}, f, indent=2)
+    os.chmod(path, 0o600)
+    return made.token

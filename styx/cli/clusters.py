@@ -1,0 +1,354 @@
+"""`styx launch / exec / status / queue / logs / cancel / stop / start / down / autostop`.
+
+Flags follow SkyPilot's, so its users feel at home. Every command talks to the API through
+the SDK; nothing here touches SSH, a cloud or Temporal.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import httpx
+import typer
+from rich.table import Table
+
+from styx.cli.main import app, console, fail
+from styx.schemas import JobInfo
+from styx.sdk.client import Client, StyxError, absolute_paths
+from styx.task import Task, TaskValidationError
+
+# `styx logs --status` exit codes, as SkyPilot's `sky logs --status`.
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_NOT_FOUND, EXIT_CANCELLED = 0, 100, 101, 102, 103
+
+
+@contextmanager
+def api() -> Iterator[Client]:
+    """An SDK client; API errors become one-line CLI errors (exit code 1)."""
+    client = Client()
+    try:
+        yield client
+    except StyxError as err:
+        raise fail(err.message) from None
+    except httpx.ConnectError:
+        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
+    finally:
+        client.close()
+
+
+def _load_task(entrypoint: list[str], **overrides) -> Task:
+    """A YAML file, or the words of a bare command, with the command-line overrides applied."""
+    try:
+        if len(entrypoint) == 1 and (entrypoint[0].endswith((".yaml", ".yml")) or Path(entrypoint[0]).is_file()):
+            path = Path(entrypoint[0])
+            if not path.is_file():
+                raise fail(f"ENTRYPOINT: no such file {str(path)!r}")
+            task = Task.from_yaml(path)
+        else:
+            task = Task.from_command(" ".join(entrypoint))
+        overrides = {k: v for k, v in overrides.items() if v not in (None, [], ())}
+        task = task.with_overrides(**overrides) if overrides else task
+        return absolute_paths(task)
+    except TaskValidationError as err:
+        raise fail(str(err)) from None
+
+
+def _age(then: datetime | None) -> str:
+    if then is None:
+        return "-"
+    seconds = (datetime.now(timezone.utc) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _duration(job: JobInfo) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.ended_at or datetime.now(timezone.utc)
+    return f"{(end - job.started_at).total_seconds():.1f}s"
+
+
+def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
+    """Wait (with a spinner) until the job starts, stream its log, return it once finished."""
+    with console.status(f"job {job_id} on {cluster}: waiting…") as spinner:
+        while True:
+            job = client.job(cluster, job_id)
+            if job.status != "PENDING":
+                break
+            info = client.cluster(cluster)
+            if info.status in ("FAILED", "TERMINATED"):
+                break
+            spinner.update(f"job {job_id} PENDING; cluster {cluster} is {info.status}…")
+            time.sleep(0.2)
+    out = sys.stdout.buffer
+    for chunk in client.stream_logs(cluster, job_id, follow=True):
+        out.write(chunk)
+        out.flush()
+    return client.wait(cluster, job_id)
+
+
+def _job_exit(job: JobInfo) -> int:
+    return {"SUCCEEDED": EXIT_SUCCEEDED, "CANCELLED": EXIT_CANCELLED}.get(job.status, EXIT_FAILED)
+
+
+def _report(job: JobInfo) -> None:
+    colour = "green" if job.status == "SUCCEEDED" else "red"
+    extra = f" (exit codes {job.exit_codes})" if job.exit_codes and job.status != "SUCCEEDED" else ""
+    console.print(f"job {job.job_id} on {job.cluster}: [{colour}]{job.status}[/{colour}]{extra}"
+                  + (f" — {job.message}" if job.message and job.status != "SUCCEEDED" else ""))
+
+
+EnvOpt = typer.Option(None, "--env", help="KEY=VALUE for the job's environment (repeatable).")
+SecretOpt = typer.Option(None, "--secret", help="KEY=VALUE, like --env but never shown or logged.")
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def launch(
+    entrypoint: List[str] = typer.Argument(..., help="a task YAML file, or a command to run"),
+    cluster: Optional[str] = typer.Option(None, "-c", "--cluster", help="cluster name (new or existing)"),
+    detach_run: bool = typer.Option(False, "-d", "--detach-run", help="return once the job is queued"),
+    yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
+    env: Optional[List[str]] = EnvOpt,
+    secret: Optional[List[str]] = SecretOpt,
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs per node, e.g. 4 or 4+ (at least 4)"),
+    memory: Optional[str] = typer.Option(None, "--memory", help="GB per node, e.g. 16+"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1"),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="number of nodes"),
+    infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/<pool>"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory synced to the nodes"),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
+    idle_minutes_to_autostop: Optional[int] = typer.Option(
+        None, "-i", "--idle-minutes-to-autostop", help="stop the cluster after this many idle minutes"),
+    down: bool = typer.Option(False, "--down", help="with -i: tear down instead of stopping"),
+) -> None:
+    """Launch a cluster (if needed) and run a task on it, streaming its output.
+
+    Examples:
+
+      `styx launch examples/hello.yaml -c dev`
+
+      `styx launch -c dev --num-nodes 2 --env GREETING=hi 'echo $GREETING from $STYX_NODE_RANK'`
+    """
+    task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, memory=memory, gpus=gpus,
+                      num_nodes=num_nodes, infra=infra, workdir=workdir, name=name)
+    cluster = cluster or f"styx-{secrets.token_hex(2)}"
+    with api() as client:
+        exists = any(c.name == cluster for c in client.status())
+        if not exists and not yes and sys.stdin.isatty():
+            typer.confirm(f"Launch a new cluster {cluster!r} ({task.num_nodes} node(s))?", default=True, abort=True)
+        submitted = client.launch(task, cluster, idle_minutes_to_autostop=idle_minutes_to_autostop, down=down)
+        console.print(f"job {submitted.job_id} queued on cluster {cluster}"
+                      + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+        if detach_run:
+            return
+        job = _follow(client, cluster, submitted.job_id)
+        _report(job)
+        raise typer.Exit(_job_exit(job))
+
+
+@app.command("exec", rich_help_panel="Clusters and jobs")
+def exec_(
+    cluster: str = typer.Argument(..., help="an existing cluster"),
+    entrypoint: List[str] = typer.Argument(..., help="a task YAML file, or a command to run"),
+    detach_run: bool = typer.Option(False, "-d", "--detach-run", help="return once the job is queued"),
+    env: Optional[List[str]] = EnvOpt,
+    secret: Optional[List[str]] = SecretOpt,
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs the job needs per node"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators the job needs per node"),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="nodes the job runs on"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory synced to the nodes"),
+    name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
+) -> None:
+    """Queue a job on an existing cluster; prints its id and streams its output.
+
+    Example:  `styx exec dev 'python -c "print(42)"'`
+    """
+    task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, gpus=gpus, num_nodes=num_nodes,
+                      workdir=workdir, name=name)
+    with api() as client:
+        submitted = client.exec(cluster, task)
+        console.print(f"job {submitted.job_id} queued on cluster {cluster}"
+                      + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+        if detach_run:
+            return
+        job = _follow(client, cluster, submitted.job_id)
+        _report(job)
+        raise typer.Exit(_job_exit(job))
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def status(
+    clusters: Optional[List[str]] = typer.Argument(None, help="only these clusters"),
+    all_: bool = typer.Option(False, "-a", "--all", help="include clusters taken down"),
+) -> None:
+    """Show clusters: provider, nodes, status, autostop, age and a Temporal UI link.
+
+    Example:  `styx status`
+    """
+    with api() as client:
+        rows = client.status(all=all_)
+    if clusters:
+        rows = [r for r in rows if r.name in clusters]
+    if not rows:
+        console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
+        return
+    table = Table("CLUSTER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
+    for c in rows:
+        autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
+        table.add_row(c.name, c.provider, str(c.num_nodes), c.status + (f": {c.status_message}" if c.status_message else ""),
+                      autostop, _age(c.created_at), c.workflow_url or "-")
+    console.print(table)
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def queue(cluster: str = typer.Argument(..., help="the cluster")) -> None:
+    """Show a cluster's jobs: id, name, submitted, status, duration, exit code.
+
+    Example:  `styx queue dev`
+    """
+    with api() as client:
+        jobs = client.queue(cluster)
+    table = Table("ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND")
+    for j in jobs:
+        codes = "-" if not j.exit_codes else ",".join("?" if c is None else str(c) for c in j.exit_codes)
+        table.add_row(str(j.job_id), j.name or "-", _age(j.submitted_at) + " ago", j.status, _duration(j), codes,
+                      j.run_summary or "")
+    console.print(table)
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def logs(
+    cluster: str = typer.Argument(..., help="the cluster"),
+    job_id: Optional[int] = typer.Argument(None, help="the job (default: the latest)"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="keep streaming until the job ends"),
+    status_only: bool = typer.Option(
+        False, "--status", help="print nothing; exit 0 succeeded, 100 failed, 101 not finished, "
+        "102 not found, 103 cancelled"),
+) -> None:
+    """Print a job's full log (every node, lines prefixed by node rank).
+
+    Example:  `styx logs dev 3 --follow`
+    """
+    with api() as client:
+        if job_id is None:
+            jobs = client.queue(cluster)
+            if not jobs:
+                if status_only:
+                    raise typer.Exit(EXIT_NOT_FOUND)
+                raise fail(f"cluster {cluster!r} has no jobs")
+            job_id = max(j.job_id for j in jobs)
+        if status_only:
+            try:
+                job = client.job(cluster, job_id)
+            except StyxError as err:
+                if err.status_code == 404:
+                    raise typer.Exit(EXIT_NOT_FOUND) from None
+                raise
+            raise typer.Exit(_job_exit(job) if job.finished else EXIT_NOT_FINISHED)
+        out = sys.stdout.buffer
+        for chunk in client.stream_logs(cluster, job_id, follow=follow):
+            out.write(chunk)
+            out.flush()
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def cancel(
+    cluster: str = typer.Argument(..., help="the cluster"),
+    job_ids: Optional[List[int]] = typer.Argument(None, help="jobs to cancel (default: the latest running one)"),
+    all_: bool = typer.Option(False, "-a", "--all", help="cancel every running or waiting job"),
+) -> None:
+    """Cancel jobs: their processes are killed on every node.
+
+    Example:  `styx cancel dev 3`
+    """
+    with api() as client:
+        ids = job_ids or None
+        if all_:
+            ids = [j.job_id for j in client.queue(cluster) if not j.finished]
+            if not ids:
+                console.print(f"no running or waiting job on {cluster}")
+                return
+        result = client.cancel(cluster, ids)
+    console.print(f"cancelled job(s) {', '.join(map(str, result.cancelled))} on {cluster}")
+
+
+def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> list[str]:
+    if all_:
+        return [c.name for c in client.status()]
+    if not names:
+        raise fail(f"name the cluster(s) to {verb}, or pass --all")
+    return names
+
+
+def _lifecycle(verb: str, names: list[str] | None, all_: bool, yes: bool) -> None:
+    with api() as client:
+        targets = _targets(client, names, all_, verb)
+        if verb != "start" and not yes and sys.stdin.isatty() and targets:
+            typer.confirm(f"{verb.capitalize()} cluster(s) {', '.join(targets)}?", default=True, abort=True)
+        for name in targets:
+            with console.status(f"{verb} {name}…"):
+                info = getattr(client, verb)(name)
+            console.print(f"cluster {name}: {info.status}")
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def stop(
+    clusters: Optional[List[str]] = typer.Argument(None, help="clusters to stop"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+    yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
+) -> None:
+    """Stop clusters: nodes are stopped (their jobs end); `styx start` brings them back.
+
+    Example:  `styx stop dev`
+    """
+    _lifecycle("stop", clusters, all_, yes)
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def start(
+    clusters: Optional[List[str]] = typer.Argument(None, help="clusters to start"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+) -> None:
+    """Start stopped clusters on the same nodes (same home directories).
+
+    Example:  `styx start dev`
+    """
+    _lifecycle("start", clusters, all_, True)
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def down(
+    clusters: Optional[List[str]] = typer.Argument(None, help="clusters to tear down"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+    yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
+) -> None:
+    """Tear clusters down: jobs are cancelled and nodes removed for good.
+
+    Example:  `styx down dev -y`
+    """
+    _lifecycle("down", clusters, all_, yes)
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def autostop(
+    cluster: str = typer.Argument(..., help="the cluster"),
+    idle_minutes: Optional[int] = typer.Option(None, "-i", "--idle-minutes", help="idle minutes before stopping"),
+    cancel_: bool = typer.Option(False, "--cancel", help="turn autostop off"),
+    down: bool = typer.Option(False, "--down", help="tear down instead of stopping"),
+) -> None:
+    """Stop (or tear down) a cluster after it has been idle for a while.
+
+    Example:  `styx autostop dev -i 30`
+    """
+    if not cancel_ and idle_minutes is None:
+        raise fail("give --idle-minutes N, or --cancel")
+    with api() as client:
+        info = client.autostop(cluster, None if cancel_ else idle_minutes, down)
+    console.print(f"cluster {cluster}: autostop {'off' if info.autostop_minutes is None else f'after {info.autostop_minutes} idle minutes'}")

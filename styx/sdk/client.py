@@ -1,0 +1,325 @@
+"""The Python SDK: ``styx.Client`` (sync) and ``styx.AsyncClient``.
+
+Both find the API and the token the way the CLI does: arguments first, then ``STYX_API_URL``
+/ ``STYX_TOKEN``, then ``STYX_HOME/credentials`` (written by ``styx up``)::
+
+    import styx
+
+    client = styx.Client()
+    submitted = client.launch("examples/hello.yaml", cluster="dev")
+    job = client.wait("dev", submitted.job_id)
+    print(job.status, client.logs("dev", submitted.job_id))
+    client.down("dev")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+
+from styx.config import Settings
+from styx.schemas import (
+    CancelResult,
+    ClusterInfo,
+    JobInfo,
+    JobSubmitted,
+)
+from styx.task import Task
+
+
+class StyxError(Exception):
+    """An error answer from the API; ``status_code`` is the HTTP status."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+class NotFound(StyxError):
+    pass
+
+
+class Conflict(StyxError):
+    pass
+
+
+def read_credentials(home: Path) -> dict[str, str]:
+    try:
+        return json.loads((home / "credentials").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _resolve(url: str | None, token: str | None) -> tuple[str, str | None]:
+    settings = Settings.from_env()
+    creds = read_credentials(settings.home)
+    url = url or os.environ.get("STYX_API_URL") or creds.get("url") or settings.api_url
+    token = token or os.environ.get("STYX_TOKEN") or creds.get("token")
+    return url.rstrip("/"), token
+
+
+def absolute_paths(task: Task) -> Task:
+    """Local paths (workdir, file_mounts sources) made absolute against the current directory,
+    as SkyPilot reads them, since the worker that uploads them runs elsewhere."""
+    data = task.to_dict(include_secrets=True)
+    if task.workdir:
+        data["workdir"] = str(Path(task.workdir).expanduser().resolve())
+    for dst, mount in (data.get("file_mounts") or {}).items():
+        source = mount.get("source") if isinstance(mount, dict) else mount
+        if isinstance(source, str) and "://" not in source:
+            resolved = str(Path(source).expanduser().resolve())
+            data["file_mounts"][dst] = {**mount, "source": resolved} if isinstance(mount, dict) else resolved
+    return Task.from_dict(data)
+
+
+def _task_dict(task: Task | dict[str, Any] | str | Path) -> dict[str, Any]:
+    """A Task, a dict, a YAML path or a bare command, as the JSON the API takes."""
+    if isinstance(task, dict):
+        task = Task.from_dict(task)
+    elif isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml")) or Path(task).is_file())):
+        task = Task.from_yaml(Path(task))
+    elif isinstance(task, str):
+        task = Task.from_command(task)
+    return absolute_paths(task).to_dict(include_secrets=True)
+
+
+@dataclass(frozen=True)
+class _Req:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    cls = {404: NotFound, 409: Conflict}.get(resp.status_code, StyxError)
+    raise cls(resp.status_code, detail)
+
+
+class _Routes:
+    """Every API call, as a request; both clients send these."""
+
+    @staticmethod
+    def launch(task: Any, cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> _Req:
+        return _Req("POST", "/api/v1/clusters", {"cluster": cluster, "task": _task_dict(task),
+                                                  "idle_minutes_to_autostop": idle_minutes_to_autostop,
+                                                  "down": down})
+
+    @staticmethod
+    def exec(cluster: str, task: Any) -> _Req:
+        return _Req("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": _task_dict(task)})
+
+    @staticmethod
+    def status(all: bool) -> _Req:
+        return _Req("GET", "/api/v1/clusters", params={"all": str(all).lower()})
+
+    @staticmethod
+    def cluster(cluster: str) -> _Req:
+        return _Req("GET", f"/api/v1/clusters/{cluster}")
+
+    @staticmethod
+    def queue(cluster: str) -> _Req:
+        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs")
+
+    @staticmethod
+    def job(cluster: str, job_id: int) -> _Req:
+        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}")
+
+    @staticmethod
+    def cancel(cluster: str, job_ids: list[int] | None) -> _Req:
+        return _Req("POST", f"/api/v1/clusters/{cluster}/jobs/cancel", {"job_ids": job_ids})
+
+    @staticmethod
+    def lifecycle(cluster: str, action: str) -> _Req:
+        return _Req("POST", f"/api/v1/clusters/{cluster}/{action}")
+
+    @staticmethod
+    def autostop(cluster: str, idle_minutes: int | None, down: bool) -> _Req:
+        return _Req("POST", f"/api/v1/clusters/{cluster}/autostop", {"idle_minutes": idle_minutes, "down": down})
+
+    @staticmethod
+    def logs(cluster: str, job_id: int, follow: bool) -> _Req:
+        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
+
+
+class Client:
+    """Synchronous client. Every method raises :class:`StyxError` (``NotFound``, ``Conflict``)
+    with the API's message on an error answer."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
+        self.url, token = _resolve(url, token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, req: _Req) -> Any:
+        resp = self._http.request(req.method, req.path, json=req.json, params=req.params)
+        _raise_for(resp)
+        return resp.json()
+
+    def launch(self, task: Task | dict | str | Path, cluster: str, *,
+               idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
+        """Launch ``cluster`` (if it does not exist) and queue ``task`` on it."""
+        return JobSubmitted(**self._send(_Routes.launch(task, cluster, idle_minutes_to_autostop, down)))
+
+    def exec(self, cluster: str, task: Task | dict | str | Path) -> JobSubmitted:
+        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster."""
+        return JobSubmitted(**self._send(_Routes.exec(cluster, task)))
+
+    def status(self, all: bool = False) -> list[ClusterInfo]:
+        """Clusters (with ``all``, also those taken down)."""
+        return [ClusterInfo(**c) for c in self._send(_Routes.status(all))]
+
+    def cluster(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.cluster(cluster)))
+
+    def queue(self, cluster: str) -> list[JobInfo]:
+        return [JobInfo(**j) for j in self._send(_Routes.queue(cluster))]
+
+    def job(self, cluster: str, job_id: int) -> JobInfo:
+        return JobInfo(**self._send(_Routes.job(cluster, job_id)))
+
+    def wait(self, cluster: str, job_id: int, timeout: float | None = None, poll: float = 0.05) -> JobInfo:
+        """Block until the job has finished; returns it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(cluster, job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+
+    def cancel(self, cluster: str, job_ids: list[int] | None = None) -> CancelResult:
+        return CancelResult(**self._send(_Routes.cancel(cluster, job_ids)))
+
+    def stop(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.lifecycle(cluster, "stop")))
+
+    def start(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.lifecycle(cluster, "start")))
+
+    def down(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.lifecycle(cluster, "down")))
+
+    def autostop(self, cluster: str, idle_minutes: int | None, down: bool = False) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.autostop(cluster, idle_minutes, down)))
+
+    def logs(self, cluster: str, job_id: int) -> str:
+        """The job's whole log so far."""
+        return b"".join(self.stream_logs(cluster, job_id, follow=False)).decode(errors="replace")
+
+    def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> Iterator[bytes]:
+        """The job's log as it arrives; with ``follow`` it ends when the job does."""
+        req = _Routes.logs(cluster, job_id, follow)
+        with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _raise_for(resp)
+            yield from resp.iter_bytes()
+
+
+class AsyncClient:
+    """The asynchronous twin of :class:`Client`; same methods, awaited."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
+        self.url, token = _resolve(url, token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, req: _Req) -> Any:
+        resp = await self._http.request(req.method, req.path, json=req.json, params=req.params)
+        _raise_for(resp)
+        return resp.json()
+
+    async def launch(self, task: Task | dict | str | Path, cluster: str, *,
+                     idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
+        return JobSubmitted(**await self._send(_Routes.launch(task, cluster, idle_minutes_to_autostop, down)))
+
+    async def exec(self, cluster: str, task: Task | dict | str | Path) -> JobSubmitted:
+        return JobSubmitted(**await self._send(_Routes.exec(cluster, task)))
+
+    async def status(self, all: bool = False) -> list[ClusterInfo]:
+        return [ClusterInfo(**c) for c in await self._send(_Routes.status(all))]
+
+    async def cluster(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.cluster(cluster)))
+
+    async def queue(self, cluster: str) -> list[JobInfo]:
+        return [JobInfo(**j) for j in await self._send(_Routes.queue(cluster))]
+
+    async def job(self, cluster: str, job_id: int) -> JobInfo:
+        return JobInfo(**await self._send(_Routes.job(cluster, job_id)))
+
+    async def wait(self, cluster: str, job_id: int, timeout: float | None = None, poll: float = 0.05) -> JobInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.job(cluster, job_id)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
+            await asyncio.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+
+    async def cancel(self, cluster: str, job_ids: list[int] | None = None) -> CancelResult:
+        return CancelResult(**await self._send(_Routes.cancel(cluster, job_ids)))
+
+    async def stop(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.lifecycle(cluster, "stop")))
+
+    async def start(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.lifecycle(cluster, "start")))
+
+    async def down(self, cluster: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.lifecycle(cluster, "down")))
+
+    async def autostop(self, cluster: str, idle_minutes: int | None, down: bool = False) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.autostop(cluster, idle_minutes, down)))
+
+    async def logs(self, cluster: str, job_id: int) -> str:
+        chunks = [c async for c in self.stream_logs(cluster, job_id, follow=False)]
+        return b"".join(chunks).decode(errors="replace")
+
+    async def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> AsyncIterator[bytes]:
+        req = _Routes.logs(cluster, job_id, follow)
+        async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _raise_for(resp)
+            async for chunk in resp.aiter_bytes():
+                yield chunk

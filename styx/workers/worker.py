@@ -1,0 +1,77 @@
+"""`styx worker`: hosts every Styx workflow and activity. Stateless; run as many as you like."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from styx import db as styx_db
+from styx.activities.local import LocalProvider
+from styx.activities.ping import ping
+from styx.activities.providers import ProviderActivities
+from styx.activities.ssh import SshActivities
+from styx.activities.state import StateActivities
+from styx.config import Settings
+from styx.db import Database
+from styx.sshexec import SshPool, ensure_client_key
+from styx.temporal import connect
+from styx.workflows.cluster import ClusterWorkflow
+from styx.workflows.job import JobWorkflow
+from styx.workflows.ping import PingWorkflow
+
+log = logging.getLogger("styx.worker")
+
+
+def client_key_path(settings: Settings) -> Path:
+    """Styx's own SSH key: what every node (local, AWS, SSH pool) lets in."""
+    return settings.home / "ssh" / "id_ed25519"
+
+
+def build_worker(client: Client, settings: Settings, pool: SshPool | None = None) -> Worker:
+    """The worker with every workflow and activity registered (tests use this too)."""
+    key_path = client_key_path(settings)
+    key = ensure_client_key(key_path)
+    pool = pool or SshPool(key)
+    providers = ProviderActivities({
+        "local": LocalProvider(settings.home / "nodes", key.export_public_key().decode()),
+    })
+    state = StateActivities(Database(settings.db_url))
+    ssh = SshActivities(settings.home, pool)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[PingWorkflow, ClusterWorkflow, JobWorkflow],
+        activities=[
+            ping,
+            providers.provision, providers.start, providers.stop, providers.terminate,
+            state.record_cluster, state.record_job,
+            ssh.run_phase, ssh.kill_job, ssh.sync_files,
+        ],
+        # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> None:
+    settings.ensure_home()
+    styx_db.migrate(settings.db_url)
+    client = await connect(settings, wait_seconds=wait_for_temporal)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+        ready_file = os.environ.get("STYX_READY_FILE")
+        if ready_file:
+            Path(ready_file).write_text(str(os.getpid()))
+        await stop.wait()
+        log.info("worker shutting down")

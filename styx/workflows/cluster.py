@@ -1,0 +1,503 @@
+"""ClusterWorkflow ``cluster/<name>``: a cluster's whole life, and its job queue.
+
+Provisions the nodes through the provider's activities, then serves Updates
+(``submit_job``, ``cancel_job``, ``stop``, ``start``, ``down``, ``set_autostop``) and the
+``describe`` query. Jobs wait in submission order until the nodes have the CPUs and
+accelerators they ask for, then run as child ``JobWorkflow``s started with an ABANDON
+parent-close policy and tracked by id, so continuing-as-new never kills them; a child
+reports its end with the ``job_finished`` signal, sent by workflow id.
+When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from styx.activities import types as t
+    from styx.temporal import CLUSTER_KEY
+    from styx.workflows.job import STATE_RETRY, STATE_TIMEOUT, JobFinished, JobInput, JobWorkflow
+
+PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3,
+    non_retryable_error_types=["InvalidTask", "ProvisionFailed", "NoCredentials"],
+)
+#: How long ``stop``/``down`` wait for cancelled jobs to be killed before stopping the nodes.
+DRAIN_TIMEOUT = timedelta(seconds=60)
+
+
+def cluster_workflow_id(name: str) -> str:
+    return f"cluster/{name}"
+
+
+def job_workflow_id(cluster: str, job_id: int) -> str:
+    return f"cluster/{cluster}/job/{job_id}"
+
+
+@dataclass
+class ClusterSpec:
+    """What was asked for at launch; a later launch of the same name must ask the same."""
+
+    name: str
+    provider: str
+    num_nodes: int = 1
+    #: The task's public resources dict, for the provider and for comparison.
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: Capacity of each node, for the job queue.
+    node_cpus: float = 1.0
+    node_accelerators: dict[str, int] = field(default_factory=dict)
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
+
+
+@dataclass
+class QueuedJob:
+    job_id: int
+    name: str
+    cpus: float
+    accelerators: dict[str, int]
+    num_nodes: int
+    task: dict[str, Any]
+    env: dict[str, str]
+
+
+@dataclass
+class RunningJob:
+    job_id: int
+    workflow_id: str
+    ranks: list[int]
+    cpus: float
+    accelerators: dict[str, int]
+
+
+@dataclass
+class ClusterState:
+    status: str = t.INIT
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    next_job_id: int = 1
+    queue: list[QueuedJob] = field(default_factory=list)
+    running: list[RunningJob] = field(default_factory=list)
+    #: ISO time of the last moment the cluster was busy (for autostop).
+    idle_since: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class ClusterInput:
+    spec: ClusterSpec
+    #: Set only when continuing as new.
+    state: ClusterState | None = None
+
+
+@dataclass
+class SubmitJobInput:
+    task: dict[str, Any]
+    name: str = ""
+    cpus: float = 0.5
+    accelerators: dict[str, int] = field(default_factory=dict)
+    num_nodes: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    #: Given by ``launch``: the cluster must have been launched with this spec.
+    launch_spec: ClusterSpec | None = None
+
+
+@dataclass
+class SubmitJobResult:
+    job_id: int
+    workflow_id: str
+
+
+@dataclass
+class CancelJobInput:
+    #: None: the latest job that is running or waiting.
+    job_id: int | None = None
+
+
+@dataclass
+class CancelJobResult:
+    job_id: int
+    previous_status: str
+
+
+@dataclass
+class AutostopInput:
+    minutes: int | None
+    down: bool = False
+
+
+@dataclass
+class ClusterDescription:
+    name: str
+    status: str
+    provider: str
+    num_nodes: int
+    nodes: list[dict[str, Any]]
+    queued: list[int]
+    running: list[int]
+    next_job_id: int
+    autostop_minutes: int | None
+    autostop_down: bool
+    message: str | None = None
+
+
+def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
+    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
+
+
+@workflow.defn(name="ClusterWorkflow")
+class ClusterWorkflow:
+    def __init__(self) -> None:
+        self.spec: ClusterSpec | None = None
+        self.state = ClusterState()
+        self._wake = False
+        self._lifecycle = asyncio.Lock()
+
+    # -- main loop ----------------------------------------------------------------------
+    @workflow.run
+    async def run(self, inp: ClusterInput) -> ClusterDescription:
+        self.spec = inp.spec
+        workflow.upsert_search_attributes([CLUSTER_KEY.value_set(self.spec.name)])
+        if inp.state is None:
+            async with self._lifecycle:
+                await self._provision()
+        else:
+            self.state = inp.state
+        while self.state.status not in (t.TERMINATED, t.CLUSTER_FAILED):
+            await self._schedule()
+            timeout = self._autostop_remaining()
+            try:
+                await workflow.wait_condition(lambda: self._wake, timeout=timeout)
+            except asyncio.TimeoutError:
+                await self._autostop()
+            self._wake = False
+            if workflow.info().is_continue_as_new_suggested() and not self._lifecycle.locked():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(ClusterInput(self.spec, self.state))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.describe()
+
+    def _poke(self) -> None:
+        self._wake = True
+
+    # -- provider -----------------------------------------------------------------------
+    def _provider_input(self) -> t.ProviderInput:
+        assert self.spec is not None
+        return t.ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources)
+
+    async def _provider(self, activity: str, timeout: timedelta = timedelta(minutes=20)) -> t.ProviderOutput:
+        return await workflow.execute_activity(
+            activity, self._provider_input(), result_type=t.ProviderOutput,
+            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=PROVIDER_RETRY,
+        )
+
+    async def _record_cluster(self, **extra: Any) -> None:
+        spec = self.spec
+        assert spec is not None
+        await workflow.execute_activity(
+            "record_cluster",
+            t.ClusterRecord(
+                name=spec.name, provider=spec.provider, status=self.state.status,
+                num_nodes=spec.num_nodes, resources=spec.resources,
+                workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
+                autostop_down=spec.autostop_down, status_message=self.state.message, **extra,
+            ),
+            start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+        )
+
+    async def _provision(self) -> None:
+        await self._record_cluster()
+        try:
+            out = await self._provider("provision")
+        except ActivityError as err:
+            cause = err.cause
+            self.state.message = f"launch failed: {cause or err}"
+            workflow.logger.warning("cluster %s: %s", self.spec.name, self.state.message)
+            await self._provider("terminate")  # leave no node behind
+            self.state.status = t.CLUSTER_FAILED
+            await self._record_cluster(nodes=[])
+            await self._fail_queued(self.state.message)
+            return
+        self.state.nodes = out.nodes
+        self.state.status = t.UP
+        self.state.message = None
+        self._mark_busy()
+        await self._record_cluster(nodes=out.nodes, region=out.region, zone=out.zone, mark_launched=True)
+
+    # -- the queue ----------------------------------------------------------------------
+    def _free(self) -> list[dict[str, float]]:
+        assert self.spec is not None
+        free = [
+            {"cpus": self.spec.node_cpus, **{k: float(v) for k, v in self.spec.node_accelerators.items()}}
+            for _ in self.state.nodes
+        ]
+        for job in self.state.running:
+            for rank in job.ranks:
+                free[rank]["cpus"] -= job.cpus
+                for acc, n in job.accelerators.items():
+                    free[rank][acc] = free[rank].get(acc, 0.0) - n
+        return free
+
+    def _place(self, job: QueuedJob) -> list[int] | None:
+        need = {"cpus": job.cpus, **{k: float(v) for k, v in job.accelerators.items()}}
+        ranks = [rank for rank, free in enumerate(self._free()) if _fits(free, need)]
+        return ranks[: job.num_nodes] if len(ranks) >= job.num_nodes else None
+
+    async def _schedule(self) -> None:
+        """Start waiting jobs, in submission order, while the head of the queue fits."""
+        while self.state.status == t.UP and self.state.queue:
+            job = self.state.queue[0]
+            ranks = self._place(job)
+            if ranks is None:
+                return
+            self.state.queue.pop(0)
+            wid = job_workflow_id(self.spec.name, job.job_id)
+            self.state.running.append(RunningJob(job.job_id, wid, ranks, job.cpus, job.accelerators))
+            await workflow.start_child_workflow(
+                JobWorkflow.run,
+                JobInput(
+                    cluster=self.spec.name, job_id=job.job_id, task=job.task,
+                    nodes=[self.state.nodes[r] for r in ranks],
+                    cluster_workflow_id=workflow.info().workflow_id, env=job.env,
+                    accelerators=job.accelerators,
+                ),
+                id=wid,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=workflow.info().typed_search_attributes,
+            )
+
+    async def _fail_queued(self, message: str, status: str = t.FAILED) -> None:
+        queued, self.state.queue = self.state.queue, []
+        for job in queued:
+            await self._record_job(job.job_id, status, message=message)
+
+    async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
+        await workflow.execute_activity(
+            "record_job", t.JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra),
+            start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+        )
+
+    @workflow.signal
+    def job_finished(self, finished: JobFinished) -> None:
+        before = len(self.state.running)
+        self.state.running = [j for j in self.state.running if j.job_id != finished.job_id]
+        if len(self.state.running) != before:
+            self._mark_busy()
+            self._poke()
+
+    # -- updates ------------------------------------------------------------------------
+    @workflow.update
+    async def submit_job(self, req: SubmitJobInput) -> SubmitJobResult:
+        job_id = self.state.next_job_id
+        self.state.next_job_id += 1
+        name = req.name or f"job-{job_id}"
+        wid = job_workflow_id(self.spec.name, job_id)
+        self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
+                                          req.task, dict(req.env)))
+        self._mark_busy()
+        await self._record_job(
+            job_id, t.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
+            num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
+            user=req.user,
+        )
+        self._poke()
+        return SubmitJobResult(job_id, wid)
+
+    @submit_job.validator
+    def _validate_submit(self, req: SubmitJobInput) -> None:
+        spec = self.spec
+        assert spec is not None
+        if req.launch_spec is not None and _launch_key(req.launch_spec) != _launch_key(spec):
+            raise ApplicationError(
+                f"cluster {spec.name!r} exists with different resources "
+                f"({_describe_spec(spec)}; asked for {_describe_spec(req.launch_spec)}); "
+                f"launch under another name, or `styx down {spec.name}` first",
+                type="ResourceMismatch",
+            )
+        if self.state.status == t.STOPPED:
+            raise ApplicationError(
+                f"cluster {spec.name!r} is STOPPED; run `styx start {spec.name}` first", type="ClusterStopped")
+        if self.state.status not in (t.INIT, t.UP):
+            raise ApplicationError(f"cluster {spec.name!r} is {self.state.status}", type="ClusterNotUp")
+        if req.num_nodes > spec.num_nodes:
+            raise ApplicationError(
+                f"the job asks for {req.num_nodes} nodes but cluster {spec.name!r} has {spec.num_nodes}",
+                type="JobTooLarge")
+        if req.cpus > spec.node_cpus + 1e-9:
+            raise ApplicationError(
+                f"the job asks for {req.cpus:g} CPUs per node but nodes of {spec.name!r} have {spec.node_cpus:g}",
+                type="JobTooLarge")
+        for acc, n in req.accelerators.items():
+            if n > spec.node_accelerators.get(acc, 0):
+                raise ApplicationError(
+                    f"the job asks for {acc}:{n} but nodes of {spec.name!r} have "
+                    f"{spec.node_accelerators or 'no accelerators'}", type="JobTooLarge")
+
+    @workflow.update
+    async def cancel_job(self, req: CancelJobInput) -> CancelJobResult:
+        job_id = req.job_id if req.job_id is not None else self._latest_active()
+        for i, job in enumerate(self.state.queue):
+            if job.job_id == job_id:
+                del self.state.queue[i]
+                await self._record_job(job_id, t.CANCELLED, message="cancelled before it started")
+                self._mark_busy()
+                self._poke()
+                return CancelJobResult(job_id, t.PENDING)
+        running = next(j for j in self.state.running if j.job_id == job_id)
+        await workflow.get_external_workflow_handle(running.workflow_id).cancel()
+        return CancelJobResult(job_id, t.RUNNING)
+
+    @cancel_job.validator
+    def _validate_cancel(self, req: CancelJobInput) -> None:
+        if req.job_id is None:
+            if self._latest_active() is None:
+                raise ApplicationError(f"no running or waiting job on cluster {self.spec.name!r}", type="NoActiveJob")
+            return
+        if not 1 <= req.job_id < self.state.next_job_id:
+            raise ApplicationError(f"cluster {self.spec.name!r} has no job {req.job_id}", type="JobNotFound")
+        active = {j.job_id for j in self.state.queue} | {j.job_id for j in self.state.running}
+        if req.job_id not in active:
+            raise ApplicationError(f"job {req.job_id} already finished", type="JobFinished")
+
+    def _latest_active(self) -> int | None:
+        active = [j.job_id for j in self.state.queue] + [j.job_id for j in self.state.running]
+        return max(active) if active else None
+
+    @workflow.update
+    async def stop(self) -> ClusterDescription:
+        async with self._lifecycle:
+            if self.state.status == t.STOPPED:
+                return self.describe()
+            self._require(t.UP, "stop")
+            await self._stop_nodes("cluster stopped")
+            return self.describe()
+
+    @workflow.update
+    async def start(self) -> ClusterDescription:
+        async with self._lifecycle:
+            if self.state.status == t.UP:
+                return self.describe()
+            self._require(t.STOPPED, "start")
+            self.state.status = t.INIT
+            await self._record_cluster()
+            out = await self._provider("start")
+            self.state.nodes = out.nodes
+            self.state.status = t.UP
+            self._mark_busy()
+            await self._record_cluster(nodes=out.nodes)
+            self._poke()
+            return self.describe()
+
+    @workflow.update
+    async def down(self) -> ClusterDescription:
+        async with self._lifecycle:
+            if self.state.status == t.TERMINATED:
+                return self.describe()
+            await self._drain("cluster taken down")
+            await self._provider("terminate")
+            self.state.status = t.TERMINATED
+            self.state.nodes = []
+            await self._record_cluster(nodes=[])
+            self._poke()
+            return self.describe()
+
+    @workflow.update
+    async def set_autostop(self, req: AutostopInput) -> ClusterDescription:
+        if req.minutes is not None and req.minutes < 0:
+            raise ApplicationError("autostop minutes must be >= 0 (or none to disable)", type="InvalidRequest")
+        self.spec.autostop_minutes = req.minutes
+        self.spec.autostop_down = req.down
+        self._mark_busy()
+        await self._record_cluster()
+        self._poke()
+        return self.describe()
+
+    def _require(self, status: str, action: str) -> None:
+        if self.state.status != status:
+            raise ApplicationError(
+                f"cannot {action} cluster {self.spec.name!r}: it is {self.state.status}", type="InvalidState")
+
+    async def _drain(self, reason: str) -> None:
+        """Cancel every waiting and running job, and wait (bounded) until the running ones end."""
+        await self._fail_queued(reason, status=t.CANCELLED)
+        for job in list(self.state.running):
+            try:
+                await workflow.get_external_workflow_handle(job.workflow_id).cancel()
+            except Exception:  # already finished: its job_finished signal is on the way
+                pass
+        try:
+            await workflow.wait_condition(lambda: not self.state.running, timeout=DRAIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            workflow.logger.warning("jobs %s did not end in time", [j.job_id for j in self.state.running])
+
+    async def _stop_nodes(self, reason: str) -> None:
+        await self._drain(reason)
+        await self._provider("stop")
+        self.state.status = t.STOPPED
+        await self._record_cluster()
+
+    # -- autostop -----------------------------------------------------------------------
+    def _mark_busy(self) -> None:
+        self.state.idle_since = workflow.now().isoformat()
+
+    def _autostop_remaining(self) -> float | None:
+        minutes = self.spec.autostop_minutes
+        if minutes is None or self.state.status != t.UP or self.state.queue or self.state.running:
+            return None
+        idle_since = datetime.fromisoformat(self.state.idle_since or workflow.now().isoformat())
+        remaining = (idle_since + timedelta(minutes=minutes) - workflow.now()).total_seconds()
+        return max(remaining, 0.001)
+
+    async def _autostop(self) -> None:
+        async with self._lifecycle:
+            if self._autostop_remaining() is None or self._autostop_remaining() > 0.001:
+                return  # something happened while we waited for the lock
+            workflow.logger.info("cluster %s idle for %s min: autostop", self.spec.name, self.spec.autostop_minutes)
+            if self.spec.autostop_down:
+                await self._drain("autodown")
+                await self._provider("terminate")
+                self.state.status = t.TERMINATED
+                self.state.nodes = []
+                await self._record_cluster(nodes=[])
+            else:
+                await self._stop_nodes("autostop")
+
+    # -- query --------------------------------------------------------------------------
+    @workflow.query
+    def describe(self) -> ClusterDescription:
+        spec = self.spec
+        assert spec is not None
+        return ClusterDescription(
+            name=spec.name, status=self.state.status, provider=spec.provider, num_nodes=spec.num_nodes,
+            nodes=self.state.nodes, queued=[j.job_id for j in self.state.queue],
+            running=[j.job_id for j in self.state.running], next_job_id=self.state.next_job_id,
+            autostop_minutes=spec.autostop_minutes, autostop_down=spec.autostop_down,
+            message=self.state.message,
+        )
+
+
+def _launch_key(spec: ClusterSpec) -> tuple:
+    return (spec.provider, spec.num_nodes, spec.node_cpus, tuple(sorted(spec.node_accelerators.items())),
+            tuple(sorted((k, str(v)) for k, v in spec.resources.items() if v is not None)))
+
+
+def _describe_spec(spec: ClusterSpec) -> str:
+    acc = ",".join(f"{k}:{v}" for k, v in spec.node_accelerators.items())
+    return f"{spec.provider}, {spec.num_nodes} node(s) of {spec.node_cpus:g} CPUs" + (f", {acc}" if acc else "")
+
+
+def _summary(run: Any) -> str | None:
+    if not run:
+        return None
+    text = run if isinstance(run, str) else "\n".join(run)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first[:120]
+

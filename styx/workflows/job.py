@@ -1,0 +1,155 @@
+"""JobWorkflow ``cluster/<name>/job/<n>``: one job on the nodes its cluster gave it.
+
+Uploads the workdir and file mounts, runs ``setup`` then ``run`` on every node (detached on
+the node, so a worker crash does not kill it), records exit codes, and tells its cluster
+when it ends. Cancelling the workflow kills the job's process groups on every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from styx.activities import types as t
+    from styx.temporal import JOB_STATUS_KEY
+
+STATE_TIMEOUT = timedelta(seconds=30)
+STATE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+#: A node may be unreachable for a while (worker restart, network blip) before a job fails.
+PHASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+    maximum_attempts=30, non_retryable_error_types=["JobLost", "InvalidTask"],
+)
+
+
+@dataclass
+class JobInput:
+    cluster: str
+    job_id: int
+    task: dict[str, Any]
+    #: The nodes this job runs on, ``NodeEndpoint.to_dict()`` each; index = the job's rank.
+    nodes: list[dict[str, Any]]
+    cluster_workflow_id: str
+    #: Environment (``envs`` and ``secrets`` of the task, and overrides), already merged.
+    env: dict[str, str] = field(default_factory=dict)
+    accelerators: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class JobFinished:
+    job_id: int
+    status: str
+    exit_codes: list[int | None] = field(default_factory=list)
+
+
+def job_env(inp: JobInput, rank: int) -> dict[str, str]:
+    """What a job sees on node ``rank``: Styx's variables, SkyPilot's aliases, then the task's."""
+    ips = "\n".join(str(n.get("ip") or n["host"]) for n in inp.nodes)
+    gpus = sum(inp.accelerators.values())
+    base = {
+        "STYX_NODE_RANK": str(rank),
+        "STYX_NODE_IPS": ips,
+        "STYX_NUM_NODES": str(len(inp.nodes)),
+        "STYX_JOB_ID": str(inp.job_id),
+        "STYX_CLUSTER_NAME": inp.cluster,
+        "STYX_NUM_GPUS_PER_NODE": str(gpus),
+    }
+    aliases = {k.replace("STYX_", "SKYPILOT_", 1): v for k, v in base.items()}
+    aliases["SKYPILOT_TASK_ID"] = f"styx-{inp.cluster}-{inp.job_id}"
+    return {**base, **aliases, **inp.env}
+
+
+@workflow.defn(name="JobWorkflow")
+class JobWorkflow:
+    def __init__(self) -> None:
+        self._status = t.PENDING
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status
+
+    @workflow.run
+    async def run(self, inp: JobInput) -> JobFinished:
+        exit_codes: list[int | None] = []
+        message: str | None = None
+        try:
+            await self._set_status(inp, t.SETTING_UP)
+            await self._sync_files(inp)
+            setup = inp.task.get("setup")
+            if setup:
+                exit_codes = await self._run_phase(inp, "setup", setup)
+                if any(code != 0 for code in exit_codes):
+                    status = t.FAILED_SETUP
+                    message = f"setup exited with {exit_codes}"
+                    return await self._finish(inp, status, exit_codes, message)
+            await self._set_status(inp, t.RUNNING)
+            run = inp.task.get("run") or "true"
+            exit_codes = await self._run_phase(inp, "run", run)
+            status = t.SUCCEEDED if all(code == 0 for code in exit_codes) else t.FAILED
+        except asyncio.CancelledError:
+            await workflow.execute_activity(
+                "kill_job", t.KillJobInput(inp.cluster, inp.job_id, inp.nodes),
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=STATE_RETRY,
+            )
+            status, message = t.CANCELLED, "cancelled"
+        except ActivityError as err:
+            status = t.FAILED
+            cause = err.cause
+            message = f"{getattr(cause, 'type', None) or type(cause).__name__}: {cause}" if cause else str(err)
+        return await self._finish(inp, status, exit_codes, message)
+
+    async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
+        await workflow.execute_activity(
+            "record_job", t.JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra),
+            start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+        )
+
+    async def _sync_files(self, inp: JobInput) -> None:
+        workdir = inp.task.get("workdir")
+        mounts = {k: v for k, v in (inp.task.get("file_mounts") or {}).items() if isinstance(v, str)}
+        if not workdir and not mounts:
+            return
+        await asyncio.gather(*(
+            workflow.execute_activity(
+                "sync_files", t.SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
+                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=PHASE_RETRY,
+            )
+            for node in inp.nodes
+        ))
+
+    async def _run_phase(self, inp: JobInput, phase: str, script: str) -> list[int | None]:
+        results = await asyncio.gather(*(
+            workflow.execute_activity(
+                "run_phase",
+                t.RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank)),
+                result_type=t.RunPhaseOutput,
+                # Jobs may run for weeks; the heartbeat is what detects a dead worker.
+                start_to_close_timeout=timedelta(days=365),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=PHASE_RETRY,
+            )
+            for rank, node in enumerate(inp.nodes)
+        ))
+        return [r.exit_code for r in results]
+
+    async def _finish(self, inp: JobInput, status: str, exit_codes: list[int | None],
+                      message: str | None) -> JobFinished:
+        await self._set_status(inp, status, exit_codes=exit_codes, message=message)
+        finished = JobFinished(inp.job_id, status, exit_codes)
+        # By workflow id, not run id: the cluster may have continued-as-new since it started us.
+        try:
+            await workflow.get_external_workflow_handle(inp.cluster_workflow_id).signal(
+                "job_finished", finished)
+        except Exception:  # the cluster workflow is gone (downed); the DB row is what matters
+            workflow.logger.warning("cluster %s is gone; nothing to tell it", inp.cluster)
+        return finished

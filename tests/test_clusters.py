@@ -1,0 +1,220 @@
+"""Clusters and jobs end to end: the CLI, the REST API and the SDK against a real Temporal dev
+server, a real worker process and real SSH to local nodes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from styx.sdk.client import AsyncClient, Conflict, NotFound
+from tests.fixtures.stack import StyxStack, wait_for
+
+pytestmark = pytest.mark.slow
+CORPUS = Path(__file__).parent / "skypilot_corpus"
+
+
+def node_pids(stack: StyxStack, cluster: str) -> list[int]:
+    """Pids of the cluster's live node servers, from the ready files the nodes write."""
+    pids = []
+    for ready in (stack.home / "nodes" / cluster).glob("node-*/ready.json"):
+        pid = json.loads(ready.read_text())["pid"]
+        if Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
+
+
+def test_launch_exec_logs_cancel_stop_start_exec_down_through_cli(stack: StyxStack, tmp_path):
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "data.txt").write_text("payload-from-workdir\n")
+
+    r = stack.cli("launch", "-y", "-c", "life", "--workdir", str(workdir), "--env", "WHO=styx",
+                  "cat data.txt; echo hello $WHO")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "payload-from-workdir" in r.stdout and "hello styx" in r.stdout
+    assert "SUCCEEDED" in r.stdout
+
+    r = stack.cli("exec", "life", 'python3 -c "print(6*7)"', check=True)
+    assert "42" in r.stdout and "job 2" in r.stdout
+
+    r = stack.cli("status", check=True)
+    assert "life" in r.stdout and "UP" in r.stdout and "local" in r.stdout
+
+    r = stack.cli("queue", "life", check=True)
+    assert re.search(r"1 .*SUCCEEDED", r.stdout) and re.search(r"2 .*SUCCEEDED", r.stdout)
+
+    r = stack.cli("logs", "life", "2", check=True)
+    assert r.stdout.strip() == "42"
+    assert stack.cli("logs", "life", "2", "--status").returncode == 0
+    assert stack.cli("logs", "life", "99", "--status").returncode == 102
+
+    # A long job, cancelled while it runs: its whole process group dies on the node.
+    r = stack.cli("exec", "life", "-d", "sleep 300 & echo started; wait", check=True)
+    job_id = int(re.search(r"job (\d+)", r.stdout).group(1))
+    client = stack.client()
+    wait_for(lambda: client.job("life", job_id).status == "RUNNING", 30, "the job to run")
+    wait_for(lambda: "started" in client.logs("life", job_id), 30, "the job's output")
+    assert stack.cli("logs", "life", str(job_id), "--status").returncode == 101
+    r = stack.cli("cancel", "life", str(job_id), check=True)
+    job = client.wait("life", job_id, timeout=60)
+    assert job.status == "CANCELLED"
+    assert stack.cli("logs", "life", str(job_id), "--status").returncode == 103
+    assert not _sleepers(300), "the cancelled job's `sleep 300` is still running"
+
+    # Cancel of a finished job: 409 through the API, a one-line CLI error, nothing changed.
+    r = stack.cli("cancel", "life", "1")
+    assert r.returncode == 1 and "already finished" in r.stderr
+    assert client.job("life", 1).status == "SUCCEEDED"
+
+    r = stack.cli("stop", "-y", "life", check=True)
+    assert "STOPPED" in r.stdout
+    assert node_pids(stack, "life") == []
+    r = stack.cli("exec", "life", "echo never")
+    assert r.returncode == 1 and "styx start life" in r.stderr
+
+    r = stack.cli("start", "life", check=True)
+    assert "UP" in r.stdout
+    # The nodes came back on the same home directories: the synced workdir is still there.
+    r = stack.cli("exec", "life", "cat styx_workdir/1/data.txt", check=True)
+    assert "payload-from-workdir" in r.stdout
+
+    r = stack.cli("down", "-y", "life", check=True)
+    assert "TERMINATED" in r.stdout
+    assert node_pids(stack, "life") == []
+    assert not (stack.home / "nodes" / "life").exists()
+    assert "life" not in stack.cli("status", check=True).stdout
+
+
+def _sleepers(seconds: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if cmd[:2] == [b"sleep", str(seconds).encode()] and stat != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def test_three_node_job_sees_ranks_and_all_node_ips(stack: StyxStack):
+    client = stack.client()
+    run = 'echo "rank=$STYX_NODE_RANK n=$STYX_NUM_NODES ips=$(echo $STYX_NODE_IPS) sky=$SKYPILOT_NODE_RANK"'
+    submitted = client.launch({"num_nodes": 3, "resources": {"cpus": 1}, "run": run}, cluster="trio")
+    job = client.wait("trio", submitted.job_id, timeout=120)
+    assert job.status == "SUCCEEDED", job
+    assert job.exit_codes == [0, 0, 0]
+    info = client.cluster("trio")
+    ips = [n.ip for n in info.nodes]
+    assert len(ips) == 3
+    log = client.logs("trio", submitted.job_id)
+    for rank in range(3):
+        assert f"(rank={rank}) rank={rank} n=3 ips={' '.join(ips)} sky={rank}" in log
+    client.down("trio")
+
+
+def test_two_cpu_cluster_runs_two_one_cpu_jobs_at_once_and_the_third_waits(stack: StyxStack):
+    client = stack.client()
+    first = client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="pair")
+    client.wait("pair", first.job_id, timeout=60)
+    gate = stack.home / "gate"
+    ids = [client.exec("pair", {"resources": {"cpus": 1}, "run": f"while [ ! -e {gate} ]; do sleep 0.05; done"}).job_id
+           for _ in range(3)]
+    wait_for(lambda: [client.job("pair", i).status for i in ids] == ["RUNNING", "RUNNING", "PENDING"],
+             30, "two jobs running and the third waiting")
+    time.sleep(1)  # the third must keep waiting while the first two hold both CPUs
+    assert client.job("pair", ids[2]).status == "PENDING"
+    gate.touch()
+    for i in ids:
+        assert client.wait("pair", i, timeout=60).status == "SUCCEEDED"
+    started = [client.job("pair", i).started_at for i in ids]
+    ended = [client.job("pair", i).ended_at for i in ids]
+    assert started[2] >= min(ended[:2]), "the third job started before a CPU was free"
+    client.down("pair")
+
+
+def test_bad_input_gets_clear_errors_and_changes_nothing(stack: StyxStack):
+    client = stack.client()
+    r = stack.cli("exec", "nosuch", "echo hi")
+    assert r.returncode == 1 and "cluster 'nosuch' not found" in r.stderr
+    with pytest.raises(NotFound):
+        client.job("nosuch", 1)
+
+    r = stack.cli("launch", "-y", "-c", "Bad_Name", "echo hi")
+    assert r.returncode == 1 and "not a valid cluster name" in r.stderr
+    assert all(c.name != "Bad_Name" for c in client.status(all=True))
+
+    r = stack.cli("launch", "-y", "-c", "ok", "--cpus", "four", "echo hi")
+    assert r.returncode == 1 and "--cpus" in r.stderr
+
+    bad_yaml = stack.home / "bad.yaml"
+    bad_yaml.write_text("name: x\nresources:\n  cpus: 1\n  acelerators: A100:1\nrun: echo\n")
+    r = stack.cli("launch", "-y", "-c", "ok", str(bad_yaml))
+    assert r.returncode == 1 and "resources.acelerators" in r.stderr and "line 4" in r.stderr
+    assert "accelerators" in r.stderr  # did-you-mean
+
+    resp = httpx.post(f"{stack.settings.api_url}/api/v1/clusters", json={"cluster": "ok", "task": {"run": "true"}})
+    assert resp.status_code == 401
+
+    first = client.launch({"resources": {"cpus": 1}, "run": "true"}, cluster="fixed")
+    client.wait("fixed", first.job_id, timeout=60)
+    with pytest.raises(Conflict, match="different resources"):
+        client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="fixed")
+    assert [j.job_id for j in client.queue("fixed")] == [first.job_id]
+    with pytest.raises(Conflict, match="already finished"):
+        client.cancel("fixed", [first.job_id])
+    with pytest.raises(Exception, match="asks for 8 CPUs"):
+        client.exec("fixed", {"resources": {"cpus": 8}, "run": "true"})
+    client.down("fixed")
+
+
+def test_skypilot_style_tasks_run_on_local_nodes(stack: StyxStack):
+    client = stack.client()
+    first = client.launch({"num_nodes": 2, "resources": {"cpus": 4}, "run": "true"}, cluster="corpus")
+    client.wait("corpus", first.job_id, timeout=60)
+    ran = 0
+    for path in sorted(CORPUS.glob("*.yaml")):
+        header = path.read_text().splitlines()[:2]
+        if header[0] != "# styx-corpus: runs-locally":
+            continue
+        expected = int(header[1].split(":")[1])
+        r = stack.cli("exec", "corpus", str(path), "--env", "MODEL_NAME=tiny") if "required_at_launch" in path.name \
+            else stack.cli("exec", "corpus", str(path))
+        assert r.returncode == (0 if expected == 0 else 100), f"{path.name}:\n{r.stdout}\n{r.stderr}"
+        ran += 1
+    assert ran >= 10
+    r = stack.cli("exec", "corpus", str(CORPUS / "pipeline.yaml"))
+    assert r.returncode == 1 and "not supported" in r.stderr
+    client.down("corpus")
+
+
+async def test_async_sdk_launches_waits_and_reads_logs(stack: StyxStack):
+    async with AsyncClient(stack.settings.api_url, stack.token) as client:
+        submitted = await client.launch({"run": "echo from-async-sdk", "envs": {"X": "1"}}, cluster="asdk")
+        assert submitted.workflow_url and "cluster%2Fasdk%2Fjob%2F1" in submitted.workflow_url
+        job = await client.wait("asdk", submitted.job_id, timeout=60)
+        assert job.status == "SUCCEEDED"
+        assert (await client.logs("asdk", submitted.job_id)).strip() == "from-async-sdk"
+        info = await client.down("asdk")
+        assert info.status == "TERMINATED"
+
+
+def test_secrets_reach_the_job_but_never_the_api(stack: StyxStack):
+    client = stack.client()
+    submitted = client.launch({"run": 'test "$TOKEN" = s3cr3t-value && echo ok', "secrets": {"TOKEN": "s3cr3t-value"}},
+                              cluster="secret")
+    job = client.wait("secret", submitted.job_id, timeout=60)
+    assert job.status == "SUCCEEDED"
+    assert client.logs("secret", submitted.job_id).strip() == "ok"
+    for path in ("/api/v1/clusters", "/api/v1/clusters/secret", "/api/v1/clusters/secret/jobs",
+                 f"/api/v1/clusters/secret/jobs/{submitted.job_id}"):
+        body = httpx.get(stack.settings.api_url + path, headers={"Authorization": f"Bearer {stack.token}"}).text
+        assert "s3cr3t-value" not in body
+    client.down("secret")
