@@ -57,6 +57,10 @@ class Settings:
     temporal_connect: dict[str, Any] = field(default_factory=dict)
     namespace: str = "default"
     task_queue: str = TASK_QUEUE
+    #: ``STYX_API_URL``: where clients reach the API, when not at host:api_port.
+    api_url_override: str | None = None
+    #: ``STYX_TEMPORAL_UI_URL``: the web UI of a Temporal running elsewhere, for links.
+    temporal_ui_url_override: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -77,6 +81,8 @@ class Settings:
             temporal_connect=connect,
             namespace=connect.get("namespace") or "default",
             task_queue=os.environ.get("STYX_TASK_QUEUE", TASK_QUEUE),
+            api_url_override=os.environ.get("STYX_API_URL") or None,
+            temporal_ui_url_override=(os.environ.get("STYX_TEMPORAL_UI_URL") or "").rstrip("/") or None,
         )
 
     @property
@@ -85,14 +91,14 @@ class Settings:
 
     @property
     def api_url(self) -> str:
-        return os.environ.get("STYX_API_URL") or f"http://{self.host}:{self.api_port}"
+        return self.api_url_override or f"http://{self.host}:{self.api_port}"
 
     @property
     def temporal_ui_url(self) -> str | None:
-        """The web UI of the embedded dev server (None when Temporal runs elsewhere)."""
-        explicit = os.environ.get("STYX_TEMPORAL_UI_URL")
-        if explicit:
-            return explicit.rstrip("/")
+        """The Temporal web UI for links: the embedded dev server's, ``STYX_TEMPORAL_UI_URL``,
+        or None when Temporal runs elsewhere and no UI was named."""
+        if self.temporal_ui_url_override:
+            return self.temporal_ui_url_override
         if self.external_temporal:
             return None
         return f"http://{self.host}:{self.temporal_ui_port}"

@@ -220,6 +220,10 @@ def test_plan_rejects_what_the_catalog_cannot_serve() -> None:
         provider().plan({"infra": "aws/mars-1"}, 1)
     with pytest.raises(InvalidResources, match="us-east-2"):
         provider().plan({"instance_type": "p4d.24xlarge", "infra": "aws/us-east-2"}, 1)
+    # One candidate that fits nowhere is skipped when another one fits.
+    attempts = provider().plan({"accelerators": "A100:8", "any_of": [{"infra": "aws/us-east-2"},
+                                                                      {"infra": "aws/us-west-2"}]}, 1)
+    assert {a.region for a in attempts} == {"us-west-2"}
 
 
 def test_client_token_is_stable_and_fits_ec2s_limit() -> None:

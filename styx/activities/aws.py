@@ -174,6 +174,10 @@ class InvalidResources(TaskValidationError):
     """The task's resources cannot be served from the AWS catalog; ``field`` names the key."""
 
 
+class _NothingFits(InvalidResources):
+    """No catalog offer fits one candidate (``plan`` raises it only if none fits at all)."""
+
+
 # --------------------------------------------------------------------------- data
 
 @dataclass
@@ -336,13 +340,21 @@ class AwsProvider:
                                    field="resources.infra")
         attempts: list[Attempt] = []
         seen: set[tuple[Any, ...]] = set()
+        unfit: list[InvalidResources] = []
         for candidate in candidates:
-            for attempt in self._plan_candidate(candidate):
+            try:
+                planned = self._plan_candidate(candidate)
+            except _NothingFits as err:  # another candidate may fit; unknown names still raise
+                unfit.append(err)
+                continue
+            for attempt in planned:
                 key = (attempt.region, attempt.zone, attempt.instance_type, attempt.use_spot, attempt.image_id)
                 if key not in seen:
                     seen.add(key)
                     attempt.attempt_no = len(attempts) + 1
                     attempts.append(attempt)
+        if not attempts:
+            raise unfit[0]
         return attempts
 
     def _plan_candidate(self, res: Resources) -> list[Attempt]:
@@ -376,8 +388,8 @@ class AwsProvider:
                           "resources.memory" if res.memory and not res.cpus else "resources.cpus")
             where = f" in {region}" if region else ""
             what = "spot " if use_spot else ""
-            raise InvalidResources(f"no AWS {what}instance type in the catalog fits {self._describe_request(res)}{where}",
-                                   field=field_name)
+            raise _NothingFits(f"no AWS {what}instance type in the catalog fits {self._describe_request(res)}{where}",
+                               field=field_name)
         instance_type = offers[0].instance_type
         type_offers = [o for o in offers if o.instance_type == instance_type]
         if region is None:

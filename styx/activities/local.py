@@ -8,6 +8,9 @@ A cluster ``C`` lives on disk under ``root/C/``; node ``r`` under ``root/C/node-
     ready.json       {"pid", "host", "port"} written by the running server
     server.log       the server's stdout and stderr
 
+``root/.C.lock`` (an empty file, kept after terminate) serialises operations on ``C``
+across worker processes.
+
 Nodes are found from disk and from the process table (``/proc``), never from memory or
 the database, so a retried activity (after the worker was ``kill -9``ed) reuses the
 servers already running, and a lost database row leaks no process.

@@ -15,7 +15,9 @@ from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
 from styx.activities import types as t
+from styx.secrets import unseal
 from styx.sshexec import (
+    JobCancelled,
     NodeEndpoint,
     SshPool,
     kill_phase,
@@ -38,16 +40,31 @@ class SshActivities:
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: t.RunPhaseInput) -> t.RunPhaseOutput:
         node = NodeEndpoint.from_dict(inp.node)
+        job_id = str(inp.job_id)
         conn = await self.pool.get(node)
-        await start_phase(conn, inp.job_id, inp.phase, inp.script, inp.env)
+        try:
+            env = {**inp.env, **unseal(self.home, inp.sealed_secrets)}
+            await start_phase(conn, job_id, inp.phase, inp.script, env)
+        except JobCancelled:
+            raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
+                                   non_retryable=True) from None
         path = joblogs.phase_log(self.home, inp.cluster, inp.job_id, inp.phase, inp.rank)
         path.parent.mkdir(parents=True, exist_ok=True)
+        sftp = await conn.start_sftp_client()
+        try:
+            return await self._copy_until_exit(conn, sftp, inp, node, path)
+        finally:
+            sftp.exit()
+
+    async def _copy_until_exit(self, conn, sftp, inp: t.RunPhaseInput, node: NodeEndpoint,
+                               path: Path) -> t.RunPhaseOutput:
+        job_id = str(inp.job_id)
         # The local copy is the offset: what an earlier attempt copied is never copied again.
         with open(path, "ab") as out:
             offset = out.tell()
             delay = POLL_MIN
             while True:
-                chunk = await read_log(conn, inp.job_id, inp.phase, offset, LOG_CHUNK)
+                chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
                 if chunk:
                     out.write(chunk)
                     out.flush()
@@ -55,7 +72,7 @@ class SshActivities:
                     activity.heartbeat(offset)
                     delay = POLL_MIN
                     continue
-                state = await phase_state(conn, inp.job_id, inp.phase)
+                state = await phase_state(conn, job_id, inp.phase)
                 if not state.running:
                     if state.log_size > offset:
                         continue  # the last bytes arrived after our read
@@ -74,7 +91,7 @@ class SshActivities:
     async def kill_job(self, inp: t.KillJobInput) -> None:
         async def kill(node_dict: dict) -> None:
             conn = await self.pool.get(NodeEndpoint.from_dict(node_dict))
-            await kill_phase(conn, inp.job_id)
+            await kill_phase(conn, str(inp.job_id))
 
         await asyncio.gather(*(kill(n) for n in inp.nodes))
 

@@ -4,8 +4,6 @@ Workflows import these (they are plain data), activities implement them. Adding 
 with a default never breaks a running workflow.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +101,7 @@ class RunPhaseInput:
     node: dict[str, Any]
     script: str
     env: dict[str, str] = field(default_factory=dict)
+    sealed_secrets: str | None = None
 
 
 @dataclass

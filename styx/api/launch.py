@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
+from styx.secrets import seal
 from styx.task import Task, TaskValidationError
 from styx.workflows.cluster import ClusterSpec, SubmitJobInput
 
@@ -92,11 +94,12 @@ def _task_autostop(value: object) -> tuple[int | None, bool]:
     return int(float(text.rstrip("m"))), False
 
 
-def submit_input(task: Task, user: str | None, launch_spec: ClusterSpec | None = None) -> SubmitJobInput:
-    env = {k: v for k, v in task.envs.items() if v is not None}
-    env.update(task.secret_values())
+def submit_input(task: Task, user: str | None, home: Path,
+                 launch_spec: ClusterSpec | None = None) -> SubmitJobInput:
+    """The ``submit_job`` update's input; the task's secrets are sealed (see ``styx.secrets``)."""
     return SubmitJobInput(
         task=task.to_dict(include_secrets=False), name=task.name or "", cpus=task.job_cpus(),
-        accelerators=task.job_accelerators(), num_nodes=task.num_nodes, env=env, user=user,
-        launch_spec=launch_spec,
+        accelerators=task.job_accelerators(), num_nodes=task.num_nodes,
+        env={k: v for k, v in task.envs.items() if v is not None}, user=user,
+        launch_spec=launch_spec, sealed_secrets=seal(home, task.secret_values()),
     )

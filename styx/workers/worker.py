@@ -20,7 +20,7 @@ from styx.activities.ssh import SshActivities
 from styx.activities.state import StateActivities
 from styx.config import Settings
 from styx.db import Database
-from styx.sshexec import SshPool, ensure_client_key
+from styx.sshexec import SshPool, ensure_client_key, public_key_line
 from styx.temporal import connect
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
@@ -40,7 +40,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     key = ensure_client_key(key_path)
     pool = pool or SshPool(key)
     providers = ProviderActivities({
-        "local": LocalProvider(settings.home / "nodes", key.export_public_key().decode()),
+        "local": LocalProvider(settings.home / "nodes", public_key_line(key)),
     })
     state = StateActivities(Database(settings.db_url))
     ssh = SshActivities(settings.home, pool)

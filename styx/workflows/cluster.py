@@ -9,8 +9,6 @@ reports its end with the ``job_finished`` signal, sent by workflow id.
 When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
 """
 
-from __future__ import annotations
-
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,6 +64,7 @@ class QueuedJob:
     num_nodes: int
     task: dict[str, Any]
     env: dict[str, str]
+    sealed_secrets: str | None = None
 
 
 @dataclass
@@ -107,6 +106,8 @@ class SubmitJobInput:
     user: str | None = None
     #: Given by ``launch``: the cluster must have been launched with this spec.
     launch_spec: ClusterSpec | None = None
+    #: The task's secrets, encrypted (``styx.secrets``): never in clear in the history.
+    sealed_secrets: str | None = None
 
 
 @dataclass
@@ -154,22 +155,24 @@ def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
 
 @workflow.defn(name="ClusterWorkflow")
 class ClusterWorkflow:
-    def __init__(self) -> None:
-        self.spec: ClusterSpec | None = None
-        self.state = ClusterState()
+    @workflow.init
+    def __init__(self, inp: ClusterInput) -> None:
+        # Set here, not in run(): an update delivered with the start runs before run() does.
+        self.spec = inp.spec
+        self.state = inp.state or ClusterState()
+        self._fresh = inp.state is None
+        #: Job rows reference the cluster row: none is written before it exists.
+        self._cluster_recorded = not self._fresh
         self._wake = False
         self._lifecycle = asyncio.Lock()
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: ClusterInput) -> ClusterDescription:
-        self.spec = inp.spec
         workflow.upsert_search_attributes([CLUSTER_KEY.value_set(self.spec.name)])
-        if inp.state is None:
+        if self._fresh:
             async with self._lifecycle:
                 await self._provision()
-        else:
-            self.state = inp.state
         while self.state.status not in (t.TERMINATED, t.CLUSTER_FAILED):
             await self._schedule()
             timeout = self._autostop_remaining()
@@ -189,7 +192,6 @@ class ClusterWorkflow:
 
     # -- provider -----------------------------------------------------------------------
     def _provider_input(self) -> t.ProviderInput:
-        assert self.spec is not None
         return t.ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources)
 
     async def _provider(self, activity: str, timeout: timedelta = timedelta(minutes=20)) -> t.ProviderOutput:
@@ -201,7 +203,6 @@ class ClusterWorkflow:
 
     async def _record_cluster(self, **extra: Any) -> None:
         spec = self.spec
-        assert spec is not None
         await workflow.execute_activity(
             "record_cluster",
             t.ClusterRecord(
@@ -215,6 +216,7 @@ class ClusterWorkflow:
 
     async def _provision(self) -> None:
         await self._record_cluster()
+        self._cluster_recorded = True
         try:
             out = await self._provider("provision")
         except ActivityError as err:
@@ -234,7 +236,6 @@ class ClusterWorkflow:
 
     # -- the queue ----------------------------------------------------------------------
     def _free(self) -> list[dict[str, float]]:
-        assert self.spec is not None
         free = [
             {"cpus": self.spec.node_cpus, **{k: float(v) for k, v in self.spec.node_accelerators.items()}}
             for _ in self.state.nodes
@@ -267,7 +268,7 @@ class ClusterWorkflow:
                     cluster=self.spec.name, job_id=job.job_id, task=job.task,
                     nodes=[self.state.nodes[r] for r in ranks],
                     cluster_workflow_id=workflow.info().workflow_id, env=job.env,
-                    accelerators=job.accelerators,
+                    accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
                 ),
                 id=wid,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -301,8 +302,9 @@ class ClusterWorkflow:
         name = req.name or f"job-{job_id}"
         wid = job_workflow_id(self.spec.name, job_id)
         self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
-                                          req.task, dict(req.env)))
+                                          req.task, dict(req.env), req.sealed_secrets))
         self._mark_busy()
+        await workflow.wait_condition(lambda: self._cluster_recorded)
         await self._record_job(
             job_id, t.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
             num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
@@ -314,7 +316,6 @@ class ClusterWorkflow:
     @submit_job.validator
     def _validate_submit(self, req: SubmitJobInput) -> None:
         spec = self.spec
-        assert spec is not None
         if req.launch_spec is not None and _launch_key(req.launch_spec) != _launch_key(spec):
             raise ApplicationError(
                 f"cluster {spec.name!r} exists with different resources "
@@ -474,7 +475,6 @@ class ClusterWorkflow:
     @workflow.query
     def describe(self) -> ClusterDescription:
         spec = self.spec
-        assert spec is not None
         return ClusterDescription(
             name=spec.name, status=self.state.status, provider=spec.provider, num_nodes=spec.num_nodes,
             nodes=self.state.nodes, queued=[j.job_id for j in self.state.queue],

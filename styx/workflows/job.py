@@ -5,8 +5,6 @@ the node, so a worker crash does not kill it), records exit codes, and tells its
 when it ends. Cancelling the workflow kills the job's process groups on every node.
 """
 
-from __future__ import annotations
-
 import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +38,7 @@ class JobInput:
     #: Environment (``envs`` and ``secrets`` of the task, and overrides), already merged.
     env: dict[str, str] = field(default_factory=dict)
     accelerators: dict[str, int] = field(default_factory=dict)
+    sealed_secrets: str | None = None
 
 
 @dataclass
@@ -131,7 +130,8 @@ class JobWorkflow:
         results = await asyncio.gather(*(
             workflow.execute_activity(
                 "run_phase",
-                t.RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank)),
+                t.RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
+                                sealed_secrets=inp.sealed_secrets),
                 result_type=t.RunPhaseOutput,
                 # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                 start_to_close_timeout=timedelta(days=365),

@@ -123,7 +123,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         check_cluster_name(req.cluster)
         task = load_task(req.task)
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down)
-        submit = submit_input(task, user.name, launch_spec=spec)
+        submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
     wid = cluster_workflow_id(req.cluster)
@@ -160,7 +160,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
                    user: CurrentUser) -> JobSubmitted:
     cluster = _cluster_or_404(state, name)
     try:
-        submit = submit_input(load_task(req.task), user.name)
+        submit = submit_input(load_task(req.task), user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
     if cluster.status.value == "STOPPED":
