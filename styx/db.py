@@ -751,6 +751,172 @@ class Database:
             return None
         return self.get_user(row.user_name)
 
+    # ======================================================================= git server
+    # Repos, collaborators, SSH keys and push runs (tables at the end of the module).
+    # Owned by the git server; appended as one section.
+
+    def create_user(self, name: str, *, is_admin: bool = False) -> "User":
+        """Insert a new user; raises ``AlreadyExists`` if the name is taken."""
+        try:
+            with self._write() as conn:
+                conn.execute(sa.insert(User.__table__).values(  # type: ignore[attr-defined]
+                    name=name, is_admin=is_admin, created_at=utcnow()))
+                return self._fetch(User, name, conn=conn)
+        except IntegrityError:
+            raise AlreadyExists(f"user {name!r} already exists") from None
+
+    def list_users(self) -> list["User"]:
+        with self.session() as session:
+            return list(session.exec(select(User).order_by(User.name)).all())
+
+    def create_repo(self, owner: str, name: str, *, private: bool = False,
+                    default_branch: str = "main", description: str | None = None) -> "Repo":
+        """Insert the repository row; ``AlreadyExists`` if taken, ``UserNotFound`` without owner."""
+        if self.get_user(owner) is None:
+            raise UserNotFound(owner)
+        try:
+            with self._write() as conn:
+                conn.execute(sa.insert(Repo.__table__).values(  # type: ignore[attr-defined]
+                    owner=owner, name=name, private=private, default_branch=default_branch,
+                    description=description, created_at=utcnow()))
+            return self.get_repo(owner, name)  # type: ignore[return-value]
+        except IntegrityError:
+            if self.get_user(owner) is None:
+                raise UserNotFound(owner) from None
+            raise AlreadyExists(f"repository {owner}/{name} already exists") from None
+
+    def get_repo(self, owner: str, name: str) -> "Repo | None":
+        with self.session() as session:
+            return session.exec(select(Repo).where(Repo.owner == owner, Repo.name == name)).first()
+
+    def get_repo_by_id(self, repo_id: int) -> "Repo | None":
+        return self._fetch(Repo, repo_id)
+
+    def list_repos(self, owner: str | None = None) -> list["Repo"]:
+        query = select(Repo).order_by(Repo.owner, Repo.name)
+        if owner is not None:
+            query = query.where(Repo.owner == owner)
+        with self.session() as session:
+            return list(session.exec(query).all())
+
+    def update_repo(self, repo_id: int, **fields: Any) -> "Repo | None":
+        allowed = {"private", "default_branch", "description"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise TypeError(f"Repo has no writable field(s) {', '.join(sorted(unknown))}")
+        if fields:
+            with self._write() as conn:
+                conn.execute(sa.update(Repo.__table__).where(  # type: ignore[attr-defined]
+                    Repo.__table__.c.id == repo_id).values(**fields))  # type: ignore[attr-defined]
+        return self.get_repo_by_id(repo_id)
+
+    def delete_repo(self, repo_id: int) -> bool:
+        """Remove the row with its collaborators and push runs; False if it was not there."""
+        table: sa.Table = Repo.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            for child in (RepoCollaborator.__table__, PushRun.__table__):  # type: ignore[attr-defined]
+                conn.execute(sa.delete(child).where(child.c.repo_id == repo_id))
+            return conn.execute(sa.delete(table).where(table.c.id == repo_id)).rowcount > 0
+
+    def set_collaborator(self, repo_id: int, user: str, level: "RepoLevel | str") -> "RepoCollaborator":
+        if self.get_user(user) is None:
+            raise UserNotFound(user)
+        with self._write() as conn:
+            self._upsert(conn, RepoCollaborator, {"repo_id": repo_id, "user_name": user},
+                         {"level": RepoLevel(level)}, {"created_at": utcnow()})
+            return self._fetch(RepoCollaborator, repo_id, user, conn=conn)
+
+    def get_collaborator(self, repo_id: int, user: str) -> "RepoCollaborator | None":
+        return self._fetch(RepoCollaborator, repo_id, user)
+
+    def list_collaborators(self, repo_id: int) -> list["RepoCollaborator"]:
+        query = select(RepoCollaborator).where(RepoCollaborator.repo_id == repo_id).order_by(
+            RepoCollaborator.user_name)
+        with self.session() as session:
+            return list(session.exec(query).all())
+
+    def collaborator_levels(self, user: str) -> dict[int, "RepoLevel"]:
+        """``{repo_id: level}`` for every repository ``user`` collaborates on."""
+        query = select(RepoCollaborator).where(RepoCollaborator.user_name == user)
+        with self.session() as session:
+            return {c.repo_id: c.level for c in session.exec(query).all()}
+
+    def remove_collaborator(self, repo_id: int, user: str) -> bool:
+        table: sa.Table = RepoCollaborator.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            return conn.execute(sa.delete(table).where(table.c.repo_id == repo_id,
+                                                       table.c.user_name == user)).rowcount > 0
+
+    def add_ssh_key(self, user: str, fingerprint: str, public_key: str,
+                    title: str | None = None) -> "SshKey":
+        """Register a public key; ``AlreadyExists`` if any user has it already."""
+        if self.get_user(user) is None:
+            raise UserNotFound(user)
+        try:
+            with self._write() as conn:
+                conn.execute(sa.insert(SshKey.__table__).values(  # type: ignore[attr-defined]
+                    user_name=user, fingerprint=fingerprint, public_key=public_key, title=title,
+                    created_at=utcnow()))
+        except IntegrityError:
+            raise AlreadyExists(f"the key {fingerprint} is already registered") from None
+        return self.get_ssh_key(fingerprint)  # type: ignore[return-value]
+
+    def get_ssh_key(self, fingerprint: str) -> "SshKey | None":
+        with self.session() as session:
+            return session.exec(select(SshKey).where(SshKey.fingerprint == fingerprint)).first()
+
+    def list_ssh_keys(self, user: str) -> list["SshKey"]:
+        with self.session() as session:
+            return list(session.exec(select(SshKey).where(SshKey.user_name == user).order_by(SshKey.id)).all())
+
+    def delete_ssh_key(self, user: str, key_id: int) -> bool:
+        table: sa.Table = SshKey.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            return conn.execute(sa.delete(table).where(table.c.id == key_id,
+                                                       table.c.user_name == user)).rowcount > 0
+
+    def user_for_key(self, fingerprint: str) -> "User | None":
+        """The user a (signature-verified) public key belongs to, or None."""
+        key = self.get_ssh_key(fingerprint)
+        return None if key is None else self.get_user(key.user_name)
+
+    def upsert_push_run(self, repo_id: int, sha: str, **fields: Any) -> "PushRun":
+        """Create or update the run of commit ``sha``; a finished run is never changed again."""
+        now = utcnow()
+        values = dict(fields)
+        unknown = set(values) - (set(PushRun.__table__.columns.keys()) - {"id", "repo_id", "sha"})  # type: ignore[attr-defined]
+        if unknown:
+            raise TypeError(f"PushRun has no writable field(s) {', '.join(sorted(unknown))}")
+        if values.get("status") is not None:
+            values["status"] = PushRunStatus(values["status"])
+        if "jobs" in values:
+            values["jobs"] = _json_text(values["jobs"])
+        values.setdefault("updated_at", now)
+        table: sa.Table = PushRun.__table__  # type: ignore[attr-defined]
+        where = table.c.status.notin_(TERMINAL_PUSH_STATUSES) if "status" in values else None
+        with self._write() as conn:
+            self._upsert(conn, PushRun, {"repo_id": repo_id, "sha": sha}, values,
+                         {"created_at": now, "status": PushRunStatus.PENDING, "jobs": "[]",
+                          "ref": "", "pusher": "", "workflow_id": ""}, where)
+        return self.get_push_run(repo_id, sha)  # type: ignore[return-value]
+
+    def get_push_run(self, repo_id: int, sha: str) -> "PushRun | None":
+        with self.session() as session:
+            return session.exec(select(PushRun).where(PushRun.repo_id == repo_id, PushRun.sha == sha)).first()
+
+    def find_push_runs(self, repo_id: int, sha_prefix: str) -> list["PushRun"]:
+        query = select(PushRun).where(PushRun.repo_id == repo_id, PushRun.sha.startswith(sha_prefix))  # type: ignore[attr-defined]
+        with self.session() as session:
+            return list(session.exec(query.limit(2)).all())
+
+    def list_push_runs(self, repo_id: int, limit: int | None = 50) -> list["PushRun"]:
+        query = select(PushRun).where(PushRun.repo_id == repo_id).order_by(
+            PushRun.created_at.desc(), PushRun.id.desc())  # type: ignore[attr-defined,union-attr]
+        if limit is not None:
+            query = query.limit(limit)
+        with self.session() as session:
+            return list(session.exec(query).all())
+
 def _stamp_transition(values: dict[str, Any]) -> list[str]:
     """Add the timestamp a status change implies (when not given); returns the fields added."""
     status: JobStatus = values["status"]
@@ -787,3 +953,101 @@ def _clean(model: type[SQLModel], fields: Mapping[str, Any], primary_key: set[st
                 value = _aware_utc(value)
         values[name] = value
     return values
+
+
+# =========================================================================== git server
+# Tables of the git server (migration 0004_git): repositories, collaborators, SSH keys and
+# push-triggered runs. Appended as one section; the methods are at the end of Database.
+
+
+class AlreadyExists(ValueError):
+    """A user, repository or key with that name or fingerprint exists already."""
+
+
+class UserNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"user {name!r} does not exist")
+        self.name = name
+
+
+class RepoLevel(enum.StrEnum):
+    """What a collaborator may do (``none`` is the absence of a row)."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class PushRunStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PUSH_STATUSES
+
+
+TERMINAL_PUSH_STATUSES: tuple[PushRunStatus, ...] = (
+    PushRunStatus.SUCCEEDED, PushRunStatus.FAILED, PushRunStatus.SKIPPED,
+)
+
+
+class Repo(SQLModel, table=True):
+    """A repository; it lives on disk at ``STYX_HOME/git/<owner>/<name>.git``."""
+
+    __tablename__ = "repos"
+    __table_args__ = (sa.UniqueConstraint("owner", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    name: str = Field(max_length=100)
+    private: bool = False
+    default_branch: str = Field(default="main", max_length=255)
+    description: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class RepoCollaborator(SQLModel, table=True):
+    __tablename__ = "repo_collaborators"
+    __table_args__ = (sa.PrimaryKeyConstraint("repo_id", "user_name"),)
+
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE")
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    level: RepoLevel = Field(default=RepoLevel.READ, sa_type=_status_type(RepoLevel))
+    created_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class SshKey(SQLModel, table=True):
+    """A user's SSH public key; ``fingerprint`` is OpenSSH's ``SHA256:...``."""
+
+    __tablename__ = "ssh_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
+    fingerprint: str = Field(max_length=128, unique=True)
+    public_key: str = Field(sa_type=sa.Text)
+    title: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _timestamp(default_factory=utcnow)
+
+
+class PushRun(SQLModel, table=True):
+    """The run a pushed commit triggered (one per repository and commit)."""
+
+    __tablename__ = "push_runs"
+    __table_args__ = (sa.UniqueConstraint("repo_id", "sha"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE")
+    sha: str = Field(max_length=64)
+    ref: str = Field(default="", max_length=255)
+    pusher: str = Field(default="", max_length=64)
+    status: PushRunStatus = Field(default=PushRunStatus.PENDING, sa_type=_status_type(PushRunStatus))
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    workflow_id: str = Field(default="", max_length=255)
+    #: JSON text: one entry per job, ``{"name", "cluster", "job_id", "managed", "status"}``.
+    jobs: str = Field(default="[]", sa_type=sa.Text)
+    created_at: datetime = _timestamp(default_factory=utcnow)
+    updated_at: datetime = _timestamp(default_factory=utcnow)

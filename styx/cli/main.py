@@ -43,6 +43,8 @@ def settings_or_exit() -> Settings:
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("asyncssh", "alembic"):  # a line per SFTP file / migration plugin
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()

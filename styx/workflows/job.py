@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from styx.activities import types as t
@@ -65,6 +65,19 @@ def job_env(inp: JobInput, rank: int) -> dict[str, str]:
     return {**base, **aliases, **inp.env}
 
 
+def _is_cancellation(err: BaseException) -> bool:
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+
+
+def _failure_message(err: ActivityError) -> str:
+    cause = err.cause
+    if cause is None:
+        return str(err)
+    return f"{getattr(cause, 'type', None) or type(cause).__name__}: {cause}"
+
+
 @workflow.defn(name="JobWorkflow")
 class JobWorkflow:
     def __init__(self) -> None:
@@ -92,16 +105,16 @@ class JobWorkflow:
             run = inp.task.get("run") or "true"
             exit_codes = await self._run_phase(inp, "run", run)
             status = t.SUCCEEDED if all(code == 0 for code in exit_codes) else t.FAILED
-        except asyncio.CancelledError:
-            await workflow.execute_activity(
-                "kill_job", t.KillJobInput(inp.cluster, inp.job_id, inp.nodes),
-                start_to_close_timeout=timedelta(seconds=60), retry_policy=STATE_RETRY,
-            )
-            status, message = t.CANCELLED, "cancelled"
-        except ActivityError as err:
-            status = t.FAILED
-            cause = err.cause
-            message = f"{getattr(cause, 'type', None) or type(cause).__name__}: {cause}" if cause else str(err)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not _is_cancellation(err):
+                status, message = t.FAILED, _failure_message(err)
+            else:
+                # Cancelled: kill the job's processes on every node, then record it.
+                await workflow.execute_activity(
+                    "kill_job", t.KillJobInput(inp.cluster, inp.job_id, inp.nodes),
+                    start_to_close_timeout=timedelta(seconds=60), retry_policy=STATE_RETRY,
+                )
+                status, message = t.CANCELLED, "cancelled"
         return await self._finish(inp, status, exit_codes, message)
 
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:

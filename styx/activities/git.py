@@ -1,0 +1,241 @@
+"""Activities of PushWorkflow: read ``.styx.yaml``, export the tree, queue, wait, tear down.
+
+Built once in the worker as ``GitActivities(settings)``; ``all()`` lists them for
+registration. The repositories are read from ``STYX_HOME/git`` (the worker and the git
+server share ``STYX_HOME``), the exported trees land in ``STYX_HOME/git-runs/<sha>``.
+Every submission carries a Temporal update id derived from the push, so a retried
+``push_submit`` never queues a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from styx.config import Settings
+from styx.db import Database, JobStatus, PushRunStatus
+from styx.gitserver.config import GitServerConfig
+from styx.gitserver.names import InvalidName, RepoName, is_sha
+from styx.gitserver.storage import RepoStore
+from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
+from styx.workflows.push import (
+    DownClusterInput,
+    ExportInput,
+    PushInput,
+    PushJobPlan,
+    PushJobRef,
+    PushPlan,
+    PushRecord,
+    SubmitPushJobInput,
+    WaitJobInput,
+    WaitJobResult,
+)
+
+#: A managed cluster is taken down by its push run; this idle autodown is the safety net.
+MANAGED_AUTODOWN_MINUTES = 10
+
+
+def managed_cluster_name(repo_id: int, sha: str, index: int) -> str:
+    return f"push-{repo_id}-{sha[:10]}-{index}"
+
+
+class GitActivities:
+    def __init__(self, settings: Settings, db: Database | None = None, client: Client | None = None) -> None:
+        self.settings = settings
+        self.config = GitServerConfig.from_settings(settings)
+        self.db = db or Database(settings.db_url)
+        self.store = RepoStore(self.config.repo_root, git=self.config.git,
+                               max_push_bytes=self.config.max_push_bytes,
+                               git_home=self.config.state_dir / "home")
+        self._client = client
+        self._lock = asyncio.Lock()
+
+    def all(self) -> list[Any]:
+        return [self.push_plan, self.push_export, self.push_submit, self.push_wait_job,
+                self.push_down_cluster, self.push_record]
+
+    async def _temporal(self) -> Client:
+        from styx.temporal import connect
+
+        async with self._lock:
+            if self._client is None:
+                self._client = await connect(self.settings, wait_seconds=10)
+            return self._client
+
+    def _name(self, owner: str, repo: str) -> RepoName:
+        try:
+            return RepoName(owner, repo)
+        except InvalidName as err:
+            raise ApplicationError(str(err), type="InvalidPush", non_retryable=True) from None
+
+    # ------------------------------------------------------------------ plan
+
+    @activity.defn(name="push_plan")
+    async def push_plan(self, inp: PushInput) -> PushPlan:
+        return await asyncio.to_thread(self._plan, inp)
+
+    def _plan(self, inp: PushInput) -> PushPlan:
+        name = self._name(inp.owner, inp.repo)
+        if not is_sha(inp.sha):
+            raise ApplicationError(f"not a commit id: {inp.sha!r}", type="InvalidPush", non_retryable=True)
+        try:
+            message = self.store.commit_message(name, inp.sha)
+        except KeyError:
+            raise ApplicationError(f"commit {inp.sha} is not in {name}", type="InvalidPush",
+                                   non_retryable=True) from None
+        if skips_ci(message):
+            return PushPlan(skipped="skipped: [skip ci] in the commit message")
+        text = self.store.read_file(name, inp.sha, CONFIG_FILE)
+        if text is None:
+            return PushPlan(skipped=f"no {CONFIG_FILE} in this commit")
+        try:
+            specs = load_config(text)
+        except ConfigError as err:
+            return PushPlan(error=str(err), field=err.field)
+        chosen = select_jobs(specs, inp.ref, lambda: self.store.changed_paths(name, inp.before, inp.sha))
+        if not chosen:
+            return PushPlan(skipped=f"no job in {CONFIG_FILE} matches a push to {inp.ref}")
+        return PushPlan(jobs=[PushJobPlan(s.name, s.task.to_dict(include_secrets=True), s.cluster, s.managed)
+                              for s in chosen])
+
+    # ------------------------------------------------------------------ export
+
+    @activity.defn(name="push_export")
+    async def push_export(self, inp: ExportInput) -> str:
+        return await asyncio.to_thread(self._export, inp)
+
+    def _export(self, inp: ExportInput) -> str:
+        name = self._name(inp.owner, inp.repo)
+        if not is_sha(inp.sha):
+            raise ApplicationError(f"not a commit id: {inp.sha!r}", type="InvalidPush", non_retryable=True)
+        dest = self.config.runs_root / inp.sha
+        if dest.is_dir():  # a sha names its content: an earlier attempt's export is this one
+            return str(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.export_tree(name, inp.sha, dest)
+        except FileExistsError:
+            pass
+        except OSError:
+            if not dest.is_dir():
+                raise
+        return str(dest)
+
+    # ------------------------------------------------------------------ submit
+
+    @activity.defn(name="push_submit")
+    async def push_submit(self, inp: SubmitPushJobInput) -> PushJobRef:
+        from styx.api.launch import InvalidRequest, cluster_spec, load_task, submit_input
+        from styx.task import Task
+        from styx.workflows.cluster import ClusterInput, ClusterWorkflow, SubmitJobResult, cluster_workflow_id
+
+        job = inp.job
+        data = dict(job.task)
+        root = Path(inp.workdir)
+        sub = data.get("workdir")
+        workdir = (root / sub).resolve() if sub else root
+        if not str(workdir).startswith(str(root.resolve())) or not workdir.is_dir():
+            raise ApplicationError(f"jobs.{job.name}.workdir: {sub!r} is not a directory of the commit",
+                                   type="InvalidTask", non_retryable=True)
+        data["workdir"] = str(workdir)
+        data.setdefault("name", job.name)
+        try:
+            task = load_task(Task.from_dict(data).to_dict(include_secrets=True))
+        except InvalidRequest as err:
+            raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+        client = await self._temporal()
+        # The run is the pusher's: the job is recorded as theirs, never the repo owner's.
+        submit = submit_input(task, inp.push.pusher)
+        try:
+            if job.managed:
+                cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
+                spec = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True)
+                submit = submit_input(task, inp.push.pusher, launch_spec=spec)
+                start = WithStartWorkflowOperation(
+                    ClusterWorkflow.run, ClusterInput(spec), id=cluster_workflow_id(cluster),
+                    task_queue=self.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+                result: SubmitJobResult = await client.execute_update_with_start_workflow(
+                    ClusterWorkflow.submit_job, submit, start_workflow_operation=start, id=inp.key)
+            else:
+                cluster = job.cluster or ""
+                row = await asyncio.to_thread(self.db.get_cluster, cluster)
+                if row is None or row.status.value in ("TERMINATED", "FAILED"):
+                    raise ApplicationError(
+                        f"cluster {cluster!r} does not exist (or was taken down); launch it first "
+                        f"(`styx launch -c {cluster} ...`) or use `managed: true`",
+                        type="ClusterNotFound", non_retryable=True)
+                handle = client.get_workflow_handle(cluster_workflow_id(cluster))
+                result = await handle.execute_update(ClusterWorkflow.submit_job, submit, id=inp.key)
+        except InvalidRequest as err:
+            raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise ApplicationError(f"cluster refused the job: {message}", type="Rejected",
+                                   non_retryable=True) from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ApplicationError(f"cluster {job.cluster!r} is not running", type="ClusterNotFound",
+                                       non_retryable=True) from None
+            raise
+        return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
+
+    # ------------------------------------------------------------------ wait, down
+
+    @activity.defn(name="push_wait_job")
+    async def push_wait_job(self, inp: WaitJobInput) -> WaitJobResult:
+        """Poll the read model until the job is finished (heartbeating meanwhile)."""
+        delay = 0.2
+        while True:
+            job = await asyncio.to_thread(self.db.get_job, inp.cluster, inp.job_id)
+            if job is not None and JobStatus(job.status).is_terminal:
+                return WaitJobResult(job.status.value, job.message)
+            activity.heartbeat(job.status.value if job else "unknown")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    @activity.defn(name="push_down_cluster")
+    async def push_down_cluster(self, inp: DownClusterInput) -> None:
+        from styx.workflows.cluster import ClusterDescription, ClusterWorkflow, cluster_workflow_id
+
+        client = await self._temporal()
+        handle = client.get_workflow_handle(cluster_workflow_id(inp.cluster))
+        task = asyncio.ensure_future(handle.execute_update(ClusterWorkflow.down, result_type=ClusterDescription))
+        try:
+            while not task.done():
+                activity.heartbeat()
+                await asyncio.wait({task}, timeout=5)
+            await task
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        except WorkflowUpdateFailedError:
+            pass  # already down or failed: nothing left to take down
+        finally:
+            task.cancel()
+
+    # ------------------------------------------------------------------ record
+
+    @activity.defn(name="push_record")
+    async def push_record(self, rec: PushRecord) -> None:
+        fields: dict[str, Any] = dict(ref=rec.ref, pusher=rec.pusher, workflow_id=rec.workflow_id,
+                                      status=PushRunStatus(rec.status), message=rec.message)
+        if rec.jobs is not None:
+            fields["jobs"] = json.dumps([asdict(j) for j in rec.jobs])
+        await asyncio.to_thread(self.db.upsert_push_run, rec.repo_id, rec.sha, **fields)
+
+
+def remove_export(config: GitServerConfig, sha: str) -> None:
+    """Forget an exported tree (for cleanup tools)."""
+    if is_sha(sha):
+        shutil.rmtree(config.runs_root / sha, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""Users, their API tokens and SSH keys.
+
+Only an admin creates users; the new user's first token is in the answer, once. A user
+manages their own keys and tokens; an admin anyone's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, status
+
+from styx import auth
+from styx.api.deps import CurrentUser, StateDep
+from styx.db import AlreadyExists, SshKey, User, UserNotFound
+from styx.gitserver.names import InvalidName, check_user_name
+from styx.gitserver.schemas import KeyCreate, KeyInfo, UserCreate, UserCreated, UserInfo
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+
+
+def _key_info(key: SshKey) -> KeyInfo:
+    assert key.id is not None
+    return KeyInfo(id=key.id, user=key.user_name, fingerprint=key.fingerprint, title=key.title,
+                   public_key=key.public_key, created_at=key.created_at)
+
+
+def _require_admin(user: User) -> None:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin can do this")
+
+
+async def _self_or_admin(state: StateDep, caller: User, name: str) -> User:
+    if caller.name != name and not caller.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you can only manage your own account, not {name!r}")
+    target = caller if caller.name == name else await asyncio.to_thread(state.db.get_user, name)
+    if target is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} not found")
+    return target
+
+
+@router.post("", status_code=201, response_model=UserCreated, summary="Create a user (admin)")
+async def create_user(req: UserCreate, state: StateDep, caller: CurrentUser) -> UserCreated:
+    """Returns the user's first API token; it is shown only this once."""
+    _require_admin(caller)
+    try:
+        check_user_name(req.name)
+    except InvalidName as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err)) from None
+    try:
+        user = await asyncio.to_thread(state.db.create_user, req.name, is_admin=req.admin)
+    except AlreadyExists as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    made = auth.new_token()
+    await asyncio.to_thread(state.db.add_token, user.name, made.token_id, made.salt, made.digest,
+                            f"created by {caller.name}")
+    return UserCreated(**_info(user).model_dump(), token=made.token)
+
+
+@router.get("", response_model=list[UserInfo], summary="List users")
+async def list_users(state: StateDep, caller: CurrentUser) -> list[UserInfo]:
+    return [_info(u) for u in await asyncio.to_thread(state.db.list_users)]
+
+
+@router.get("/me", response_model=UserInfo, summary="Who the token belongs to")
+async def me(caller: CurrentUser) -> UserInfo:
+    return _info(caller)
+
+
+@router.post("/{name}/tokens", status_code=201, summary="Create another API token")
+async def create_token(name: str, state: StateDep, caller: CurrentUser) -> dict[str, str]:
+    target = await _self_or_admin(state, caller, name)
+    made = auth.new_token()
+    await asyncio.to_thread(state.db.add_token, target.name, made.token_id, made.salt, made.digest,
+                            f"created by {caller.name}")
+    return {"user": target.name, "token": made.token}
+
+
+@router.post("/{name}/keys", status_code=201, response_model=KeyInfo, summary="Add an SSH public key")
+async def add_key(name: str, req: KeyCreate, state: StateDep, caller: CurrentUser) -> KeyInfo:
+    from styx.gitserver.ssh import parse_public_key
+
+    target = await _self_or_admin(state, caller, name)
+    try:
+        _key, fingerprint, normalised = parse_public_key(req.public_key)
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"public_key: {err}") from None
+    title = req.title or (req.public_key.split(None, 2)[2].strip() if len(req.public_key.split(None, 2)) > 2 else None)
+    try:
+        key = await asyncio.to_thread(state.db.add_ssh_key, target.name, fingerprint, normalised, title)
+    except AlreadyExists:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"the key {fingerprint} is already registered (to you or to another user)") from None
+    except UserNotFound as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(err)) from None
+    return _key_info(key)
+
+
+@router.get("/{name}/keys", response_model=list[KeyInfo], summary="A user's SSH keys")
+async def list_keys(name: str, state: StateDep, caller: CurrentUser) -> list[KeyInfo]:
+    target = await _self_or_admin(state, caller, name)
+    return [_key_info(k) for k in await asyncio.to_thread(state.db.list_ssh_keys, target.name)]
+
+
+@router.delete("/{name}/keys/{key_id}", status_code=204, summary="Remove an SSH key")
+async def delete_key(name: str, key_id: int, state: StateDep, caller: CurrentUser) -> None:
+    target = await _self_or_admin(state, caller, name)
+    if not await asyncio.to_thread(state.db.delete_ssh_key, target.name, key_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} has no key {key_id}")

@@ -1,0 +1,188 @@
+"""``pre-receive`` and ``post-receive`` for pushes through the ``git`` binary.
+
+``git receive-pack`` runs hook scripts and sends what they print to the pusher on the
+sideband (``remote: ...``). Styx's hook scripts are tiny stdlib-only Python programs (in
+``STYX_HOME/gitserver/hooks``, given to git with ``-c core.hooksPath``, so a repository's
+own ``hooks/`` never runs) that forward their input to the git server process over a
+loopback socket, authenticated with a per-push random token, and print its answer. The
+decisions, ref checks and workflow starts, are thus made in the server, with the pusher's
+identity that the transport established, never in a script that could be fooled.
+
+``post-receive`` is fed only the refs whose update succeeded (git skips failed commands),
+each with its new sha: the commit that runs is pinned there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from styx.gitserver.names import RepoName
+
+log = logging.getLogger("styx.gitserver.hooks")
+
+HOOK_NAMES = ("pre-receive", "post-receive")
+
+_HOOK_SCRIPT = '''#!{python} -IS
+# Written by the Styx git server: forwards this hook to the server process. Do not edit.
+import json, os, socket, sys
+
+
+def main():
+    hook = os.path.basename(sys.argv[0])
+    addr, token = os.environ.get("STYX_HOOK_ADDR"), os.environ.get("STYX_HOOK_TOKEN")
+    if not addr or not token:
+        print("styx: pushes are accepted only through the Styx git server", file=sys.stderr)
+        return 1
+    updates = [line.split() for line in sys.stdin.read().splitlines() if line.strip()]
+    host, _, port = addr.rpartition(":")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=10)
+    except OSError as err:
+        print("styx: cannot reach the git server's hook endpoint: %s" % err, file=sys.stderr)
+        return 1
+    with sock:
+        sock.settimeout(None)
+        sock.sendall(json.dumps({{"token": token, "hook": hook, "updates": updates}}).encode() + b"\\n")
+        for line in sock.makefile("rb"):
+            msg = json.loads(line)
+            if "out" in msg:
+                sys.stdout.write(msg["out"] + "\\n")
+                sys.stdout.flush()
+            if "exit" in msg:
+                return int(msg["exit"])
+    print("styx: the git server closed the hook connection", file=sys.stderr)
+    return 1
+
+
+sys.exit(main())
+'''
+
+
+def install_hooks(directory: Path) -> Path:
+    """Write (or refresh) the hook scripts; returns the directory for ``core.hooksPath``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = _HOOK_SCRIPT.format(python=sys.executable)
+    for name in HOOK_NAMES:
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(stat.S_IRWXU)
+            os.replace(tmp, path)
+    return directory
+
+
+Update = tuple[str, str, str]  # (old sha, new sha, full ref)
+Emit = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class PushSession:
+    """Who is pushing where: fixed by the transport before receive-pack starts."""
+
+    repo: RepoName
+    repo_id: int
+    user: Any  # styx.db.User
+    transport: str
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+
+#: ``pre(session, updates) -> list of refusals`` (empty: accept).
+PreReceive = Callable[[PushSession, list[Update]], Awaitable[list[str]]]
+#: ``post(session, updates, emit)``: start runs, print through ``emit``.
+PostReceive = Callable[[PushSession, list[Update], Emit], Awaitable[None]]
+
+
+class HookServer:
+    """The loopback endpoint the hook scripts talk to; one per git server process."""
+
+    def __init__(self, pre: PreReceive, post: PostReceive, host: str = "127.0.0.1") -> None:
+        self._pre = pre
+        self._post = post
+        self._host = host
+        self._sessions: dict[str, PushSession] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self._host, 0, limit=1 << 22)
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = f"{self._host}:{port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def open_session(self, session: PushSession) -> dict[str, str]:
+        """Register a push; returns the environment its receive-pack needs."""
+        self._sessions[session.token] = session
+        return {"STYX_HOOK_ADDR": self.address, "STYX_HOOK_TOKEN": session.token}
+
+    def close_session(self, session: PushSession) -> None:
+        self._sessions.pop(session.token, None)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(msg: dict[str, Any]) -> None:
+            writer.write(json.dumps(msg).encode() + b"\n")
+            await writer.drain()
+
+        try:
+            line = await asyncio.wait_for(reader.readline(), 30)
+            request = json.loads(line)
+            session = self._sessions.get(str(request.get("token", "")))
+            hook = request.get("hook")
+            if session is None or hook not in HOOK_NAMES:
+                await send({"out": "styx: hook refused (unknown push)", "exit": 1})
+                return
+            updates = _parse_updates(request.get("updates"))
+            if updates is None:
+                await send({"out": "styx: malformed hook input", "exit": 1})
+                return
+            if hook == "pre-receive":
+                refusals = await self._pre(session, updates)
+                for text in refusals:
+                    await send({"out": f"styx: {text}"})
+                await send({"exit": 1 if refusals else 0})
+            else:
+                async def emit(text: str) -> None:
+                    await send({"out": text})
+
+                try:
+                    await self._post(session, updates, emit)
+                except Exception as err:  # a push is accepted whatever happens after it
+                    log.exception("post-receive failed for %s", session.repo)
+                    await emit(f"styx: could not start the push's runs: {err}")
+                await send({"exit": 0})
+        except (ConnectionError, asyncio.TimeoutError, ValueError) as err:
+            log.warning("hook connection failed: %s", err)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+
+
+def _parse_updates(raw: Any) -> list[Update] | None:
+    from styx.gitserver.names import is_sha
+
+    if not isinstance(raw, list):
+        return None
+    updates = []
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 3 or not all(isinstance(x, str) for x in item)
+                or not is_sha(item[0]) or not is_sha(item[1])):
+            return None
+        updates.append((item[0], item[1], item[2]))
+    return updates

@@ -1,0 +1,219 @@
+"""PushWorkflow ``push/<owner>/<repo>/<sha>``: the runs one pushed commit triggers.
+
+Started by the git server after the refs moved (its id makes a commit run at most once),
+it reads ``.styx.yaml`` at the commit and matches its triggers (activity ``push_plan``),
+exports the commit's tree as the jobs' workdir (``push_export``), queues each job as the
+pusher on its cluster, or on a fresh cluster of its own for ``managed: true``
+(``push_submit``), answers the ``submitted`` update with what it queued (the git server
+prints that on the pusher's terminal), waits for the jobs to end (``push_wait_job``),
+takes managed clusters down (``push_down_cluster``) and records the commit's status
+(``push_record``) at every step. Everything with a side effect is an activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+QUICK = timedelta(seconds=60)
+QUICK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5),
+                          maximum_attempts=10, non_retryable_error_types=["InvalidPush", "InvalidTask"])
+SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10),
+                           maximum_attempts=5,
+                           non_retryable_error_types=["InvalidTask", "ClusterNotFound", "Rejected"])
+WAIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+#: How long a push's job may run before the run gives up waiting for it.
+JOB_DEADLINE = timedelta(days=7)
+
+
+def push_workflow_id(owner: str, repo: str, sha: str) -> str:
+    return f"push/{owner}/{repo}/{sha}"
+
+
+@dataclass
+class PushInput:
+    owner: str
+    repo: str
+    repo_id: int
+    sha: str
+    ref: str
+    #: The ref's previous value (zeros for a new branch): path filters diff against it.
+    before: str
+    pusher: str
+
+
+@dataclass
+class PushJobPlan:
+    """One job of ``.styx.yaml`` that matched the push."""
+
+    name: str
+    #: The task, as ``Task.to_dict(include_secrets=True)``, its workdir still relative.
+    task: dict[str, Any]
+    cluster: str | None = None
+    managed: bool = False
+
+
+@dataclass
+class PushPlan:
+    jobs: list[PushJobPlan] = field(default_factory=list)
+    #: Why nothing runs (``[skip ci]``, no job matched); None when jobs run or on error.
+    skipped: str | None = None
+    #: A bad ``.styx.yaml``: the message names the field.
+    error: str | None = None
+    field: str | None = None
+
+
+@dataclass
+class PushJobRef:
+    name: str
+    cluster: str
+    job_id: int = 0
+    workflow_id: str = ""
+    managed: bool = False
+    status: str = "PENDING"
+    message: str | None = None
+
+
+@dataclass
+class PushSummary:
+    workflow_id: str
+    sha: str
+    status: str
+    message: str | None = None
+    jobs: list[PushJobRef] = field(default_factory=list)
+
+
+@dataclass
+class PushRecord:
+    repo_id: int
+    sha: str
+    ref: str
+    pusher: str
+    workflow_id: str
+    status: str
+    message: str | None = None
+    jobs: list[PushJobRef] | None = None
+
+
+@dataclass
+class ExportInput:
+    owner: str
+    repo: str
+    sha: str
+
+
+@dataclass
+class SubmitPushJobInput:
+    push: PushInput
+    index: int
+    job: PushJobPlan
+    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``).
+    workdir: str
+    #: Idempotency key of the submission (a Temporal update id).
+    key: str
+
+
+@dataclass
+class WaitJobInput:
+    cluster: str
+    job_id: int
+
+
+@dataclass
+class WaitJobResult:
+    status: str
+    message: str | None = None
+
+
+@dataclass
+class DownClusterInput:
+    cluster: str
+
+
+@workflow.defn(name="PushWorkflow")
+class PushWorkflow:
+    def __init__(self) -> None:
+        self._summary: PushSummary | None = None
+
+    @workflow.run
+    async def run(self, inp: PushInput) -> PushSummary:
+        wid = workflow.info().workflow_id
+        record = lambda status, message=None, jobs=None: self._record(  # noqa: E731
+            PushRecord(inp.repo_id, inp.sha, inp.ref, inp.pusher, wid, status, message, jobs))
+        await record("PENDING")
+        plan: PushPlan = await workflow.execute_activity(
+            "push_plan", inp, result_type=PushPlan, start_to_close_timeout=QUICK, retry_policy=QUICK_RETRY)
+        if plan.error:
+            return await self._finish(inp, "FAILED", f".styx.yaml: {plan.error}", [], record)
+        if not plan.jobs:
+            return await self._finish(inp, "SKIPPED", plan.skipped or "no job matches this push", [], record)
+
+        workdir: str = await workflow.execute_activity(
+            "push_export", ExportInput(inp.owner, inp.repo, inp.sha), result_type=str,
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=QUICK_RETRY)
+        jobs: list[PushJobRef] = []
+        for index, job in enumerate(plan.jobs):
+            try:
+                ref: PushJobRef = await workflow.execute_activity(
+                    "push_submit", SubmitPushJobInput(inp, index, job, workdir, f"{wid}/{index}"),
+                    result_type=PushJobRef, start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=SUBMIT_RETRY)
+            except ActivityError as err:
+                cause = err.cause
+                message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status="FAILED",
+                                 message=message)
+            jobs.append(ref)
+        running = [j for j in jobs if j.job_id]
+        if not running:
+            return await self._finish(inp, "FAILED", "no job could be queued", jobs, record)
+        await record("RUNNING", None, jobs)
+        self._summary = PushSummary(wid, inp.sha, "RUNNING", None, jobs)
+
+        results = await asyncio.gather(*[self._follow(job) for job in running])
+        for job, result in zip(running, results):
+            job.status, job.message = result.status, result.message
+        ok = all(j.status == "SUCCEEDED" for j in jobs)
+        failed = [f"{j.name}: {j.status}" + (f" ({j.message})" if j.message else "") for j in jobs
+                  if j.status != "SUCCEEDED"]
+        return await self._finish(inp, "SUCCEEDED" if ok else "FAILED", "; ".join(failed) or None, jobs, record)
+
+    async def _follow(self, job: PushJobRef) -> WaitJobResult:
+        result: WaitJobResult = await workflow.execute_activity(
+            "push_wait_job", WaitJobInput(job.cluster, job.job_id), result_type=WaitJobResult,
+            start_to_close_timeout=JOB_DEADLINE, heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=WAIT_RETRY)
+        if job.managed:
+            await workflow.execute_activity(
+                "push_down_cluster", DownClusterInput(job.cluster), start_to_close_timeout=timedelta(minutes=20),
+                heartbeat_timeout=timedelta(seconds=60), retry_policy=WAIT_RETRY)
+        return result
+
+    async def _finish(self, inp: PushInput, status: str, message: str | None, jobs: list[PushJobRef],
+                      record: Any) -> PushSummary:
+        await record(status, message, jobs)
+        self._summary = PushSummary(workflow.info().workflow_id, inp.sha, status, message, jobs)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._summary
+
+    async def _record(self, rec: PushRecord) -> None:
+        await workflow.execute_activity("push_record", rec, start_to_close_timeout=QUICK,
+                                        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                                                 maximum_interval=timedelta(seconds=5)))
+
+    @workflow.update
+    async def submitted(self) -> PushSummary:
+        """What this push queued (or why nothing runs), once known."""
+        await workflow.wait_condition(lambda: self._summary is not None)
+        assert self._summary is not None
+        return self._summary
+
+    @workflow.query
+    def summary(self) -> PushSummary | None:
+        return self._summary
