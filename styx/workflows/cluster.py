@@ -197,7 +197,7 @@ class ClusterWorkflow:
     async def _provider(self, activity: str, timeout: timedelta = timedelta(minutes=20)) -> t.ProviderOutput:
         return await workflow.execute_activity(
             activity, self._provider_input(), result_type=t.ProviderOutput,
-            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=10),
             retry_policy=PROVIDER_RETRY,
         )
 

@@ -1,0 +1,292 @@
+"""`styx user / key / repo / branch / gitserver`: users, SSH keys, repositories, push runs.
+
+Every command but `gitserver` talks to the API through the SDK.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator, Optional
+
+import httpx
+import typer
+from rich.table import Table
+
+from styx.cli.main import app, console, fail, settings_or_exit
+from styx.sdk.client import StyxError
+from styx.sdk.repos import GitClient
+
+user_app = typer.Typer(help="Users and their API tokens (creating users needs an admin token).",
+                       no_args_is_help=True)
+key_app = typer.Typer(help="SSH public keys, for `git clone ssh://...`.", no_args_is_help=True)
+repo_app = typer.Typer(help="Git repositories served by `styx gitserver`, and the runs pushes start.",
+                       no_args_is_help=True)
+collab_app = typer.Typer(help="Who else may read or push.", no_args_is_help=True)
+branch_app = typer.Typer(help="Branches of a repository.", no_args_is_help=True)
+app.add_typer(user_app, name="user", rich_help_panel="Git")
+app.add_typer(key_app, name="key", rich_help_panel="Git")
+app.add_typer(repo_app, name="repo", rich_help_panel="Git")
+app.add_typer(branch_app, name="branch", rich_help_panel="Git")
+repo_app.add_typer(collab_app, name="collab")
+
+
+@contextmanager
+def api() -> Iterator[GitClient]:
+    client = GitClient()
+    try:
+        yield client
+    except StyxError as err:
+        raise fail(err.message) from None
+    except ValueError as err:
+        raise fail(str(err)) from None
+    except httpx.ConnectError:
+        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
+    finally:
+        client.close()
+
+
+def _age(then: datetime) -> str:
+    seconds = (datetime.now(timezone.utc) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+# ------------------------------------------------------------------------------ users
+
+
+@user_app.command("create")
+def user_create(name: str = typer.Argument(..., help="the new user's name"),
+                admin: bool = typer.Option(False, "--admin", help="make them a Styx admin")) -> None:
+    """Create a user and print their API token (shown only this once).
+
+    Example:  `styx user create alice`
+    """
+    with api() as client:
+        created = client.create_user(name, admin=admin)
+    console.print(f"created user [bold]{created.name}[/bold]{' (admin)' if created.is_admin else ''}")
+    console.print("their API token (shown once; `git clone http://<user>:<token>@...` or STYX_TOKEN):")
+    print(created.token)
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users."""
+    with api() as client:
+        users = client.users()
+    table = Table("NAME", "ADMIN", "CREATED")
+    for u in users:
+        table.add_row(u.name, "yes" if u.is_admin else "", _age(u.created_at))
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+@key_app.command("add")
+def key_add(public_key: str = typer.Argument(..., help="a .pub file, e.g. ~/.ssh/id_ed25519.pub"),
+            user: Optional[str] = typer.Option(None, "--user", help="for another user (admin)"),
+            title: Optional[str] = typer.Option(None, "--title")) -> None:
+    """Register an SSH public key, for `git clone ssh://git@<host>:7722/<owner>/<repo>.git`.
+
+    Example:  `styx key add ~/.ssh/id_ed25519.pub`
+    """
+    with api() as client:
+        key = client.add_key(public_key, user=user, title=title)
+    console.print(f"added key {key.id} {key.fingerprint} for {key.user}")
+
+
+@key_app.command("list")
+def key_list(user: Optional[str] = typer.Option(None, "--user")) -> None:
+    """List SSH keys."""
+    with api() as client:
+        keys = client.keys(user)
+    table = Table("ID", "FINGERPRINT", "TITLE", "ADDED")
+    for k in keys:
+        table.add_row(str(k.id), k.fingerprint, k.title or "", _age(k.created_at))
+    console.print(table)
+
+
+@key_app.command("remove")
+def key_remove(key_id: int = typer.Argument(...), user: Optional[str] = typer.Option(None, "--user")) -> None:
+    """Remove an SSH key by its id (see `styx key list`)."""
+    with api() as client:
+        client.delete_key(key_id, user)
+    console.print(f"removed key {key_id}")
+
+
+# ------------------------------------------------------------------------------ repos
+
+
+@repo_app.command("create")
+def repo_create(name: str = typer.Argument(..., help="owner/name, or name (yours)"),
+                private: bool = typer.Option(False, "--private", help="only collaborators can read it"),
+                default_branch: str = typer.Option("main", "--default-branch"),
+                description: Optional[str] = typer.Option(None, "--description")) -> None:
+    """Create a repository and print its clone URLs.
+
+    Example:  `styx repo create alice/ml --private`
+    """
+    with api() as client:
+        repo = client.create_repo(name, private=private, default_branch=default_branch, description=description)
+    console.print(f"created {'private' if repo.private else 'public'} repository [bold]{repo.full_name}[/bold]")
+    console.print(f"  git clone {repo.clone_http}\n  git clone {repo.clone_ssh}", highlight=False)
+
+
+@repo_app.command("list")
+def repo_list(owner: Optional[str] = typer.Argument(None, help="only this owner's")) -> None:
+    """Repositories you can see."""
+    with api() as client:
+        repos = client.repos(owner)
+    table = Table("REPOSITORY", "VISIBILITY", "DEFAULT", "YOUR ACCESS", "CLONE")
+    for r in repos:
+        table.add_row(r.full_name, "private" if r.private else "public", r.default_branch, r.permission, r.clone_http)
+    console.print(table)
+
+
+@repo_app.command("show")
+def repo_show(name: str = typer.Argument(..., help="owner/name")) -> None:
+    """One repository, with its branches."""
+    with api() as client:
+        repo = client.repo(name)
+        branches = client.branches(name)
+    console.print(f"[bold]{repo.full_name}[/bold] ({'private' if repo.private else 'public'}, "
+                  f"your access: {repo.permission})")
+    if repo.description:
+        console.print(repo.description)
+    console.print(f"  {repo.clone_http}\n  {repo.clone_ssh}", highlight=False)
+    for b in branches:
+        console.print(f"  {'*' if b.default else ' '} {b.name} {b.sha[:10]}")
+
+
+@repo_app.command("update")
+def repo_update(name: str = typer.Argument(..., help="owner/name"),
+                private: Optional[bool] = typer.Option(None, "--private/--public"),
+                default_branch: Optional[str] = typer.Option(None, "--default-branch"),
+                description: Optional[str] = typer.Option(None, "--description")) -> None:
+    """Change visibility, default branch or description (needs admin access)."""
+    with api() as client:
+        repo = client.update_repo(name, private=private, default_branch=default_branch, description=description)
+    console.print(f"{repo.full_name}: {'private' if repo.private else 'public'}, default branch {repo.default_branch}")
+
+
+@repo_app.command("delete")
+def repo_delete(name: str = typer.Argument(..., help="owner/name"),
+                yes: bool = typer.Option(False, "-y", "--yes", help="do not ask")) -> None:
+    """Delete a repository, its history and its run records. There is no undo."""
+    if not yes and not typer.confirm(f"Delete {name} and all its history?", default=False):
+        raise typer.Exit(1)
+    with api() as client:
+        client.delete_repo(name)
+    console.print(f"deleted {name}")
+
+
+@repo_app.command("runs")
+def repo_runs(name: str = typer.Argument(..., help="owner/name"),
+              limit: int = typer.Option(20, "-n", "--limit")) -> None:
+    """The runs pushes started, newest first, with their jobs.
+
+    Example:  `styx repo runs alice/ml`
+    """
+    with api() as client:
+        runs = client.runs(name, limit)
+    table = Table("COMMIT", "REF", "PUSHER", "STATUS", "JOBS", "WHEN", "MESSAGE")
+    for r in runs:
+        jobs = ", ".join(f"{j.name}: {j.cluster}#{j.job_id} {j.status}" if j.job_id else f"{j.name}: {j.status}"
+                         for j in r.jobs)
+        colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(r.status, "yellow")
+        table.add_row(r.sha[:10], r.ref.removeprefix("refs/heads/"), r.pusher, f"[{colour}]{r.status}[/{colour}]",
+                      jobs, _age(r.created_at), r.message or "")
+    console.print(table)
+
+
+@repo_app.command("status")
+def repo_status(name: str = typer.Argument(..., help="owner/name"),
+                rev: str = typer.Argument(..., help="a commit id (or prefix) or a branch")) -> None:
+    """The run of one commit; exits 0 if it succeeded (or was skipped), 1 if it failed, 2 if running."""
+    with api() as client:
+        run = client.commit_status(name, rev)
+    console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""))
+    for j in run.jobs:
+        console.print(f"  {j.name}: cluster {j.cluster} job {j.job_id} {j.status}"
+                      + (f" ({j.message})" if j.message else ""), highlight=False)
+    raise typer.Exit({"SUCCEEDED": 0, "SKIPPED": 0, "FAILED": 1}.get(run.status, 2))
+
+
+@collab_app.command("add")
+def collab_add(name: str = typer.Argument(..., help="owner/name"), user: str = typer.Argument(...),
+               read: bool = typer.Option(False, "--read"), write: bool = typer.Option(False, "--write"),
+               admin: bool = typer.Option(False, "--admin")) -> None:
+    """Give a user read, write (the default) or admin access.
+
+    Example:  `styx repo collab add alice/ml bob --write`
+    """
+    if read + write + admin > 1:
+        raise fail("give one of --read, --write, --admin")
+    level = "admin" if admin else "read" if read else "write"
+    with api() as client:
+        c = client.set_collaborator(name, user, level)
+    console.print(f"{c.user} has {c.level} access to {name}")
+
+
+@collab_app.command("list")
+def collab_list(name: str = typer.Argument(..., help="owner/name")) -> None:
+    with api() as client:
+        rows = client.collaborators(name)
+    for c in rows:
+        console.print(f"{c.user}\t{c.level}")
+
+
+@collab_app.command("remove")
+def collab_remove(name: str = typer.Argument(..., help="owner/name"), user: str = typer.Argument(...)) -> None:
+    with api() as client:
+        client.remove_collaborator(name, user)
+    console.print(f"{user} removed from {name}")
+
+
+# ------------------------------------------------------------------------------ branches
+
+
+@branch_app.command("list")
+def branch_list(name: str = typer.Argument(..., help="owner/name")) -> None:
+    with api() as client:
+        branches = client.branches(name)
+    for b in branches:
+        console.print(f"{'*' if b.default else ' '} {b.name}\t{b.sha}", highlight=False)
+
+
+@branch_app.command("create")
+def branch_create(name: str = typer.Argument(..., help="owner/name"), branch: str = typer.Argument(...),
+                  from_: Optional[str] = typer.Option(None, "--from", help="branch, tag or commit (default: the default branch)")) -> None:
+    """Example:  `styx branch create alice/ml feature --from main`"""
+    with api() as client:
+        b = client.create_branch(name, branch, from_)
+    console.print(f"created {b.name} at {b.sha[:10]}")
+
+
+@branch_app.command("delete")
+def branch_delete(name: str = typer.Argument(..., help="owner/name"), branch: str = typer.Argument(...)) -> None:
+    with api() as client:
+        client.delete_branch(name, branch)
+    console.print(f"deleted {branch}")
+
+
+# ------------------------------------------------------------------------------ server
+
+
+@app.command(rich_help_panel="Git")
+def gitserver() -> None:
+    """Run the git server: smart HTTP on `STYX_GIT_HTTP_PORT` (7781) and SSH on `STYX_GIT_SSH_PORT` (7722).
+
+    Example:  `styx gitserver`   then  `git clone http://127.0.0.1:7781/alice/ml.git`
+    """
+    from styx.gitserver.server import run_gitserver
+
+    try:
+        run_gitserver(settings_or_exit())
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    sys.exit(0)

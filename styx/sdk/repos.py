@@ -1,0 +1,332 @@
+"""SDK methods for users, SSH keys, repositories, branches and push runs.
+
+Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncReposMixin``);
+``GitClient`` and ``AsyncGitClient`` are the clients with them already mixed in::
+
+    from styx.sdk.repos import GitClient
+
+    with GitClient() as client:
+        client.create_repo("ml", private=True)            # yours: <you>/ml
+        client.add_key("~/.ssh/id_ed25519.pub")
+        print(client.repo("alice/ml").clone_ssh)
+        run = client.wait_commit("alice/ml", "main")      # after `git push`
+        print(run.status, [(j.cluster, j.job_id, j.status) for j in run.jobs])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from styx.gitserver.schemas import (
+    BranchInfo,
+    CollaboratorInfo,
+    KeyInfo,
+    PushRunInfo,
+    RepoInfo,
+    UserCreated,
+    UserInfo,
+)
+from styx.sdk.client import AsyncClient, Client, _raise_for, _Req
+
+TERMINAL_RUN_STATUSES = ("SUCCEEDED", "FAILED", "SKIPPED")
+
+
+def _split(full_name: str) -> tuple[str, str]:
+    owner, sep, name = full_name.strip("/").partition("/")
+    if not sep or not owner or not name or "/" in name:
+        raise ValueError(f"expected <owner>/<name>, got {full_name!r}")
+    return owner, name.removesuffix(".git")
+
+
+def _public_key_text(key: str | Path) -> str:
+    text = str(key)
+    if text.startswith(("ssh-", "ecdsa-", "sk-")):
+        return text.strip()
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such public key file: {path}")
+    return path.read_text().strip()
+
+
+class _RepoRoutes:
+    @staticmethod
+    def create_user(name: str, admin: bool) -> _Req:
+        return _Req("POST", "/api/v1/users", {"name": name, "admin": admin})
+
+    @staticmethod
+    def users() -> _Req:
+        return _Req("GET", "/api/v1/users")
+
+    @staticmethod
+    def me() -> _Req:
+        return _Req("GET", "/api/v1/users/me")
+
+    @staticmethod
+    def add_key(user: str, public_key: str, title: str | None) -> _Req:
+        return _Req("POST", f"/api/v1/users/{quote(user)}/keys", {"public_key": public_key, "title": title})
+
+    @staticmethod
+    def keys(user: str) -> _Req:
+        return _Req("GET", f"/api/v1/users/{quote(user)}/keys")
+
+    @staticmethod
+    def delete_key(user: str, key_id: int) -> _Req:
+        return _Req("DELETE", f"/api/v1/users/{quote(user)}/keys/{key_id}")
+
+    @staticmethod
+    def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> _Req:
+        return _Req("POST", "/api/v1/repos", {"name": name, "private": private, "default_branch": default_branch,
+                                              "description": description})
+
+    @staticmethod
+    def repos(owner: str | None) -> _Req:
+        return _Req("GET", "/api/v1/repos", params={"owner": owner} if owner else None)
+
+    @staticmethod
+    def repo(full: str, method: str = "GET", body: Any = None) -> _Req:
+        owner, name = _split(full)
+        return _Req(method, f"/api/v1/repos/{owner}/{name}", body)
+
+    @staticmethod
+    def collaborators(full: str) -> _Req:
+        owner, name = _split(full)
+        return _Req("GET", f"/api/v1/repos/{owner}/{name}/collaborators")
+
+    @staticmethod
+    def collaborator(full: str, user: str, level: str | None) -> _Req:
+        owner, name = _split(full)
+        path = f"/api/v1/repos/{owner}/{name}/collaborators/{quote(user)}"
+        return _Req("PUT", path, {"level": level}) if level else _Req("DELETE", path)
+
+    @staticmethod
+    def branches(full: str) -> _Req:
+        owner, name = _split(full)
+        return _Req("GET", f"/api/v1/repos/{owner}/{name}/branches")
+
+    @staticmethod
+    def create_branch(full: str, branch: str, from_: str | None) -> _Req:
+        owner, name = _split(full)
+        return _Req("POST", f"/api/v1/repos/{owner}/{name}/branches", {"name": branch, "from": from_})
+
+    @staticmethod
+    def delete_branch(full: str, branch: str) -> _Req:
+        owner, name = _split(full)
+        return _Req("DELETE", f"/api/v1/repos/{owner}/{name}/branches/{quote(branch, safe='/')}")
+
+    @staticmethod
+    def runs(full: str, limit: int) -> _Req:
+        owner, name = _split(full)
+        return _Req("GET", f"/api/v1/repos/{owner}/{name}/runs", params={"limit": limit})
+
+    @staticmethod
+    def commit_status(full: str, rev: str) -> _Req:
+        owner, name = _split(full)
+        return _Req("GET", f"/api/v1/repos/{owner}/{name}/commits/{quote(rev, safe='')}/status")
+
+
+class ReposMixin:
+    """Users, keys, repositories, branches and runs, for :class:`styx.sdk.client.Client`."""
+
+    _http: Any
+
+    def _git_send(self, req: _Req) -> Any:
+        resp = self._http.request(req.method, req.path, json=req.json, params=req.params)
+        _raise_for(resp)
+        return resp.json() if resp.content else None
+
+    # users and keys
+    def create_user(self, name: str, admin: bool = False) -> UserCreated:
+        """Create a user (you must be an admin); the answer holds their token, shown once."""
+        return UserCreated(**self._git_send(_RepoRoutes.create_user(name, admin)))
+
+    def users(self) -> list[UserInfo]:
+        return [UserInfo(**u) for u in self._git_send(_RepoRoutes.users())]
+
+    def me(self) -> UserInfo:
+        return UserInfo(**self._git_send(_RepoRoutes.me()))
+
+    def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
+        """Register an SSH public key (a ``.pub`` path or the key line) for you or ``user``."""
+        user = user or self.me().name
+        return KeyInfo(**self._git_send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+
+    def keys(self, user: str | None = None) -> list[KeyInfo]:
+        return [KeyInfo(**k) for k in self._git_send(_RepoRoutes.keys(user or self.me().name))]
+
+    def delete_key(self, key_id: int, user: str | None = None) -> None:
+        self._git_send(_RepoRoutes.delete_key(user or self.me().name, key_id))
+
+    # repositories
+    def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
+                    description: str | None = None) -> RepoInfo:
+        """``name`` is ``ml`` (yours) or ``owner/ml``."""
+        return RepoInfo(**self._git_send(_RepoRoutes.create_repo(name, private, default_branch, description)))
+
+    def repos(self, owner: str | None = None) -> list[RepoInfo]:
+        return [RepoInfo(**r) for r in self._git_send(_RepoRoutes.repos(owner))]
+
+    def repo(self, full_name: str) -> RepoInfo:
+        return RepoInfo(**self._git_send(_RepoRoutes.repo(full_name)))
+
+    def update_repo(self, full_name: str, *, private: bool | None = None, default_branch: str | None = None,
+                    description: str | None = None) -> RepoInfo:
+        body = {k: v for k, v in dict(private=private, default_branch=default_branch,
+                                      description=description).items() if v is not None}
+        return RepoInfo(**self._git_send(_RepoRoutes.repo(full_name, "PATCH", body)))
+
+    def delete_repo(self, full_name: str) -> None:
+        self._git_send(_RepoRoutes.repo(full_name, "DELETE"))
+
+    def collaborators(self, full_name: str) -> list[CollaboratorInfo]:
+        return [CollaboratorInfo(**c) for c in self._git_send(_RepoRoutes.collaborators(full_name))]
+
+    def set_collaborator(self, full_name: str, user: str, level: str = "write") -> CollaboratorInfo:
+        """Give ``user`` read, write or admin access."""
+        return CollaboratorInfo(**self._git_send(_RepoRoutes.collaborator(full_name, user, level)))
+
+    def remove_collaborator(self, full_name: str, user: str) -> None:
+        self._git_send(_RepoRoutes.collaborator(full_name, user, None))
+
+    # branches
+    def branches(self, full_name: str) -> list[BranchInfo]:
+        return [BranchInfo(**b) for b in self._git_send(_RepoRoutes.branches(full_name))]
+
+    def create_branch(self, full_name: str, branch: str, from_: str | None = None) -> BranchInfo:
+        return BranchInfo(**self._git_send(_RepoRoutes.create_branch(full_name, branch, from_)))
+
+    def delete_branch(self, full_name: str, branch: str) -> None:
+        self._git_send(_RepoRoutes.delete_branch(full_name, branch))
+
+    # runs
+    def runs(self, full_name: str, limit: int = 50) -> list[PushRunInfo]:
+        return [PushRunInfo(**r) for r in self._git_send(_RepoRoutes.runs(full_name, limit))]
+
+    def commit_status(self, full_name: str, rev: str) -> PushRunInfo:
+        """The run a pushed commit started (``rev``: a sha, a unique prefix, or a branch)."""
+        return PushRunInfo(**self._git_send(_RepoRoutes.commit_status(full_name, rev)))
+
+    def wait_commit(self, full_name: str, rev: str, timeout: float | None = None, poll: float = 0.1) -> PushRunInfo:
+        """Block until the commit's run has finished (SUCCEEDED, FAILED or SKIPPED)."""
+        from styx.sdk.client import NotFound
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                run = self.commit_status(full_name, rev)
+                if run.status in TERMINAL_RUN_STATUSES:
+                    return run
+            except NotFound:
+                pass
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+
+
+class AsyncReposMixin:
+    """The asynchronous twin of :class:`ReposMixin`, for :class:`styx.sdk.client.AsyncClient`."""
+
+    _http: Any
+
+    async def _git_send(self, req: _Req) -> Any:
+        resp = await self._http.request(req.method, req.path, json=req.json, params=req.params)
+        _raise_for(resp)
+        return resp.json() if resp.content else None
+
+    async def create_user(self, name: str, admin: bool = False) -> UserCreated:
+        return UserCreated(**await self._git_send(_RepoRoutes.create_user(name, admin)))
+
+    async def users(self) -> list[UserInfo]:
+        return [UserInfo(**u) for u in await self._git_send(_RepoRoutes.users())]
+
+    async def me(self) -> UserInfo:
+        return UserInfo(**await self._git_send(_RepoRoutes.me()))
+
+    async def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
+        user = user or (await self.me()).name
+        return KeyInfo(**await self._git_send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+
+    async def keys(self, user: str | None = None) -> list[KeyInfo]:
+        return [KeyInfo(**k) for k in await self._git_send(_RepoRoutes.keys(user or (await self.me()).name))]
+
+    async def delete_key(self, key_id: int, user: str | None = None) -> None:
+        await self._git_send(_RepoRoutes.delete_key(user or (await self.me()).name, key_id))
+
+    async def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
+                          description: str | None = None) -> RepoInfo:
+        return RepoInfo(**await self._git_send(_RepoRoutes.create_repo(name, private, default_branch, description)))
+
+    async def repos(self, owner: str | None = None) -> list[RepoInfo]:
+        return [RepoInfo(**r) for r in await self._git_send(_RepoRoutes.repos(owner))]
+
+    async def repo(self, full_name: str) -> RepoInfo:
+        return RepoInfo(**await self._git_send(_RepoRoutes.repo(full_name)))
+
+    async def update_repo(self, full_name: str, *, private: bool | None = None, default_branch: str | None = None,
+                          description: str | None = None) -> RepoInfo:
+        body = {k: v for k, v in dict(private=private, default_branch=default_branch,
+                                      description=description).items() if v is not None}
+        return RepoInfo(**await self._git_send(_RepoRoutes.repo(full_name, "PATCH", body)))
+
+    async def delete_repo(self, full_name: str) -> None:
+        await self._git_send(_RepoRoutes.repo(full_name, "DELETE"))
+
+    async def collaborators(self, full_name: str) -> list[CollaboratorInfo]:
+        return [CollaboratorInfo(**c) for c in await self._git_send(_RepoRoutes.collaborators(full_name))]
+
+    async def set_collaborator(self, full_name: str, user: str, level: str = "write") -> CollaboratorInfo:
+        return CollaboratorInfo(**await self._git_send(_RepoRoutes.collaborator(full_name, user, level)))
+
+    async def remove_collaborator(self, full_name: str, user: str) -> None:
+        await self._git_send(_RepoRoutes.collaborator(full_name, user, None))
+
+    async def branches(self, full_name: str) -> list[BranchInfo]:
+        return [BranchInfo(**b) for b in await self._git_send(_RepoRoutes.branches(full_name))]
+
+    async def create_branch(self, full_name: str, branch: str, from_: str | None = None) -> BranchInfo:
+        return BranchInfo(**await self._git_send(_RepoRoutes.create_branch(full_name, branch, from_)))
+
+    async def delete_branch(self, full_name: str, branch: str) -> None:
+        await self._git_send(_RepoRoutes.delete_branch(full_name, branch))
+
+    async def runs(self, full_name: str, limit: int = 50) -> list[PushRunInfo]:
+        return [PushRunInfo(**r) for r in await self._git_send(_RepoRoutes.runs(full_name, limit))]
+
+    async def commit_status(self, full_name: str, rev: str) -> PushRunInfo:
+        return PushRunInfo(**await self._git_send(_RepoRoutes.commit_status(full_name, rev)))
+
+    async def wait_commit(self, full_name: str, rev: str, timeout: float | None = None,
+                          poll: float = 0.1) -> PushRunInfo:
+        from styx.sdk.client import NotFound
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                run = await self.commit_status(full_name, rev)
+                if run.status in TERMINAL_RUN_STATUSES:
+                    return run
+            except NotFound:
+                pass
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+            await asyncio.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+
+
+# ``styx.Client`` with the repository methods; once they are mixed into Client itself, the
+# same class (a second mixing would make an inconsistent MRO).
+if issubclass(Client, ReposMixin):
+    GitClient = Client
+else:
+    class GitClient(ReposMixin, Client):  # type: ignore[no-redef]
+        """``styx.Client`` with the repository methods."""
+
+if issubclass(AsyncClient, AsyncReposMixin):
+    AsyncGitClient = AsyncClient
+else:
+    class AsyncGitClient(AsyncReposMixin, AsyncClient):  # type: ignore[no-redef]
+        """``styx.AsyncClient`` with the repository methods."""
