@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/styx up
+	$(BIN)/styx up --launch examples/hello.yaml -c dev
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

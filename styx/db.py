@@ -535,10 +535,11 @@ class Database:
     def _upsert(self, conn: Connection, model: type[SQLModel], keys: dict[str, Any],
                 fields: dict[str, Any], insert_defaults: dict[str, Any],
                 where: sa.ColumnElement[bool] | None = None,
-                keep_first: Iterable[str] = ()) -> None:
+                keep_first: Iterable[str] = (), forward_only: str | None = None) -> None:
         """INSERT ... ON CONFLICT (keys) DO UPDATE SET <only the given fields>.
 
-        Fields in ``keep_first`` are only written where the stored value is NULL.
+        Fields in ``keep_first`` are only written where the stored value is NULL; the status
+        column named by ``forward_only`` only ever moves forward (see ``_JOB_STATUS_RANK``).
         """
         table: sa.Table = model.__table__  # type: ignore[attr-defined]
         dialect = conn.dialect.name
@@ -552,6 +553,10 @@ class Database:
         update: dict[str, Any] = {name: stmt.excluded[name] for name in fields}
         for name in keep_first:
             update[name] = sa.func.coalesce(table.c[name], stmt.excluded[name])
+        if forward_only in update:
+            stored, new = _status_rank(table.c[forward_only]), _status_rank(stmt.excluded[forward_only])
+            update[forward_only] = sa.case((new >= stored, stmt.excluded[forward_only]),
+                                           else_=table.c[forward_only])
         if not update:  # nothing to change: keep the row, but the statement must not fail
             stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
         else:
@@ -657,22 +662,26 @@ class Database:
     def upsert_job(self, cluster: str, job_id: int, **fields: Any) -> Job:
         """Create the job or update exactly the fields given; returns the row as stored.
 
-        Once a job is in a terminal state, a write that carries a ``status`` is ignored
-        whole, so a retried "RUNNING" that lands after "SUCCEEDED" changes nothing. A
+        The status only moves forward (PENDING, SETTING_UP, RUNNING, then a terminal one),
+        so writes that race (a job can start before its PENDING row is written) or a retried
+        "RUNNING" that lands after "SUCCEEDED" never move it back; their other fields still
+        land. The first terminal status wins: a second terminal write is ignored whole. A
         status of RUNNING stamps ``started_at``, a terminal one ``ended_at``, unless given;
         the first stamp stays.
         """
         values = _clean(Job, fields, primary_key={"cluster_name", "job_id"})
         defaults = {"submitted_at": utcnow(), "workflow_id": f"cluster/{cluster}/job/{job_id}"}
         where = None
-        stamped: list[str] = []
-        if values.get("status") is not None:
-            where = Job.__table__.c.status.notin_(TERMINAL_JOB_STATUSES)  # type: ignore[attr-defined]
-            stamped = _stamp_transition(values)
+        status = values.get("status")
+        if status is not None:
+            if JobStatus(status).is_terminal:
+                where = Job.__table__.c.status.notin_(TERMINAL_JOB_STATUSES)  # type: ignore[attr-defined]
+            _stamp_transition(values)
+        stamped = [name for name in ("started_at", "ended_at") if name in values]  # set once
         try:
             with self._write() as conn:
                 self._upsert(conn, Job, {"cluster_name": cluster, "job_id": job_id}, values,
-                             defaults, where, keep_first=stamped)
+                             defaults, where, keep_first=stamped, forward_only="status")
                 return self._fetch(Job, cluster, job_id, conn=conn)
         except IntegrityError as exc:
             raise self._foreign_key_failure(exc, cluster) from exc
@@ -916,6 +925,14 @@ class Database:
             query = query.limit(limit)
         with self.session() as session:
             return list(session.exec(query).all())
+
+#: How far along each job status is; a terminal status is the end.
+_JOB_STATUS_RANK = {JobStatus.PENDING: 0, JobStatus.SETTING_UP: 1, JobStatus.RUNNING: 2}
+
+
+def _status_rank(column: Any) -> sa.ColumnElement[int]:
+    return sa.case({s.value: rank for s, rank in _JOB_STATUS_RANK.items()}, value=column, else_=3)
+
 
 def _stamp_transition(values: dict[str, Any]) -> list[str]:
     """Add the timestamp a status change implies (when not given); returns the fields added."""

@@ -487,6 +487,9 @@ if [ ! -e "$d/$p.lock" ]; then
     head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "$d/$p.token"
     if cancelled; then echo {CANCELLED_EXIT_CODE} > "$d/$p.exit"; echo CANCELLED; exit 0; fi
     setsid nohup bash "$d/$p.sh" > "$d/$p.log" 2>&1 < /dev/null &
+    # Not a group leader, so setsid did not fork: $! is the wrapper, its group and session.
+    # Written here too (the wrapper writes the same) so no caller waits for the wrapper.
+    echo $! > "$d/$p.pid.s$$" && mv -f "$d/$p.pid.s$$" "$d/$p.pid"
   fi
   rm -f "$t"
 else

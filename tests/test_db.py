@@ -33,15 +33,11 @@ from styx.db import (
 )
 
 PREVIOUS_HEAD = "0001_clusters_nodes"
-HEAD = "0003_users_tokens"
+HEAD = head_revision()  # the newest migration; each test below runs every one of them
 
 
 def table_names(url: str) -> set[str]:
     return set(sa.inspect(get_engine(url)).get_table_names())
-
-
-def test_head_is_the_users_and_tokens_revision() -> None:
-    assert head_revision() == HEAD
 
 
 # --------------------------------------------------------------------------- migrations
@@ -451,3 +447,16 @@ def test_tokens_authenticate_only_their_user(database: Database) -> None:
     token_id, secret = auth.split_token(made.token)
     for wrong in (made.token[:-1] + ("x" if made.token[-1] != "x" else "y"), "styx_nosuch_abc", "garbage", ""):
         assert database.authenticate_token(wrong) is None
+
+
+def test_job_status_only_moves_forward_and_late_fields_still_land(database: Database) -> None:
+    database.upsert_cluster("race", provider="local", status="UP", num_nodes=1)
+    # The job ran and finished before the row its submission writes arrived.
+    database.upsert_job("race", 1, status="RUNNING")
+    database.upsert_job("race", 1, status="SUCCEEDED", exit_codes=[0])
+    job = database.upsert_job("race", 1, status="PENDING", name="late", run_summary="true")
+    assert (job.status, job.name, job.run_summary) == (JobStatus.SUCCEEDED, "late", "true")
+    assert job.started_at is not None and job.ended_at is not None
+    database.upsert_job("race", 2, status="RUNNING")
+    assert database.upsert_job("race", 2, status="PENDING", name="n").status == JobStatus.RUNNING
+    assert database.upsert_job("race", 2, status="SETTING_UP").status == JobStatus.RUNNING

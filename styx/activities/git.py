@@ -1,4 +1,5 @@
-"""Activities of PushWorkflow: read ``.styx.yaml``, export the tree, queue, wait, tear down.
+"""Activities of PushWorkflow: plan (record, read ``.styx.yaml``, export the tree), queue,
+wait, tear down, record.
 
 Built once in the worker as ``GitActivities(settings)``; ``all()`` lists them for
 registration. The repositories are read from ``STYX_HOME/git`` (the worker and the git
@@ -18,7 +19,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -28,6 +29,7 @@ from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import InvalidName, RepoName, is_sha
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
+from styx.temporal import CLUSTER_KEY
 from styx.workflows.push import (
     DownClusterInput,
     ExportInput,
@@ -61,7 +63,7 @@ class GitActivities:
         self._lock = asyncio.Lock()
 
     def all(self) -> list[Any]:
-        return [self.push_plan, self.push_export, self.push_submit, self.push_wait_job,
+        return [self.push_plan, self.push_submit, self.push_wait_job,
                 self.push_down_cluster, self.push_record]
 
     async def _temporal(self) -> Client:
@@ -82,7 +84,14 @@ class GitActivities:
 
     @activity.defn(name="push_plan")
     async def push_plan(self, inp: PushInput) -> PushPlan:
-        return await asyncio.to_thread(self._plan, inp)
+        """Record the run as PENDING, read ``.styx.yaml``, pick the jobs, export the tree."""
+        wid = activity.info().workflow_id
+        await asyncio.to_thread(self.db.upsert_push_run, inp.repo_id, inp.sha, ref=inp.ref, pusher=inp.pusher,
+                                workflow_id=wid, status=PushRunStatus.PENDING)
+        plan = await asyncio.to_thread(self._plan, inp)
+        if plan.jobs:
+            plan.workdir = await asyncio.to_thread(self._export, ExportInput(inp.owner, inp.repo, inp.sha))
+        return plan
 
     def _plan(self, inp: PushInput) -> PushPlan:
         name = self._name(inp.owner, inp.repo)
@@ -105,14 +114,11 @@ class GitActivities:
         chosen = select_jobs(specs, inp.ref, lambda: self.store.changed_paths(name, inp.before, inp.sha))
         if not chosen:
             return PushPlan(skipped=f"no job in {CONFIG_FILE} matches a push to {inp.ref}")
-        return PushPlan(jobs=[PushJobPlan(s.name, s.task.to_dict(include_secrets=True), s.cluster, s.managed)
+        # Secrets stay out of the workflow's history: push_submit reads them from the commit again.
+        return PushPlan(jobs=[PushJobPlan(s.name, s.task.to_dict(include_secrets=False), s.cluster, s.managed)
                               for s in chosen])
 
     # ------------------------------------------------------------------ export
-
-    @activity.defn(name="push_export")
-    async def push_export(self, inp: ExportInput) -> str:
-        return await asyncio.to_thread(self._export, inp)
 
     def _export(self, inp: ExportInput) -> str:
         name = self._name(inp.owner, inp.repo)
@@ -140,7 +146,8 @@ class GitActivities:
         from styx.workflows.cluster import ClusterInput, ClusterWorkflow, SubmitJobResult, cluster_workflow_id
 
         job = inp.job
-        data = dict(job.task)
+        spec = await asyncio.to_thread(self._spec, inp.push, job.name)
+        data = spec.task.to_dict(include_secrets=True)
         root = Path(inp.workdir)
         sub = data.get("workdir")
         workdir = (root / sub).resolve() if sub else root
@@ -155,15 +162,16 @@ class GitActivities:
             raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
         client = await self._temporal()
         # The run is the pusher's: the job is recorded as theirs, never the repo owner's.
-        submit = submit_input(task, inp.push.pusher)
+        submit = submit_input(task, inp.push.pusher, self.settings.home)
         try:
             if job.managed:
                 cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
-                spec = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True)
-                submit = submit_input(task, inp.push.pusher, launch_spec=spec)
+                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True)
+                submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
                 start = WithStartWorkflowOperation(
-                    ClusterWorkflow.run, ClusterInput(spec), id=cluster_workflow_id(cluster),
-                    task_queue=self.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+                    ClusterWorkflow.run, ClusterInput(launch), id=cluster_workflow_id(cluster),
+                    task_queue=self.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    search_attributes=TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, cluster)]))
                 result: SubmitJobResult = await client.execute_update_with_start_workflow(
                     ClusterWorkflow.submit_job, submit, start_workflow_operation=start, id=inp.key)
             else:
@@ -189,6 +197,19 @@ class GitActivities:
                                        non_retryable=True) from None
             raise
         return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
+
+    def _spec(self, push: PushInput, name: str) -> Any:
+        """The job ``name`` of the commit's ``.styx.yaml``, read again (with its secrets)."""
+        text = self.store.read_file(self._name(push.owner, push.repo), push.sha, CONFIG_FILE)
+        try:
+            specs = load_config(text or b"")
+        except ConfigError as err:
+            raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+        for spec in specs:
+            if spec.name == name:
+                return spec
+        raise ApplicationError(f"no job {name!r} in {CONFIG_FILE} at {push.sha}", type="InvalidTask",
+                               non_retryable=True)
 
     # ------------------------------------------------------------------ wait, down
 

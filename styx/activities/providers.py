@@ -7,14 +7,13 @@ the provider works so that a dead worker is noticed within seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx.activities import types as t
+from styx.activities.heartbeat import heartbeating
 
 
 class Provider(Protocol):
@@ -22,22 +21,6 @@ class Provider(Protocol):
     async def stop(self, cluster: str) -> None: ...
     async def start(self, cluster: str) -> list[Any]: ...
     async def terminate(self, cluster: str) -> None: ...
-
-
-@contextlib.asynccontextmanager
-async def heartbeating(every: float = 2.0) -> AsyncIterator[None]:
-    """Heartbeat in the background while the body runs."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 def _nodes(endpoints: list[Any]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
 from styx.activities import types as t
+from styx.activities.heartbeat import heartbeating
 from styx.secrets import unseal
 from styx.sshexec import (
     JobCancelled,
@@ -64,18 +65,18 @@ class SshActivities:
             offset = out.tell()
             delay = POLL_MIN
             while True:
-                chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
-                if chunk:
+                # State first: for a job that already ended, one call says so and sizes its log.
+                state = await phase_state(conn, job_id, inp.phase)
+                while offset < state.log_size:
+                    chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
+                    if not chunk:
+                        break
                     out.write(chunk)
                     out.flush()
                     offset += len(chunk)
                     activity.heartbeat(offset)
                     delay = POLL_MIN
-                    continue
-                state = await phase_state(conn, job_id, inp.phase)
                 if not state.running:
-                    if state.log_size > offset:
-                        continue  # the last bytes arrived after our read
                     if state.exit_code is None:
                         raise ApplicationError(
                             f"{inp.phase} of job {inp.job_id} on node {inp.rank} ({node.host}:{node.port}) "
@@ -97,6 +98,10 @@ class SshActivities:
 
     @activity.defn(name="sync_files")
     async def sync_files(self, inp: t.SyncFilesInput) -> None:
+        async with heartbeating():
+            await self._sync_files(inp)
+
+    async def _sync_files(self, inp: t.SyncFilesInput) -> None:
         conn = await self.pool.get(NodeEndpoint.from_dict(inp.node))
         if inp.workdir:
             src = Path(inp.workdir).expanduser()
@@ -113,4 +118,3 @@ class SshActivities:
             else:
                 raise ApplicationError(f"file_mounts[{remote!r}]: {local!r} does not exist on the worker",
                                        type="InvalidTask", non_retryable=True)
-            activity.heartbeat(remote)

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -48,19 +50,27 @@ def _setup_logging() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    launch: Optional[Path] = typer.Option(
+        None, "--launch", help="once the stack is up, launch this task YAML and show its output"),
+    cluster: str = typer.Option("dev", "-c", "--cluster", help="the cluster --launch uses"),
+) -> None:
     """Start the embedded stack: Temporal dev server, a worker and the API, on loopback.
 
     Prints the URLs, restarts any part that dies, and stops everything on Ctrl-C.
     State lives in `STYX_HOME` (default `~/.styx`); each part logs to `STYX_HOME/logs/<part>.log`.
+    The admin's API token is written to `STYX_HOME/credentials` on first start.
 
-    Example:  `STYX_HOME=/tmp/styx styx up`
+    Examples:  `styx up`    `STYX_HOME=/tmp/styx styx up --launch examples/hello.yaml -c dev`
     """
     from styx.workers.supervisor import AlreadyRunning, Supervisor
 
     settings = settings_or_exit()
+    if launch is not None and not launch.is_file():
+        raise fail(f"--launch: no such file {str(launch)!r}")
+    then = ["launch", "-y", "-c", cluster, str(launch.resolve())] if launch else None
     try:
-        code = Supervisor(settings).run()
+        code = Supervisor(settings, then=then).run()
     except AlreadyRunning as err:
         console.print(str(err))
         raise typer.Exit(0) from None

@@ -78,9 +78,12 @@ class AlreadyRunning(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, out: TextIO = sys.stdout) -> None:
+    def __init__(self, settings: Settings, out: TextIO = sys.stdout,
+                 then: list[str] | None = None) -> None:
         self.settings = settings
         self.out = out
+        #: A `styx` command run once the stack is up (``make run`` launches the example).
+        self.then = then
         self.parts: list[Part] = []
         self._stopping = False
         self._lock_fd: int | None = None
@@ -225,6 +228,10 @@ class Supervisor:
                 return 0
             self._write_state()
             self._print_urls()
+            if self.then:
+                self.say(f"running: styx {' '.join(self.then)}")
+                subprocess.Popen([sys.executable, "-m", "styx", *self.then], stdin=subprocess.DEVNULL,
+                                 env={**os.environ, "STYX_HOME": str(s.home)})
             self.monitor()
             return 0
         finally:

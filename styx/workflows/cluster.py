@@ -21,7 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from styx.activities import types as t
     from styx.temporal import CLUSTER_KEY
-    from styx.workflows.job import STATE_RETRY, STATE_TIMEOUT, JobFinished, JobInput, JobWorkflow
+    from styx.workflows.job import JobFinished, JobInput, JobWorkflow, record
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3,
@@ -203,16 +203,12 @@ class ClusterWorkflow:
 
     async def _record_cluster(self, **extra: Any) -> None:
         spec = self.spec
-        await workflow.execute_activity(
-            "record_cluster",
-            t.ClusterRecord(
-                name=spec.name, provider=spec.provider, status=self.state.status,
-                num_nodes=spec.num_nodes, resources=spec.resources,
-                workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
-                autostop_down=spec.autostop_down, status_message=self.state.message, **extra,
-            ),
-            start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
-        )
+        await record("record_cluster", t.ClusterRecord(
+            name=spec.name, provider=spec.provider, status=self.state.status,
+            num_nodes=spec.num_nodes, resources=spec.resources,
+            workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
+            autostop_down=spec.autostop_down, status_message=self.state.message, **extra,
+        ))
 
     async def _provision(self) -> None:
         await self._record_cluster()
@@ -281,10 +277,7 @@ class ClusterWorkflow:
             await self._record_job(job.job_id, status, message=message)
 
     async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
-        await workflow.execute_activity(
-            "record_job", t.JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra),
-            start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
-        )
+        await record("record_job", t.JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra))
 
     @workflow.signal
     def job_finished(self, finished: JobFinished) -> None:
@@ -304,13 +297,13 @@ class ClusterWorkflow:
         self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
                                           req.task, dict(req.env), req.sealed_secrets))
         self._mark_busy()
+        self._poke()  # the job may start while its row is written: the DB keeps the later status
         await workflow.wait_condition(lambda: self._cluster_recorded)
         await self._record_job(
             job_id, t.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
             num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
             user=req.user,
         )
-        self._poke()
         return SubmitJobResult(job_id, wid)
 
     @submit_job.validator

@@ -1,8 +1,8 @@
 """PushWorkflow ``push/<owner>/<repo>/<sha>``: the runs one pushed commit triggers.
 
 Started by the git server after the refs moved (its id makes a commit run at most once),
-it reads ``.styx.yaml`` at the commit and matches its triggers (activity ``push_plan``),
-exports the commit's tree as the jobs' workdir (``push_export``), queues each job as the
+it records the run, reads ``.styx.yaml`` at the commit, matches its triggers and exports
+the commit's tree as the jobs' workdir (activity ``push_plan``), queues each job as the
 pusher on its cluster, or on a fresh cluster of its own for ``managed: true``
 (``push_submit``), answers the ``submitted`` update with what it queued (the git server
 prints that on the pusher's terminal), waits for the jobs to end (``push_wait_job``),
@@ -67,6 +67,8 @@ class PushPlan:
     #: A bad ``.styx.yaml``: the message names the field.
     error: str | None = None
     field: str | None = None
+    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``), when jobs run.
+    workdir: str | None = None
 
 
 @dataclass
@@ -146,17 +148,17 @@ class PushWorkflow:
         wid = workflow.info().workflow_id
         record = lambda status, message=None, jobs=None: self._record(  # noqa: E731
             PushRecord(inp.repo_id, inp.sha, inp.ref, inp.pusher, wid, status, message, jobs))
-        await record("PENDING")
+        # One activity records the run as PENDING, reads .styx.yaml and exports the tree: the
+        # fewer round trips before the first job is queued, the sooner it starts.
         plan: PushPlan = await workflow.execute_activity(
-            "push_plan", inp, result_type=PushPlan, start_to_close_timeout=QUICK, retry_policy=QUICK_RETRY)
+            "push_plan", inp, result_type=PushPlan, start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=QUICK_RETRY)
         if plan.error:
             return await self._finish(inp, "FAILED", f".styx.yaml: {plan.error}", [], record)
         if not plan.jobs:
             return await self._finish(inp, "SKIPPED", plan.skipped or "no job matches this push", [], record)
 
-        workdir: str = await workflow.execute_activity(
-            "push_export", ExportInput(inp.owner, inp.repo, inp.sha), result_type=str,
-            start_to_close_timeout=timedelta(minutes=10), retry_policy=QUICK_RETRY)
+        workdir = plan.workdir or ""
         jobs: list[PushJobRef] = []
         for index, job in enumerate(plan.jobs):
             try:

@@ -59,7 +59,7 @@ def _name(owner: str, name: str) -> RepoName:
     try:
         return RepoName(owner, name)
     except InvalidName as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err)) from None
+        raise HTTPException(422, str(err)) from None
 
 
 async def _repo(state: StateDep, user: User, owner: str, name: str,

@@ -50,7 +50,7 @@ async def create_user(req: UserCreate, state: StateDep, caller: CurrentUser) -> 
     try:
         check_user_name(req.name)
     except InvalidName as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err)) from None
+        raise HTTPException(422, str(err)) from None
     try:
         user = await asyncio.to_thread(state.db.create_user, req.name, is_admin=req.admin)
     except AlreadyExists as err:
@@ -88,7 +88,7 @@ async def add_key(name: str, req: KeyCreate, state: StateDep, caller: CurrentUse
     try:
         _key, fingerprint, normalised = parse_public_key(req.public_key)
     except ValueError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"public_key: {err}") from None
+        raise HTTPException(422, f"public_key: {err}") from None
     title = req.title or (req.public_key.split(None, 2)[2].strip() if len(req.public_key.split(None, 2)) > 2 else None)
     try:
         key = await asyncio.to_thread(state.db.add_ssh_key, target.name, fingerprint, normalised, title)
