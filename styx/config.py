@@ -125,6 +125,28 @@ class Settings:
             f"/workflows/{quote(workflow_id, safe='')}"
         )
 
+    def deployment_id(self) -> str:
+        """This installation's id (``STYX_DEPLOYMENT_ID``, or made once in STYX_HOME): cloud
+        resources are tagged with it, so two Styx servers sharing an account never touch
+        each other's instances."""
+        explicit = os.environ.get("STYX_DEPLOYMENT_ID")
+        if explicit:
+            return explicit
+        path = self.home / "deployment_id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            import uuid
+
+            self.home.mkdir(parents=True, exist_ok=True)
+            made = uuid.uuid4().hex[:12]
+            try:
+                with open(path, "x") as f:
+                    f.write(made + "\n")
+            except FileExistsError:
+                return path.read_text().strip()
+            return made
+
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)

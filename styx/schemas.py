@@ -88,5 +88,11 @@ class CancelResult(BaseModel):
     cancelled: list[int]
 
 
+class ProviderCheck(BaseModel):
+    provider: str
+    ok: bool
+    reason: str
+
+
 class ErrorBody(BaseModel):
     detail: str

@@ -35,7 +35,6 @@ from styx.activities.aws import (
     client_token,
 )
 from styx.sshexec import NodeEndpoint
-from tests.fixtures.moto import *  # noqa: F403 - until the lead registers tests.fixtures.moto in conftest
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl styx-test"

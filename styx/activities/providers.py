@@ -1,65 +1,129 @@
-"""Provider activities: ``provision``, ``stop``, ``start``, ``terminate`` for every provider.
+"""Provider activities: ``plan``, ``provision``, ``stop``, ``start``, ``terminate``.
 
-Each provider is a plain object with those async methods (``styx.activities.local`` for
-local nodes); this class picks one by name and exposes it to Temporal, heartbeating while
-the provider works so that a dead worker is noticed within seconds.
+The cluster workflow asks ``plan`` for the launch attempts to try in order (one for local
+nodes and SSH pools; per zone, region and spot/on-demand choice for AWS) and calls
+``provision`` once per attempt until one succeeds, so every attempt is an activity in the
+workflow history. Providers are plain objects (``styx.activities.local``, ``.aws``,
+``.sshpool``); this class adapts them and turns their errors into ``ApplicationError``
+types the workflow acts on: ``InsufficientCapacity`` (try the next attempt), ``InvalidTask``
+and ``ProvisionFailed`` (give up, leaving nothing behind).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from typing import Any, Iterator
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx.activities import types as t
 from styx.activities.heartbeat import heartbeating
-
-
-class Provider(Protocol):
-    async def provision(self, cluster: str, num_nodes: int) -> list[Any]: ...
-    async def stop(self, cluster: str) -> None: ...
-    async def start(self, cluster: str) -> list[Any]: ...
-    async def terminate(self, cluster: str) -> None: ...
+from styx.task import TaskValidationError
 
 
 def _nodes(endpoints: list[Any]) -> list[dict[str, Any]]:
     return [e.to_dict() if hasattr(e, "to_dict") else dict(e) for e in endpoints]
 
 
-class ProviderActivities:
-    def __init__(self, providers: dict[str, Provider]) -> None:
-        self.providers = providers
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Provider exceptions -> ApplicationError types the cluster workflow understands."""
+    from styx.activities.aws import CapacityError, ProvisionError
 
-    def _get(self, name: str) -> Provider:
-        try:
-            return self.providers[name]
-        except KeyError:
-            raise ApplicationError(
-                f"provider {name!r} is not available on this worker (have: {', '.join(sorted(self.providers))})",
-                type="InvalidTask", non_retryable=True,
-            ) from None
+    try:
+        yield
+    except CapacityError as err:
+        raise ApplicationError(str(err), type="InsufficientCapacity", non_retryable=True) from err
+    except TaskValidationError as err:
+        raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from err
+    except ProvisionError as err:
+        raise ApplicationError(str(err), type="ProvisionFailed", non_retryable=True) from err
+    except LookupError as err:  # unknown pool, cluster gone, pool exhausted …
+        raise ApplicationError(str(err), type="ProvisionFailed", non_retryable=True) from err
+
+
+class ProviderActivities:
+    def __init__(self, local: Any, aws: Any | None = None, ssh: Any | None = None) -> None:
+        self.local, self.aws, self.ssh = local, aws, ssh
+
+    def _get(self, name: str) -> Any:
+        provider = {"local": self.local, "aws": self.aws, "ssh": self.ssh}.get(name)
+        if provider is None:
+            raise ApplicationError(f"provider {name!r} is not configured on this worker",
+                                   type="InvalidTask", non_retryable=True)
+        return provider
+
+    @activity.defn(name="plan")
+    async def plan(self, inp: t.ProviderInput) -> t.PlanOutput:
+        with _mapped_errors():
+            if inp.provider == "aws":
+                attempts = [a.to_dict() for a in self._get("aws").plan(inp.resources, inp.num_nodes)]
+            elif inp.provider == "ssh":
+                attempts = [{"pool": inp.region, "attempt_no": 1}]
+            else:
+                attempts = [{"attempt_no": 1}]
+        return t.PlanOutput(attempts=attempts)
 
     @activity.defn(name="provision")
     async def provision(self, inp: t.ProviderInput) -> t.ProviderOutput:
-        async with heartbeating():
-            nodes = await self._get(inp.provider).provision(inp.cluster, inp.num_nodes)
-        return t.ProviderOutput(nodes=_nodes(nodes))
+        provider = self._get(inp.provider)
+        with _mapped_errors():
+            async with heartbeating():
+                if inp.provider == "aws":
+                    result = await provider.provision(inp.cluster, inp.num_nodes, inp.attempt)
+                    return t.ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
+                if inp.provider == "ssh":
+                    nodes = await provider.provision(inp.cluster, inp.num_nodes, inp.attempt["pool"])
+                    return t.ProviderOutput(nodes=_nodes(nodes), region=inp.attempt["pool"])
+                return t.ProviderOutput(nodes=_nodes(await provider.provision(inp.cluster, inp.num_nodes)))
 
     @activity.defn(name="start")
     async def start(self, inp: t.ProviderInput) -> t.ProviderOutput:
-        async with heartbeating():
-            nodes = await self._get(inp.provider).start(inp.cluster)
-        return t.ProviderOutput(nodes=_nodes(nodes))
+        provider = self._get(inp.provider)
+        with _mapped_errors():
+            async with heartbeating():
+                if inp.provider == "aws":
+                    result = await provider.start(inp.cluster, inp.region)
+                    return t.ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
+                return t.ProviderOutput(nodes=_nodes(await provider.start(inp.cluster)), region=inp.region)
 
     @activity.defn(name="stop")
     async def stop(self, inp: t.ProviderInput) -> t.ProviderOutput:
-        async with heartbeating():
-            await self._get(inp.provider).stop(inp.cluster)
+        provider = self._get(inp.provider)
+        with _mapped_errors():
+            async with heartbeating():
+                if inp.provider == "aws":
+                    await provider.stop(inp.cluster, inp.region)
+                else:
+                    await provider.stop(inp.cluster)
         return t.ProviderOutput()
 
     @activity.defn(name="terminate")
     async def terminate(self, inp: t.ProviderInput) -> t.ProviderOutput:
-        async with heartbeating():
-            await self._get(inp.provider).terminate(inp.cluster)
+        provider = self._get(inp.provider)
+        with _mapped_errors():
+            async with heartbeating():
+                if inp.provider == "aws":
+                    await provider.terminate(inp.cluster, inp.region)
+                else:
+                    await provider.terminate(inp.cluster)
         return t.ProviderOutput()
+
+    @activity.defn(name="check_providers")
+    async def check_providers(self, inp: t.CheckInput) -> t.CheckOutput:
+        """Which providers this worker can use, and why not."""
+        import asyncio
+
+        results = [{"provider": "local", "ok": True, "reason": "local SSH nodes on loopback"}]
+        if self.aws is None:
+            results.append({"provider": "aws", "ok": False, "reason": "not configured on this worker"})
+        else:
+            ok, reason = await asyncio.to_thread(self.aws.check, inp.region)
+            results.append({"provider": "aws", "ok": ok, "reason": reason})
+        if self.ssh is None:
+            results.append({"provider": "ssh", "ok": False, "reason": "not configured on this worker"})
+        else:
+            ok, reason = self.ssh.check()
+            results.append({"provider": "ssh", "ok": ok, "reason": reason})
+        return t.CheckOutput(results=results)

@@ -33,7 +33,27 @@ class ProviderInput:
     provider: str
     num_nodes: int = 1
     resources: dict[str, Any] = field(default_factory=dict)
-    attempt: int = 1
+    #: One entry of ``PlanOutput.attempts`` (for ``provision``).
+    attempt: dict[str, Any] = field(default_factory=dict)
+    #: Where the cluster is (AWS region, SSH pool name), once known.
+    region: str | None = None
+
+
+@dataclass
+class PlanOutput:
+    #: Launch attempts in the order to try them (AWS: zone, type, spot or not).
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CheckInput:
+    region: str | None = None
+
+
+@dataclass
+class CheckOutput:
+    #: ``{"provider", "ok", "reason"}`` per provider.
+    results: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -57,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=200 if healthy else 503)
 
     app.include_router(clusters.router)
+    app.include_router(clusters.check_router)
     return app

@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 
 from styx.secrets import seal
-from styx.task import Task, TaskValidationError
+from styx.task import Resources, Task, TaskValidationError
 from styx.workflows.cluster import ClusterSpec, SubmitJobInput
 
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
-#: Providers this release can launch on (AWS and SSH pools come with their own issue).
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "aws", "ssh")
+#: Used when an SSH pool's task asks for no CPUs: its hosts' sizes are not known up front.
+SSH_DEFAULT_NODE_CPUS = 2.0
 
 
 class InvalidRequest(ValueError):
@@ -65,18 +66,63 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
     if provider == "local" and resources.accelerators:
         raise InvalidRequest("task.resources.accelerators",
                              "local nodes have no accelerators; launch on a cloud with --infra")
-    cpus = resources.cpus_min()
-    if cpus is None:
-        # A local node offers this machine's CPUs; cloud nodes get their size from the catalog.
-        cpus = float(os.cpu_count() or 1)
+    region = resources.region
+    if provider == "aws":
+        cpus, accelerators = _aws_node_size(resources)
+    else:
+        accelerators = dict(resources.accelerators or {})
+        cpus = resources.cpus_min()
+        if cpus is None:
+            # A local node offers this machine's CPUs; an SSH host a modest default.
+            cpus = float(os.cpu_count() or 1) if provider == "local" else SSH_DEFAULT_NODE_CPUS
+        if provider == "ssh" and not region:
+            raise InvalidRequest("task.resources.infra", "name the SSH pool: --infra ssh/<pool> "
+                                 "(pools are defined in STYX_HOME/ssh_pools.yaml)")
     if autostop_minutes is None and task.resources.autostop not in (None, False):
         autostop_minutes, autostop_down = _task_autostop(task.resources.autostop)
     return ClusterSpec(
         name=cluster, provider=provider, num_nodes=task.num_nodes,
-        resources=task.resources.to_dict(), node_cpus=cpus,
-        node_accelerators=dict(resources.accelerators or {}),
-        autostop_minutes=autostop_minutes, autostop_down=autostop_down,
+        resources=task.resources.to_dict(), node_cpus=cpus, node_accelerators=accelerators,
+        autostop_minutes=autostop_minutes, autostop_down=autostop_down, region=region,
     )
+
+
+def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int]]:
+    """What one node offers: the cheapest catalog type that fits (checked here, offline, so a
+    bad request fails before any workflow starts; the worker re-plans with the same catalog)."""
+    from styx.catalog import optimizer
+
+    if resources.region and resources.region not in optimizer.regions():
+        raise InvalidRequest("task.resources.infra", f"unknown AWS region {resources.region!r} "
+                             f"(known: {', '.join(optimizer.regions())})")
+    if not _aws_credentials_configured():
+        raise InvalidRequest("task.resources.infra", "no AWS credentials found: set AWS_ACCESS_KEY_ID/"
+                             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or ~/.aws/credentials) where Styx runs; "
+                             "`styx check` tells which providers are usable")
+    if resources.instance_type:
+        offers = optimizer.offers_for(resources.instance_type)
+        if not offers:
+            raise InvalidRequest("task.resources.instance_type",
+                                 f"unknown instance type {resources.instance_type!r} (not in Styx's AWS catalog)")
+    else:
+        fits = optimizer.cheapest(resources)
+        if not fits:
+            raise InvalidRequest("task.resources", "no AWS instance type in the catalog fits this request")
+        offers = optimizer.offers_for(fits[0][0])
+    offer = offers[0]
+    accelerators = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
+    return float(offer.vcpus), accelerators
+
+
+def _aws_credentials_configured() -> bool:
+    """Credentials boto3 would find without asking the network (no instance-metadata call)."""
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") \
+            or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") \
+            or env.get("STYX_AWS_INSTANCE_ROLE") == "1":
+        return True
+    aws_dir = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")).expanduser()
+    return aws_dir.is_file() or Path(env.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser().is_file()
 
 
 def _task_autostop(value: object) -> tuple[int | None, bool]:

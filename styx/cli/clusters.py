@@ -352,3 +352,17 @@ def autostop(
     with api() as client:
         info = client.autostop(cluster, None if cancel_ else idle_minutes, down)
     console.print(f"cluster {cluster}: autostop {'off' if info.autostop_minutes is None else f'after {info.autostop_minutes} idle minutes'}")
+
+
+@app.command(rich_help_panel="Clusters and jobs")
+def check(region: Optional[str] = typer.Option(None, "--region", help="AWS region to check")) -> None:
+    """Show which providers (local, aws, ssh) the workers can use, and why not.
+
+    Example:  `styx check`
+    """
+    with api() as client:
+        results = client.check(region)
+    table = Table("PROVIDER", "USABLE", "WHY")
+    for r in results:
+        table.add_row(r.provider, "[green]yes[/green]" if r.ok else "[red]no[/red]", r.reason)
+    console.print(table)

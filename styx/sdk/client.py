@@ -30,6 +30,7 @@ from styx.schemas import (
     ClusterInfo,
     JobInfo,
     JobSubmitted,
+    ProviderCheck,
 )
 from styx.task import Task
 
@@ -154,6 +155,10 @@ class _Routes:
         return _Req("POST", f"/api/v1/clusters/{cluster}/autostop", {"idle_minutes": idle_minutes, "down": down})
 
     @staticmethod
+    def check(region: str | None) -> _Req:
+        return _Req("GET", "/api/v1/check", params={"region": region} if region else None)
+
+    @staticmethod
     def logs(cluster: str, job_id: int, follow: bool) -> _Req:
         return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
 
@@ -229,6 +234,10 @@ class Client:
 
     def autostop(self, cluster: str, idle_minutes: int | None, down: bool = False) -> ClusterInfo:
         return ClusterInfo(**self._send(_Routes.autostop(cluster, idle_minutes, down)))
+
+    def check(self, region: str | None = None) -> list[ProviderCheck]:
+        """Which providers the workers can use, and why not."""
+        return [ProviderCheck(**r) for r in self._send(_Routes.check(region))]
 
     def logs(self, cluster: str, job_id: int) -> str:
         """The job's whole log so far."""
@@ -310,6 +319,9 @@ class AsyncClient:
 
     async def autostop(self, cluster: str, idle_minutes: int | None, down: bool = False) -> ClusterInfo:
         return ClusterInfo(**await self._send(_Routes.autostop(cluster, idle_minutes, down)))
+
+    async def check(self, region: str | None = None) -> list[ProviderCheck]:
+        return [ProviderCheck(**r) for r in await self._send(_Routes.check(region))]
 
     async def logs(self, cluster: str, job_id: int) -> str:
         chunks = [c async for c in self.stream_logs(cluster, job_id, follow=False)]

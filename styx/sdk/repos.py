@@ -16,7 +16,9 @@ Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncRepos
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,9 +32,23 @@ from styx.gitserver.schemas import (
     UserCreated,
     UserInfo,
 )
-from styx.sdk.client import AsyncClient, Client, _raise_for, _Req
 
 TERMINAL_RUN_STATUSES = ("SUCCEEDED", "FAILED", "SKIPPED")
+
+
+@dataclass(frozen=True)
+class _Req:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+
+def _raise_for(resp: Any) -> None:
+    # Imported late: styx.sdk.client mixes these classes in, so it imports this module first.
+    from styx.sdk.client import _raise_for as raise_for
+
+    raise_for(resp)
 
 
 def _split(full_name: str) -> tuple[str, str]:
@@ -317,16 +333,20 @@ class AsyncReposMixin:
             poll = min(poll * 1.5, 1.0)
 
 
-# ``styx.Client`` with the repository methods; once they are mixed into Client itself, the
-# same class (a second mixing would make an inconsistent MRO).
-if issubclass(Client, ReposMixin):
-    GitClient = Client
-else:
-    class GitClient(ReposMixin, Client):  # type: ignore[no-redef]
-        """``styx.Client`` with the repository methods."""
+def __getattr__(name: str) -> Any:
+    """``GitClient`` / ``AsyncGitClient``: ``styx.Client`` / ``styx.AsyncClient`` with these
+    methods (the clients themselves once they mix them in). Built on first use, since
+    ``styx.sdk.client`` may import this module while it is being defined."""
+    if name in ("GitClient", "AsyncGitClient"):
+        return _clients()[name]
+    raise AttributeError(name)
 
-if issubclass(AsyncClient, AsyncReposMixin):
-    AsyncGitClient = AsyncClient
-else:
-    class AsyncGitClient(AsyncReposMixin, AsyncClient):  # type: ignore[no-redef]
-        """``styx.AsyncClient`` with the repository methods."""
+
+@functools.cache
+def _clients() -> dict[str, type]:
+    from styx.sdk.client import AsyncClient, Client
+
+    sync = Client if issubclass(Client, ReposMixin) else type("GitClient", (ReposMixin, Client), {})
+    asyn = (AsyncClient if issubclass(AsyncClient, AsyncReposMixin)
+            else type("AsyncGitClient", (AsyncReposMixin, AsyncClient), {}))
+    return {"GitClient": sync, "AsyncGitClient": asyn}

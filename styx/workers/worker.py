@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from styx import db as styx_db
+from styx.activities.aws import AwsProvider
 from styx.activities.local import LocalProvider
 from styx.activities.ping import ping
 from styx.activities.providers import ProviderActivities
@@ -23,6 +24,7 @@ from styx.config import Settings
 from styx.db import Database
 from styx.sshexec import SshPool, ensure_client_key, public_key_line
 from styx.temporal import connect
+from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
 from styx.workflows.ping import PingWorkflow
@@ -35,23 +37,32 @@ def client_key_path(settings: Settings) -> Path:
     return settings.home / "ssh" / "id_ed25519"
 
 
-def build_worker(client: Client, settings: Settings, pool: SshPool | None = None) -> Worker:
-    """The worker with every workflow and activity registered (tests use this too)."""
+def build_worker(client: Client, settings: Settings, pool: SshPool | None = None,
+                 aws: AwsProvider | None = None) -> Worker:
+    """The worker with every workflow and activity registered (tests use this too, and may
+    hand in an AWS provider whose boto3 client they instrument)."""
     key_path = client_key_path(settings)
     key = ensure_client_key(key_path)
     pool = pool or SshPool(key)
-    providers = ProviderActivities({
-        "local": LocalProvider(settings.home / "nodes", public_key_line(key)),
-    })
+    local = LocalProvider(settings.home / "nodes", public_key_line(key))
+    aws = aws or AwsProvider(
+        deployment_id=settings.deployment_id(), public_key=public_key_line(key),
+        # Emulated instances are reached through local nodes on 127.0.0.1 (see aws.py).
+        loopback=local if os.environ.get("STYX_AWS_LOOPBACK_NODES") == "1" else None,
+        use_private_ip=os.environ.get("STYX_AWS_USE_PRIVATE_IP") == "1",
+        ssh_cidr=os.environ.get("STYX_AWS_SSH_CIDR", "0.0.0.0/0"),
+    )
+    providers = ProviderActivities(local=local, aws=aws, ssh=None)
     state = StateActivities(Database(settings.db_url))
     ssh = SshActivities(settings.home, pool)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[PingWorkflow, ClusterWorkflow, JobWorkflow],
+        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow],
         activities=[
             ping,
-            providers.provision, providers.start, providers.stop, providers.terminate,
+            providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
+            providers.check_providers,
             state.record_cluster, state.record_job,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
         ],

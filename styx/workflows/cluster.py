@@ -53,6 +53,8 @@ class ClusterSpec:
     node_accelerators: dict[str, int] = field(default_factory=dict)
     autostop_minutes: int | None = None
     autostop_down: bool = False
+    #: AWS region asked for, or the SSH pool's name.
+    region: str | None = None
 
 
 @dataclass
@@ -86,6 +88,8 @@ class ClusterState:
     #: ISO time of the last moment the cluster was busy (for autostop).
     idle_since: str | None = None
     message: str | None = None
+    region: str | None = None
+    zone: str | None = None
 
 
 @dataclass
@@ -191,13 +195,15 @@ class ClusterWorkflow:
         self._wake = True
 
     # -- provider -----------------------------------------------------------------------
-    def _provider_input(self) -> t.ProviderInput:
-        return t.ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources)
+    def _provider_input(self, attempt: dict[str, Any] | None = None) -> t.ProviderInput:
+        return t.ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources,
+                               attempt=attempt or {}, region=self.state.region or self.spec.region)
 
-    async def _provider(self, activity: str, timeout: timedelta = timedelta(minutes=20)) -> t.ProviderOutput:
+    async def _provider(self, activity: str, attempt: dict[str, Any] | None = None,
+                        result_type: type = t.ProviderOutput) -> Any:
         return await workflow.execute_activity(
-            activity, self._provider_input(), result_type=t.ProviderOutput,
-            start_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=10),
+            activity, self._provider_input(attempt), result_type=result_type,
+            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
             retry_policy=PROVIDER_RETRY,
         )
 
@@ -211,13 +217,28 @@ class ClusterWorkflow:
         ))
 
     async def _provision(self) -> None:
+        """Try the provider's launch attempts in order; a capacity error moves to the next
+        one (each attempt is its own activity, visible in the history and in `styx status`)."""
         await self._record_cluster()
         self._cluster_recorded = True
+        out: t.ProviderOutput | None = None
+        failures: list[str] = []
         try:
-            out = await self._provider("provision")
+            plan = await self._provider("plan", result_type=t.PlanOutput)
+            for attempt in plan.attempts:
+                try:
+                    out = await self._provider("provision", attempt)
+                    break
+                except ActivityError as err:
+                    if getattr(err.cause, "type", None) != "InsufficientCapacity":
+                        raise
+                    failures.append(f"attempt {len(failures) + 1} ({_where(attempt)}): {err.cause}")
+                    self.state.message = "; ".join(failures[-3:]) + "; trying the next"
+                    await self._record_cluster()
         except ActivityError as err:
-            cause = err.cause
-            self.state.message = f"launch failed: {cause or err}"
+            failures.append(str(err.cause or err))
+        if out is None:
+            self.state.message = "launch failed: " + ("; ".join(failures) or "no launch attempt to try")
             workflow.logger.warning("cluster %s: %s", self.spec.name, self.state.message)
             await self._provider("terminate")  # leave no node behind
             self.state.status = t.CLUSTER_FAILED
@@ -225,8 +246,9 @@ class ClusterWorkflow:
             await self._fail_queued(self.state.message)
             return
         self.state.nodes = out.nodes
+        self.state.region, self.state.zone = out.region, out.zone
         self.state.status = t.UP
-        self.state.message = None
+        self.state.message = f"launched after {len(failures)} failed attempt(s): {failures[-1]}" if failures else None
         self._mark_busy()
         await self._record_cluster(nodes=out.nodes, region=out.region, zone=out.zone, mark_launched=True)
 
@@ -384,6 +406,7 @@ class ClusterWorkflow:
             await self._record_cluster()
             out = await self._provider("start")
             self.state.nodes = out.nodes
+            self.state.zone = out.zone or self.state.zone
             self.state.status = t.UP
             self._mark_busy()
             await self._record_cluster(nodes=out.nodes)
@@ -477,8 +500,14 @@ class ClusterWorkflow:
         )
 
 
+def _where(attempt: dict[str, Any]) -> str:
+    parts = [attempt.get("zone") or attempt.get("region"), attempt.get("instance_type"),
+             "spot" if attempt.get("use_spot") else None]
+    return ", ".join(str(p) for p in parts if p) or "default"
+
+
 def _launch_key(spec: ClusterSpec) -> tuple:
-    return (spec.provider, spec.num_nodes, spec.node_cpus, tuple(sorted(spec.node_accelerators.items())),
+    return (spec.provider, spec.region, spec.num_nodes, spec.node_cpus, tuple(sorted(spec.node_accelerators.items())),
             tuple(sorted((k, str(v)) for k, v in spec.resources.items() if v is not None)))
 
 

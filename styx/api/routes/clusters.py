@@ -27,6 +27,7 @@ from styx.schemas import (
     JobSubmitted,
     LaunchRequest,
     NodeInfo,
+    ProviderCheck,
 )
 from styx.temporal import CLUSTER_KEY
 from styx.workflows.cluster import (
@@ -228,8 +229,19 @@ async def cancel(name: str, req: CancelRequest, state: StateDep, client: Tempora
 
 
 async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDep) -> ClusterInfo:
-    cluster = _cluster_or_404(state, name)
-    handle = client.get_workflow_handle(cluster.workflow_id)
+    cluster = state.db.get_cluster(name)
+    handle = client.get_workflow_handle(cluster.workflow_id if cluster else cluster_workflow_id(name))
+    if cluster is None:
+        # The read model lost the row, but the cluster's workflow is the truth: if it still
+        # runs, act through it (its provider finds the nodes by tag, not by this row).
+        try:
+            running = (await handle.describe()).status.name == "RUNNING"
+        except RPCError:
+            running = False
+        if not running:
+            raise HTTPException(404, f"cluster {name!r} not found")
+        await _update(lambda: handle.execute_update(getattr(ClusterWorkflow, action), result_type=ClusterDescription))
+        return cluster_info(state, _cluster_or_404(state, name))
     if action == "down" and cluster.status.value in ("FAILED", "TERMINATED"):
         # Its workflow has ended and left no node; just retire the row.
         await asyncio.to_thread(state.db.upsert_cluster, name, status="TERMINATED")
@@ -263,3 +275,22 @@ async def autostop(name: str, req: AutostopRequest, state: StateDep, client: Tem
     handle = client.get_workflow_handle(cluster.workflow_id)
     await _update(lambda: handle.execute_update(ClusterWorkflow.set_autostop, AutostopInput(req.idle_minutes, req.down)))
     return cluster_info(state, _cluster_or_404(state, name))
+
+
+check_router = APIRouter(prefix="/api/v1", tags=["providers"])
+
+
+@check_router.get("/check", response_model=list[ProviderCheck], summary="Which providers are usable, and why not")
+async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
+                region: str | None = Query(None, description="AWS region to check")) -> list[ProviderCheck]:
+    """Asked of a worker: its credentials and configuration are what launches use."""
+    import uuid
+    from datetime import timedelta
+
+    from styx.activities.types import CheckInput
+    from styx.workflows.check import CheckWorkflow
+
+    out = await client.execute_workflow(
+        CheckWorkflow.run, CheckInput(region), id=f"check/{uuid.uuid4()}", task_queue=state.settings.task_queue,
+        execution_timeout=timedelta(seconds=90))
+    return [ProviderCheck(**r) for r in out.results]

@@ -1,0 +1,17 @@
+"""CheckWorkflow: asks a worker which providers it can use (its credentials are the ones
+that matter, not the API's), for `styx check`."""
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from styx.activities import types as t
+
+
+@workflow.defn(name="CheckWorkflow")
+class CheckWorkflow:
+    @workflow.run
+    async def run(self, inp: t.CheckInput) -> t.CheckOutput:
+        return await workflow.execute_activity(
+            "check_providers", inp, result_type=t.CheckOutput, start_to_close_timeout=timedelta(seconds=60))
