@@ -223,3 +223,24 @@ async def test_secrets_reach_the_job_but_never_the_api_or_the_history(stack: Sty
         raw = b"".join(event.SerializeToString() for event in history.events)
         assert b"sealed_secrets" in raw and b"s3cr3t-value" not in raw
     client.down("secret")
+
+
+def test_the_whole_stack_on_postgresql(postgres_url, temporal_env, tmp_path):
+    """The same launch → exec → queue → down, with PostgreSQL as the read model."""
+    stack = StyxStack(tmp_path / "home", temporal_env.client.service_client.config.target_host,
+                      db_url=postgres_url).start()
+    try:
+        client = stack.client()
+        first = client.launch({"num_nodes": 2, "resources": {"cpus": 1}, "run": "echo on-pg $STYX_NODE_RANK"},
+                              cluster="pg")
+        assert client.wait("pg", first.job_id, timeout=120).status == "SUCCEEDED"
+        second = client.exec("pg", {"run": "exit 3"})
+        job = client.wait("pg", second.job_id, timeout=60)
+        assert (job.status, job.exit_codes) == ("FAILED", [3])
+        assert [j.job_id for j in client.queue("pg")] == [2, 1]
+        assert "(rank=1) on-pg 1" in client.logs("pg", first.job_id)
+        r = stack.cli("status", check=True)
+        assert "pg" in r.stdout and "UP" in r.stdout
+        assert client.down("pg").status == "TERMINATED"
+    finally:
+        stack.stop()
