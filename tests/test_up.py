@@ -84,6 +84,8 @@ def stack(tmp_path):
         "STYX_API_PORT": str(free_port()),
         "STYX_TEMPORAL_PORT": str(free_port()),
         "STYX_TEMPORAL_UI_PORT": str(free_port()),
+        "STYX_GIT_HTTP_PORT": str(free_port()),
+        "STYX_GIT_SSH_PORT": str(free_port()),
     }
     for var in ("TEMPORAL_ADDRESS", "STYX_TEMPORAL_ADDRESS", "STYX_DB_URL"):
         env.pop(var, None)
@@ -98,7 +100,7 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     info = stack.wait_up()
     settings = stack.settings()
     children = info["children"]
-    assert set(children) == {"temporal", "worker", "api"}
+    assert set(children) == {"temporal", "worker", "api", "gitserver"}
 
     health = httpx.get(f"{settings.api_url}/healthz", timeout=5)
     assert health.status_code == 200, health.text
@@ -106,6 +108,8 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     assert httpx.get(f"{settings.api_url}/openapi.json", timeout=5).json()["info"]["title"] == "Styx"
     ui = httpx.get(f"{settings.temporal_ui_url}/api/v1/namespaces/default", timeout=5)
     assert ui.status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{stack.env['STYX_GIT_HTTP_PORT']}/nobody/nothing.git/info/refs",
+                     params={"service": "git-upload-pack"}, timeout=5).status_code in (401, 404)
 
     client = await connect(settings, wait_seconds=10)
     out = await client.execute_workflow(
@@ -126,7 +130,7 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     for name, pid in children.items():
         assert not pid_alive(pid), f"{name} (pid {pid}) outlived styx up"
     assert not (stack.home / "up.json").exists()
-    for part in ("temporal", "worker", "api", "supervisor"):
+    for part in ("temporal", "worker", "api", "gitserver", "supervisor"):
         assert (stack.home / "logs" / f"{part}.log").exists()
 
 

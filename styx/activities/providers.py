@@ -30,14 +30,15 @@ def _nodes(endpoints: list[Any]) -> list[dict[str, Any]]:
 def _mapped_errors() -> Iterator[None]:
     """Provider exceptions -> ApplicationError types the cluster workflow understands."""
     from styx.activities.aws import CapacityError, ProvisionError
+    from styx.activities.sshpool import PoolConfigError, PoolExhausted, ReservationConflict, SshPoolError
 
     try:
         yield
-    except CapacityError as err:
+    except (CapacityError, PoolExhausted) as err:
         raise ApplicationError(str(err), type="InsufficientCapacity", non_retryable=True) from err
-    except TaskValidationError as err:
+    except (TaskValidationError, PoolConfigError, ReservationConflict) as err:
         raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from err
-    except ProvisionError as err:
+    except (ProvisionError, SshPoolError) as err:
         raise ApplicationError(str(err), type="ProvisionFailed", non_retryable=True) from err
     except LookupError as err:  # unknown pool, cluster gone, pool exhausted …
         raise ApplicationError(str(err), type="ProvisionFailed", non_retryable=True) from err

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from styx import __version__
 from styx.api.deps import AppState
-from styx.api.routes import clusters
+from styx.api.routes import clusters, repos, users
 from styx.config import Settings
 from styx.db import Database, migrate
 
@@ -58,4 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(clusters.router)
     app.include_router(clusters.check_router)
+    app.include_router(users.router)
+    app.include_router(repos.router)
     return app

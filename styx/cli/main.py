@@ -156,4 +156,4 @@ def version() -> None:
 
 
 # Command groups register themselves on `app` when imported.
-from styx.cli import clusters  # noqa: E402,F401
+from styx.cli import clusters, git  # noqa: E402,F401

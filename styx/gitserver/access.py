@@ -2,8 +2,8 @@
 
 >>> from styx.db import Repo, User
 >>> repo = Repo(id=1, owner="alice", name="ml", private=True)
->>> access_level(User(name="alice"), repo), access_level(None, repo)
-(<AccessLevel.ADMIN: 'admin'>, <AccessLevel.NONE: 'none'>)
+>>> access_level(User(name="alice"), repo).label, access_level(None, repo).label
+('admin', 'none')
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def access_level(user: "User | None", repo: "Repo | None",
     if user.is_admin or user.name == repo.owner:
         return AccessLevel.ADMIN
     if collaborator is not None and collaborator.user_name == user.name and collaborator.repo_id == repo.id:
-        return max(AccessLevel.parse(str(collaborator.level.value if hasattr(collaborator.level, "value")
-                                         else collaborator.level)), public)
+        return max(AccessLevel.parse(str(collaborator.level)), public)
     return public
 
 

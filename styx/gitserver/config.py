@@ -9,6 +9,7 @@
 | ``STYX_GIT_BACKEND`` | ``auto`` | ``git`` (the git binary), ``dulwich`` (pure Python), ``auto`` (git when found) |
 | ``STYX_GIT_SSH_ANONYMOUS`` | 1 | an SSH key no user registered may read public repositories |
 | ``STYX_GIT_PUSH_REPORT_SECONDS`` | 20 | how long a push waits to print its run's jobs |
+| ``STYX_GIT_SSH_CIPHERS`` | asyncssh's | comma-separated SSH ciphers to offer, in order |
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class GitServerConfig:
     push_report_seconds: float = 20.0
     http_url_override: str | None = None
     ssh_url_override: str | None = None
+    #: SSH ciphers offered, in order (None: asyncssh's defaults).
+    ssh_ciphers: tuple[str, ...] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GitServerConfig":
@@ -61,6 +64,8 @@ class GitServerConfig:
             push_report_seconds=float(report) if report else 20.0,
             http_url_override=os.environ.get("STYX_GIT_HTTP_URL") or None,
             ssh_url_override=os.environ.get("STYX_GIT_SSH_URL") or None,
+            ssh_ciphers=tuple(c.strip() for c in os.environ["STYX_GIT_SSH_CIPHERS"].split(",") if c.strip())
+            if os.environ.get("STYX_GIT_SSH_CIPHERS") else None,
         )
 
     @property

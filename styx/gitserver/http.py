@@ -11,12 +11,13 @@ cap, so a zip bomb stops at the limit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,7 +29,7 @@ from styx.gitserver.service import GitService, clean_git_protocol
 
 log = logging.getLogger("styx.gitserver.http")
 
-_ROUTE = re.compile(r"/(?P<repo>.+)/(?P<action>info/refs|git-upload-pack|git-receive-pack)")
+_ROUTE = re.compile(r"/(?P<repo>[^/].*)/(?P<action>info/refs|git-upload-pack|git-receive-pack)")
 _NO_CACHE = [(b"cache-control", b"no-cache, max-age=0, must-revalidate"), (b"pragma", b"no-cache"),
              (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT")]
 
@@ -105,7 +106,24 @@ class GitHttpApp:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", f"application/x-{service}-{kind}".encode()), *_NO_CACHE]})
 
+        # uvicorn drops writes to a client that went away without a word; notice it, so that
+        # git stops packing for nobody (the request body must have been read first).
+        gone = asyncio.Event()
+        watcher: asyncio.Task | None = None
+
+        def body_read() -> None:
+            nonlocal watcher
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+
+            watcher = asyncio.create_task(watch())
+
         async def write(data: bytes) -> None:
+            if gone.is_set():
+                raise ConnectionResetError("the client went away")
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
         session = None
@@ -114,12 +132,20 @@ class GitHttpApp:
             session = PushSession(repo=name, repo_id=decision.repo_id, user=user, transport="http")
         limit = (self.service.config.max_request_bytes if service == "git-upload-pack"
                  else self.service.config.max_push_bytes + (1 << 20))
-        body = None if action == "info/refs" else _body(receive, headers.get(b"content-encoding"), limit)
+        body = None
+        if action == "info/refs":
+            body_read()
+        else:
+            body = _body(receive, headers.get(b"content-encoding"), limit, body_read)
         try:
             await self.service.run(service, name, stateless=True, advertise=action == "info/refs",
                                    protocol=protocol, session=session, stdin=body, stdout=write,
                                    http_header=action == "info/refs")
+        except ConnectionResetError:
+            log.info("%s %s: the client went away", service, name)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _authenticate(self, header: bytes | None) -> User | None:
@@ -147,8 +173,10 @@ class GitHttpApp:
         return user
 
 
-async def _body(receive: Any, encoding: bytes | None, limit: int) -> AsyncIterator[bytes]:
-    """The request body as it arrives, inflated if gzip, and cut off past ``limit`` bytes."""
+async def _body(receive: Any, encoding: bytes | None, limit: int,
+                on_end: Callable[[], None]) -> AsyncIterator[bytes]:
+    """The request body as it arrives, inflated if gzip, and cut off past ``limit`` bytes;
+    ``on_end`` is called once it has all been read."""
     gunzip = None
     if encoding and encoding.strip().lower() in (b"gzip", b"x-gzip"):
         gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -168,6 +196,7 @@ async def _body(receive: Any, encoding: bytes | None, limit: int) -> AsyncIterat
         if chunk:
             yield chunk
         if not message.get("more_body", False):
+            on_end()
             if gunzip is not None:
                 rest = gunzip.flush()
                 if rest:

@@ -45,7 +45,7 @@ def summary_lines(settings: Settings, owner: str, repo: str, summary: PushSummar
         if job.job_id:
             url = settings.workflow_url(job.workflow_id) or f"styx logs {job.cluster} {job.job_id}"
             where = f"a fresh cluster {job.cluster}" if job.managed else f"cluster {job.cluster}"
-            lines.append(f"job {job.job_id} ({job.name}) queued on {where} — {url}")
+            lines.append(f"job {job.job_id} queued on {where} — {url} ({job.name})")
         else:
             lines.append(f"job {job.name} not queued: {job.message}")
     lines.append(f"status: styx repo runs {owner}/{repo}  ({summary.workflow_id})")

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,17 @@ class GitServer:
         await self.service.start()
         host_key = await asyncio.to_thread(load_or_create_host_key, config.state_dir / "ssh_host_ed25519_key")
         self.ssh = GitSSHServer(self.service, host_key)
-        await self.ssh.start(config.host, config.ssh_port)
-        uv_config = uvicorn.Config(GitHttpApp(self.service), host=config.host, port=config.http_port,
-                                   lifespan="off", access_log=False, log_level="warning",
-                                   timeout_keep_alive=30, h11_max_incomplete_event_size=1 << 20)
+        try:
+            await self.ssh.start(config.host, config.ssh_port)
+        except OSError as err:
+            raise OSError(f"cannot listen for SSH on {config.host}:{config.ssh_port}: {err.strerror or err}; "
+                          "choose another port with STYX_GIT_SSH_PORT") from None
+        sock = _listen(config.host, config.http_port)
+        uv_config = uvicorn.Config(GitHttpApp(self.service), lifespan="off", access_log=False,
+                                   log_level="warning", timeout_keep_alive=30,
+                                   h11_max_incomplete_event_size=1 << 20)
         self._http = _Uvicorn(uv_config)
-        self._http_task = asyncio.create_task(self._http.serve())
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:
             if self._http_task.done():
                 await self._http_task  # raises what went wrong (a port in use)
@@ -87,6 +93,21 @@ class GitServer:
             await self.service.close()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound here so that a port in use is a one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot listen for HTTP on {host}:{port}: {err.strerror or err}; "
+                      "choose another port with STYX_GIT_HTTP_PORT") from None
+    sock.set_inheritable(False)
+    return sock
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     server = GitServer(settings)
     stop = stop or asyncio.Event()
@@ -94,15 +115,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await server.start()
     try:
+        await server.start()
         ready = os.environ.get("STYX_READY_FILE")
         if ready:
             tmp = Path(ready).with_name(f".{Path(ready).name}.tmp")
             tmp.write_text(json.dumps({"pid": os.getpid(), "http_port": server.config.http_port,
                                        "ssh_port": server.ssh.port if server.ssh else None}))
             os.replace(tmp, ready)
-        print(f"styx git server: {server.config.http_url}  {server.config.ssh_url}", flush=True)
+        host_key = server.ssh.host_key.get_fingerprint("sha256") if server.ssh else "-"
+        print(f"styx git server: {server.config.http_url}  {server.config.ssh_url}  (host key {host_key})",
+              flush=True)
         await stop.wait()
     finally:
         await server.stop()

@@ -164,6 +164,8 @@ class GitService:
         (left out for protocol v2, like git http-backend does).
         """
         assert service in SERVICES
+        if self.config.git is None:
+            protocol = None  # dulwich speaks v0/v1 only; git clients fall back to it
         if http_header and not (protocol and protocol.startswith("version=2") and service == "git-upload-pack"):
             from dulwich.protocol import pkt_line
 

@@ -129,8 +129,11 @@ class GitSSHServer:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        extra: dict[str, Any] = {}
+        if self.service.config.ssh_ciphers:
+            extra["encryption_algs"] = list(self.service.config.ssh_ciphers)
         self._server = await asyncssh.create_server(
-            lambda: _GitSSHServer(self.service), host, port, server_host_keys=[self.host_key],
+            lambda: _GitSSHServer(self.service), host, port, server_host_keys=[self.host_key], **extra,
             process_factory=self._handle, encoding=None, allow_scp=False, agent_forwarding=False,
             x11_forwarding=False, line_editor=False, sftp_factory=None, keepalive_interval=30,
             login_timeout=60)
@@ -152,6 +155,8 @@ class GitSSHServer:
         rc = 1
         try:
             rc = await self._serve(process)
+        except (BrokenPipeError, ConnectionError, asyncssh.Error) as err:
+            log.info("ssh session ended early: %s", err)
         except Exception:  # an escaping error would drop the connection's other channels
             log.exception("ssh session failed")
             with contextlib.suppress(Exception):

@@ -136,7 +136,10 @@ def load_config(text: str | bytes) -> list[PushJobSpec]:
             raise ConfigError(err.problems[0].message, field, lines.get(field)) from None
         except InvalidRequest as err:
             field = where(err.field.removeprefix("task.").removeprefix("task"))
-            raise ConfigError(str(err).split(": ", 1)[1], field, lines.get(field)) from None
+            message = str(err).split(": ", 1)[1]
+            if "no value given" in message:  # a push has no --env to give it with
+                message = message.split(";")[0] + "; a pushed job gets its values from this file only"
+            raise ConfigError(message, field, lines.get(field)) from None
         if workdir:
             task = Task.from_dict({**task.to_dict(include_secrets=True), "workdir": workdir})
         specs.append(PushJobSpec(name, task, cluster, bool(managed), branches, tags, paths))

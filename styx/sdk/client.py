@@ -33,6 +33,7 @@ from styx.schemas import (
     ProviderCheck,
 )
 from styx.task import Task
+from styx.sdk.repos import AsyncReposMixin, ReposMixin
 
 
 class StyxError(Exception):
@@ -163,7 +164,7 @@ class _Routes:
         return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
 
 
-class Client:
+class Client(ReposMixin):
     """Synchronous client. Every method raises :class:`StyxError` (``NotFound``, ``Conflict``)
     with the API's message on an error answer."""
 
@@ -253,7 +254,7 @@ class Client:
             yield from resp.iter_bytes()
 
 
-class AsyncClient:
+class AsyncClient(AsyncReposMixin):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:

@@ -1,7 +1,7 @@
 """`styx up`: the embedded stack under one supervisor.
 
-Starts the Temporal dev server (persisted to ``STYX_HOME/temporal.db``), one worker and the
-API on loopback, waits until each is healthy, prints the URLs, restarts any child that dies
+Starts the Temporal dev server (persisted to ``STYX_HOME/temporal.db``), one worker, the
+API and the git server on loopback, waits until each is healthy, prints the URLs, restarts any child that dies
 (with backoff, logged), and on Ctrl-C stops them all — workers and API first, Temporal last.
 Each child's output goes to ``STYX_HOME/logs/<part>.log``.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from styx.config import SEARCH_ATTRIBUTES, Settings, find_temporal_binary
+from styx.gitserver.config import GitServerConfig
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 10.0
@@ -120,7 +121,9 @@ class Supervisor:
 
     def check_ports_free(self) -> None:
         s = self.settings
-        wanted = [("STYX_API_PORT", s.api_port)]
+        git = GitServerConfig.from_settings(s)
+        wanted = [("STYX_API_PORT", s.api_port), ("STYX_GIT_HTTP_PORT", git.http_port),
+                  ("STYX_GIT_SSH_PORT", git.ssh_port)]
         if not s.external_temporal:
             wanted += [("STYX_TEMPORAL_PORT", s.temporal_port), ("STYX_TEMPORAL_UI_PORT", s.temporal_ui_port)]
         for var, port in wanted:
@@ -161,6 +164,13 @@ class Supervisor:
         parts.append(Part(
             "api", [py, "-m", "styx", "api"],
             healthy=lambda: http_ok(f"http://{s.host}:{s.api_port}/healthz"),
+        ))
+        git_ready = s.home / "run" / "gitserver.ready"
+        parts.append(Part(
+            "gitserver", [py, "-m", "styx", "gitserver"],
+            healthy=git_ready.exists,
+            env={"STYX_READY_FILE": str(git_ready)},
+            before_start=lambda: git_ready.unlink(missing_ok=True),
         ))
         return parts
 
@@ -255,6 +265,8 @@ class Supervisor:
         if s.temporal_ui_url:
             self.say(f"  Temporal UI  {s.temporal_ui_url}")
         self.say(f"  Temporal     {s.temporal_address} namespace {s.namespace}")
+        git = GitServerConfig.from_settings(s)
+        self.say(f"  git          {git.http_url}/<owner>/<repo>.git   {git.ssh_url}/<owner>/<repo>.git")
         self.say(f"  logs         {s.logs_dir}")
         self.say(f"  credentials  {s.home / 'credentials'} (the admin's API token; the CLI and SDK read it)")
         self.say("Press Ctrl-C to stop.")

@@ -18,7 +18,9 @@ from styx.activities.aws import AwsProvider
 from styx.activities.local import LocalProvider
 from styx.activities.ping import ping
 from styx.activities.providers import ProviderActivities
+from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
+from styx.activities.sshpool import SshPoolProvider
 from styx.activities.state import StateActivities
 from styx.config import Settings
 from styx.db import Database
@@ -28,6 +30,7 @@ from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
 from styx.workflows.ping import PingWorkflow
+from styx.workflows.push import PushWorkflow
 
 log = logging.getLogger("styx.worker")
 
@@ -52,19 +55,22 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
         use_private_ip=os.environ.get("STYX_AWS_USE_PRIVATE_IP") == "1",
         ssh_cidr=os.environ.get("STYX_AWS_SSH_CIDR", "0.0.0.0/0"),
     )
-    providers = ProviderActivities(local=local, aws=aws, ssh=None)
-    state = StateActivities(Database(settings.db_url))
+    providers = ProviderActivities(local=local, aws=aws, ssh=SshPoolProvider(settings.home, key))
+    db = Database(settings.db_url)
+    state = StateActivities(db)
+    git = GitActivities(settings, db)
     ssh = SshActivities(settings.home, pool)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow],
+        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow],
         activities=[
             ping,
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
             providers.check_providers,
             state.record_cluster, state.record_job,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
+            *git.all(),
         ],
         # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -1,0 +1,208 @@
+"""`git push` starts runs: the whole stack (Temporal, a worker with PushWorkflow, the API,
+the git server) with users, keys and repositories made through the `styx` command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from styx.gitserver.names import RepoName
+from styx.sdk.repos import GitClient
+from tests.fixtures.git import GitStyxStack, GitUser, git_stack, make_git_user  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+GOOD = """\
+jobs:
+  test:
+    on: {push: {branches: [main, "feature/*"]}}
+    cluster: dev
+    resources: {cpus: 0.5}
+    run: |
+      test -f README.md
+      echo "ran-from-push $(cat data.txt) as $STYX_CLUSTER_NAME"
+  release:
+    on: {push: {tags: ["v*"]}}
+    cluster: dev
+    run: echo never on a branch
+"""
+
+BROKEN = """\
+jobs:
+  test:
+    cluster: dev
+    resources:
+      cpus: four
+    run: echo nope
+"""
+
+MANAGED = """\
+managed: true
+resources: {cpus: 1}
+run: echo managed-run-ok
+"""
+
+
+@pytest.fixture(scope="module")
+def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
+    """alice, created by the admin with `styx user create`, her key added with `styx key add`,
+    alice/ml created by her (`styx repo create --private`), and bob (made through the SDK)
+    a writer on it (`styx repo collab add`). Plus the cluster `dev` the pushed jobs run on."""
+    root = tmp_path_factory.mktemp("people")
+    made = git_stack.cli("user", "create", "alice", check=True)
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("styx_"), made.stdout
+    alice = make_git_user(root, "alice", token)
+    assert alice.key is not None
+    git_stack.cli("key", "add", str(alice.key.with_suffix(".pub")), "--user", "alice", check=True)
+    with GitClient(git_stack.settings.api_url, git_stack.token) as admin:
+        bob = make_git_user(root, "bob", admin.create_user("bob").token)
+        assert bob.key is not None
+        admin.add_key(bob.key.with_suffix(".pub"), user="bob")
+        assert {"alice", "bob"} <= {u.name for u in admin.users()}
+    as_alice = {"STYX_TOKEN": token}
+    created = _cli(git_stack, as_alice, "repo", "create", "alice/ml", "--private")
+    assert "git clone http://127.0.0.1:" in created.stdout
+    _cli(git_stack, as_alice, "repo", "collab", "add", "alice/ml", "bob", "--write")
+    with _client(git_stack, bob) as client:
+        assert {r.full_name: r.permission for r in client.repos()}["alice/ml"] == "write"
+    client = git_stack.client()
+    up = client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="dev")
+    assert client.wait("dev", up.job_id, timeout=120).status == "SUCCEEDED"
+    return {"alice": alice, "bob": bob}
+
+
+def _cli(stack: GitStyxStack, env: dict[str, str], *args: str):
+    saved = dict(stack.env)
+    stack.env.update(env)
+    try:
+        return stack.cli(*args, check=True)
+    finally:
+        stack.env.clear()
+        stack.env.update(saved)
+
+
+def _client(stack: GitStyxStack, user: GitUser) -> GitClient:
+    return GitClient(stack.settings.api_url, user.token)
+
+
+def _checkout(stack: GitStyxStack, user: GitUser, dest: Path, transport: str = "ssh") -> Path:
+    assert stack.git is not None
+    user.git("clone", "-q", user.url(stack.git, transport, "alice/ml"), str(dest))
+    return dest
+
+
+def _commit(user: GitUser, work: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (work / name).write_text(text)
+    user.git("add", "-A", cwd=work)
+    user.git("commit", "-qm", message, cwd=work)
+    return user.git("rev-parse", "HEAD", cwd=work).stdout.strip()
+
+
+def test_a_push_with_styx_yaml_runs_its_job_as_the_pusher(git_stack: GitStyxStack, people, tmp_path: Path):
+    alice, bob = people["alice"], people["bob"]
+    work = tmp_path / "w"
+    alice.git("init", "-q", "-b", "main", str(work))
+    assert git_stack.git is not None
+    alice.git("remote", "add", "origin", alice.ssh_url(git_stack.git, "alice/ml"), cwd=work)
+    sha = _commit(alice, work, {"README.md": "# ml\n", "data.txt": "42", ".styx.yaml": GOOD}, "first")
+    pushed = alice.git("push", "origin", "main", cwd=work)
+    out = pushed.stderr
+    match = re.search(r"remote: styx: job (\d+) queued on cluster dev — (\S+) \(test\)", out)
+    assert match, out
+    assert "release" not in out  # a tag-only job does not run for a branch
+    assert f"styx repo runs alice/ml  (push/alice/ml/{sha})" in out
+
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=120)
+        assert run.status == "SUCCEEDED", run
+        assert run.pusher == "alice" and run.ref == "refs/heads/main"
+        [job] = run.jobs
+        assert (job.cluster, job.job_id, job.status) == ("dev", int(match[1]), "SUCCEEDED")
+        assert client.commit_status("alice/ml", sha[:8]).sha == sha
+        assert client.commit_status("alice/ml", "main").sha == sha
+    admin = git_stack.client()
+    assert admin.job("dev", job.job_id).user == "alice"
+    assert f"ran-from-push 42 as dev" in admin.logs("dev", job.job_id)
+
+    # bob (a writer) pushes a branch over HTTP: the job is his, not the owner's.
+    bwork = _checkout(git_stack, bob, tmp_path / "b", "http")
+    bob.git("checkout", "-q", "-b", "feature/x", cwd=bwork)
+    bsha = _commit(bob, bwork, {"data.txt": "43"}, "bob's change")
+    bob.git("push", "origin", "feature/x", cwd=bwork)
+    with _client(git_stack, bob) as client:
+        brun = client.wait_commit("alice/ml", bsha, timeout=120)
+    assert brun.status == "SUCCEEDED" and brun.pusher == "bob"
+    assert admin.job("dev", brun.jobs[0].job_id).user == "bob"
+
+    runs = _cli(git_stack, {"STYX_TOKEN": alice.token or ""}, "repo", "runs", "alice/ml").stdout
+    assert sha[:10] in runs and bsha[:10] in runs and "SUCCEEDED" in runs
+
+    # The same commit pushed again (a new branch at it) does not run twice.
+    again = alice.git("push", "origin", f"{sha}:refs/heads/again", cwd=work)
+    assert "already ran" in again.stderr
+    with _client(git_stack, alice) as client:
+        assert [r.sha for r in client.runs("alice/ml")].count(sha) == 1
+    assert len([j for j in admin.queue("dev") if j.user in ("alice", "bob")]) == 2
+
+
+def test_a_broken_styx_yaml_is_accepted_and_recorded_as_failed_naming_the_field(
+        git_stack: GitStyxStack, people, tmp_path: Path):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    sha = _commit(alice, work, {".styx.yaml": BROKEN}, "break it")
+    pushed = alice.git("push", "origin", "main", cwd=work)  # accepted
+    assert "jobs.test.resources.cpus (line 5)" in pushed.stderr, pushed.stderr
+    assert git_stack.git is not None
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=60)
+    assert run.status == "FAILED" and run.jobs == []
+    assert run.message is not None and "jobs.test.resources.cpus" in run.message
+    status = _cli(git_stack, {"STYX_TOKEN": alice.token or ""}, "repo", "runs", "alice/ml").stdout
+    assert "FAILED" in status
+    saved = dict(git_stack.env)
+    git_stack.env["STYX_TOKEN"] = alice.token or ""
+    try:
+        refused = git_stack.cli("branch", "delete", "alice/ml", "main")
+        assert refused.returncode == 1 and "is the default branch of alice/ml" in refused.stderr
+        failed = git_stack.cli("repo", "status", "alice/ml", sha[:10])
+        assert failed.returncode == 1 and "FAILED" in failed.stdout
+    finally:
+        git_stack.env.clear()
+        git_stack.env.update(saved)
+
+
+def test_skip_ci_and_unmatched_filters_record_a_skipped_run(git_stack: GitStyxStack, people, tmp_path: Path):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w")
+    skipped = _commit(alice, work, {".styx.yaml": GOOD, "data.txt": "1"}, "docs only [skip ci]")
+    out = alice.git("push", "origin", "main", cwd=work).stderr
+    assert "nothing to run" in out and "[skip ci]" in out
+    unmatched = _commit(alice, work, {"data.txt": "2"}, "on another branch")
+    out = alice.git("push", "origin", "HEAD:refs/heads/other", cwd=work).stderr
+    assert "no job in .styx.yaml matches a push to refs/heads/other" in out
+    with _client(git_stack, alice) as client:
+        assert client.wait_commit("alice/ml", skipped, timeout=60).status == "SKIPPED"
+        assert client.wait_commit("alice/ml", unmatched, timeout=60).status == "SKIPPED"
+
+
+def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: GitStyxStack, people,
+                                                                     tmp_path: Path):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w")
+    sha = _commit(alice, work, {".styx.yaml": MANAGED}, "managed run")
+    out = alice.git("push", "origin", "main", cwd=work).stderr
+    assert "queued on a fresh cluster push-" in out, out
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=180)
+    assert run.status == "SUCCEEDED", run
+    [job] = run.jobs
+    assert job.managed and job.cluster.startswith("push-")
+    admin = git_stack.client()
+    assert "managed-run-ok" in admin.logs(job.cluster, job.job_id)
+    assert admin.cluster(job.cluster).status == "TERMINATED"
+    repo = RepoName("alice", "ml")
+    assert (git_stack.settings.home / "git-runs" / sha).is_dir() and repo.owner == "alice"
