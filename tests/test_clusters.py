@@ -244,3 +244,50 @@ def test_the_whole_stack_on_postgresql(postgres_url, temporal_env, tmp_path):
         assert client.down("pg").status == "TERMINATED"
     finally:
         stack.stop()
+
+
+def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
+    """Machines you already have: two loopback SSH servers stand in for them."""
+    import asyncio
+    import socket
+
+    import yaml
+
+    from styx.activities.local import LocalProvider
+    from styx.sshexec import ensure_client_key, public_key_line
+    from styx.workers.worker import client_key_path
+
+    styx_key = public_key_line(ensure_client_key(client_key_path(stack.settings)))
+    machines = LocalProvider(tmp_path / "machines", styx_key)
+    nodes = asyncio.run(machines.provision("owned", 2))
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        hosts = [{"host": n.host, "port": n.port, "host_key": n.host_key} for n in nodes]
+        (stack.home / "ssh_pools.yaml").write_text(yaml.safe_dump({
+            "lab": {"user": nodes[0].user, "hosts": hosts},
+            "dead": {"user": nodes[0].user, "hosts": [{"host": "127.0.0.1", "port": closed.getsockname()[1]}]},
+        }))
+        r = stack.cli("launch", "-y", "-c", "owned", "--infra", "ssh/lab", "--num-nodes", "2",
+                      "echo rank $STYX_NODE_RANK on the pool")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "(rank=1) rank 1 on the pool" in r.stdout
+        homes = [Path(d["home"]) for d in asyncio.run(machines.describe("owned"))]
+        assert all((h / ".styx" / "jobs" / "1").is_dir() for h in homes)
+
+        # Both hosts are taken: a second cluster on the pool fails, naming who holds them.
+        client = stack.client()
+        other = client.launch({"resources": {"infra": "ssh/lab"}, "run": "true"}, cluster="other")
+        assert client.wait("other", other.job_id, timeout=60).status == "FAILED"
+        assert "owned" in client.cluster("other").status_message
+
+        dead = client.launch({"resources": {"infra": "ssh/dead"}, "run": "true"}, cluster="dead")
+        assert client.wait("dead", dead.job_id, timeout=60).status == "FAILED"
+        assert f"127.0.0.1:{closed.getsockname()[1]}" in client.cluster("dead").status_message
+
+        assert "TERMINATED" in stack.cli("down", "-y", "owned", check=True).stdout
+        assert not any((h / ".styx" / "jobs").exists() for h in homes)
+        assert json.loads((stack.home / "ssh_reservations.json").read_text())["clusters"] == {}
+    finally:
+        closed.close()
+        asyncio.run(machines.terminate("owned"))
