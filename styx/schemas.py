@@ -94,5 +94,13 @@ class ProviderCheck(BaseModel):
     reason: str
 
 
+class Orphan(BaseModel):
+    instance_id: str
+    cluster: str | None = None
+    state: str
+    region: str | None = None
+    terminated: bool = False
+
+
 class ErrorBody(BaseModel):
     detail: str

@@ -169,3 +169,23 @@ async def test_capacity_error_in_the_first_zone_fails_over_to_the_next(aws_stack
     finally:
         aws_stack.start_worker()
 
+
+
+def test_orphans_are_reported_and_terminated_on_request(aws_stack: StyxStack):
+    from styx.db import Database
+
+    client = aws_stack.client()
+    submitted = client.launch({"resources": {"infra": f"aws/{REGION}"}, "run": "true"}, cluster="kept")
+    client.wait("kept", submitted.job_id, timeout=180)
+    # An instance of this deployment whose cluster nobody knows any more.
+    stray = client.launch({"resources": {"infra": f"aws/{REGION}"}, "run": "true"}, cluster="stray")
+    client.wait("stray", stray.job_id, timeout=180)
+    Database(aws_stack.settings.db_url).upsert_cluster("stray", status="TERMINATED")
+
+    r = aws_stack.cli("status", "--orphans", check=True)
+    assert "stray" in r.stdout and "kept" not in r.stdout
+    found = client.orphans(terminate=True)
+    assert {o.cluster for o in found} == {"stray"} and all(o.terminated for o in found)
+    assert instances("stray") == [] and len(instances("kept")) == 1
+    assert client.orphans() == []
+    client.down("kept")

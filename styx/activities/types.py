@@ -136,3 +136,18 @@ class KillJobInput:
     cluster: str
     job_id: int
     nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileInput:
+    terminate: bool = False
+    region: str | None = None
+    #: None: run once. Otherwise repeat every so many minutes.
+    interval_minutes: float | None = None
+
+
+@dataclass
+class ReconcileOutput:
+    #: Instances of this deployment whose cluster is not live (id, state, region, cluster …).
+    orphans: list[dict[str, Any]] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)

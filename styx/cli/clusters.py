@@ -187,11 +187,24 @@ def exec_(
 def status(
     clusters: Optional[List[str]] = typer.Argument(None, help="only these clusters"),
     all_: bool = typer.Option(False, "-a", "--all", help="include clusters taken down"),
+    orphans: bool = typer.Option(False, "--orphans", help="list cloud instances that belong to no live cluster"),
+    terminate: bool = typer.Option(False, "--terminate", help="with --orphans: terminate them"),
 ) -> None:
     """Show clusters: provider, nodes, status, autostop, age and a Temporal UI link.
 
-    Example:  `styx status`
+    Examples:  `styx status`    `styx status --orphans`
     """
+    if orphans:
+        with api() as client, console.status("looking for orphaned instances…"):
+            found = client.orphans(terminate=terminate)
+        if not found:
+            console.print("No orphaned instances.")
+            return
+        table = Table("INSTANCE", "CLUSTER TAG", "STATE", "REGION", "TERMINATED")
+        for o in found:
+            table.add_row(o.instance_id, o.cluster or "-", o.state, o.region or "-", "yes" if o.terminated else "no")
+        console.print(table)
+        return
     with api() as client:
         rows = client.status(all=all_)
     if clusters:

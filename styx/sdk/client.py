@@ -30,6 +30,7 @@ from styx.schemas import (
     ClusterInfo,
     JobInfo,
     JobSubmitted,
+    Orphan,
     ProviderCheck,
 )
 from styx.task import Task
@@ -160,6 +161,10 @@ class _Routes:
         return _Req("GET", "/api/v1/check", params={"region": region} if region else None)
 
     @staticmethod
+    def orphans(terminate: bool) -> _Req:
+        return _Req("GET", "/api/v1/orphans", params={"terminate": str(terminate).lower()})
+
+    @staticmethod
     def logs(cluster: str, job_id: int, follow: bool) -> _Req:
         return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
 
@@ -239,6 +244,10 @@ class Client(ReposMixin):
     def check(self, region: str | None = None) -> list[ProviderCheck]:
         """Which providers the workers can use, and why not."""
         return [ProviderCheck(**r) for r in self._send(_Routes.check(region))]
+
+    def orphans(self, terminate: bool = False) -> list[Orphan]:
+        """Cloud instances of this deployment that belong to no live cluster."""
+        return [Orphan(**o) for o in self._send(_Routes.orphans(terminate))]
 
     def logs(self, cluster: str, job_id: int) -> str:
         """The job's whole log so far."""
@@ -323,6 +332,9 @@ class AsyncClient(AsyncReposMixin):
 
     async def check(self, region: str | None = None) -> list[ProviderCheck]:
         return [ProviderCheck(**r) for r in await self._send(_Routes.check(region))]
+
+    async def orphans(self, terminate: bool = False) -> list[Orphan]:
+        return [Orphan(**o) for o in await self._send(_Routes.orphans(terminate))]
 
     async def logs(self, cluster: str, job_id: int) -> str:
         chunks = [c async for c in self.stream_logs(cluster, job_id, follow=False)]

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -17,11 +18,13 @@ from styx import db as styx_db
 from styx.activities.aws import AwsProvider
 from styx.activities.local import LocalProvider
 from styx.activities.ping import ping
+from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.sshpool import SshPoolProvider
 from styx.activities.state import StateActivities
+from styx.activities.types import ReconcileInput
 from styx.config import Settings
 from styx.db import Database
 from styx.sshexec import SshPool, ensure_client_key, public_key_line
@@ -31,6 +34,7 @@ from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
 from styx.workflows.ping import PingWorkflow
 from styx.workflows.push import PushWorkflow
+from styx.workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger("styx.worker")
 
@@ -59,11 +63,12 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     db = Database(settings.db_url)
     state = StateActivities(db)
     git = GitActivities(settings, db)
+    reconcile = ReconcileActivities(db, aws)
     ssh = SshActivities(settings.home, pool)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow],
+        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow, ReconcileWorkflow],
         activities=[
             ping,
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
@@ -71,6 +76,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             state.record_cluster, state.record_job,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
             *git.all(),
+            reconcile.find_orphans,
         ],
         # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
         graceful_shutdown_timeout=timedelta(seconds=5),
@@ -93,8 +99,24 @@ async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> Non
         loop.add_signal_handler(sig, stop.set)
     async with worker:
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+        await _ensure_reconcile(client, settings)
         ready_file = os.environ.get("STYX_READY_FILE")
         if ready_file:
             Path(ready_file).write_text(str(os.getpid()))
         await stop.wait()
         log.info("worker shutting down")
+
+
+async def _ensure_reconcile(client: Client, settings: Settings) -> None:
+    """With ``STYX_RECONCILE_MINUTES``, keep one periodic orphan reconcile running for this
+    deployment (every worker asks; the workflow id makes it one). ``STYX_TERMINATE_ORPHANS=1``
+    lets it terminate what it finds."""
+    minutes = os.environ.get("STYX_RECONCILE_MINUTES")
+    if not minutes:
+        return
+    await client.start_workflow(
+        ReconcileWorkflow.run,
+        ReconcileInput(terminate=os.environ.get("STYX_TERMINATE_ORPHANS") == "1", interval_minutes=float(minutes)),
+        id=f"reconcile/{settings.deployment_id()}", task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )

@@ -27,6 +27,7 @@ from styx.schemas import (
     JobSubmitted,
     LaunchRequest,
     NodeInfo,
+    Orphan,
     ProviderCheck,
 )
 from styx.temporal import CLUSTER_KEY
@@ -294,3 +295,23 @@ async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
         CheckWorkflow.run, CheckInput(region), id=f"check/{uuid.uuid4()}", task_queue=state.settings.task_queue,
         execution_timeout=timedelta(seconds=90))
     return [ProviderCheck(**r) for r in out.results]
+
+
+@check_router.get("/orphans", response_model=list[Orphan], summary="Instances that belong to no live cluster")
+async def orphans(state: StateDep, client: TemporalDep, user: CurrentUser,
+                  terminate: bool = Query(False, description="also terminate them (admin only)"),
+                  region: str | None = Query(None, description="one AWS region (default: all)")) -> list[Orphan]:
+    """Cloud instances tagged with this Styx deployment whose cluster is not live."""
+    import uuid
+    from datetime import timedelta
+
+    from styx.activities.types import ReconcileInput
+    from styx.workflows.reconcile import ReconcileWorkflow
+
+    if terminate and not user.is_admin:
+        raise HTTPException(403, "terminating orphans needs an admin token")
+    out = await client.execute_workflow(
+        ReconcileWorkflow.run, ReconcileInput(terminate=terminate, region=region), id=f"reconcile/once/{uuid.uuid4()}",
+        task_queue=state.settings.task_queue, execution_timeout=timedelta(minutes=30))
+    return [Orphan(instance_id=o["instance_id"], cluster=o.get("cluster"), state=o.get("state", ""),
+                   region=o.get("region"), terminated=o["instance_id"] in out.terminated) for o in out.orphans]
