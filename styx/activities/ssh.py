@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncssh
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
 from styx.activities import types as t
 from styx.activities.heartbeat import heartbeating
+from styx.db import Database
 from styx.secrets import unseal
 from styx.sshexec import (
     JobCancelled,
@@ -34,9 +37,10 @@ POLL_MIN, POLL_MAX = 0.01, 0.5
 
 
 class SshActivities:
-    def __init__(self, home: Path, pool: SshPool) -> None:
+    def __init__(self, home: Path, pool: SshPool, db: Database) -> None:
         self.home = home
         self.pool = pool
+        self.db = db
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: t.RunPhaseInput) -> t.RunPhaseOutput:
@@ -46,47 +50,55 @@ class SshActivities:
         try:
             env = {**inp.env, **unseal(self.home, inp.sealed_secrets)}
             await start_phase(conn, job_id, inp.phase, inp.script, env)
+            if inp.phase == "run" and inp.rank == 0:
+                # Recorded here, once the job really started, rather than by the workflow:
+                # that saves the job a workflow task. The upsert is idempotent.
+                await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status="RUNNING")
         except JobCancelled:
             raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
                                    non_retryable=True) from None
         path = joblogs.phase_log(self.home, inp.cluster, inp.job_id, inp.phase, inp.rank)
         path.parent.mkdir(parents=True, exist_ok=True)
-        sftp = await conn.start_sftp_client()
-        try:
-            return await self._copy_until_exit(conn, sftp, inp, node, path)
-        finally:
-            sftp.exit()
-
-    async def _copy_until_exit(self, conn, sftp, inp: t.RunPhaseInput, node: NodeEndpoint,
-                               path: Path) -> t.RunPhaseOutput:
-        job_id = str(inp.job_id)
+        sftp: asyncssh.SFTPClient | None = None  # opened on the first output: `true` needs none
         # The local copy is the offset: what an earlier attempt copied is never copied again.
-        with open(path, "ab") as out:
-            offset = out.tell()
-            delay = POLL_MIN
-            while True:
-                # State first: for a job that already ended, one call says so and sizes its log.
-                state = await phase_state(conn, job_id, inp.phase)
-                while offset < state.log_size:
-                    chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
-                    if not chunk:
+        try:
+            with open(path, "ab") as out:
+                offset = out.tell()
+                delay = POLL_MIN
+                while True:
+                    # State first: for a job that already ended, one call says so and sizes its log.
+                    state = await phase_state(conn, job_id, inp.phase)
+                    while offset < state.log_size:
+                        sftp = sftp or await conn.start_sftp_client()
+                        chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        out.flush()
+                        offset += len(chunk)
+                        activity.heartbeat(offset)
+                        delay = POLL_MIN
+                    if not state.running:
                         break
-                    out.write(chunk)
-                    out.flush()
-                    offset += len(chunk)
                     activity.heartbeat(offset)
-                    delay = POLL_MIN
-                if not state.running:
-                    if state.exit_code is None:
-                        raise ApplicationError(
-                            f"{inp.phase} of job {inp.job_id} on node {inp.rank} ({node.host}:{node.port}) "
-                            "died without an exit code (node stopped or process killed)",
-                            type="JobLost", non_retryable=True,
-                        )
-                    return t.RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
-                activity.heartbeat(offset)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, POLL_MAX)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, POLL_MAX)
+        finally:
+            if sftp is not None:
+                sftp.exit()
+        if state.exit_code is None:
+            raise ApplicationError(
+                f"{inp.phase} of job {inp.job_id} on node {inp.rank} ({node.host}:{node.port}) "
+                "died without an exit code (node stopped or process killed)",
+                type="JobLost", non_retryable=True,
+            )
+        if inp.record_end:
+            # A one-node job ends with its run phase: say so now rather than a workflow task
+            # later (the workflow records the same; the first terminal status wins).
+            status = t.SUCCEEDED if state.exit_code == 0 else t.FAILED
+            await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=status,
+                                    exit_codes=[state.exit_code])
+        return t.RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
 
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: t.KillJobInput) -> None:

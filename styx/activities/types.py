@@ -122,6 +122,8 @@ class RunPhaseInput:
     script: str
     env: dict[str, str] = field(default_factory=dict)
     sealed_secrets: str | None = None
+    #: The job is this one phase on one node: the activity records its end itself.
+    record_end: bool = False
 
 
 @dataclass

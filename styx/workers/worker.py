@@ -64,7 +64,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     state = StateActivities(db)
     git = GitActivities(settings, db)
     reconcile = ReconcileActivities(db, aws)
-    ssh = SshActivities(settings.home, pool)
+    ssh = SshActivities(settings.home, pool, db)
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -109,10 +109,10 @@ class JobWorkflow:
                     status = t.FAILED_SETUP
                     message = f"setup exited with {exit_codes}"
                     return await self._finish(inp, status, exit_codes, message)
-            # Recording RUNNING need not delay the job: the DB never moves a status backwards.
-            running = asyncio.create_task(self._set_status(inp, t.RUNNING))
+            # The run activity records RUNNING in the DB once the job has started on rank 0.
+            self._status = t.RUNNING
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(t.RUNNING)])
             exit_codes = await self._run_phase(inp, "run", inp.task.get("run") or "true")
-            await running
             status = t.SUCCEEDED if all(code == 0 for code in exit_codes) else t.FAILED
         except (asyncio.CancelledError, ActivityError) as err:
             if not _is_cancellation(err):
@@ -157,7 +157,8 @@ class JobWorkflow:
             workflow.execute_activity(
                 "run_phase",
                 t.RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
-                                sealed_secrets=inp.sealed_secrets),
+                                sealed_secrets=inp.sealed_secrets,
+                                record_end=phase == "run" and len(inp.nodes) == 1),
                 result_type=t.RunPhaseOutput,
                 # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                 start_to_close_timeout=timedelta(days=365),
