@@ -23,7 +23,7 @@ from dulwich.protocol import pkt_line
 
 from styx.db import RepoLevel
 from styx.gitserver.names import InvalidName, InvalidRef, RepoName, check_ref
-from tests.fixtures.git import GitUser, GitWorld, git_world, make_git_user, make_world  # noqa: F401
+from tests.fixtures.git import GitUser, GitWorld, make_git_user, make_world
 
 # fastapi's TestClient (for the REST tests) warns about its own httpx dependency.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

@@ -10,7 +10,7 @@ import pytest
 
 from styx.gitserver.names import RepoName
 from styx.sdk.repos import GitClient
-from tests.fixtures.git import GitStyxStack, GitUser, git_stack, make_git_user  # noqa: F401
+from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_a_push_with_styx_yaml_runs_its_job_as_the_pusher(git_stack: GitStyxStac
         assert client.commit_status("alice/ml", "main").sha == sha
     admin = git_stack.client()
     assert admin.job("dev", job.job_id).user == "alice"
-    assert f"ran-from-push 42 as dev" in admin.logs("dev", job.job_id)
+    assert "ran-from-push 42 as dev" in admin.logs("dev", job.job_id)
 
     # bob (a writer) pushes a branch over HTTP: the job is his, not the owner's.
     bwork = _checkout(git_stack, bob, tmp_path / "b", "http")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import getpass
 import hashlib
 import json
@@ -44,13 +43,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 import styx
+from styx.filelock import async_flock
 from styx.sshexec import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]
@@ -215,24 +215,10 @@ class LocalProvider:
             host_key=(ndir / "host_key.pub").read_text().strip(),
         )
 
-    @contextlib.asynccontextmanager
-    async def _cluster_lock(self, cluster: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(cluster, asyncio.Lock())
-        async with lock:
-            # A file next to the cluster directories (not in them: terminate removes those),
-            # so that iterating the root's directories finds clusters only.
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / f".{cluster}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.05)
-                yield
-            finally:
-                os.close(fd)
+    def _cluster_lock(self, cluster: str) -> contextlib.AbstractAsyncContextManager[None]:
+        # A file next to the cluster directories (not in them: terminate removes those),
+        # so that iterating the root's directories finds clusters only.
+        return async_flock(self.root / f".{cluster}.lock", self._locks.setdefault(cluster, asyncio.Lock()))
 
     def _prepare_node(self, cluster: str, ndir: Path, rank: int) -> str:
         """Create the node's directory, keys and authorized_keys; returns its IP."""

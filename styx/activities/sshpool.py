@@ -75,6 +75,7 @@ from typing import Any, Callable
 import asyncssh
 import yaml
 
+from styx.filelock import async_flock
 from styx.sshexec import (
     CommandTimeout,
     NodeEndpoint,
@@ -927,24 +928,10 @@ class SshPoolProvider:
 
         await asyncio.gather(*(one(h) for h in res.hosts))
 
-    @contextlib.asynccontextmanager
-    async def _cluster_lock(self, cluster: str) -> AsyncIterator[None]:
+    def _cluster_lock(self, cluster: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialises operations on one cluster, across coroutines and processes."""
-        lock = self._locks.setdefault(cluster, asyncio.Lock())
-        async with lock:
-            locks = self.home / "ssh_pool_locks"
-            locks.mkdir(parents=True, exist_ok=True)
-            fd = os.open(locks / f"{cluster}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.05)
-                yield
-            finally:
-                os.close(fd)
+        return async_flock(self.home / "ssh_pool_locks" / f"{cluster}.lock",
+                           self._locks.setdefault(cluster, asyncio.Lock()))
 
 
 # ---------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ class PushStarter:
             await emit(f"styx: {inp.sha[:10]}: cannot start its run now: {err}")
             return
         try:
-            handle = await client.start_workflow(
+            await client.start_workflow(
                 PushWorkflow.run, inp, id=wid, task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
