@@ -291,3 +291,21 @@ def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
     finally:
         closed.close()
         asyncio.run(machines.terminate("owned"))
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_idle_cluster_stops_or_goes_down_by_itself(stack: StyxStack, down: bool):
+    client = stack.client()
+    cluster = "idle-down" if down else "idle-stop"
+    first = client.launch({"num_nodes": 2, "resources": {"cpus": 1}, "run": "true"}, cluster=cluster)
+    client.wait(cluster, first.job_id, timeout=60)
+    assert len(node_pids(stack, cluster)) == 2
+    # Autostop after 0 idle minutes: as soon as nothing runs or waits.
+    info = client.autostop(cluster, 0, down=down)
+    assert info.autostop_minutes == 0
+    wanted = "TERMINATED" if down else "STOPPED"
+    wait_for(lambda: client.cluster(cluster).status == wanted, 60, f"the idle cluster to be {wanted}")
+    assert node_pids(stack, cluster) == []
+    assert (stack.home / "nodes" / cluster).exists() is not down
+    if not down:
+        client.down(cluster)

@@ -418,11 +418,7 @@ class ClusterWorkflow:
         async with self._lifecycle:
             if self.state.status == t.TERMINATED:
                 return self.describe()
-            await self._drain("cluster taken down")
-            await self._provider("terminate")
-            self.state.status = t.TERMINATED
-            self.state.nodes = []
-            await self._record_cluster(nodes=[])
+            await self._terminate("cluster taken down")
             self._poke()
             return self.describe()
 
@@ -455,6 +451,13 @@ class ClusterWorkflow:
         except asyncio.TimeoutError:
             workflow.logger.warning("jobs %s did not end in time", [j.job_id for j in self.state.running])
 
+    async def _terminate(self, reason: str) -> None:
+        await self._drain(reason)
+        await self._provider("terminate")
+        self.state.status = t.TERMINATED
+        self.state.nodes = []
+        await self._record_cluster(nodes=[])
+
     async def _stop_nodes(self, reason: str) -> None:
         await self._drain(reason)
         await self._provider("stop")
@@ -465,25 +468,26 @@ class ClusterWorkflow:
     def _mark_busy(self) -> None:
         self.state.idle_since = workflow.now().isoformat()
 
-    def _autostop_remaining(self) -> float | None:
+    def _idle_remaining(self) -> float | None:
+        """Seconds until autostop (<= 0: due), or None when autostop does not apply now."""
         minutes = self.spec.autostop_minutes
         if minutes is None or self.state.status != t.UP or self.state.queue or self.state.running:
             return None
         idle_since = datetime.fromisoformat(self.state.idle_since or workflow.now().isoformat())
-        remaining = (idle_since + timedelta(minutes=minutes) - workflow.now()).total_seconds()
-        return max(remaining, 0.001)
+        return (idle_since + timedelta(minutes=minutes) - workflow.now()).total_seconds()
+
+    def _autostop_remaining(self) -> float | None:
+        remaining = self._idle_remaining()
+        return None if remaining is None else max(remaining, 0.001)
 
     async def _autostop(self) -> None:
         async with self._lifecycle:
-            if self._autostop_remaining() is None or self._autostop_remaining() > 0.001:
-                return  # something happened while we waited for the lock
+            remaining = self._idle_remaining()
+            if remaining is None or remaining > 0:
+                return  # a job came, or autostop changed, while we waited for the lock
             workflow.logger.info("cluster %s idle for %s min: autostop", self.spec.name, self.spec.autostop_minutes)
             if self.spec.autostop_down:
-                await self._drain("autodown")
-                await self._provider("terminate")
-                self.state.status = t.TERMINATED
-                self.state.nodes = []
-                await self._record_cluster(nodes=[])
+                await self._terminate("autodown")
             else:
                 await self._stop_nodes("autostop")
 
