@@ -74,7 +74,10 @@ def user_create(name: str = typer.Argument(..., help="the new user's name"),
 
 @user_app.command("list")
 def user_list() -> None:
-    """List users."""
+    """List users.
+
+    Example:  `styx user list`
+    """
     with api() as client:
         users = client.users()
     table = Table("NAME", "ADMIN", "CREATED")
@@ -101,7 +104,10 @@ def key_add(public_key: str = typer.Argument(..., help="a .pub file, e.g. ~/.ssh
 
 @key_app.command("list")
 def key_list(user: Optional[str] = typer.Option(None, "--user")) -> None:
-    """List SSH keys."""
+    """List SSH keys.
+
+    Example:  `styx key list`
+    """
     with api() as client:
         keys = client.keys(user)
     table = Table("ID", "FINGERPRINT", "TITLE", "ADDED")
@@ -112,7 +118,10 @@ def key_list(user: Optional[str] = typer.Option(None, "--user")) -> None:
 
 @key_app.command("remove")
 def key_remove(key_id: int = typer.Argument(...), user: Optional[str] = typer.Option(None, "--user")) -> None:
-    """Remove an SSH key by its id (see `styx key list`)."""
+    """Remove an SSH key by its id (see `styx key list`).
+
+    Example:  `styx key remove 3`
+    """
     with api() as client:
         client.delete_key(key_id, user)
     console.print(f"removed key {key_id}")
@@ -138,7 +147,10 @@ def repo_create(name: str = typer.Argument(..., help="owner/name, or name (yours
 
 @repo_app.command("list")
 def repo_list(owner: Optional[str] = typer.Argument(None, help="only this owner's")) -> None:
-    """Repositories you can see."""
+    """Repositories you can see.
+
+    Example:  `styx repo list alice`
+    """
     with api() as client:
         repos = client.repos(owner)
     table = Table("REPOSITORY", "VISIBILITY", "DEFAULT", "YOUR ACCESS", "CLONE")
@@ -149,7 +161,10 @@ def repo_list(owner: Optional[str] = typer.Argument(None, help="only this owner'
 
 @repo_app.command("show")
 def repo_show(name: str = typer.Argument(..., help="owner/name")) -> None:
-    """One repository, with its branches."""
+    """One repository, with its branches.
+
+    Example:  `styx repo show alice/ml`
+    """
     with api() as client:
         repo = client.repo(name)
         branches = client.branches(name)
@@ -167,7 +182,10 @@ def repo_update(name: str = typer.Argument(..., help="owner/name"),
                 private: Optional[bool] = typer.Option(None, "--private/--public"),
                 default_branch: Optional[str] = typer.Option(None, "--default-branch"),
                 description: Optional[str] = typer.Option(None, "--description")) -> None:
-    """Change visibility, default branch or description (needs admin access)."""
+    """Change visibility, default branch or description (needs admin access).
+
+    Example:  `styx repo update alice/ml --private`
+    """
     with api() as client:
         repo = client.update_repo(name, private=private, default_branch=default_branch, description=description)
     console.print(f"{repo.full_name}: {'private' if repo.private else 'public'}, default branch {repo.default_branch}")
@@ -176,7 +194,10 @@ def repo_update(name: str = typer.Argument(..., help="owner/name"),
 @repo_app.command("delete")
 def repo_delete(name: str = typer.Argument(..., help="owner/name"),
                 yes: bool = typer.Option(False, "-y", "--yes", help="do not ask")) -> None:
-    """Delete a repository, its history and its run records. There is no undo."""
+    """Delete a repository, its history and its run records. There is no undo.
+
+    Example:  `styx repo delete alice/ml -y`
+    """
     if not yes and not typer.confirm(f"Delete {name} and all its history?", default=False):
         raise typer.Exit(1)
     with api() as client:
@@ -206,7 +227,10 @@ def repo_runs(name: str = typer.Argument(..., help="owner/name"),
 @repo_app.command("status")
 def repo_status(name: str = typer.Argument(..., help="owner/name"),
                 rev: str = typer.Argument(..., help="a commit id (or prefix) or a branch")) -> None:
-    """The run of one commit; exits 0 if it succeeded (or was skipped), 1 if it failed, 2 if running."""
+    """The run of one commit; exits 0 if it succeeded (or was skipped), 1 if it failed, 2 if running.
+
+    Example:  `styx repo status alice/ml main`
+    """
     with api() as client:
         run = client.commit_status(name, rev)
     console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""))
@@ -234,6 +258,10 @@ def collab_add(name: str = typer.Argument(..., help="owner/name"), user: str = t
 
 @collab_app.command("list")
 def collab_list(name: str = typer.Argument(..., help="owner/name")) -> None:
+    """Who has access to a repository.
+
+    Example:  `styx repo collab list alice/ml`
+    """
     with api() as client:
         rows = client.collaborators(name)
     for c in rows:
@@ -242,6 +270,10 @@ def collab_list(name: str = typer.Argument(..., help="owner/name")) -> None:
 
 @collab_app.command("remove")
 def collab_remove(name: str = typer.Argument(..., help="owner/name"), user: str = typer.Argument(...)) -> None:
+    """Take a user's access to a repository away.
+
+    Example:  `styx repo collab remove alice/ml bob`
+    """
     with api() as client:
         client.remove_collaborator(name, user)
     console.print(f"{user} removed from {name}")
@@ -252,6 +284,10 @@ def collab_remove(name: str = typer.Argument(..., help="owner/name"), user: str 
 
 @branch_app.command("list")
 def branch_list(name: str = typer.Argument(..., help="owner/name")) -> None:
+    """Branches of a repository, with their head commits.
+
+    Example:  `styx branch list alice/ml`
+    """
     with api() as client:
         branches = client.branches(name)
     for b in branches:

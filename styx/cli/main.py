@@ -149,7 +149,10 @@ def doctor() -> None:
 
 @app.command()
 def version() -> None:
-    """Print the Styx version."""
+    """Print the Styx version.
+
+    Example:  `styx version`
+    """
     console.print(f"styx {__version__}")
 
 
