@@ -23,7 +23,8 @@ user_app = typer.Typer(help="Users and their API tokens (creating users needs an
 key_app = typer.Typer(help="SSH public keys, for `git clone ssh://...`.", no_args_is_help=True)
 repo_app = typer.Typer(help="Git repositories served by `styx gitserver`, and the runs pushes start.",
                        no_args_is_help=True)
-collab_app = typer.Typer(help="Who else may read or push.", no_args_is_help=True)
+collab_app = typer.Typer(help="Who else may read or push. Example: `styx repo collab add alice/ml bob --write`",
+                         no_args_is_help=True)
 branch_app = typer.Typer(help="Branches of a repository.", no_args_is_help=True)
 app.add_typer(user_app, name="user", rich_help_panel="Git")
 app.add_typer(key_app, name="key", rich_help_panel="Git")
@@ -305,6 +306,10 @@ def branch_create(name: str = typer.Argument(..., help="owner/name"), branch: st
 
 @branch_app.command("delete")
 def branch_delete(name: str = typer.Argument(..., help="owner/name"), branch: str = typer.Argument(...)) -> None:
+    """Delete a branch (not the default one).
+
+    Example:  `styx branch delete alice/ml feature`
+    """
     with api() as client:
         client.delete_branch(name, branch)
     console.print(f"deleted {branch}")
