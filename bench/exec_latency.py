@@ -127,7 +127,7 @@ async def main() -> None:
         lat = await asyncio.to_thread(styx_latency, stack.client(), args.jobs)
         tput = await asyncio.to_thread(styx_throughput, stack, args.burst)
     finally:
-        stack.stop()
+        await asyncio.to_thread(stack.stop)
         await env.shutdown()
     floor = statistics.median(wf_lat) + statistics.median(ssh_lat)
     print(f"floor: workflow+activity p50 {statistics.median(wf_lat)*1000:.0f} ms, "

@@ -309,3 +309,18 @@ def test_idle_cluster_stops_or_goes_down_by_itself(stack: StyxStack, down: bool)
     assert (stack.home / "nodes" / cluster).exists() is not down
     if not down:
         client.down(cluster)
+
+
+def test_a_burst_of_submissions_gets_one_job_each(stack: StyxStack):
+    """More concurrent submissions than Temporal admits updates at once (10 per workflow):
+    the API waits its turn instead of failing, and no submission is lost or doubled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = stack.client()
+    client.wait("burst", client.launch({"resources": {"cpus": 4}, "run": "true"}, cluster="burst").job_id, timeout=60)
+    with ThreadPoolExecutor(24) as pool:
+        ids = list(pool.map(lambda i: stack.client().exec("burst", {"run": f"echo {i}"}).job_id, range(40)))
+    assert sorted(ids) == list(range(2, 42))
+    for job_id in ids:
+        assert client.wait("burst", job_id, timeout=120).status == "SUCCEEDED"
+    client.down("burst")

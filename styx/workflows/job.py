@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
 
 STATE_TIMEOUT = timedelta(seconds=30)
 STATE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+#: Killing is best effort: a node that is gone has no process left to kill.
+KILL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 #: A node may be unreachable for a while (worker restart, network blip) before a job fails.
 PHASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
@@ -115,15 +117,18 @@ class JobWorkflow:
             exit_codes = await self._run_phase(inp, "run", inp.task.get("run") or "true")
             status = t.SUCCEEDED if all(code == 0 for code in exit_codes) else t.FAILED
         except (asyncio.CancelledError, ActivityError) as err:
-            if not _is_cancellation(err):
-                status, message = t.FAILED, _failure_message(err)
+            if _is_cancellation(err):
+                status, message = t.CANCELLED, "cancelled"
             else:
-                # Cancelled: kill the job's processes on every node, then record it.
+                status, message = t.FAILED, _failure_message(err)
+            # Cancelled, or one node failed: leave no process of the job on any node.
+            try:
                 await workflow.execute_activity(
                     "kill_job", t.KillJobInput(inp.cluster, inp.job_id, inp.nodes),
-                    start_to_close_timeout=timedelta(seconds=60), retry_policy=STATE_RETRY,
+                    start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
                 )
-                status, message = t.CANCELLED, "cancelled"
+            except ActivityError as kill_err:  # a node that stays unreachable runs nothing
+                message = f"{message}; could not reach every node to kill the job: {kill_err.cause}"
         return await self._finish(inp, status, exit_codes, message)
 
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
@@ -141,8 +146,6 @@ class JobWorkflow:
     async def _sync_files(self, inp: JobInput) -> None:
         workdir = inp.task.get("workdir")
         mounts = self._mounts(inp)
-        if not workdir and not mounts:
-            return
         await asyncio.gather(*(
             workflow.execute_activity(
                 "sync_files", t.SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),

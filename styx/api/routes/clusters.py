@@ -55,8 +55,32 @@ def _bad(err: InvalidRequest) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err))
 
 
+#: How long a request waits while the cluster workflow has too many updates in flight
+#: (Temporal admits a few at a time per workflow; a burst of submissions queues here).
+BUSY_WAIT_SECONDS = 120.0
+
+
 async def _update(call: Callable[[], Any]) -> Any:
     """Run a workflow update; its rejections become HTTP errors a user can act on."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return await _update_once(call)
+        except RPCError as err:
+            # Too many updates in flight, or aborted because the workflow continued as new:
+            # either way the update was never accepted, so nothing happened and it is safe to
+            # send again (the new run takes it).
+            retryable = err.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
+            if not retryable:
+                raise
+            if waited > BUSY_WAIT_SECONDS:
+                raise HTTPException(503, f"the cluster is busy, try again: {err.message}") from None
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
+
+async def _update_once(call: Callable[[], Any]) -> Any:
     try:
         return await call()
     except WorkflowUpdateFailedError as err:
