@@ -189,3 +189,12 @@ def test_orphans_are_reported_and_terminated_on_request(aws_stack: StyxStack):
     assert instances("stray") == [] and len(instances("kept")) == 1
     assert client.orphans() == []
     client.down("kept")
+
+
+def test_check_reports_each_provider_from_the_worker(aws_stack: StyxStack):
+    results = {r.provider: r for r in aws_stack.client().check(region=REGION)}
+    assert results["local"].ok
+    assert results["aws"].ok, results["aws"].reason  # the emulator's fake credentials and default VPC
+    assert not results["ssh"].ok and "ssh_pools.yaml" in results["ssh"].reason
+    r = aws_stack.cli("check", check=True)
+    assert "aws" in r.stdout and "ssh_pools.yaml" in r.stdout
