@@ -15,8 +15,12 @@ PHASES = ("setup", "run")
 CHUNK = 4 << 20
 
 
+def cluster_dir(home: Path, cluster: str) -> Path:
+    return home / "jobs" / cluster
+
+
 def job_dir(home: Path, cluster: str, job_id: int) -> Path:
-    return home / "jobs" / cluster / str(job_id)
+    return cluster_dir(home, cluster) / str(job_id)
 
 
 def phase_log(home: Path, cluster: str, job_id: int, phase: str, rank: int) -> Path:

@@ -324,3 +324,17 @@ def test_a_burst_of_submissions_gets_one_job_each(stack: StyxStack):
     for job_id in ids:
         assert client.wait("burst", job_id, timeout=120).status == "SUCCEEDED"
     client.down("burst")
+
+
+def test_a_name_launched_again_after_down_starts_a_fresh_cluster(stack: StyxStack):
+    client = stack.client()
+    first = client.launch({"run": "echo first life"}, cluster="again")
+    assert client.wait("again", first.job_id, timeout=60).status == "SUCCEEDED"
+    client.down("again")
+    second = client.launch({"run": "echo second life; exit 4"}, cluster="again")
+    assert second.job_id == 1
+    job = client.wait("again", 1, timeout=60)
+    assert (job.status, job.exit_codes) == ("FAILED", [4])
+    assert client.logs("again", 1) == "second life\n"
+    assert [j.job_id for j in client.queue("again")] == [1]
+    client.down("again")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
+from styx import joblogs
 from styx.activities import types as t
 from styx.db import Database, utcnow
 
@@ -20,14 +23,20 @@ def _node_row(node: dict[str, Any]) -> dict[str, Any]:
 
 
 class StateActivities:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, home: Path) -> None:
         self.db = db
+        self.home = home
 
     @activity.defn(name="record_cluster")
     async def record_cluster(self, rec: t.ClusterRecord) -> None:
         await asyncio.to_thread(self._record_cluster, rec)
 
     def _record_cluster(self, rec: t.ClusterRecord) -> None:
+        if rec.fresh:
+            # A new cluster under a name used before: its job ids start again at 1, so the
+            # old run's jobs and copied logs must not be mistaken for the new ones.
+            self.db.delete_cluster(rec.name)
+            shutil.rmtree(joblogs.cluster_dir(self.home, rec.name), ignore_errors=True)
         fields: dict[str, Any] = dict(
             provider=rec.provider, status=rec.status, num_nodes=rec.num_nodes, resources=rec.resources,
             workflow_id=rec.workflow_id, autostop_minutes=rec.autostop_minutes,

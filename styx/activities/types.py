@@ -81,6 +81,8 @@ class ClusterRecord:
     status_message: str | None = None
     nodes: list[dict[str, Any]] | None = None
     mark_launched: bool = False
+    #: First write of a new cluster: forget an earlier cluster of the same name.
+    fresh: bool = False
 
 
 @dataclass

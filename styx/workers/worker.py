@@ -61,7 +61,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     )
     providers = ProviderActivities(local=local, aws=aws, ssh=SshPoolProvider(settings.home, key))
     db = Database(settings.db_url)
-    state = StateActivities(db)
+    state = StateActivities(db, settings.home)
     git = GitActivities(settings, db)
     reconcile = ReconcileActivities(db, aws)
     ssh = SshActivities(settings.home, pool, db)

@@ -219,7 +219,7 @@ class ClusterWorkflow:
     async def _provision(self) -> None:
         """Try the provider's launch attempts in order; a capacity error moves to the next
         one (each attempt is its own activity, visible in the history and in `styx status`)."""
-        await self._record_cluster()
+        await self._record_cluster(fresh=True)
         self._cluster_recorded = True
         out: t.ProviderOutput | None = None
         failures: list[str] = []
