@@ -20,7 +20,7 @@ from rich.table import Table
 
 from styx.cli.main import app, console, fail
 from styx.schemas import JobInfo
-from styx.sdk.client import Client, StyxError, absolute_paths
+from styx.sdk.client import Client, StyxError
 from styx.task import Task, TaskValidationError
 
 # `styx logs --status` exit codes, as SkyPilot's `sky logs --status`.
@@ -52,8 +52,7 @@ def _load_task(entrypoint: list[str], **overrides) -> Task:
         else:
             task = Task.from_command(" ".join(entrypoint))
         overrides = {k: v for k, v in overrides.items() if v not in (None, [], ())}
-        task = task.with_overrides(**overrides) if overrides else task
-        return absolute_paths(task)
+        return task.with_overrides(**overrides) if overrides else task  # the SDK makes paths absolute
     except TaskValidationError as err:
         raise fail(str(err)) from None
 
