@@ -17,6 +17,7 @@ import pytest
 from styx.config import Settings
 from styx.temporal import connect
 from styx.workflows.ping import PingWorkflow, PingWorkflowInput
+from tests.fixtures.stack import settings_for, wait_for
 from tests.fixtures.temporal import free_port
 
 pytestmark = pytest.mark.slow
@@ -29,16 +30,6 @@ def pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Stack:
@@ -66,13 +57,7 @@ class Stack:
         return wait_for(ready, timeout, "styx up to report ready")
 
     def settings(self) -> Settings:
-        old = dict(os.environ)
-        try:
-            os.environ.update(self.env)
-            return Settings.from_env()
-        finally:
-            os.environ.clear()
-            os.environ.update(old)
+        return settings_for(self.env)
 
 
 @pytest.fixture
