@@ -92,9 +92,10 @@ class SshActivities:
                 "died without an exit code (node stopped or process killed)",
                 type="JobLost", non_retryable=True,
             )
-        if inp.record_end:
+        if inp.record_end and not state.cancelled:
             # A one-node job ends with its run phase: say so now rather than a workflow task
-            # later (the workflow records the same; the first terminal status wins).
+            # later (the workflow records the same; the first terminal status wins). A phase
+            # ended by a cancel is left to the workflow, which records CANCELLED.
             status = t.SUCCEEDED if state.exit_code == 0 else t.FAILED
             await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=status,
                                     exit_codes=[state.exit_code])
