@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.moto",
     "tests.fixtures.git",
+    "tests.fixtures.ssh",
 ]

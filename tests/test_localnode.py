@@ -18,6 +18,7 @@ import pytest_asyncio
 from styx import sshexec
 from styx.activities.local import LocalProvider
 from styx.sshexec import NodeEndpoint, SshPool
+from tests.fixtures.processes import pid_alive
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +39,7 @@ async def provider(
         assert _node_servers(prov.root) == []
 
 
-@pytest_asyncio.fixture
-async def pool(client_key: asyncssh.SSHKey) -> AsyncIterator[SshPool]:
-    p = SshPool(client_key)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def _node_servers(root: Path) -> list[int]:
@@ -69,7 +53,7 @@ def _node_servers(root: Path) -> list[int]:
         except OSError:
             continue
         if b"styx.localnode" in argv and any(a.startswith(os.fsencode(root)) for a in argv):
-            if _alive(int(entry)):
+            if pid_alive(int(entry)):
                 out.append(int(entry))
     return out
 
@@ -84,7 +68,7 @@ def _processes_with_home(home: str) -> list[int]:
             env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if mark in env and _alive(int(entry)):
+        if mark in env and pid_alive(int(entry)):
             out.append(int(entry))
     return out
 

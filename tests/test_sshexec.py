@@ -40,15 +40,6 @@ async def cluster(
 
 
 @pytest_asyncio.fixture
-async def pool(client_key: asyncssh.SSHKey) -> AsyncIterator[SshPool]:
-    p = SshPool(client_key)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest_asyncio.fixture
 async def conn(cluster, pool: SshPool) -> asyncssh.SSHClientConnection:
     return await pool.get(cluster[1][0])
 

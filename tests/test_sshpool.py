@@ -39,6 +39,7 @@ from styx.activities.sshpool import (
     SshPoolProvider,
 )
 from styx.sshexec import NodeEndpoint, SshPool
+from tests.fixtures.processes import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 USER = getpass.getuser()
@@ -114,15 +115,6 @@ async def providers(
                     await prov.terminate(cluster)
 
 
-@pytest_asyncio.fixture
-async def pool(client_key: asyncssh.SSHKey) -> AsyncIterator[SshPool]:
-    p = SshPool(client_key)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
 def write_pools(home: Path, pools: dict[str, Any]) -> None:
     (home / "ssh_pools.yaml").write_text(yaml.safe_dump(pools, sort_keys=False))
 
@@ -144,14 +136,6 @@ def bare(key: str | None) -> str:
     """A public key line without its comment."""
     assert key is not None
     return " ".join(key.split()[:2])
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def closed_port() -> socket.socket:
@@ -193,12 +177,12 @@ async def test_launch_runs_on_the_reserved_hosts_and_terminate_cleans_and_releas
         await sshexec.run(conn, "mkdir -p ~/styx_workdir/1 && echo x > ~/styx_workdir/1/f")
         pids.append(await sshexec.start_phase(conn, "1", "run", "sleep 60"))
         assert (machines.home_of(node) / ".styx" / "jobs" / "1").is_dir()
-    assert all(alive(p) for p in pids)
+    assert all(pid_alive(p) for p in pids)
 
     await provider.terminate("train")
 
     for node, pid in zip(nodes, pids):
-        assert not alive(pid)
+        assert not pid_alive(pid)
         assert not (machines.home_of(node) / ".styx" / "jobs").exists()
         assert not (machines.home_of(node) / "styx_workdir").exists()
         assert not (machines.home_of(node) / ".styx" / "pool_owner").exists()
@@ -222,7 +206,7 @@ async def test_stop_kills_the_jobs_but_keeps_the_hosts_and_start_returns_them(
     await provider.stop("dev")
     await provider.stop("dev")
 
-    assert not alive(pid)
+    assert not pid_alive(pid)
     state = await sshexec.phase_state(conn, "1", "run")
     assert state.exit_code == 143 and state.cancelled
     assert reserved(home) == {"dev": [f"{nodes[0].host}:{nodes[0].port}"]}
@@ -435,7 +419,7 @@ async def test_jobs_left_by_a_previous_owner_are_killed_before_the_host_is_reuse
 
     (again,) = await provider.provision("new", 1, "one")
 
-    assert again == node and not alive(old_job)
+    assert again == node and not pid_alive(old_job)
     state = await sshexec.phase_state(conn, "1", "run")
     assert not state.started  # job 1 of the new cluster will not re-attach to the old one
 
@@ -624,10 +608,10 @@ async def test_a_pool_of_one_openssh_host_runs_a_job_and_is_cleaned_up(
     conn = await pool.get(node)
     assert (await sshexec.run(conn, 'echo "$HOME"'))[1].decode().strip() == str(node_home)
     pid = await sshexec.start_phase(conn, "1", "run", "sleep 60")
-    assert alive(pid) and (node_home / ".styx" / "jobs" / "1").is_dir()
+    assert pid_alive(pid) and (node_home / ".styx" / "jobs" / "1").is_dir()
 
     await provider.stop("ossh")
-    assert not alive(pid) and reserved(home) == {"ossh": [f"127.0.0.1:{port}"]}
+    assert not pid_alive(pid) and reserved(home) == {"ossh": [f"127.0.0.1:{port}"]}
     assert await provider.start("ossh") == [node]
 
     await provider.terminate("ossh")
@@ -653,7 +637,7 @@ async def test_hosts_behind_an_openssh_jump_host_are_checked_and_cleaned_through
     conn = await pool.get(node)  # loopback: also reachable directly, for the test's job
     pid = await sshexec.start_phase(conn, "1", "run", "sleep 60")
     await provider.terminate("j")
-    assert not alive(pid) and not (machines.homes[2] / ".styx" / "jobs").exists()
+    assert not pid_alive(pid) and not (machines.homes[2] / ".styx" / "jobs").exists()
     assert reserved(home) == {}
 
     # The jump host really is in the path: with it gone, the (directly reachable) host fails.

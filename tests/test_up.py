@@ -17,19 +17,11 @@ import pytest
 from styx.config import Settings
 from styx.temporal import connect
 from styx.workflows.ping import PingWorkflow, PingWorkflowInput
+from tests.fixtures.processes import pid_alive
 from tests.fixtures.stack import settings_for, wait_for
 from tests.fixtures.temporal import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Stack:
