@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from styx.activities.local import LocalProvider  # noqa: E402
+from styx.providers.local.provider import LocalProvider  # noqa: E402
 from styx.activities.ping import ping  # noqa: E402
 from styx.config import find_temporal_binary  # noqa: E402
 from styx.sdk.client import Client  # noqa: E402
-from styx.sshexec import SshPool, ensure_client_key, public_key_line, run  # noqa: E402
-from styx.temporal import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
+from styx.ssh import SshPool, ensure_client_key, public_key_line, run  # noqa: E402
+from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
 from styx.workflows.ping import PingWorkflow, PingWorkflowInput  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
 from tests.fixtures.temporal import free_port  # noqa: E402

@@ -115,7 +115,7 @@ def push_latency(root: Path, pushes: int) -> None:
 
     from styx.config import find_temporal_binary
     from styx.sdk.repos import GitClient
-    from styx.temporal import SEARCH_ATTRIBUTE_KEYS
+    from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS
     from tests.fixtures.git import GitStyxStack
     from tests.fixtures.temporal import free_port
 

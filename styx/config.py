@@ -19,13 +19,6 @@ from temporalio.envconfig import ClientConfig
 
 TASK_QUEUE = "styx"
 
-#: Custom search attributes registered on the embedded dev server, so workflows can be
-#: filtered in the web UI (``ClusterName="dev"``).
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "StyxCluster": "Keyword",
-    "StyxJobStatus": "Keyword",
-    "StyxRepo": "Keyword",
-}
 
 
 def _env_int(name: str, default: int) -> int:

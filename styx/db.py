@@ -35,8 +35,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, Session, SQLModel, select
 
+from styx.contracts.clusters import ClusterStatus
+from styx.contracts.jobs import JOB_TERMINAL, JobStatus
+from styx.contracts.pushes import PUSH_TERMINAL, PushRunStatus
+
 __all__ = [
-    "TERMINAL_JOB_STATUSES",
     "ApiToken",
     "User",
     "Cluster",
@@ -82,34 +85,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# --------------------------------------------------------------------------- statuses
-
-
-class ClusterStatus(enum.StrEnum):
-    INIT = "INIT"
-    UP = "UP"
-    STOPPED = "STOPPED"
-    TERMINATED = "TERMINATED"
-    FAILED = "FAILED"
-
-
-class JobStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    SETTING_UP = "SETTING_UP"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    FAILED_SETUP = "FAILED_SETUP"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_JOB_STATUSES
-
-
-TERMINAL_JOB_STATUSES: tuple[JobStatus, ...] = (
-    JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.FAILED_SETUP, JobStatus.CANCELLED,
-)
+# --------------------------------------------------------------------------- errors
 
 
 class ClusterNotFound(LookupError):
@@ -675,7 +651,7 @@ class Database:
         status = values.get("status")
         if status is not None:
             if JobStatus(status).is_terminal:
-                where = Job.__table__.c.status.notin_(TERMINAL_JOB_STATUSES)  # type: ignore[attr-defined]
+                where = Job.__table__.c.status.notin_(sorted(JOB_TERMINAL))  # type: ignore[attr-defined]
             _stamp_transition(values)
         stamped = [name for name in ("started_at", "ended_at") if name in values]  # set once
         try:
@@ -705,7 +681,7 @@ class Database:
             conn.execute(
                 sa.update(table)
                 .where(table.c.cluster_name == cluster, table.c.job_id == job_id,
-                       table.c.status.notin_(TERMINAL_JOB_STATUSES))
+                       table.c.status.notin_(sorted(JOB_TERMINAL)))
                 .values(values)
             )
             job = self._fetch(Job, cluster, job_id, conn=conn)
@@ -902,7 +878,7 @@ class Database:
             values["jobs"] = _json_text(values["jobs"])
         values.setdefault("updated_at", now)
         table: sa.Table = PushRun.__table__  # type: ignore[attr-defined]
-        where = table.c.status.notin_(TERMINAL_PUSH_STATUSES) if "status" in values else None
+        where = table.c.status.notin_(sorted(PUSH_TERMINAL)) if "status" in values else None
         with self._write() as conn:
             self._upsert(conn, PushRun, {"repo_id": repo_id, "sha": sha}, values,
                          {"created_at": now, "status": PushRunStatus.PENDING, "jobs": "[]",
@@ -993,23 +969,6 @@ class RepoLevel(enum.StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
-
-
-class PushRunStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_PUSH_STATUSES
-
-
-TERMINAL_PUSH_STATUSES: tuple[PushRunStatus, ...] = (
-    PushRunStatus.SUCCEEDED, PushRunStatus.FAILED, PushRunStatus.SKIPPED,
-)
 
 
 class Repo(SQLModel, table=True):

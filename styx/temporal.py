@@ -6,16 +6,9 @@ import asyncio
 import time
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
-from styx.config import SEARCH_ATTRIBUTES, Settings
-
-CLUSTER_KEY = SearchAttributeKey.for_keyword("StyxCluster")
-JOB_STATUS_KEY = SearchAttributeKey.for_keyword("StyxJobStatus")
-REPO_KEY = SearchAttributeKey.for_keyword("StyxRepo")
-SEARCH_ATTRIBUTE_KEYS = [CLUSTER_KEY, JOB_STATUS_KEY, REPO_KEY]
-assert {k.name for k in SEARCH_ATTRIBUTE_KEYS} == set(SEARCH_ATTRIBUTES)
+from styx.config import Settings
 
 
 class TemporalUnavailable(RuntimeError):

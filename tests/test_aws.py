@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from styx.activities.aws import (
+from styx.providers.aws.provider import (
     Attempt,
     AwsProvider,
     CapacityError,
@@ -34,7 +34,7 @@ from styx.activities.aws import (
     ProvisionError,
     client_token,
 )
-from styx.sshexec import NodeEndpoint
+from styx.ssh import NodeEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl styx-test"
@@ -45,7 +45,7 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 # --------------------------------------------------------------------------- helpers
 
 class FakeLoopback:
-    """Shaped like styx.activities.local.LocalProvider; starts nothing, hands out 127.0.0.x."""
+    """Shaped like styx.providers.local.provider.LocalProvider; starts nothing, hands out 127.0.0.x."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeEndpoint] = {}
@@ -323,7 +323,7 @@ async def test_spot_cluster_launches_as_spot_and_refuses_to_stop(ec2: Any) -> No
 
 CRASH_HELPER = """
 import asyncio, json, sys
-from styx.activities.aws import Attempt, AwsProvider
+from styx.providers.aws.provider import Attempt, AwsProvider
 
 class Loopback:
     async def provision(self, cluster, n):
@@ -459,8 +459,8 @@ async def test_loopback_mapping_gives_127_endpoints_and_never_connects_to_instan
 
 
 async def test_real_local_nodes_stand_in_for_instances_through_stop_and_start(ec2: Any, tmp_path: Path) -> None:
-    from styx.activities.local import LocalProvider
-    from styx.sshexec import connect, ensure_client_key, public_key_line, run
+    from styx.providers.local.provider import LocalProvider
+    from styx.ssh import connect, ensure_client_key, public_key_line, run
 
     key = ensure_client_key(tmp_path / "id_ed25519")
     local = LocalProvider(tmp_path / "local", public_key_line(key))

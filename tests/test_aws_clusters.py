@@ -9,7 +9,7 @@ import boto3
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from styx.activities.aws import AwsProvider
+from styx.providers.aws.provider import AwsProvider
 from styx.sdk.client import StyxError
 from styx.workers.worker import build_worker
 from tests.fixtures.moto import reset_emulator
@@ -137,8 +137,8 @@ async def test_capacity_error_in_the_first_zone_fails_over_to_the_next(aws_stack
     refuse_first_zone = capacity_hook(lambda params: params.get("Placement.AvailabilityZone") == [failing], calls)
     client_factory = hooked_factory(**{"before-send.ec2.RunInstances": refuse_first_zone})
 
-    from styx.sshexec import ensure_client_key, public_key_line
-    from styx.activities.local import LocalProvider
+    from styx.ssh import ensure_client_key, public_key_line
+    from styx.providers.local.provider import LocalProvider
     from styx.workers.worker import client_key_path
 
     settings = aws_stack.settings

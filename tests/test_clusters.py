@@ -254,8 +254,8 @@ def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
 
     import yaml
 
-    from styx.activities.local import LocalProvider
-    from styx.sshexec import ensure_client_key, public_key_line
+    from styx.providers.local.provider import LocalProvider
+    from styx.ssh import ensure_client_key, public_key_line
     from styx.workers.worker import client_key_path
 
     styx_key = public_key_line(ensure_client_key(client_key_path(stack.settings)))

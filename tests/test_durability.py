@@ -12,7 +12,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from styx.config import find_temporal_binary
-from styx.temporal import SEARCH_ATTRIBUTE_KEYS
+from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS
 from tests.fixtures.stack import StyxStack, wait_for
 from tests.fixtures.temporal import free_port
 

@@ -15,22 +15,22 @@ import asyncssh
 import pytest
 import pytest_asyncio
 
-from styx import sshexec
-from styx.activities.local import LocalProvider
-from styx.sshexec import NodeEndpoint, SshPool
+from styx import ssh
+from styx.providers.local.provider import LocalProvider
+from styx.ssh import NodeEndpoint, SshPool
 from tests.fixtures.processes import pid_alive
 
 
 @pytest.fixture(scope="module")
 def client_key(tmp_path_factory: pytest.TempPathFactory) -> asyncssh.SSHKey:
-    return sshexec.ensure_client_key(tmp_path_factory.mktemp("keys") / "id_ed25519")
+    return ssh.ensure_client_key(tmp_path_factory.mktemp("keys") / "id_ed25519")
 
 
 @pytest_asyncio.fixture
 async def provider(
     tmp_path: Path, client_key: asyncssh.SSHKey
 ) -> AsyncIterator[LocalProvider]:
-    prov = LocalProvider(tmp_path / "local", sshexec.public_key_line(client_key))
+    prov = LocalProvider(tmp_path / "local", ssh.public_key_line(client_key))
     try:
         yield prov
     finally:
@@ -43,7 +43,7 @@ async def provider(
 
 
 def _node_servers(root: Path) -> list[int]:
-    """Live styx.localnode processes whose home is under ``root``."""
+    """Live styx.providers.local.nodeserver processes whose home is under ``root``."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -52,7 +52,7 @@ def _node_servers(root: Path) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"styx.localnode" in argv and any(a.startswith(os.fsencode(root)) for a in argv):
+        if b"styx.providers.local.nodeserver" in argv and any(a.startswith(os.fsencode(root)) for a in argv):
             if pid_alive(int(entry)):
                 out.append(int(entry))
     return out
@@ -74,7 +74,7 @@ def _processes_with_home(home: str) -> list[int]:
 
 
 async def _connect(node: NodeEndpoint, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
-    return await sshexec.connect(node, key)
+    return await ssh.connect(node, key)
 
 
 # -- provisioning -----------------------------------------------------------------------
@@ -99,7 +99,7 @@ async def test_a_fresh_provider_after_a_worker_crash_reuses_running_nodes(
     nodes = await provider.provision("c", 2)
     pids = sorted(_node_servers(provider.root))
     # A new worker process knows nothing in memory: it finds the nodes on disk.
-    reborn = LocalProvider(provider.root, sshexec.public_key_line(client_key))
+    reborn = LocalProvider(provider.root, ssh.public_key_line(client_key))
     assert await reborn.provision("c", 2) == nodes
     assert sorted(_node_servers(provider.root)) == pids
 
@@ -112,7 +112,7 @@ async def test_each_node_has_its_own_loopback_ip_seen_by_jobs(
     assert len(set(ips)) == 2 and all(ip.startswith("127.") for ip in ips)
     for node in nodes:
         conn = await pool.get(node)
-        status, out, _ = await sshexec.run(conn, 'echo "$SSH_HOST_SEEN"; pwd; echo "$HOME"',
+        status, out, _ = await ssh.run(conn, 'echo "$SSH_HOST_SEEN"; pwd; echo "$HOME"',
                                            env={"SSH_HOST_SEEN": node.ip})
         assert status == 0
         home = Path(provider.root, "c", f"node-{node.rank}", "home")
@@ -124,7 +124,7 @@ async def test_a_killed_node_server_is_restarted_by_provision(
 ):
     nodes = await provider.provision("c", 2)
     conn = await pool.get(nodes[1])
-    await sshexec.run(conn, "echo kept > file.txt")
+    await ssh.run(conn, "echo kept > file.txt")
     victim = (await provider.describe("c"))[1]["pid"]
     os.kill(victim, signal.SIGKILL)
     await asyncio.sleep(0.1)
@@ -134,7 +134,7 @@ async def test_a_killed_node_server_is_restarted_by_provision(
     assert again[0] == nodes[0]
     assert again[1].ip == nodes[1].ip and again[1].host_key == nodes[1].host_key
     conn = await pool.get(again[1])
-    assert (await sshexec.run(conn, "cat file.txt"))[1] == b"kept\n"
+    assert (await ssh.run(conn, "cat file.txt"))[1] == b"kept\n"
     assert len(_node_servers(provider.root)) == 2
 
 
@@ -145,11 +145,11 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     homes = [str(provider.root / "c" / f"node-{n.rank}" / "home") for n in nodes]
     for node in nodes:
         conn = await pool.get(node)
-        await sshexec.run(conn, "mkdir -p data && echo precious > data/f")
-        await sshexec.start_phase(conn, "j1", "run", "sleep 1000 & sleep 1000")
+        await ssh.run(conn, "mkdir -p data && echo precious > data/f")
+        await ssh.start_phase(conn, "j1", "run", "sleep 1000 & sleep 1000")
     # A command still running in an SSH session dies with the node too.
     session = await _connect(nodes[0], client_key)
-    hanging = asyncio.create_task(sshexec.run(session, "sleep 1000"))
+    hanging = asyncio.create_task(ssh.run(session, "sleep 1000"))
     await asyncio.sleep(0.3)
     assert all(len(_processes_with_home(h)) >= 3 for h in homes)
 
@@ -160,7 +160,7 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     assert all(_processes_with_home(h) == [] for h in homes)
     # The node's session ends either way: signalled, or cut with no exit status.
     (outcome,) = await asyncio.gather(asyncio.wait_for(hanging, 5), return_exceptions=True)
-    assert isinstance(outcome, sshexec.NodeUnreachable) or outcome[0] < 0
+    assert isinstance(outcome, ssh.NodeUnreachable) or outcome[0] < 0
     assert [d["alive"] for d in await provider.describe("c")] == [False, False]
 
     restarted = await provider.start("c")
@@ -168,8 +168,8 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     assert [n.host_key for n in restarted] == [n.host_key for n in nodes]
     for node in restarted:
         conn = await pool.get(node)
-        assert (await sshexec.run(conn, "cat data/f"))[1] == b"precious\n"
-        state = await sshexec.phase_state(conn, "j1", "run")
+        assert (await ssh.run(conn, "cat data/f"))[1] == b"precious\n"
+        state = await ssh.phase_state(conn, "j1", "run")
         assert state.started and state.lost and not state.running and state.exit_code is None
     assert len(_node_servers(provider.root)) == 2
 
@@ -179,7 +179,7 @@ async def test_terminate_leaves_no_process_and_no_directory(
 ):
     nodes = await provider.provision("c", 2)
     conn = await pool.get(nodes[0])
-    await sshexec.start_phase(conn, "j", "run", "sleep 1000")
+    await ssh.start_phase(conn, "j", "run", "sleep 1000")
     home = str(provider.root / "c" / "node-0" / "home")
 
     await provider.terminate("c")
@@ -201,10 +201,10 @@ async def test_node_server_writes_ready_file_and_exits_cleanly_on_sigterm(
 ):
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "authorized_keys").write_text(sshexec.public_key_line(client_key) + "\n")
+    (home / ".ssh" / "authorized_keys").write_text(ssh.public_key_line(client_key) + "\n")
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "styx.localnode", "--home", str(home), "--host", "127.0.5.9",
+        [sys.executable, "-m", "styx.providers.local.nodeserver", "--home", str(home), "--host", "127.0.5.9",
          "--port", "0", "--host-key", str(tmp_path / "hk"), "--ready-file", str(ready)],
         stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -219,8 +219,8 @@ async def test_node_server_writes_ready_file_and_exits_cleanly_on_sigterm(
             host="127.0.5.9", port=info["port"], user="anyone", ip="127.0.5.9", rank=0,
             host_key=(tmp_path / "hk.pub").read_text(),
         )  # fmt: skip
-        conn = await sshexec.connect(node, client_key)
-        assert (await sshexec.run(conn, "echo $HOME"))[1] == f"{home}\n".encode()
+        conn = await ssh.connect(node, client_key)
+        assert (await ssh.run(conn, "echo $HOME"))[1] == f"{home}\n".encode()
         conn.close()
 
         proc.send_signal(signal.SIGTERM)
@@ -236,10 +236,10 @@ async def test_wrong_client_key_or_host_key_is_refused(provider: LocalProvider, 
     node = (await provider.provision("c", 1))[0]
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(asyncssh.PermissionDenied):
-        await sshexec.connect(node, stranger)
+        await ssh.connect(node, stranger)
     impostor = NodeEndpoint(**{**node.to_dict(), "host_key": stranger.export_public_key().decode()})
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
-        await sshexec.connect(impostor, client_key)
+        await ssh.connect(impostor, client_key)
 
 
 async def test_stdout_and_stderr_tails_both_arrive_every_time(provider, pool):
@@ -247,7 +247,7 @@ async def test_stdout_and_stderr_tails_both_arrive_every_time(provider, pool):
     cmd = "head -c 200000 /dev/zero | tr '\\0' o; echo OUT-END; " \
           "head -c 150000 /dev/zero | tr '\\0' e >&2; echo ERR-END >&2; exit 3"
     for _ in range(20):
-        status, out, err = await sshexec.run(conn, cmd)
+        status, out, err = await ssh.run(conn, cmd)
         assert status == 3
         assert len(out) == 200000 + 8 and out.endswith(b"OUT-END\n")
         assert len(err) == 150000 + 8 and err.endswith(b"ERR-END\n")
@@ -258,18 +258,18 @@ async def test_stdin_reaches_the_command_whole_every_time(provider, pool):
     conn = await pool.get((await provider.provision("c", 1))[0])
     data = bytes(range(256)) * 1000
     for _ in range(150):
-        status, out, _ = await sshexec.run(conn, "cat", input=data)
+        status, out, _ = await ssh.run(conn, "cat", input=data)
         assert status == 0 and out == data
 
 
 async def test_big_output_does_not_break_the_connection(provider, pool):
     conn = await pool.get((await provider.provision("c", 1))[0])
-    status, out, _ = await sshexec.run(conn, "head -c 50000000 /dev/zero")
+    status, out, _ = await ssh.run(conn, "head -c 50000000 /dev/zero")
     assert status == 0 and len(out) == 50_000_000
     # Stdin sent to a command that never reads it is dropped, as sshd does.
-    assert (await sshexec.run(conn, "true", input=b"x" * 5_000_000))[0] == 0
-    assert (await sshexec.run(conn, "wc -c", input=b"y" * 3_000_000))[1].strip() == b"3000000"
-    assert (await sshexec.run(conn, "echo still-here"))[1] == b"still-here\n"
+    assert (await ssh.run(conn, "true", input=b"x" * 5_000_000))[0] == 0
+    assert (await ssh.run(conn, "wc -c", input=b"y" * 3_000_000))[1].strip() == b"3000000"
+    assert (await ssh.run(conn, "echo still-here"))[1] == b"still-here\n"
 
 
 async def test_client_env_request_is_merged_and_shell_requests_work(provider, pool):
@@ -292,7 +292,7 @@ async def test_sftp_is_confined_to_the_node_home(provider, pool, tmp_path):
     nodes = await provider.provision("c", 1)
     conn = await pool.get(nodes[0])
     home = provider.root / "c" / "node-0" / "home"
-    await sshexec.run(conn, "mkdir -p d && echo hi > d/t && ln -s t d/rel")
+    await ssh.run(conn, "mkdir -p d && echo hi > d/t && ln -s t d/rel")
     async with conn.start_sftp_client() as sftp:
         for path in ("/etc/passwd", "../../etc/passwd", "~/../../../etc/passwd"):
             with pytest.raises(asyncssh.SFTPNoSuchFile):

@@ -17,14 +17,14 @@ import asyncssh
 import pytest
 import pytest_asyncio
 
-from styx import sshexec
-from styx.activities.local import LocalProvider
-from styx.sshexec import NodeEndpoint, SshPool
+from styx import ssh
+from styx.providers.local.provider import LocalProvider
+from styx.ssh import NodeEndpoint, SshPool
 
 
 @pytest.fixture(scope="module")
 def client_key(tmp_path_factory: pytest.TempPathFactory) -> asyncssh.SSHKey:
-    return sshexec.ensure_client_key(tmp_path_factory.mktemp("keys") / "id_ed25519")
+    return ssh.ensure_client_key(tmp_path_factory.mktemp("keys") / "id_ed25519")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -32,7 +32,7 @@ async def cluster(
     tmp_path_factory: pytest.TempPathFactory, client_key: asyncssh.SSHKey
 ) -> AsyncIterator[tuple[LocalProvider, list[NodeEndpoint]]]:
     """Two nodes shared by the module (tests use distinct job ids)."""
-    prov = LocalProvider(tmp_path_factory.mktemp("local"), sshexec.public_key_line(client_key))
+    prov = LocalProvider(tmp_path_factory.mktemp("local"), ssh.public_key_line(client_key))
     try:
         yield prov, await prov.provision("x", 2)
     finally:
@@ -48,9 +48,9 @@ def _home(cluster, rank: int = 0) -> Path:
     return cluster[0].root / "x" / f"node-{rank}" / "home"
 
 
-async def _wait_ended(conn, job: str, phase: str = "run", timeout: float = 20) -> sshexec.PhaseState:
+async def _wait_ended(conn, job: str, phase: str = "run", timeout: float = 20) -> ssh.PhaseState:
     for _ in range(int(timeout / 0.05)):
-        state = await sshexec.phase_state(conn, job, phase)
+        state = await ssh.phase_state(conn, job, phase)
         if not state.running:
             return state
         await asyncio.sleep(0.05)
@@ -76,10 +76,10 @@ def _group_alive(pgid: int) -> list[int]:
 
 def test_client_key_is_created_once_with_private_mode(tmp_path: Path):
     path = tmp_path / "k" / "id_ed25519"
-    key = sshexec.ensure_client_key(path)
+    key = ssh.ensure_client_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert (tmp_path / "k" / "id_ed25519.pub").read_text().startswith("ssh-ed25519 ")
-    again = sshexec.ensure_client_key(path)
+    again = ssh.ensure_client_key(path)
     assert again.export_public_key() == key.export_public_key()
 
 
@@ -96,12 +96,12 @@ async def test_pool_reuses_live_connections_and_replaces_dead_ones(cluster, pool
     await asyncio.sleep(0.05)
     second = await pool.get(node)
     assert second is not first
-    assert (await sshexec.run(second, "echo ok"))[1] == b"ok\n"
+    assert (await ssh.run(second, "echo ok"))[1] == b"ok\n"
 
 
 async def test_unreachable_node_raises_node_unreachable(client_key):
     nowhere = NodeEndpoint(host="127.0.0.1", port=1, user="u", ip="127.0.0.1", rank=0)
-    with pytest.raises(sshexec.NodeUnreachable):
+    with pytest.raises(ssh.NodeUnreachable):
         await SshPool(client_key, retry_delay=0.01).get(nowhere)
 
 
@@ -109,17 +109,17 @@ async def test_unreachable_node_raises_node_unreachable(client_key):
 
 
 async def test_run_reports_exit_status_and_signals(conn):
-    assert await sshexec.run(conn, "echo out; echo err >&2; exit 7") == (7, b"out\n", b"err\n")
-    assert (await sshexec.run(conn, "kill -TERM $$"))[0] == -signal.SIGTERM
-    with pytest.raises(sshexec.CommandTimeout):
-        await sshexec.run(conn, "sleep 5", timeout=0.2)
+    assert await ssh.run(conn, "echo out; echo err >&2; exit 7") == (7, b"out\n", b"err\n")
+    assert (await ssh.run(conn, "kill -TERM $$"))[0] == -signal.SIGTERM
+    with pytest.raises(ssh.CommandTimeout):
+        await ssh.run(conn, "sleep 5", timeout=0.2)
 
 
 async def test_binary_output_is_intact(conn):
-    status, out, _ = await sshexec.run(conn, "printf '%b' " + "".join(
+    status, out, _ = await ssh.run(conn, "printf '%b' " + "".join(
         f"\\\\{i:03o}" for i in range(256)))
     assert status == 0 and out == bytes(range(256))
-    status, out, _ = await sshexec.run(conn, "cat", input=bytes(range(256)) * 1000)
+    status, out, _ = await ssh.run(conn, "cat", input=bytes(range(256)) * 1000)
     assert out == bytes(range(256)) * 1000
 
 
@@ -134,22 +134,22 @@ async def test_env_with_quotes_spaces_and_dollars_arrives_verbatim(conn):
         "EMPTY": "",
     }
     script = "; ".join(f'printf "%s\\0" "${k}"' for k in env)
-    status, out, _ = await sshexec.run(conn, script, env=env)
+    status, out, _ = await ssh.run(conn, script, env=env)
     assert status == 0
     assert out.split(b"\0")[:-1] == [v.encode() for v in env.values()]
     with pytest.raises(ValueError):
-        sshexec.env_prefix({"BAD-NAME": "x"})
+        ssh.env_prefix({"BAD-NAME": "x"})
 
 
 async def test_server_death_mid_command_is_node_unreachable(tmp_path, client_key):
-    prov = LocalProvider(tmp_path / "local", sshexec.public_key_line(client_key))
+    prov = LocalProvider(tmp_path / "local", ssh.public_key_line(client_key))
     try:
         node = (await prov.provision("victim", 1))[0]
-        conn = await sshexec.connect(node, client_key)
-        task = asyncio.create_task(sshexec.run(conn, "sleep 30"))
+        conn = await ssh.connect(node, client_key)
+        task = asyncio.create_task(ssh.run(conn, "sleep 30"))
         await asyncio.sleep(0.3)
         os.kill((await prov.describe("victim"))[0]["pid"], signal.SIGKILL)
-        with pytest.raises(sshexec.NodeUnreachable):
+        with pytest.raises(ssh.NodeUnreachable):
             await asyncio.wait_for(task, 10)
     finally:
         await prov.terminate("victim")
@@ -162,13 +162,13 @@ async def test_start_phase_twice_runs_one_process(cluster, pool, client_key):
     node = cluster[1][0]
     conn = await pool.get(node)
     script = "echo started-once; sleep 0.5"
-    first = await sshexec.start_phase(conn, "twice", "run", script)
-    assert await sshexec.start_phase(conn, "twice", "run", script) == first
+    first = await ssh.start_phase(conn, "twice", "run", script)
+    assert await ssh.start_phase(conn, "twice", "run", script) == first
     # Concurrent retries from separate connections all get the same pid.
-    conns = [await sshexec.connect(node, client_key) for _ in range(4)]
+    conns = [await ssh.connect(node, client_key) for _ in range(4)]
     try:
         pids = await asyncio.gather(
-            *(sshexec.start_phase(c, "race", "run", script) for c in conns)
+            *(ssh.start_phase(c, "race", "run", script) for c in conns)
         )
     finally:
         for c in conns:
@@ -178,44 +178,44 @@ async def test_start_phase_twice_runs_one_process(cluster, pool, client_key):
     for job in ("twice", "race"):
         state = await _wait_ended(conn, job)
         assert state.exit_code == 0 and not state.lost
-        log = await sshexec.read_log(conn, job, "run", 0, 1 << 20)
+        log = await ssh.read_log(conn, job, "run", 0, 1 << 20)
         assert log.count(b"started-once") == 1
 
 
 async def test_phase_runs_in_workdir_with_env_and_records_exit_code(cluster, conn):
-    await sshexec.run(conn, "mkdir -p styx_workdir/wd && echo data > styx_workdir/wd/input")
+    await ssh.run(conn, "mkdir -p styx_workdir/wd && echo data > styx_workdir/wd/input")
     script = 'pwd; cat input; echo "$STYX_NODE_RANK|$ODD"; exit 5'
-    pid = await sshexec.start_phase(conn, "wd", "setup", script,
+    pid = await ssh.start_phase(conn, "wd", "setup", script,
                                     {"STYX_NODE_RANK": "0", "ODD": "a 'b' $c"})
     assert pid > 0
     state = await _wait_ended(conn, "wd", "setup")
     assert state.exit_code == 5 and state.started and not state.cancelled
-    log = await sshexec.read_log(conn, "wd", "setup", 0, 4096)
+    log = await ssh.read_log(conn, "wd", "setup", 0, 4096)
     assert log == f"{_home(cluster)}/styx_workdir/wd\ndata\n0|a 'b' $c\n".encode()
     assert state.log_size == len(log)
     # Without a workdir the phase runs in the home.
-    await sshexec.start_phase(conn, "nowd", "run", "pwd")
+    await ssh.start_phase(conn, "nowd", "run", "pwd")
     await _wait_ended(conn, "nowd")
-    assert await sshexec.read_log(conn, "nowd", "run", 0, 4096) == f"{_home(cluster)}\n".encode()
+    assert await ssh.read_log(conn, "nowd", "run", 0, 4096) == f"{_home(cluster)}\n".encode()
 
 
 async def test_phase_survives_a_dropped_client_and_can_be_reattached(cluster, pool):
     node = cluster[1][1]
     conn = await pool.get(node)
     script = "for i in $(seq 1 40); do echo line $i; sleep 0.05; done"
-    pid = await sshexec.start_phase(conn, "drop", "run", script)
+    pid = await ssh.start_phase(conn, "drop", "run", script)
     await asyncio.sleep(0.3)
-    first = await sshexec.read_log(conn, "drop", "run", 0, 1 << 20)
+    first = await ssh.read_log(conn, "drop", "run", 0, 1 << 20)
     assert first.startswith(b"line 1\n")
     conn.abort()  # the worker died: no goodbye
     pool.discard(node)
 
     again = await pool.get(node)
-    assert await sshexec.start_phase(again, "drop", "run", script) == pid  # re-attach
-    state = await sshexec.phase_state(again, "drop", "run")
+    assert await ssh.start_phase(again, "drop", "run", script) == pid  # re-attach
+    state = await ssh.phase_state(again, "drop", "run")
     assert state.running and state.pid == pid and state.log_size >= len(first)
     state = await _wait_ended(again, "drop")
-    rest = await sshexec.read_log(again, "drop", "run", len(first), 1 << 20)
+    rest = await ssh.read_log(again, "drop", "run", len(first), 1 << 20)
     assert state.exit_code == 0
     assert first + rest == b"".join(f"line {i}\n".encode() for i in range(1, 41))
 
@@ -226,11 +226,11 @@ async def test_phase_outlives_a_client_process_killed_with_sigkill(cluster, pool
     client_key.write_private_key(str(key_file))
     client = (
         "import asyncio, json, sys, asyncssh\n"
-        "from styx import sshexec\n"
+        "from styx import ssh\n"
         "async def main():\n"
-        "    node = sshexec.NodeEndpoint.from_dict(json.loads(sys.argv[1]))\n"
-        "    conn = await sshexec.connect(node, asyncssh.read_private_key(sys.argv[2]))\n"
-        "    pid = await sshexec.start_phase(conn, 'k9', 'run', "
+        "    node = ssh.NodeEndpoint.from_dict(json.loads(sys.argv[1]))\n"
+        "    conn = await ssh.connect(node, asyncssh.read_private_key(sys.argv[2]))\n"
+        "    pid = await ssh.start_phase(conn, 'k9', 'run', "
         "'for i in $(seq 1 20); do echo tick $i; sleep 0.05; done')\n"
         "    print(pid, flush=True)\n"
         "    await asyncio.sleep(60)\n"
@@ -247,66 +247,66 @@ async def test_phase_outlives_a_client_process_killed_with_sigkill(cluster, pool
         await proc.wait()
 
     conn = await pool.get(node)
-    assert await sshexec.start_phase(conn, "k9", "run", "echo must-not-run") == pid
+    assert await ssh.start_phase(conn, "k9", "run", "echo must-not-run") == pid
     state = await _wait_ended(conn, "k9")
     assert state.exit_code == 0
-    log = await sshexec.read_log(conn, "k9", "run", 0, 1 << 20)
+    log = await ssh.read_log(conn, "k9", "run", 0, 1 << 20)
     assert log == b"".join(f"tick {i}\n".encode() for i in range(1, 21))
 
 
 async def test_kill_phase_kills_children_and_records_the_end(cluster, conn):
     script = "sleep 1000 & echo $! > child.pid; sleep 1000"
-    pid = await sshexec.start_phase(conn, "victim", "run", script)
+    pid = await ssh.start_phase(conn, "victim", "run", script)
     await asyncio.sleep(0.2)
     assert len(_group_alive(pid)) >= 3  # wrapper, script, two sleeps
 
-    assert await sshexec.kill_phase(conn, "victim", "run", grace=2) == ["run"]
+    assert await ssh.kill_phase(conn, "victim", "run", grace=2) == ["run"]
     assert _group_alive(pid) == []
-    state = await sshexec.phase_state(conn, "victim", "run")
+    state = await ssh.phase_state(conn, "victim", "run")
     assert not state.running and state.exit_code == 143 and state.cancelled and not state.lost
 
-    assert await sshexec.kill_phase(conn, "victim", "run") == []  # twice is fine
-    assert await sshexec.kill_phase(conn, "victim") == []  # and for the whole job
-    assert await sshexec.kill_phase(conn, "never-started") == []
+    assert await ssh.kill_phase(conn, "victim", "run") == []  # twice is fine
+    assert await ssh.kill_phase(conn, "victim") == []  # and for the whole job
+    assert await ssh.kill_phase(conn, "never-started") == []
 
 
 async def test_kill_on_an_ended_job_keeps_its_exit_code_and_blocks_later_phases(conn):
-    await sshexec.start_phase(conn, "ended", "setup", "exit 3")
+    await ssh.start_phase(conn, "ended", "setup", "exit 3")
     await _wait_ended(conn, "ended", "setup")
-    assert await sshexec.kill_phase(conn, "ended") == []
-    assert (await sshexec.phase_state(conn, "ended", "setup")).exit_code == 3
-    with pytest.raises(sshexec.JobCancelled):
-        await sshexec.start_phase(conn, "ended", "run", "echo must-not-run")
-    state = await sshexec.phase_state(conn, "ended", "run")
+    assert await ssh.kill_phase(conn, "ended") == []
+    assert (await ssh.phase_state(conn, "ended", "setup")).exit_code == 3
+    with pytest.raises(ssh.JobCancelled):
+        await ssh.start_phase(conn, "ended", "run", "echo must-not-run")
+    state = await ssh.phase_state(conn, "ended", "run")
     assert not state.started and state.cancelled
 
 
 async def test_stubborn_job_is_killed_after_the_grace_period(conn):
-    pid = await sshexec.start_phase(conn, "stubborn", "run", "trap '' TERM; sleep 1000")
+    pid = await ssh.start_phase(conn, "stubborn", "run", "trap '' TERM; sleep 1000")
     await asyncio.sleep(0.2)
-    assert await sshexec.kill_phase(conn, "stubborn", grace=0.3) == ["run"]
+    assert await ssh.kill_phase(conn, "stubborn", grace=0.3) == ["run"]
     assert _group_alive(pid) == []
 
 
 async def test_a_phase_killed_from_outside_is_lost(conn):
-    pid = await sshexec.start_phase(conn, "outside", "run", "sleep 1000")
+    pid = await ssh.start_phase(conn, "outside", "run", "sleep 1000")
     await asyncio.sleep(0.1)
     os.killpg(pid, signal.SIGKILL)
     for _ in range(100):
-        state = await sshexec.phase_state(conn, "outside", "run")
+        state = await ssh.phase_state(conn, "outside", "run")
         if not state.running:
             break
         await asyncio.sleep(0.05)
     assert state.lost and state.exit_code is None and state.started
-    never = await sshexec.phase_state(conn, "outside", "setup")
+    never = await ssh.phase_state(conn, "outside", "setup")
     assert not never.started and not never.running and not never.lost
 
 
 async def test_50mb_log_arrives_whole_in_chunks_without_being_held_at_once(conn):
-    await sshexec.start_phase(conn, "big", "run", "head -c 50000000 /dev/urandom")
+    await ssh.start_phase(conn, "big", "run", "head -c 50000000 /dev/urandom")
     state = await _wait_ended(conn, "big")
     assert state.exit_code == 0 and state.log_size == 50_000_000
-    _, out, _ = await sshexec.run(conn, "sha256sum .styx/jobs/big/run.log")
+    _, out, _ = await ssh.run(conn, "sha256sum .styx/jobs/big/run.log")
     expected = out.split()[0].decode()
 
     chunk = 4 << 20
@@ -315,7 +315,7 @@ async def test_50mb_log_arrives_whole_in_chunks_without_being_held_at_once(conn)
     tracemalloc.start()
     try:
         async with conn.start_sftp_client() as sftp:
-            while data := await sshexec.read_log(sftp, "big", "run", offset, chunk):
+            while data := await ssh.read_log(sftp, "big", "run", offset, chunk):
                 digest.update(data)
                 offset += len(data)
                 del data
@@ -325,14 +325,14 @@ async def test_50mb_log_arrives_whole_in_chunks_without_being_held_at_once(conn)
     assert offset == 50_000_000 and digest.hexdigest() == expected
     print(f"read_log: 50 MB in {chunk >> 20} MB chunks, traced peak {peak / 1e6:.1f} MB")
     assert peak < 5 * chunk, f"peak {peak} bytes while reading in {chunk}-byte chunks"
-    assert await sshexec.read_log(conn, "big", "run", offset, chunk) == b""
-    assert await sshexec.read_log(conn, "no-such-job", "run", 0, chunk) == b""
+    assert await ssh.read_log(conn, "big", "run", offset, chunk) == b""
+    assert await ssh.read_log(conn, "no-such-job", "run", 0, chunk) == b""
 
 
 def test_bad_job_ids_and_phases_are_refused():
     for bad in ("../x", "a b", "", "x;rm", "-x"):
         with pytest.raises(ValueError):
-            sshexec._job_dir(bad)
+            ssh._job_dir(bad)
 
 
 # -- files ------------------------------------------------------------------------------
@@ -346,31 +346,31 @@ async def test_upload_dir_replaces_content_keeps_modes_and_accepts_tilde(cluster
     (src / "pkg" / "data.bin").write_bytes(bytes(range(256)))
     (src / "link").symlink_to("run.sh")
 
-    await sshexec.run(conn, "mkdir -p styx_workdir/up && echo stale > styx_workdir/up/old")
-    await sshexec.upload_dir(conn, src, "~/styx_workdir/up")
+    await ssh.run(conn, "mkdir -p styx_workdir/up && echo stale > styx_workdir/up/old")
+    await ssh.upload_dir(conn, src, "~/styx_workdir/up")
     dest = _home(cluster) / "styx_workdir" / "up"
     assert sorted(p.name for p in dest.iterdir()) == ["link", "pkg", "run.sh"]  # no nesting
     assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
     assert (dest / "pkg" / "data.bin").read_bytes() == bytes(range(256))
     assert os.readlink(dest / "link") == "run.sh"
-    assert (await sshexec.run(conn, "styx_workdir/up/run.sh"))[1] == b"hi\n"
+    assert (await ssh.run(conn, "styx_workdir/up/run.sh"))[1] == b"hi\n"
 
     (src / "run.sh").unlink()
-    await sshexec.upload_dir(conn, src, "~/styx_workdir/up")  # again: replaced, not merged
+    await ssh.upload_dir(conn, src, "~/styx_workdir/up")  # again: replaced, not merged
     assert sorted(p.name for p in dest.iterdir()) == ["link", "pkg"]
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
 
     one = tmp_path / "one.txt"
     one.write_text("v1")
-    await sshexec.upload_file(conn, one, "~/deep/er/one.txt")
+    await ssh.upload_file(conn, one, "~/deep/er/one.txt")
     one.write_text("v2")
-    await sshexec.upload_file(conn, one, "~/deep/er/one.txt")
+    await ssh.upload_file(conn, one, "~/deep/er/one.txt")
     assert (_home(cluster) / "deep" / "er" / "one.txt").read_text() == "v2"
 
 
 async def test_uploads_cannot_escape_a_local_node_home(cluster, conn, tmp_path):
     one = tmp_path / "f"
     one.write_text("x")
-    await sshexec.upload_file(conn, one, "/../../escaped.txt")
+    await ssh.upload_file(conn, one, "/../../escaped.txt")
     assert not Path("/escaped.txt").exists()
     assert (_home(cluster) / "escaped.txt").read_text() == "x"

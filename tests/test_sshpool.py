@@ -28,9 +28,9 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from styx import sshexec
-from styx.activities.local import LocalProvider
-from styx.activities.sshpool import (
+from styx import ssh
+from styx.providers.local.provider import LocalProvider
+from styx.providers.ssh.provider import (
     HostUnreachable,
     PoolConfigError,
     PoolExhausted,
@@ -38,7 +38,7 @@ from styx.activities.sshpool import (
     ReservationNotFound,
     SshPoolProvider,
 )
-from styx.sshexec import NodeEndpoint, SshPool
+from styx.ssh import NodeEndpoint, SshPool
 from tests.fixtures.processes import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,13 +48,13 @@ USER = getpass.getuser()
 @pytest.fixture(scope="module")
 def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "id_ed25519"
-    sshexec.ensure_client_key(path)
+    ssh.ensure_client_key(path)
     return path
 
 
 @pytest.fixture(scope="module")
 def client_key(key_path: Path) -> asyncssh.SSHKey:
-    return sshexec.ensure_client_key(key_path)
+    return ssh.ensure_client_key(key_path)
 
 
 class Machines:
@@ -83,7 +83,7 @@ class Machines:
 async def machines(
     tmp_path_factory: pytest.TempPathFactory, client_key: asyncssh.SSHKey
 ) -> AsyncIterator[Machines]:
-    local = LocalProvider(tmp_path_factory.mktemp("machines"), sshexec.public_key_line(client_key))
+    local = LocalProvider(tmp_path_factory.mktemp("machines"), ssh.public_key_line(client_key))
     try:
         nodes = await local.provision("lab", 3)
         homes = [Path(d["home"]) for d in await local.describe("lab")]
@@ -172,10 +172,10 @@ async def test_launch_runs_on_the_reserved_hosts_and_terminate_cleans_and_releas
     pids = []
     for node in nodes:
         conn = await pool.get(node)  # pinned to the learned key
-        status, out, _ = await sshexec.run(conn, 'echo "$MSG from $HOME"', env={"MSG": "hi"})
+        status, out, _ = await ssh.run(conn, 'echo "$MSG from $HOME"', env={"MSG": "hi"})
         assert status == 0 and out.decode().strip() == f"hi from {machines.home_of(node)}"
-        await sshexec.run(conn, "mkdir -p ~/styx_workdir/1 && echo x > ~/styx_workdir/1/f")
-        pids.append(await sshexec.start_phase(conn, "1", "run", "sleep 60"))
+        await ssh.run(conn, "mkdir -p ~/styx_workdir/1 && echo x > ~/styx_workdir/1/f")
+        pids.append(await ssh.start_phase(conn, "1", "run", "sleep 60"))
         assert (machines.home_of(node) / ".styx" / "jobs" / "1").is_dir()
     assert all(pid_alive(p) for p in pids)
 
@@ -200,18 +200,18 @@ async def test_stop_kills_the_jobs_but_keeps_the_hosts_and_start_returns_them(
     write_pools(home, lab(machines))
     nodes = await provider.provision("dev", 1, "lab")
     conn = await pool.get(nodes[0])
-    await sshexec.run(conn, "echo kept > ~/data.txt")
-    pid = await sshexec.start_phase(conn, "1", "run", "sleep 60")
+    await ssh.run(conn, "echo kept > ~/data.txt")
+    pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
 
     await provider.stop("dev")
     await provider.stop("dev")
 
     assert not pid_alive(pid)
-    state = await sshexec.phase_state(conn, "1", "run")
+    state = await ssh.phase_state(conn, "1", "run")
     assert state.exit_code == 143 and state.cancelled
     assert reserved(home) == {"dev": [f"{nodes[0].host}:{nodes[0].port}"]}
     assert await provider.start("dev") == nodes
-    assert (await sshexec.run(conn, "cat ~/data.txt"))[1] == b"kept\n"
+    assert (await ssh.run(conn, "cat ~/data.txt"))[1] == b"kept\n"
     # A stopped cluster still holds its host.
     with pytest.raises(PoolExhausted):
         await provider.provision("other", 3, "lab")
@@ -295,7 +295,7 @@ _PROVISION_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
 import asyncssh
-from styx.activities.sshpool import PoolExhausted, SshPoolProvider
+from styx.providers.ssh.provider import PoolExhausted, SshPoolProvider
 
 home, key, clusters = Path(sys.argv[1]), asyncssh.read_private_key(sys.argv[2]), sys.argv[3:]
 
@@ -411,7 +411,7 @@ async def test_jobs_left_by_a_previous_owner_are_killed_before_the_host_is_reuse
     write_pools(home, {"one": {"user": USER, "hosts": [machines.entry(0)]}})
     (node,) = await provider.provision("old", 1, "one")
     conn = await pool.get(node)
-    old_job = await sshexec.start_phase(conn, "1", "run", "sleep 60")
+    old_job = await ssh.start_phase(conn, "1", "run", "sleep 60")
     # terminate could not reach the host: its reservation went without the clean-up.
     table = json.loads((home / "ssh_reservations.json").read_text())
     del table["clusters"]["old"]
@@ -420,7 +420,7 @@ async def test_jobs_left_by_a_previous_owner_are_killed_before_the_host_is_reuse
     (again,) = await provider.provision("new", 1, "one")
 
     assert again == node and not pid_alive(old_job)
-    state = await sshexec.phase_state(conn, "1", "run")
+    state = await ssh.phase_state(conn, "1", "run")
     assert not state.started  # job 1 of the new cluster will not re-attach to the old one
 
 
@@ -428,23 +428,23 @@ async def test_identity_file_logs_in_once_and_authorizes_styx_key(
     machines: Machines, home: Path, key_path: Path
 ):
     # Styx's own key is new: only the user's identity file is authorized on the machine.
-    styx_key = sshexec.ensure_client_key(home / "ssh" / "id_ed25519")
+    styx_key = ssh.ensure_client_key(home / "ssh" / "id_ed25519")
     provider = SshPoolProvider(home, styx_key)
     write_pools(home, {"lab": {
         "user": USER, "identity_file": str(key_path), "hosts": [machines.entry(1)],
     }})
     try:
         (node,) = await provider.provision("c", 1, "lab")
-        conn = await sshexec.connect(node, styx_key)  # what the job activities do
+        conn = await ssh.connect(node, styx_key)  # what the job activities do
         try:
-            assert (await sshexec.run(conn, "echo ok"))[1] == b"ok\n"
+            assert (await ssh.run(conn, "echo ok"))[1] == b"ok\n"
         finally:
             conn.close()
         authorized = (machines.homes[1] / ".ssh" / "authorized_keys").read_text().splitlines()
-        assert authorized.count(sshexec.public_key_line(styx_key)) == 1
+        assert authorized.count(ssh.public_key_line(styx_key)) == 1
         await provider.start("c")  # no second copy
         authorized = (machines.homes[1] / ".ssh" / "authorized_keys").read_text().splitlines()
-        assert authorized.count(sshexec.public_key_line(styx_key)) == 1
+        assert authorized.count(ssh.public_key_line(styx_key)) == 1
     finally:
         await provider.terminate("c")
 
@@ -547,7 +547,7 @@ def sshd(tmp_path: Path, client_key: asyncssh.SSHKey) -> Iterator[tuple[int, Pat
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     (d / "host_key").write_bytes(host_key.export_private_key())
     os.chmod(d / "host_key", 0o600)
-    (d / "authorized_keys").write_text(sshexec.public_key_line(client_key) + "\n")
+    (d / "authorized_keys").write_text(ssh.public_key_line(client_key) + "\n")
     proc = None
     try:
         for _ in range(3):  # the free port may be taken in between: try another
@@ -606,8 +606,8 @@ async def test_a_pool_of_one_openssh_host_runs_a_job_and_is_cleaned_up(
     assert f"[127.0.0.1]:{port} {node.host_key}" in (home / "ssh_known_hosts").read_text()
 
     conn = await pool.get(node)
-    assert (await sshexec.run(conn, 'echo "$HOME"'))[1].decode().strip() == str(node_home)
-    pid = await sshexec.start_phase(conn, "1", "run", "sleep 60")
+    assert (await ssh.run(conn, 'echo "$HOME"'))[1].decode().strip() == str(node_home)
+    pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
     assert pid_alive(pid) and (node_home / ".styx" / "jobs" / "1").is_dir()
 
     await provider.stop("ossh")
@@ -635,7 +635,7 @@ async def test_hosts_behind_an_openssh_jump_host_are_checked_and_cleaned_through
     assert reserved(home) == {"j": [f"{node.host}:{node.port} via 127.0.0.1:{port}"]}
 
     conn = await pool.get(node)  # loopback: also reachable directly, for the test's job
-    pid = await sshexec.start_phase(conn, "1", "run", "sleep 60")
+    pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
     await provider.terminate("j")
     assert not pid_alive(pid) and not (machines.homes[2] / ".styx" / "jobs").exists()
     assert reserved(home) == {}

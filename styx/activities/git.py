@@ -18,19 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from styx.config import Settings
-from styx.db import Database, JobStatus, PushRunStatus
-from styx.gitserver.config import GitServerConfig
-from styx.gitserver.names import InvalidName, RepoName, is_sha
-from styx.gitserver.storage import RepoStore
-from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
-from styx.temporal import CLUSTER_KEY
-from styx.workflows.push import (
+from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, cluster_workflow_id
+from styx.contracts.jobs import JobStatus
+from styx.contracts.pushes import (
     DownClusterInput,
     ExportInput,
     PushInput,
@@ -38,10 +32,19 @@ from styx.workflows.push import (
     PushJobRef,
     PushPlan,
     PushRecord,
+    PushRunStatus,
     SubmitPushJobInput,
     WaitJobInput,
     WaitJobResult,
 )
+from styx.db import Database
+from styx.gitserver.config import GitServerConfig
+from styx.gitserver.names import InvalidName, RepoName, is_sha
+from styx.gitserver.storage import RepoStore
+from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
+from styx.services import clusters as service
+from styx.services.launch import InvalidRequest, cluster_spec, load_task, submit_input
+from styx.task import Task
 
 #: A managed cluster is taken down by its push run; this idle autodown is the safety net.
 MANAGED_AUTODOWN_MINUTES = 10
@@ -141,10 +144,6 @@ class GitActivities:
 
     @activity.defn(name="push_submit")
     async def push_submit(self, inp: SubmitPushJobInput) -> PushJobRef:
-        from styx.api.launch import InvalidRequest, cluster_spec, load_task, submit_input
-        from styx.task import Task
-        from styx.workflows.cluster import ClusterInput, ClusterWorkflow, SubmitJobResult, cluster_workflow_id
-
         job = inp.job
         spec = await asyncio.to_thread(self._spec, inp.push, job.name)
         data = spec.task.to_dict(include_secrets=True)
@@ -163,39 +162,31 @@ class GitActivities:
         client = await self._temporal()
         # The run is the pusher's: the job is recorded as theirs, never the repo owner's.
         submit = submit_input(task, inp.push.pusher, self.settings.home)
-        try:
-            if job.managed:
-                cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
+        launch = None
+        if job.managed:
+            cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
+            try:
                 launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True)
-                submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
-                start = WithStartWorkflowOperation(
-                    ClusterWorkflow.run, ClusterInput(launch), id=cluster_workflow_id(cluster),
-                    task_queue=self.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    search_attributes=TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, cluster)]))
-                result: SubmitJobResult = await client.execute_update_with_start_workflow(
-                    ClusterWorkflow.submit_job, submit, start_workflow_operation=start, id=inp.key)
-            else:
-                cluster = job.cluster or ""
-                row = await asyncio.to_thread(self.db.get_cluster, cluster)
-                if row is None or row.status.value in ("TERMINATED", "FAILED"):
-                    raise ApplicationError(
-                        f"cluster {cluster!r} does not exist (or was taken down); launch it first "
-                        f"(`styx launch -c {cluster} ...`) or use `managed: true`",
-                        type="ClusterNotFound", non_retryable=True)
-                handle = client.get_workflow_handle(cluster_workflow_id(cluster))
-                result = await handle.execute_update(ClusterWorkflow.submit_job, submit, id=inp.key)
-        except InvalidRequest as err:
-            raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise ApplicationError(f"cluster refused the job: {message}", type="Rejected",
+            except InvalidRequest as err:
+                raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+            submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
+        else:
+            cluster = job.cluster or ""
+            row = await asyncio.to_thread(self.db.get_cluster, cluster)
+            if row is None or row.status in CLUSTER_GONE:
+                raise ApplicationError(
+                    f"cluster {cluster!r} does not exist (or was taken down); launch it first "
+                    f"(`styx launch -c {cluster} ...`) or use `managed: true`",
+                    type="ClusterNotFound", non_retryable=True)
+        try:
+            result = await service.submit_job(client, self.settings.task_queue, cluster, submit,
+                                              launch=launch, update_id=inp.key)
+        except service.ClusterRefused as err:
+            raise ApplicationError(f"cluster refused the job: {err.message}", type="Rejected",
                                    non_retryable=True) from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ApplicationError(f"cluster {job.cluster!r} is not running", type="ClusterNotFound",
-                                       non_retryable=True) from None
-            raise
+        except service.ClusterNotRunning:
+            raise ApplicationError(f"cluster {cluster!r} is not running", type="ClusterNotFound",
+                                   non_retryable=True) from None
         return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
 
     def _spec(self, push: PushInput, name: str) -> Any:
@@ -227,23 +218,18 @@ class GitActivities:
 
     @activity.defn(name="push_down_cluster")
     async def push_down_cluster(self, inp: DownClusterInput) -> None:
-        from styx.workflows.cluster import ClusterDescription, ClusterWorkflow, cluster_workflow_id
-
         client = await self._temporal()
-        handle = client.get_workflow_handle(cluster_workflow_id(inp.cluster))
-        task = asyncio.ensure_future(handle.execute_update(ClusterWorkflow.down, result_type=ClusterDescription))
+        down = asyncio.ensure_future(service.update_cluster(
+            client, cluster_workflow_id(inp.cluster), "down", result_type=ClusterDescription))
         try:
-            while not task.done():
+            while not down.done():
                 activity.heartbeat()
-                await asyncio.wait({task}, timeout=5)
-            await task
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-        except WorkflowUpdateFailedError:
+                await asyncio.wait({down}, timeout=5)
+            await down
+        except (service.ClusterNotRunning, service.ClusterRefused):
             pass  # already down or failed: nothing left to take down
         finally:
-            task.cancel()
+            down.cancel()
 
     # ------------------------------------------------------------------ record
 

@@ -3,7 +3,7 @@
 The cluster workflow asks ``plan`` for the launch attempts to try in order (one for local
 nodes and SSH pools; per zone, region and spot/on-demand choice for AWS) and calls
 ``provision`` once per attempt until one succeeds, so every attempt is an activity in the
-workflow history. Providers are plain objects (``styx.activities.local``, ``.aws``,
+workflow history. Providers are plain objects (``styx.providers.local.provider``, ``.aws``,
 ``.sshpool``); this class adapts them and turns their errors into ``ApplicationError``
 types the workflow acts on: ``InsufficientCapacity`` (try the next attempt), ``InvalidTask``
 and ``ProvisionFailed`` (give up, leaving nothing behind).
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from styx.activities import types as t
+from styx.contracts.providers import CheckInput, CheckOutput, PlanOutput, ProviderInput, ProviderOutput
 from styx.activities.heartbeat import heartbeating
 from styx.task import TaskValidationError
 
@@ -29,8 +29,8 @@ def _nodes(endpoints: list[Any]) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Provider exceptions -> ApplicationError types the cluster workflow understands."""
-    from styx.activities.aws import CapacityError, ProvisionError
-    from styx.activities.sshpool import PoolConfigError, PoolExhausted, ReservationConflict, SshPoolError
+    from styx.providers.aws.provider import CapacityError, ProvisionError
+    from styx.providers.ssh.provider import PoolConfigError, PoolExhausted, ReservationConflict, SshPoolError
 
     try:
         yield
@@ -56,7 +56,7 @@ class ProviderActivities:
         return provider
 
     @activity.defn(name="plan")
-    async def plan(self, inp: t.ProviderInput) -> t.PlanOutput:
+    async def plan(self, inp: ProviderInput) -> PlanOutput:
         with _mapped_errors():
             if inp.provider == "aws":
                 attempts = [a.to_dict() for a in self._get("aws").plan(inp.resources, inp.num_nodes)]
@@ -64,33 +64,33 @@ class ProviderActivities:
                 attempts = [{"pool": inp.region, "attempt_no": 1}]
             else:
                 attempts = [{"attempt_no": 1}]
-        return t.PlanOutput(attempts=attempts)
+        return PlanOutput(attempts=attempts)
 
     @activity.defn(name="provision")
-    async def provision(self, inp: t.ProviderInput) -> t.ProviderOutput:
+    async def provision(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._get(inp.provider)
         with _mapped_errors():
             async with heartbeating():
                 if inp.provider == "aws":
                     result = await provider.provision(inp.cluster, inp.num_nodes, inp.attempt)
-                    return t.ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
+                    return ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
                 if inp.provider == "ssh":
                     nodes = await provider.provision(inp.cluster, inp.num_nodes, inp.attempt["pool"])
-                    return t.ProviderOutput(nodes=_nodes(nodes), region=inp.attempt["pool"])
-                return t.ProviderOutput(nodes=_nodes(await provider.provision(inp.cluster, inp.num_nodes)))
+                    return ProviderOutput(nodes=_nodes(nodes), region=inp.attempt["pool"])
+                return ProviderOutput(nodes=_nodes(await provider.provision(inp.cluster, inp.num_nodes)))
 
     @activity.defn(name="start")
-    async def start(self, inp: t.ProviderInput) -> t.ProviderOutput:
+    async def start(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._get(inp.provider)
         with _mapped_errors():
             async with heartbeating():
                 if inp.provider == "aws":
                     result = await provider.start(inp.cluster, inp.region)
-                    return t.ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
-                return t.ProviderOutput(nodes=_nodes(await provider.start(inp.cluster)), region=inp.region)
+                    return ProviderOutput(nodes=_nodes(result.nodes), region=result.region, zone=result.zone)
+                return ProviderOutput(nodes=_nodes(await provider.start(inp.cluster)), region=inp.region)
 
     @activity.defn(name="stop")
-    async def stop(self, inp: t.ProviderInput) -> t.ProviderOutput:
+    async def stop(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._get(inp.provider)
         with _mapped_errors():
             async with heartbeating():
@@ -98,10 +98,10 @@ class ProviderActivities:
                     await provider.stop(inp.cluster, inp.region)
                 else:
                     await provider.stop(inp.cluster)
-        return t.ProviderOutput()
+        return ProviderOutput()
 
     @activity.defn(name="terminate")
-    async def terminate(self, inp: t.ProviderInput) -> t.ProviderOutput:
+    async def terminate(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._get(inp.provider)
         with _mapped_errors():
             async with heartbeating():
@@ -109,10 +109,10 @@ class ProviderActivities:
                     await provider.terminate(inp.cluster, inp.region)
                 else:
                     await provider.terminate(inp.cluster)
-        return t.ProviderOutput()
+        return ProviderOutput()
 
     @activity.defn(name="check_providers")
-    async def check_providers(self, inp: t.CheckInput) -> t.CheckOutput:
+    async def check_providers(self, inp: CheckInput) -> CheckOutput:
         """Which providers this worker can use, and why not."""
         import asyncio
 
@@ -127,4 +127,4 @@ class ProviderActivities:
         else:
             ok, reason = self.ssh.check()
             results.append({"provider": "ssh", "ok": ok, "reason": reason})
-        return t.CheckOutput(results=results)
+        return CheckOutput(results=results)

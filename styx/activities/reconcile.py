@@ -8,11 +8,12 @@ from typing import Any
 
 from temporalio import activity
 
-from styx.activities import types as t
+from styx.contracts.providers import ReconcileInput, ReconcileOutput
+from styx.contracts.clusters import CLUSTER_GONE, ClusterStatus
 from styx.activities.heartbeat import heartbeating
 from styx.db import Database
 
-LIVE = ("INIT", "UP", "STOPPED")
+LIVE = tuple(s for s in ClusterStatus if s not in CLUSTER_GONE)
 
 
 class ReconcileActivities:
@@ -20,9 +21,9 @@ class ReconcileActivities:
         self.db, self.aws = db, aws
 
     @activity.defn(name="find_orphans")
-    async def find_orphans(self, inp: t.ReconcileInput) -> t.ReconcileOutput:
+    async def find_orphans(self, inp: ReconcileInput) -> ReconcileOutput:
         if self.aws is None:
-            return t.ReconcileOutput()
+            return ReconcileOutput()
         async with heartbeating():
             instances = await self.aws.list_deployment_instances(inp.region)
             clusters = await asyncio.to_thread(self.db.list_clusters, status=LIVE)
@@ -33,4 +34,4 @@ class ReconcileActivities:
                 for name in sorted({o["cluster"] for o in orphans if o.get("cluster")}):
                     region = next(o["region"] for o in orphans if o["cluster"] == name)
                     terminated += await self.aws.terminate(name, region)
-        return t.ReconcileOutput(orphans=orphans, terminated=terminated)
+        return ReconcileOutput(orphans=orphans, terminated=terminated)

@@ -16,11 +16,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
-from styx.activities import types as t
+from styx.contracts.jobs import JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
 from styx.activities.heartbeat import heartbeating
 from styx.db import Database
 from styx.secrets import unseal
-from styx.sshexec import (
+from styx.ssh import (
     JobCancelled,
     NodeEndpoint,
     SshPool,
@@ -43,7 +43,7 @@ class SshActivities:
         self.db = db
 
     @activity.defn(name="run_phase")
-    async def run_phase(self, inp: t.RunPhaseInput) -> t.RunPhaseOutput:
+    async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
         node = NodeEndpoint.from_dict(inp.node)
         job_id = str(inp.job_id)
         conn = await self.pool.get(node)
@@ -53,7 +53,7 @@ class SshActivities:
             if inp.phase == "run" and inp.rank == 0:
                 # Recorded here, once the job really started, rather than by the workflow:
                 # that saves the job a workflow task. The upsert is idempotent.
-                await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status="RUNNING")
+                await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=JobStatus.RUNNING)
         except JobCancelled:
             raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
                                    non_retryable=True) from None
@@ -96,13 +96,13 @@ class SshActivities:
             # A one-node job ends with its run phase: say so now rather than a workflow task
             # later (the workflow records the same; the first terminal status wins). A phase
             # ended by a cancel is left to the workflow, which records CANCELLED.
-            status = t.SUCCEEDED if state.exit_code == 0 else t.FAILED
+            status = JobStatus.SUCCEEDED if state.exit_code == 0 else JobStatus.FAILED
             await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=status,
                                     exit_codes=[state.exit_code])
-        return t.RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
+        return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
 
     @activity.defn(name="kill_job")
-    async def kill_job(self, inp: t.KillJobInput) -> None:
+    async def kill_job(self, inp: KillJobInput) -> None:
         async def kill(node_dict: dict) -> None:
             conn = await self.pool.get(NodeEndpoint.from_dict(node_dict))
             await kill_phase(conn, str(inp.job_id))
@@ -110,11 +110,11 @@ class SshActivities:
         await asyncio.gather(*(kill(n) for n in inp.nodes))
 
     @activity.defn(name="sync_files")
-    async def sync_files(self, inp: t.SyncFilesInput) -> None:
+    async def sync_files(self, inp: SyncFilesInput) -> None:
         async with heartbeating():
             await self._sync_files(inp)
 
-    async def _sync_files(self, inp: t.SyncFilesInput) -> None:
+    async def _sync_files(self, inp: SyncFilesInput) -> None:
         conn = await self.pool.get(NodeEndpoint.from_dict(inp.node))
         if inp.workdir:
             src = Path(inp.workdir).expanduser()

@@ -10,7 +10,8 @@ from typing import Any
 from temporalio import activity
 
 from styx import joblogs
-from styx.activities import types as t
+from styx.contracts.clusters import ClusterRecord
+from styx.contracts.jobs import JobRecord
 from styx.db import Database, utcnow
 
 
@@ -28,10 +29,10 @@ class StateActivities:
         self.home = home
 
     @activity.defn(name="record_cluster")
-    async def record_cluster(self, rec: t.ClusterRecord) -> None:
+    async def record_cluster(self, rec: ClusterRecord) -> None:
         await asyncio.to_thread(self._record_cluster, rec)
 
-    def _record_cluster(self, rec: t.ClusterRecord) -> None:
+    def _record_cluster(self, rec: ClusterRecord) -> None:
         if rec.fresh:
             # A new cluster under a name used before: its job ids start again at 1, so the
             # old run's jobs and copied logs must not be mistaken for the new ones.
@@ -53,7 +54,7 @@ class StateActivities:
             self.db.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
 
     @activity.defn(name="record_job")
-    async def record_job(self, rec: t.JobRecord) -> None:
+    async def record_job(self, rec: JobRecord) -> None:
         fields = {
             k: v for k, v in dict(
                 name=rec.name, status=rec.status, cpus=rec.cpus, accelerators=rec.accelerators,

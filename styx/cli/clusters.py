@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from styx.cli.main import app, console, fail
-from styx.schemas import JobInfo
+from styx.contracts.rest import JobInfo
 from styx.sdk.client import Client, StyxError
 from styx.task import Task, TaskValidationError
 

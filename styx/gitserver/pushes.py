@@ -25,8 +25,10 @@ from styx.gitserver.hooks import PushSession, Update
 from styx.gitserver.names import ZERO_SHA
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE
-from styx.temporal import REPO_KEY, TemporalUnavailable, connect
-from styx.workflows.push import PushInput, PushSummary, PushWorkflow, push_workflow_id
+from styx.contracts.pushes import PushInput, PushRunStatus, PushSummary, push_workflow_id
+from styx.contracts.search import REPO_KEY
+from styx.temporal import TemporalUnavailable, connect
+from styx.workflows.push import PushWorkflow
 
 log = logging.getLogger("styx.gitserver.pushes")
 
@@ -39,7 +41,7 @@ def summary_lines(settings: Settings, owner: str, repo: str, summary: PushSummar
     if summary.status == "SKIPPED":
         return [f"{short}: nothing to run ({summary.message})"]
     lines = []
-    if summary.status == "FAILED" and not summary.jobs:
+    if summary.status == PushRunStatus.FAILED and not summary.jobs:
         lines.append(f"{short}: run failed: {summary.message}")
     for job in summary.jobs:
         if job.job_id:

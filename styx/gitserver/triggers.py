@@ -74,7 +74,7 @@ def _any_match(patterns: list[str], value: str) -> bool:
 
 def load_config(text: str | bytes) -> list[PushJobSpec]:
     """Parse and validate the whole file; raises :class:`ConfigError` on the first problem."""
-    from styx.api.launch import InvalidRequest, check_cluster_name, load_task, provider_of
+    from styx.services.launch import InvalidRequest, check_cluster_name, load_task, provider_of
 
     if isinstance(text, bytes):
         try:

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 
 from styx.config import Settings
-from styx.schemas import (
+from styx.contracts.rest import (
     CancelResult,
     ClusterInfo,
     JobInfo,

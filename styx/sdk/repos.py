@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from styx.gitserver.schemas import (
+from styx.contracts.pushes import PUSH_TERMINAL
+from styx.contracts.rest_repos import (
     BranchInfo,
     CollaboratorInfo,
     KeyInfo,
@@ -33,9 +34,6 @@ from styx.gitserver.schemas import (
     UserInfo,
 )
 
-TERMINAL_RUN_STATUSES = ("SUCCEEDED", "FAILED", "SKIPPED")
-
-
 @dataclass(frozen=True)
 class _Req:
     method: str
@@ -43,20 +41,17 @@ class _Req:
     json: Any = None
     params: dict[str, Any] | None = None
 
-
 def _raise_for(resp: Any) -> None:
     # Imported late: styx.sdk.client mixes these classes in, so it imports this module first.
     from styx.sdk.client import _raise_for as raise_for
 
     raise_for(resp)
 
-
 def _split(full_name: str) -> tuple[str, str]:
     owner, sep, name = full_name.strip("/").partition("/")
     if not sep or not owner or not name or "/" in name:
         raise ValueError(f"expected <owner>/<name>, got {full_name!r}")
     return owner, name.removesuffix(".git")
-
 
 def _public_key_text(key: str | Path) -> str:
     text = str(key)
@@ -66,7 +61,6 @@ def _public_key_text(key: str | Path) -> str:
     if not path.is_file():
         raise ValueError(f"no such public key file: {path}")
     return path.read_text().strip()
-
 
 class _RepoRoutes:
     @staticmethod
@@ -142,7 +136,6 @@ class _RepoRoutes:
     def commit_status(full: str, rev: str) -> _Req:
         owner, name = _split(full)
         return _Req("GET", f"/api/v1/repos/{owner}/{name}/commits/{quote(rev, safe='')}/status")
-
 
 class ReposMixin:
     """Users, keys, repositories, branches and runs, for :class:`styx.sdk.client.Client`."""
@@ -233,7 +226,7 @@ class ReposMixin:
         while True:
             try:
                 run = self.commit_status(full_name, rev)
-                if run.status in TERMINAL_RUN_STATUSES:
+                if run.status in PUSH_TERMINAL:
                     return run
             except NotFound:
                 pass
@@ -241,7 +234,6 @@ class ReposMixin:
                 raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
             time.sleep(poll)
             poll = min(poll * 1.5, 1.0)
-
 
 class AsyncReposMixin:
     """The asynchronous twin of :class:`ReposMixin`, for :class:`styx.sdk.client.AsyncClient`."""
@@ -323,7 +315,7 @@ class AsyncReposMixin:
         while True:
             try:
                 run = await self.commit_status(full_name, rev)
-                if run.status in TERMINAL_RUN_STATUSES:
+                if run.status in PUSH_TERMINAL:
                     return run
             except NotFound:
                 pass
@@ -332,7 +324,6 @@ class AsyncReposMixin:
             await asyncio.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
-
 def __getattr__(name: str) -> Any:
     """``GitClient`` / ``AsyncGitClient``: ``styx.Client`` / ``styx.AsyncClient`` with these
     methods (the clients themselves once they mix them in). Built on first use, since
@@ -340,7 +331,6 @@ def __getattr__(name: str) -> Any:
     if name in ("GitClient", "AsyncGitClient"):
         return _clients()[name]
     raise AttributeError(name)
-
 
 @functools.cache
 def _clients() -> dict[str, type]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from styx.config import SEARCH_ATTRIBUTES, Settings, find_temporal_binary
+from styx.config import Settings, find_temporal_binary
+from styx.contracts.search import SEARCH_ATTRIBUTES
 from styx.gitserver.config import GitServerConfig
 
 PR_SET_PDEATHSIG = 1

@@ -15,19 +15,19 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from styx import db as styx_db
-from styx.activities.aws import AwsProvider
-from styx.activities.local import LocalProvider
+from styx.providers.aws.provider import AwsProvider
+from styx.providers.local.provider import LocalProvider
 from styx.activities.ping import ping
 from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
-from styx.activities.sshpool import SshPoolProvider
+from styx.providers.ssh.provider import SshPoolProvider
 from styx.activities.state import StateActivities
-from styx.activities.types import ReconcileInput
 from styx.config import Settings
+from styx.contracts.providers import ReconcileInput
 from styx.db import Database
-from styx.sshexec import SshPool, ensure_client_key, public_key_line
+from styx.ssh import SshPool, ensure_client_key, public_key_line
 from styx.temporal import connect
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow

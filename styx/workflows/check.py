@@ -6,12 +6,12 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities import types as t
+    from styx.contracts.providers import CheckInput, CheckOutput
 
 
 @workflow.defn(name="CheckWorkflow")
 class CheckWorkflow:
     @workflow.run
-    async def run(self, inp: t.CheckInput) -> t.CheckOutput:
+    async def run(self, inp: CheckInput) -> CheckOutput:
         return await workflow.execute_activity(
-            "check_providers", inp, result_type=t.CheckOutput, start_to_close_timeout=timedelta(seconds=60))
+            "check_providers", inp, result_type=CheckOutput, start_to_close_timeout=timedelta(seconds=60))

@@ -10,7 +10,6 @@ When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs
 """
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,138 +18,32 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities import types as t
-    from styx.temporal import CLUSTER_KEY
-    from styx.workflows.job import JobFinished, JobInput, JobWorkflow, record
+    from styx.contracts.clusters import (
+        AutostopInput,
+        CancelJobInput,
+        CancelJobResult,
+        ClusterDescription,
+        ClusterInput,
+        ClusterRecord,
+        ClusterSpec,
+        ClusterState,
+        ClusterStatus,
+        QueuedJob,
+        RunningJob,
+        SubmitJobInput,
+        SubmitJobResult,
+    )
+    from styx.contracts.jobs import JobFinished, JobInput, JobRecord, JobStatus, job_workflow_id
+    from styx.contracts.providers import PlanOutput, ProviderErrors, ProviderInput, ProviderOutput
+    from styx.contracts.search import CLUSTER_KEY
+    from styx.workflows.job import JobWorkflow, record
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3,
-    non_retryable_error_types=["InvalidTask", "ProvisionFailed", "NoCredentials"],
+    non_retryable_error_types=[ProviderErrors.INVALID, ProviderErrors.FAILED, ProviderErrors.NO_CREDENTIALS],
 )
 #: How long ``stop``/``down`` wait for cancelled jobs to be killed before stopping the nodes.
 DRAIN_TIMEOUT = timedelta(seconds=60)
-
-
-def cluster_workflow_id(name: str) -> str:
-    return f"cluster/{name}"
-
-
-def job_workflow_id(cluster: str, job_id: int) -> str:
-    return f"cluster/{cluster}/job/{job_id}"
-
-
-@dataclass
-class ClusterSpec:
-    """What was asked for at launch; a later launch of the same name must ask the same."""
-
-    name: str
-    provider: str
-    num_nodes: int = 1
-    #: The task's public resources dict, for the provider and for comparison.
-    resources: dict[str, Any] = field(default_factory=dict)
-    #: Capacity of each node, for the job queue.
-    node_cpus: float = 1.0
-    node_accelerators: dict[str, int] = field(default_factory=dict)
-    autostop_minutes: int | None = None
-    autostop_down: bool = False
-    #: AWS region asked for, or the SSH pool's name.
-    region: str | None = None
-
-
-@dataclass
-class QueuedJob:
-    job_id: int
-    name: str
-    cpus: float
-    accelerators: dict[str, int]
-    num_nodes: int
-    task: dict[str, Any]
-    env: dict[str, str]
-    sealed_secrets: str | None = None
-
-
-@dataclass
-class RunningJob:
-    job_id: int
-    workflow_id: str
-    ranks: list[int]
-    cpus: float
-    accelerators: dict[str, int]
-
-
-@dataclass
-class ClusterState:
-    status: str = t.INIT
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    next_job_id: int = 1
-    queue: list[QueuedJob] = field(default_factory=list)
-    running: list[RunningJob] = field(default_factory=list)
-    #: ISO time of the last moment the cluster was busy (for autostop).
-    idle_since: str | None = None
-    message: str | None = None
-    region: str | None = None
-    zone: str | None = None
-
-
-@dataclass
-class ClusterInput:
-    spec: ClusterSpec
-    #: Set only when continuing as new.
-    state: ClusterState | None = None
-
-
-@dataclass
-class SubmitJobInput:
-    task: dict[str, Any]
-    name: str = ""
-    cpus: float = 0.5
-    accelerators: dict[str, int] = field(default_factory=dict)
-    num_nodes: int = 1
-    env: dict[str, str] = field(default_factory=dict)
-    user: str | None = None
-    #: Given by ``launch``: the cluster must have been launched with this spec.
-    launch_spec: ClusterSpec | None = None
-    #: The task's secrets, encrypted (``styx.secrets``): never in clear in the history.
-    sealed_secrets: str | None = None
-
-
-@dataclass
-class SubmitJobResult:
-    job_id: int
-    workflow_id: str
-
-
-@dataclass
-class CancelJobInput:
-    #: None: the latest job that is running or waiting.
-    job_id: int | None = None
-
-
-@dataclass
-class CancelJobResult:
-    job_id: int
-    previous_status: str
-
-
-@dataclass
-class AutostopInput:
-    minutes: int | None
-    down: bool = False
-
-
-@dataclass
-class ClusterDescription:
-    name: str
-    status: str
-    provider: str
-    num_nodes: int
-    nodes: list[dict[str, Any]]
-    queued: list[int]
-    running: list[int]
-    next_job_id: int
-    autostop_minutes: int | None
-    autostop_down: bool
-    message: str | None = None
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -177,7 +70,7 @@ class ClusterWorkflow:
         if self._fresh:
             async with self._lifecycle:
                 await self._provision()
-        while self.state.status not in (t.TERMINATED, t.CLUSTER_FAILED):
+        while self.state.status not in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
             await self._schedule()
             timeout = self._autostop_remaining()
             try:
@@ -195,12 +88,12 @@ class ClusterWorkflow:
         self._wake = True
 
     # -- provider -----------------------------------------------------------------------
-    def _provider_input(self, attempt: dict[str, Any] | None = None) -> t.ProviderInput:
-        return t.ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources,
+    def _provider_input(self, attempt: dict[str, Any] | None = None) -> ProviderInput:
+        return ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources,
                                attempt=attempt or {}, region=self.state.region or self.spec.region)
 
     async def _provider(self, activity: str, attempt: dict[str, Any] | None = None,
-                        result_type: type = t.ProviderOutput) -> Any:
+                        result_type: type = ProviderOutput) -> Any:
         return await workflow.execute_activity(
             activity, self._provider_input(attempt), result_type=result_type,
             start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
@@ -209,7 +102,7 @@ class ClusterWorkflow:
 
     async def _record_cluster(self, **extra: Any) -> None:
         spec = self.spec
-        await record("record_cluster", t.ClusterRecord(
+        await record("record_cluster", ClusterRecord(
             name=spec.name, provider=spec.provider, status=self.state.status,
             num_nodes=spec.num_nodes, resources=spec.resources,
             workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
@@ -221,16 +114,16 @@ class ClusterWorkflow:
         one (each attempt is its own activity, visible in the history and in `styx status`)."""
         await self._record_cluster(fresh=True)
         self._cluster_recorded = True
-        out: t.ProviderOutput | None = None
+        out: ProviderOutput | None = None
         failures: list[str] = []
         try:
-            plan = await self._provider("plan", result_type=t.PlanOutput)
+            plan = await self._provider("plan", result_type=PlanOutput)
             for attempt in plan.attempts:
                 try:
                     out = await self._provider("provision", attempt)
                     break
                 except ActivityError as err:
-                    if getattr(err.cause, "type", None) != "InsufficientCapacity":
+                    if getattr(err.cause, "type", None) != ProviderErrors.CAPACITY:
                         raise
                     failures.append(f"attempt {len(failures) + 1} ({_where(attempt)}): {err.cause}")
                     self.state.message = "; ".join(failures[-3:]) + "; trying the next"
@@ -241,13 +134,13 @@ class ClusterWorkflow:
             self.state.message = "launch failed: " + ("; ".join(failures) or "no launch attempt to try")
             workflow.logger.warning("cluster %s: %s", self.spec.name, self.state.message)
             await self._provider("terminate")  # leave no node behind
-            self.state.status = t.CLUSTER_FAILED
+            self.state.status = ClusterStatus.FAILED
             await self._record_cluster(nodes=[])
             await self._fail_queued(self.state.message)
             return
         self.state.nodes = out.nodes
         self.state.region, self.state.zone = out.region, out.zone
-        self.state.status = t.UP
+        self.state.status = ClusterStatus.UP
         self.state.message = f"launched after {len(failures)} failed attempt(s): {failures[-1]}" if failures else None
         self._mark_busy()
         await self._record_cluster(nodes=out.nodes, region=out.region, zone=out.zone, mark_launched=True)
@@ -272,7 +165,7 @@ class ClusterWorkflow:
 
     async def _schedule(self) -> None:
         """Start waiting jobs, in submission order, while the head of the queue fits."""
-        while self.state.status == t.UP and self.state.queue:
+        while self.state.status == ClusterStatus.UP and self.state.queue:
             job = self.state.queue[0]
             ranks = self._place(job)
             if ranks is None:
@@ -293,13 +186,13 @@ class ClusterWorkflow:
                 search_attributes=workflow.info().typed_search_attributes,
             )
 
-    async def _fail_queued(self, message: str, status: str = t.FAILED) -> None:
+    async def _fail_queued(self, message: str, status: str = JobStatus.FAILED) -> None:
         queued, self.state.queue = self.state.queue, []
         for job in queued:
             await self._record_job(job.job_id, status, message=message)
 
     async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
-        await record("record_job", t.JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra))
+        await record("record_job", JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra))
 
     @workflow.signal
     def job_finished(self, finished: JobFinished) -> None:
@@ -322,7 +215,7 @@ class ClusterWorkflow:
         self._poke()  # the job may start while its row is written: the DB keeps the later status
         await workflow.wait_condition(lambda: self._cluster_recorded)
         await self._record_job(
-            job_id, t.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
+            job_id, JobStatus.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
             num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
             user=req.user,
         )
@@ -338,10 +231,10 @@ class ClusterWorkflow:
                 f"launch under another name, or `styx down {spec.name}` first",
                 type="ResourceMismatch",
             )
-        if self.state.status == t.STOPPED:
+        if self.state.status == ClusterStatus.STOPPED:
             raise ApplicationError(
                 f"cluster {spec.name!r} is STOPPED; run `styx start {spec.name}` first", type="ClusterStopped")
-        if self.state.status not in (t.INIT, t.UP):
+        if self.state.status not in (ClusterStatus.INIT, ClusterStatus.UP):
             raise ApplicationError(f"cluster {spec.name!r} is {self.state.status}", type="ClusterNotUp")
         if req.num_nodes > spec.num_nodes:
             raise ApplicationError(
@@ -363,13 +256,13 @@ class ClusterWorkflow:
         for i, job in enumerate(self.state.queue):
             if job.job_id == job_id:
                 del self.state.queue[i]
-                await self._record_job(job_id, t.CANCELLED, message="cancelled before it started")
+                await self._record_job(job_id, JobStatus.CANCELLED, message="cancelled before it started")
                 self._mark_busy()
                 self._poke()
-                return CancelJobResult(job_id, t.PENDING)
+                return CancelJobResult(job_id, JobStatus.PENDING)
         running = next(j for j in self.state.running if j.job_id == job_id)
         await workflow.get_external_workflow_handle(running.workflow_id).cancel()
-        return CancelJobResult(job_id, t.RUNNING)
+        return CancelJobResult(job_id, JobStatus.RUNNING)
 
     @cancel_job.validator
     def _validate_cancel(self, req: CancelJobInput) -> None:
@@ -390,24 +283,24 @@ class ClusterWorkflow:
     @workflow.update
     async def stop(self) -> ClusterDescription:
         async with self._lifecycle:
-            if self.state.status == t.STOPPED:
+            if self.state.status == ClusterStatus.STOPPED:
                 return self.describe()
-            self._require(t.UP, "stop")
+            self._require(ClusterStatus.UP, "stop")
             await self._stop_nodes("cluster stopped")
             return self.describe()
 
     @workflow.update
     async def start(self) -> ClusterDescription:
         async with self._lifecycle:
-            if self.state.status == t.UP:
+            if self.state.status == ClusterStatus.UP:
                 return self.describe()
-            self._require(t.STOPPED, "start")
-            self.state.status = t.INIT
+            self._require(ClusterStatus.STOPPED, "start")
+            self.state.status = ClusterStatus.INIT
             await self._record_cluster()
             out = await self._provider("start")
             self.state.nodes = out.nodes
             self.state.zone = out.zone or self.state.zone
-            self.state.status = t.UP
+            self.state.status = ClusterStatus.UP
             self._mark_busy()
             await self._record_cluster(nodes=out.nodes)
             self._poke()
@@ -416,7 +309,7 @@ class ClusterWorkflow:
     @workflow.update
     async def down(self) -> ClusterDescription:
         async with self._lifecycle:
-            if self.state.status == t.TERMINATED:
+            if self.state.status == ClusterStatus.TERMINATED:
                 return self.describe()
             await self._terminate("cluster taken down")
             self._poke()
@@ -440,7 +333,7 @@ class ClusterWorkflow:
 
     async def _drain(self, reason: str) -> None:
         """Cancel every waiting and running job, and wait (bounded) until the running ones end."""
-        await self._fail_queued(reason, status=t.CANCELLED)
+        await self._fail_queued(reason, status=JobStatus.CANCELLED)
         for job in list(self.state.running):
             try:
                 await workflow.get_external_workflow_handle(job.workflow_id).cancel()
@@ -454,14 +347,14 @@ class ClusterWorkflow:
     async def _terminate(self, reason: str) -> None:
         await self._drain(reason)
         await self._provider("terminate")
-        self.state.status = t.TERMINATED
+        self.state.status = ClusterStatus.TERMINATED
         self.state.nodes = []
         await self._record_cluster(nodes=[])
 
     async def _stop_nodes(self, reason: str) -> None:
         await self._drain(reason)
         await self._provider("stop")
-        self.state.status = t.STOPPED
+        self.state.status = ClusterStatus.STOPPED
         await self._record_cluster()
 
     # -- autostop -----------------------------------------------------------------------
@@ -471,7 +364,7 @@ class ClusterWorkflow:
     def _idle_remaining(self) -> float | None:
         """Seconds until autostop (<= 0: due), or None when autostop does not apply now."""
         minutes = self.spec.autostop_minutes
-        if minutes is None or self.state.status != t.UP or self.state.queue or self.state.running:
+        if minutes is None or self.state.status != ClusterStatus.UP or self.state.queue or self.state.running:
             return None
         idle_since = datetime.fromisoformat(self.state.idle_since or workflow.now().isoformat())
         return (idle_since + timedelta(minutes=minutes) - workflow.now()).total_seconds()

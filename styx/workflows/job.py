@@ -6,7 +6,6 @@ when it ends. Cancelling the workflow kills the job's process groups on every no
 """
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +14,17 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities import types as t
-    from styx.temporal import JOB_STATUS_KEY
+    from styx.contracts.jobs import (
+        JobFinished,
+        JobInput,
+        JobRecord,
+        JobStatus,
+        KillJobInput,
+        RunPhaseInput,
+        RunPhaseOutput,
+        SyncFilesInput,
+    )
+    from styx.contracts.search import JOB_STATUS_KEY
 
 STATE_TIMEOUT = timedelta(seconds=30)
 STATE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
@@ -34,27 +42,6 @@ async def record(activity: str, row: Any) -> None:
     and safe to repeat on replay since every write is an idempotent upsert."""
     await workflow.execute_local_activity(activity, row, start_to_close_timeout=STATE_TIMEOUT,
                                           retry_policy=STATE_RETRY)
-
-
-@dataclass
-class JobInput:
-    cluster: str
-    job_id: int
-    task: dict[str, Any]
-    #: The nodes this job runs on, ``NodeEndpoint.to_dict()`` each; index = the job's rank.
-    nodes: list[dict[str, Any]]
-    cluster_workflow_id: str
-    #: Environment (``envs`` and ``secrets`` of the task, and overrides), already merged.
-    env: dict[str, str] = field(default_factory=dict)
-    accelerators: dict[str, int] = field(default_factory=dict)
-    sealed_secrets: str | None = None
-
-
-@dataclass
-class JobFinished:
-    job_id: int
-    status: str
-    exit_codes: list[int | None] = field(default_factory=list)
 
 
 def job_env(inp: JobInput, rank: int) -> dict[str, str]:
@@ -90,7 +77,7 @@ def _failure_message(err: ActivityError) -> str:
 @workflow.defn(name="JobWorkflow")
 class JobWorkflow:
     def __init__(self) -> None:
-        self._status = t.PENDING
+        self._status = JobStatus.PENDING
 
     @workflow.query
     def status(self) -> str:
@@ -103,28 +90,28 @@ class JobWorkflow:
         try:
             setup = inp.task.get("setup")
             if setup or self._has_files(inp):
-                await self._set_status(inp, t.SETTING_UP)
+                await self._set_status(inp, JobStatus.SETTING_UP)
                 await self._sync_files(inp)
             if setup:
                 exit_codes = await self._run_phase(inp, "setup", setup)
                 if any(code != 0 for code in exit_codes):
-                    status = t.FAILED_SETUP
+                    status = JobStatus.FAILED_SETUP
                     message = f"setup exited with {exit_codes}"
                     return await self._finish(inp, status, exit_codes, message)
             # The run activity records RUNNING in the DB once the job has started on rank 0.
-            self._status = t.RUNNING
-            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(t.RUNNING)])
+            self._status = JobStatus.RUNNING
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
             exit_codes = await self._run_phase(inp, "run", inp.task.get("run") or "true")
-            status = t.SUCCEEDED if all(code == 0 for code in exit_codes) else t.FAILED
+            status = JobStatus.SUCCEEDED if all(code == 0 for code in exit_codes) else JobStatus.FAILED
         except (asyncio.CancelledError, ActivityError) as err:
             if _is_cancellation(err):
-                status, message = t.CANCELLED, "cancelled"
+                status, message = JobStatus.CANCELLED, "cancelled"
             else:
-                status, message = t.FAILED, _failure_message(err)
+                status, message = JobStatus.FAILED, _failure_message(err)
             # Cancelled, or one node failed: leave no process of the job on any node.
             try:
                 await workflow.execute_activity(
-                    "kill_job", t.KillJobInput(inp.cluster, inp.job_id, inp.nodes),
+                    "kill_job", KillJobInput(inp.cluster, inp.job_id, inp.nodes),
                     start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
                 )
             except ActivityError as kill_err:  # a node that stays unreachable runs nothing
@@ -134,7 +121,7 @@ class JobWorkflow:
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
         self._status = status
         workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
-        await record("record_job", t.JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
+        await record("record_job", JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
 
     @staticmethod
     def _mounts(inp: JobInput) -> dict[str, str]:
@@ -148,7 +135,7 @@ class JobWorkflow:
         mounts = self._mounts(inp)
         await asyncio.gather(*(
             workflow.execute_activity(
-                "sync_files", t.SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
+                "sync_files", SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=PHASE_RETRY,
             )
@@ -159,10 +146,10 @@ class JobWorkflow:
         results = await asyncio.gather(*(
             workflow.execute_activity(
                 "run_phase",
-                t.RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
+                RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
                                 sealed_secrets=inp.sealed_secrets,
                                 record_end=phase == "run" and len(inp.nodes) == 1),
-                result_type=t.RunPhaseOutput,
+                result_type=RunPhaseOutput,
                 # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                 start_to_close_timeout=timedelta(days=365),
                 heartbeat_timeout=timedelta(seconds=10),

@@ -13,13 +13,27 @@ takes managed clusters down (``push_down_cluster``) and records the commit's sta
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from styx.contracts.jobs import JobStatus
+    from styx.contracts.pushes import (
+        DownClusterInput,
+        PushInput,
+        PushJobRef,
+        PushPlan,
+        PushRecord,
+        PushRunStatus,
+        PushSummary,
+        SubmitPushJobInput,
+        WaitJobInput,
+        WaitJobResult,
+    )
 
 QUICK = timedelta(seconds=60)
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5),
@@ -30,112 +44,6 @@ SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum
 WAIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: How long a push's job may run before the run gives up waiting for it.
 JOB_DEADLINE = timedelta(days=7)
-
-
-def push_workflow_id(owner: str, repo: str, sha: str) -> str:
-    return f"push/{owner}/{repo}/{sha}"
-
-
-@dataclass
-class PushInput:
-    owner: str
-    repo: str
-    repo_id: int
-    sha: str
-    ref: str
-    #: The ref's previous value (zeros for a new branch): path filters diff against it.
-    before: str
-    pusher: str
-
-
-@dataclass
-class PushJobPlan:
-    """One job of ``.styx.yaml`` that matched the push."""
-
-    name: str
-    #: The task, as ``Task.to_dict(include_secrets=True)``, its workdir still relative.
-    task: dict[str, Any]
-    cluster: str | None = None
-    managed: bool = False
-
-
-@dataclass
-class PushPlan:
-    jobs: list[PushJobPlan] = field(default_factory=list)
-    #: Why nothing runs (``[skip ci]``, no job matched); None when jobs run or on error.
-    skipped: str | None = None
-    #: A bad ``.styx.yaml``: the message names the field.
-    error: str | None = None
-    field: str | None = None
-    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``), when jobs run.
-    workdir: str | None = None
-
-
-@dataclass
-class PushJobRef:
-    name: str
-    cluster: str
-    job_id: int = 0
-    workflow_id: str = ""
-    managed: bool = False
-    status: str = "PENDING"
-    message: str | None = None
-
-
-@dataclass
-class PushSummary:
-    workflow_id: str
-    sha: str
-    status: str
-    message: str | None = None
-    jobs: list[PushJobRef] = field(default_factory=list)
-
-
-@dataclass
-class PushRecord:
-    repo_id: int
-    sha: str
-    ref: str
-    pusher: str
-    workflow_id: str
-    status: str
-    message: str | None = None
-    jobs: list[PushJobRef] | None = None
-
-
-@dataclass
-class ExportInput:
-    owner: str
-    repo: str
-    sha: str
-
-
-@dataclass
-class SubmitPushJobInput:
-    push: PushInput
-    index: int
-    job: PushJobPlan
-    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``).
-    workdir: str
-    #: Idempotency key of the submission (a Temporal update id).
-    key: str
-
-
-@dataclass
-class WaitJobInput:
-    cluster: str
-    job_id: int
-
-
-@dataclass
-class WaitJobResult:
-    status: str
-    message: str | None = None
-
-
-@dataclass
-class DownClusterInput:
-    cluster: str
 
 
 @workflow.defn(name="PushWorkflow")
@@ -154,9 +62,9 @@ class PushWorkflow:
             "push_plan", inp, result_type=PushPlan, start_to_close_timeout=timedelta(minutes=10),
             retry_policy=QUICK_RETRY)
         if plan.error:
-            return await self._finish(inp, "FAILED", f".styx.yaml: {plan.error}", [], record)
+            return await self._finish(inp, PushRunStatus.FAILED, f".styx.yaml: {plan.error}", [], record)
         if not plan.jobs:
-            return await self._finish(inp, "SKIPPED", plan.skipped or "no job matches this push", [], record)
+            return await self._finish(inp, PushRunStatus.SKIPPED, plan.skipped or "no job matches this push", [], record)
 
         workdir = plan.workdir or ""
         jobs: list[PushJobRef] = []
@@ -169,22 +77,22 @@ class PushWorkflow:
             except ActivityError as err:
                 cause = err.cause
                 message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-                ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status="FAILED",
+                ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
                                  message=message)
             jobs.append(ref)
         running = [j for j in jobs if j.job_id]
         if not running:
-            return await self._finish(inp, "FAILED", "no job could be queued", jobs, record)
-        await record("RUNNING", None, jobs)
-        self._summary = PushSummary(wid, inp.sha, "RUNNING", None, jobs)
+            return await self._finish(inp, PushRunStatus.FAILED, "no job could be queued", jobs, record)
+        await record(PushRunStatus.RUNNING, None, jobs)
+        self._summary = PushSummary(wid, inp.sha, PushRunStatus.RUNNING, None, jobs)
 
         results = await asyncio.gather(*[self._follow(job) for job in running])
         for job, result in zip(running, results):
             job.status, job.message = result.status, result.message
-        ok = all(j.status == "SUCCEEDED" for j in jobs)
+        ok = all(j.status == JobStatus.SUCCEEDED for j in jobs)
         failed = [f"{j.name}: {j.status}" + (f" ({j.message})" if j.message else "") for j in jobs
-                  if j.status != "SUCCEEDED"]
-        return await self._finish(inp, "SUCCEEDED" if ok else "FAILED", "; ".join(failed) or None, jobs, record)
+                  if j.status != JobStatus.SUCCEEDED]
+        return await self._finish(inp, PushRunStatus.SUCCEEDED if ok else PushRunStatus.FAILED, "; ".join(failed) or None, jobs, record)
 
     async def _follow(self, job: PushJobRef) -> WaitJobResult:
         result: WaitJobResult = await workflow.execute_activity(

@@ -8,22 +8,22 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities import types as t
+    from styx.contracts.providers import ReconcileInput, ReconcileOutput
 
 
 @workflow.defn(name="ReconcileWorkflow")
 class ReconcileWorkflow:
     def __init__(self) -> None:
-        self._last = t.ReconcileOutput()
+        self._last = ReconcileOutput()
 
     @workflow.query
-    def last(self) -> t.ReconcileOutput:
+    def last(self) -> ReconcileOutput:
         return self._last
 
     @workflow.run
-    async def run(self, inp: t.ReconcileInput) -> t.ReconcileOutput:
+    async def run(self, inp: ReconcileInput) -> ReconcileOutput:
         self._last = await workflow.execute_activity(
-            "find_orphans", inp, result_type=t.ReconcileOutput,
+            "find_orphans", inp, result_type=ReconcileOutput,
             start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=3))
         if inp.interval_minutes is None:

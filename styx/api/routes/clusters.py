@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any, AsyncIterator, Callable
+import uuid
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from styx.api.deps import CurrentUser, StateDep, TemporalDep
-from styx.api.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
-from styx.db import Cluster, Job
-from styx.joblogs import LogReader
-from styx.schemas import (
+from styx.contracts.clusters import (
+    CLUSTER_GONE,
+    AutostopInput,
+    CancelJobInput,
+    CancelJobResult,
+    ClusterDescription,
+    ClusterStatus,
+    SubmitJobResult,
+    cluster_workflow_id,
+)
+from styx.contracts.providers import CheckInput, ReconcileInput
+from styx.contracts.rest import (
     AutostopRequest,
     CancelRequest,
     CancelResult,
@@ -30,16 +36,12 @@ from styx.schemas import (
     Orphan,
     ProviderCheck,
 )
-from styx.temporal import CLUSTER_KEY
-from styx.workflows.cluster import (
-    AutostopInput,
-    CancelJobInput,
-    ClusterDescription,
-    ClusterInput,
-    ClusterWorkflow,
-    SubmitJobResult,
-    cluster_workflow_id,
-)
+from styx.db import Cluster, Job
+from styx.joblogs import LogReader
+from styx.services import clusters as service
+from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
+from styx.workflows.check import CheckWorkflow
+from styx.workflows.reconcile import ReconcileWorkflow
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 
@@ -55,43 +57,16 @@ def _bad(err: InvalidRequest) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err))
 
 
-#: How long a request waits while the cluster workflow has too many updates in flight
-#: (Temporal admits a few at a time per workflow; a burst of submissions queues here).
-BUSY_WAIT_SECONDS = 120.0
-
-
-async def _update(call: Callable[[], Any]) -> Any:
-    """Run a workflow update; its rejections become HTTP errors a user can act on."""
-    delay, waited = 0.05, 0.0
-    while True:
-        try:
-            return await _update_once(call)
-        except RPCError as err:
-            # Too many updates in flight, or aborted because the workflow continued as new:
-            # either way the update was never accepted, so nothing happened and it is safe to
-            # send again (the new run takes it).
-            retryable = err.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
-            if not retryable:
-                raise
-            if waited > BUSY_WAIT_SECONDS:
-                raise HTTPException(503, f"the cluster is busy, try again: {err.message}") from None
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 2.0)
-
-
-async def _update_once(call: Callable[[], Any]) -> Any:
+async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Call the cluster service; what the workflow refuses becomes an HTTP error a user can act on."""
     try:
         return await call()
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            raise HTTPException(_ERROR_STATUS.get(cause.type or "", 400), cause.message) from None
-        raise HTTPException(500, f"update failed: {cause}") from None
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(404, "the cluster is not running (it was taken down or its launch failed)") from None
-        raise
+    except service.ClusterRefused as err:
+        raise HTTPException(_ERROR_STATUS.get(err.type, 400), err.message) from None
+    except service.ClusterNotRunning as err:
+        raise HTTPException(404, str(err)) from None
+    except service.ClusterBusy as err:
+        raise HTTPException(503, str(err)) from None
 
 
 def _cluster_or_404(state: StateDep, name: str) -> Cluster:
@@ -110,29 +85,14 @@ def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
 
 
 def cluster_info(state: StateDep, cluster: Cluster) -> ClusterInfo:
-    nodes = [
-        NodeInfo(rank=n.rank, host=n.host, port=n.port, ip=n.internal_ip or n.host)
-        for n in state.db.list_nodes(cluster.name)
-    ]
-    return ClusterInfo(
-        name=cluster.name, provider=cluster.provider, status=cluster.status.value,
-        num_nodes=cluster.num_nodes, resources=json.loads(cluster.resources or "{}"),
-        region=cluster.region, zone=cluster.zone, autostop_minutes=cluster.autostop_minutes,
-        autostop_down=cluster.autostop_down, status_message=cluster.status_message,
-        created_at=cluster.created_at, launched_at=cluster.launched_at, workflow_id=cluster.workflow_id,
-        workflow_url=state.settings.workflow_url(cluster.workflow_id), nodes=nodes,
-    )
+    return ClusterInfo.model_validate(cluster).model_copy(update={
+        "workflow_url": state.settings.workflow_url(cluster.workflow_id),
+        "nodes": [NodeInfo.model_validate(n) for n in state.db.list_nodes(cluster.name)],
+    })
 
 
 def job_info(state: StateDep, job: Job) -> JobInfo:
-    return JobInfo(
-        cluster=job.cluster_name, job_id=job.job_id, name=job.name, status=job.status.value,
-        submitted_at=job.submitted_at, started_at=job.started_at, ended_at=job.ended_at,
-        exit_codes=json.loads(job.exit_codes) if job.exit_codes else None, cpus=job.cpus,
-        accelerators=json.loads(job.accelerators or "{}"), num_nodes=job.num_nodes,
-        run_summary=job.run_summary, user=job.user, message=job.message, workflow_id=job.workflow_id,
-        workflow_url=state.settings.workflow_url(job.workflow_id),
-    )
+    return JobInfo.model_validate(job).model_copy(update={"workflow_url": state.settings.workflow_url(job.workflow_id)})
 
 
 def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSubmitted:
@@ -152,28 +112,16 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
-    wid = cluster_workflow_id(req.cluster)
-    start = WithStartWorkflowOperation(
-        ClusterWorkflow.run, ClusterInput(spec), id=wid, task_queue=state.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=_cluster_attrs(req.cluster),
-    )
-    result = await _update(lambda: client.execute_update_with_start_workflow(
-        ClusterWorkflow.submit_job, submit, start_workflow_operation=start))
+    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
+                                                      launch=spec))
     return _submitted(state, req.cluster, result)
-
-
-def _cluster_attrs(name: str) -> Any:
-    from temporalio.common import SearchAttributePair, TypedSearchAttributes
-
-    return TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, name)])
 
 
 @router.get("", response_model=list[ClusterInfo], summary="List clusters")
 async def list_clusters(state: StateDep, user: CurrentUser,
                         all: bool = Query(False, description="include clusters taken down")) -> list[ClusterInfo]:
     rows = await asyncio.to_thread(state.db.list_clusters)
-    return [cluster_info(state, c) for c in rows if all or c.status.value != "TERMINATED"]
+    return [cluster_info(state, c) for c in rows if all or c.status != ClusterStatus.TERMINATED]
 
 
 @router.get("/{name}", response_model=ClusterInfo, summary="One cluster, with its nodes")
@@ -189,10 +137,9 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
         submit = submit_input(load_task(req.task), user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
-    if cluster.status.value == "STOPPED":
+    if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
-    handle = client.get_workflow_handle(cluster.workflow_id)
-    result = await _update(lambda: handle.execute_update(ClusterWorkflow.submit_job, submit))
+    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit))
     return _submitted(state, name, result)
 
 
@@ -245,10 +192,10 @@ async def cancel(name: str, req: CancelRequest, state: StateDep, client: Tempora
         job = _job_or_404(state, name, job_id)
         if job.status.is_terminal:
             raise HTTPException(409, f"job {job_id} already finished ({job.status.value}); nothing to cancel")
-    handle = client.get_workflow_handle(cluster.workflow_id)
     cancelled = []
     for job_id in req.job_ids or [None]:
-        result = await _update(lambda: handle.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(job_id)))
+        result = await _update(lambda: service.update_cluster(
+            client, cluster.workflow_id, "cancel_job", CancelJobInput(job_id), result_type=CancelJobResult))
         cancelled.append(result.job_id)
     return CancelResult(cluster=name, cancelled=cancelled)
 
@@ -265,14 +212,13 @@ async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDe
             running = False
         if not running:
             raise HTTPException(404, f"cluster {name!r} not found")
-        await _update(lambda: handle.execute_update(getattr(ClusterWorkflow, action), result_type=ClusterDescription))
+        await _update(lambda: service.update_cluster(client, handle.id, action, result_type=ClusterDescription))
         return cluster_info(state, _cluster_or_404(state, name))
-    if action == "down" and cluster.status.value in ("FAILED", "TERMINATED"):
+    if action == "down" and cluster.status in CLUSTER_GONE:
         # Its workflow has ended and left no node; just retire the row.
-        await asyncio.to_thread(state.db.upsert_cluster, name, status="TERMINATED")
+        await asyncio.to_thread(state.db.upsert_cluster, name, status=ClusterStatus.TERMINATED)
     else:
-        update = getattr(ClusterWorkflow, action)
-        await _update(lambda: handle.execute_update(update, result_type=ClusterDescription))
+        await _update(lambda: service.update_cluster(client, handle.id, action, result_type=ClusterDescription))
     return cluster_info(state, _cluster_or_404(state, name))
 
 
@@ -297,8 +243,9 @@ async def down(name: str, state: StateDep, client: TemporalDep, user: CurrentUse
 async def autostop(name: str, req: AutostopRequest, state: StateDep, client: TemporalDep,
                    user: CurrentUser) -> ClusterInfo:
     cluster = _cluster_or_404(state, name)
-    handle = client.get_workflow_handle(cluster.workflow_id)
-    await _update(lambda: handle.execute_update(ClusterWorkflow.set_autostop, AutostopInput(req.idle_minutes, req.down)))
+    await _update(lambda: service.update_cluster(client, cluster.workflow_id, "set_autostop",
+                                                 AutostopInput(req.idle_minutes, req.down),
+                                                 result_type=ClusterDescription))
     return cluster_info(state, _cluster_or_404(state, name))
 
 
@@ -309,12 +256,6 @@ check_router = APIRouter(prefix="/api/v1", tags=["providers"])
 async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
                 region: str | None = Query(None, description="AWS region to check")) -> list[ProviderCheck]:
     """Asked of a worker: its credentials and configuration are what launches use."""
-    import uuid
-    from datetime import timedelta
-
-    from styx.activities.types import CheckInput
-    from styx.workflows.check import CheckWorkflow
-
     out = await client.execute_workflow(
         CheckWorkflow.run, CheckInput(region), id=f"check/{uuid.uuid4()}", task_queue=state.settings.task_queue,
         execution_timeout=timedelta(seconds=90))
@@ -326,12 +267,6 @@ async def orphans(state: StateDep, client: TemporalDep, user: CurrentUser,
                   terminate: bool = Query(False, description="also terminate them (admin only)"),
                   region: str | None = Query(None, description="one AWS region (default: all)")) -> list[Orphan]:
     """Cloud instances tagged with this Styx deployment whose cluster is not live."""
-    import uuid
-    from datetime import timedelta
-
-    from styx.activities.types import ReconcileInput
-    from styx.workflows.reconcile import ReconcileWorkflow
-
     if terminate and not user.is_admin:
         raise HTTPException(403, "terminating orphans needs an admin token")
     out = await client.execute_workflow(

@@ -15,11 +15,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from styx.api.deps import CurrentUser, StateDep
+from styx.contracts.jobs import JOB_TERMINAL
 from styx.db import AlreadyExists, PushRun, Repo, User, UserNotFound
 from styx.gitserver.access import AccessLevel, access_level, resolve_access
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import InvalidName, InvalidRef, RepoName, check_branch_name, is_sha
-from styx.gitserver.schemas import (
+from styx.contracts.rest_repos import (
     BranchCreate,
     BranchInfo,
     CollaboratorInfo,
@@ -265,7 +266,7 @@ def _run_info(state: StateDep, repo: Repo, run: PushRun) -> PushRunInfo:
     jobs = []
     for raw in json.loads(run.jobs or "[]"):
         job = PushJobInfo(**{k: v for k, v in raw.items() if k in PushJobInfo.model_fields})
-        if job.job_id and job.status not in ("SUCCEEDED", "FAILED", "FAILED_SETUP", "CANCELLED"):
+        if job.job_id and job.status not in JOB_TERMINAL:
             live = state.db.get_job(job.cluster, job.job_id)
             if live is not None:
                 job.status = live.status.value

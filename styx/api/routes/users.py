@@ -14,7 +14,7 @@ from styx import auth
 from styx.api.deps import CurrentUser, StateDep
 from styx.db import AlreadyExists, SshKey, User, UserNotFound
 from styx.gitserver.names import InvalidName, check_user_name
-from styx.gitserver.schemas import KeyCreate, KeyInfo, UserCreate, UserCreated, UserInfo
+from styx.contracts.rest_repos import KeyCreate, KeyInfo, UserCreate, UserCreated, UserInfo
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 

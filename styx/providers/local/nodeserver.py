@@ -2,7 +2,7 @@
 
 Run as::
 
-    python -m styx.localnode --home DIR --host 127.0.0.1 --port 0 \\
+    python -m styx.providers.local.nodeserver --home DIR --host 127.0.0.1 --port 0 \\
         --host-key FILE --ready-file FILE
 
 It behaves like a freshly booted VM that the SSH client activities can reach: public-key
@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncssh
 
-log = logging.getLogger("styx.localnode")
+log = logging.getLogger("styx.providers.local.nodeserver")
 
 
 # ---------------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m styx.localnode", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m styx.providers.local.nodeserver", description=__doc__.split("\n")[0])
     p.add_argument("--home", type=Path, required=True, help="the node's home directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=0, help="port (0: any free port)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
-from styx.workflows.cluster import ClusterSpec, SubmitJobInput
+from styx.contracts.clusters import ClusterSpec, SubmitJobInput
 
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 PROVIDERS = ("local", "aws", "ssh")

@@ -76,7 +76,7 @@ import asyncssh
 import yaml
 
 from styx.filelock import async_flock
-from styx.sshexec import (
+from styx.ssh import (
     CommandTimeout,
     NodeEndpoint,
     NodeUnreachable,
@@ -538,7 +538,7 @@ class SshPoolProvider:
                 return {}
             raise PoolConfigError(
                 f"{self.pools_file} does not exist: define SSH pools there "
-                "(see styx.activities.sshpool)"
+                "(see styx.providers.ssh.provider)"
             ) from None
         except OSError as exc:
             raise PoolConfigError(f"{self.pools_file}: cannot read: {exc}") from None

@@ -1,11 +1,15 @@
-"""The shapes of the REST API, shared by the API (responses), the SDK and the CLI."""
+"""The REST API's shapes for clusters and jobs, shared by the API (responses), the SDK and the CLI."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+import json
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from styx.contracts.jobs import JOB_TERMINAL
 
 
 class LaunchRequest(BaseModel):
@@ -35,14 +39,25 @@ class JobSubmitted(BaseModel):
     workflow_url: str | None = None
 
 
+def _json_text(value: Any) -> Any:
+    """Rows keep dicts and lists as JSON text; answers carry them decoded."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 class NodeInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     rank: int
     host: str
     port: int
-    ip: str
+    ip: str = Field(validation_alias=AliasChoices("ip", "internal_ip"))
 
 
 class ClusterInfo(BaseModel):
+    """The one public shape of a cluster: built from its row with ``model_validate``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     provider: str
     status: str
@@ -59,9 +74,15 @@ class ClusterInfo(BaseModel):
     workflow_url: str | None = None
     nodes: list[NodeInfo] = []
 
+    _decode = field_validator("resources", mode="before")(lambda cls, v: _json_text(v) or {})
+
 
 class JobInfo(BaseModel):
-    cluster: str
+    """The one public shape of a job: built from its row with ``model_validate``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    cluster: str = Field(validation_alias=AliasChoices("cluster", "cluster_name"))
     job_id: int
     name: str | None = None
     status: str
@@ -78,9 +99,11 @@ class JobInfo(BaseModel):
     workflow_id: str
     workflow_url: str | None = None
 
+    _decode = field_validator("exit_codes", "accelerators", mode="before")(lambda cls, v: _json_text(v))
+
     @property
     def finished(self) -> bool:
-        return self.status in ("SUCCEEDED", "FAILED", "FAILED_SETUP", "CANCELLED")
+        return self.status in JOB_TERMINAL
 
 
 class CancelResult(BaseModel):

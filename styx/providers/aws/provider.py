@@ -34,7 +34,7 @@ What keeps it safe
 Loopback mapping (``STYX_AWS_LOOPBACK_NODES=1``)
 ------------------------------------------------
 The emulator hands out ``10.x``/``54.x`` addresses that belong to nobody. With ``loopback``
-(an object shaped like ``styx.activities.local.LocalProvider``: ``provision(cluster, n)``,
+(an object shaped like ``styx.providers.local.provider.LocalProvider``: ``provision(cluster, n)``,
 ``stop``, ``start``, ``terminate``), each instance's SSH endpoint is the local node
 ``aws-<instance-id>`` on 127.0.0.1, and stopping/starting/terminating the instance does the
 same to that node. The node's ``ip`` field keeps the instance's private IP for display. When
@@ -206,7 +206,7 @@ class Attempt:
 
 @dataclass
 class ProvisionResult:
-    """Nodes in rank order, each a ``styx.sshexec.NodeEndpoint`` dict plus ``instance_id``."""
+    """Nodes in rank order, each a ``styx.ssh.NodeEndpoint`` dict plus ``instance_id``."""
 
     nodes: list[dict[str, Any]]
     region: str

@@ -51,7 +51,7 @@ import asyncssh
 
 import styx
 from styx.filelock import async_flock
-from styx.sshexec import NodeEndpoint
+from styx.ssh import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]
 
@@ -253,7 +253,7 @@ class LocalProvider:
         home = str(ndir / "home")
         pids = []
         for pid, argv in _scan_cmdlines():
-            if "styx.localnode" in argv and _arg_after(argv, "--home") == home:
+            if "styx.providers.local.nodeserver" in argv and _arg_after(argv, "--home") == home:
                 if _alive(pid):
                     pids.append(pid)
         if pids or _HAVE_PROC:
@@ -282,7 +282,7 @@ class LocalProvider:
         env.update(self.extra_env)
         env["HOME"] = str(ndir / "home")
         argv = [
-            self.python, "-m", "styx.localnode",
+            self.python, "-m", "styx.providers.local.nodeserver",
             "--home", str(ndir / "home"),
             "--host", ip,
             "--port", str(int(previous.get("port", 0))),
@@ -299,7 +299,7 @@ class LocalProvider:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env,
-                # -m styx.localnode must import the same styx as this worker.
+                # -m styx.providers.local.nodeserver must import the same styx as this worker.
                 cwd=Path(styx.__file__).resolve().parent.parent,
             )
         self._children[proc.pid] = proc

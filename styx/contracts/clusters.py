@@ -1,0 +1,162 @@
+"""Clusters: the status enum, and the cluster workflow's inputs, updates and answers."""
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ClusterStatus(enum.StrEnum):
+    INIT = "INIT"
+    UP = "UP"
+    STOPPED = "STOPPED"
+    TERMINATED = "TERMINATED"
+    FAILED = "FAILED"
+
+
+#: A cluster in one of these has no node and its workflow has ended.
+CLUSTER_GONE: frozenset[ClusterStatus] = frozenset({ClusterStatus.TERMINATED, ClusterStatus.FAILED})
+
+#: The cluster workflow's type and the names of its updates, for callers that do not import
+#: the workflow module (services, activities).
+CLUSTER_WORKFLOW = "ClusterWorkflow"
+
+
+def cluster_workflow_id(name: str) -> str:
+    return f"cluster/{name}"
+
+
+@dataclass
+class ClusterSpec:
+    """What was asked for at launch; a later launch of the same name must ask the same."""
+
+    name: str
+    provider: str
+    num_nodes: int = 1
+    #: The task's public resources dict, for the provider and for comparison.
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: Capacity of each node, for the job queue.
+    node_cpus: float = 1.0
+    node_accelerators: dict[str, int] = field(default_factory=dict)
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
+    #: AWS region asked for, or the SSH pool's name.
+    region: str | None = None
+
+
+@dataclass
+class SubmitJobInput:
+    task: dict[str, Any]
+    name: str = ""
+    cpus: float = 0.5
+    accelerators: dict[str, int] = field(default_factory=dict)
+    num_nodes: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    #: Given by ``launch``: the cluster must have been launched with this spec.
+    launch_spec: ClusterSpec | None = None
+    #: The task's secrets, encrypted (``styx.secrets``): never in clear in the history.
+    sealed_secrets: str | None = None
+
+
+@dataclass
+class SubmitJobResult:
+    job_id: int
+    workflow_id: str
+
+
+@dataclass
+class CancelJobInput:
+    #: None: the latest job that is running or waiting.
+    job_id: int | None = None
+
+
+@dataclass
+class CancelJobResult:
+    job_id: int
+    previous_status: str
+
+
+@dataclass
+class AutostopInput:
+    minutes: int | None
+    down: bool = False
+
+
+@dataclass
+class ClusterDescription:
+    name: str
+    status: str
+    provider: str
+    num_nodes: int
+    nodes: list[dict[str, Any]]
+    queued: list[int]
+    running: list[int]
+    next_job_id: int
+    autostop_minutes: int | None
+    autostop_down: bool
+    message: str | None = None
+
+
+@dataclass
+class ClusterRecord:
+    """A cluster's row in the read model (upserted by name)."""
+
+    name: str
+    provider: str
+    status: str
+    num_nodes: int
+    resources: dict[str, Any] = field(default_factory=dict)
+    workflow_id: str = ""
+    region: str | None = None
+    zone: str | None = None
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
+    status_message: str | None = None
+    nodes: list[dict[str, Any]] | None = None
+    mark_launched: bool = False
+    #: First write of a new cluster: forget an earlier cluster of the same name.
+    fresh: bool = False
+
+
+@dataclass
+class QueuedJob:
+    job_id: int
+    name: str
+    cpus: float
+    accelerators: dict[str, int]
+    num_nodes: int
+    task: dict[str, Any]
+    env: dict[str, str]
+    sealed_secrets: str | None = None
+
+
+@dataclass
+class RunningJob:
+    job_id: int
+    workflow_id: str
+    ranks: list[int]
+    cpus: float
+    accelerators: dict[str, int]
+
+
+@dataclass
+class ClusterState:
+    """What the cluster workflow carries across continue-as-new."""
+
+    status: str = ClusterStatus.INIT
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    next_job_id: int = 1
+    queue: list[QueuedJob] = field(default_factory=list)
+    running: list[RunningJob] = field(default_factory=list)
+    #: ISO time of the last moment the cluster was busy (for autostop).
+    idle_since: str | None = None
+    message: str | None = None
+    region: str | None = None
+    zone: str | None = None
+
+
+@dataclass
+class ClusterInput:
+    spec: ClusterSpec
+    #: Set only when continuing as new.
+    state: ClusterState | None = None

@@ -1,0 +1,71 @@
+"""What the provider activities take and return (plan, provision, start, stop, terminate,
+check, reconcile)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ProviderInput:
+    """Which cluster, on which provider; ``resources`` is the task's public resources dict."""
+
+    cluster: str
+    provider: str
+    num_nodes: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: One entry of ``PlanOutput.attempts`` (for ``provision``).
+    attempt: dict[str, Any] = field(default_factory=dict)
+    #: Where the cluster is (AWS region, SSH pool name), once known.
+    region: str | None = None
+
+
+@dataclass
+class PlanOutput:
+    #: Launch attempts in the order to try them (AWS: zone, type, spot or not).
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ProviderOutput:
+    #: One ``NodeEndpoint.to_dict()`` per node, in rank order.
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    region: str | None = None
+    zone: str | None = None
+
+
+@dataclass
+class CheckInput:
+    region: str | None = None
+
+
+@dataclass
+class CheckOutput:
+    #: ``{"provider", "ok", "reason"}`` per provider.
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileInput:
+    terminate: bool = False
+    region: str | None = None
+    #: None: run once. Otherwise repeat every so many minutes.
+    interval_minutes: float | None = None
+
+
+@dataclass
+class ReconcileOutput:
+    #: Instances of this deployment whose cluster is not live (id, state, region, cluster …).
+    orphans: list[dict[str, Any]] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+
+
+class ProviderErrors:
+    """``ApplicationError`` types the provider activities raise and the cluster workflow reads."""
+
+    #: No capacity for this attempt: try the next one.
+    CAPACITY = "InsufficientCapacity"
+    #: The request cannot be met as asked (bad pool, bad task): give up, leave nothing.
+    INVALID = "InvalidTask"
+    #: Launch failed for another reason: give up, leave nothing.
+    FAILED = "ProvisionFailed"
+    NO_CREDENTIALS = "NoCredentials"

@@ -1,0 +1,130 @@
+"""Push runs: the status enum, and what the push workflow and its activities exchange."""
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from styx.contracts.jobs import JobStatus
+
+
+class PushRunStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in PUSH_TERMINAL
+
+
+PUSH_TERMINAL: frozenset[PushRunStatus] = frozenset({
+    PushRunStatus.SUCCEEDED, PushRunStatus.FAILED, PushRunStatus.SKIPPED,
+})
+
+
+def push_workflow_id(owner: str, repo: str, sha: str) -> str:
+    return f"push/{owner}/{repo}/{sha}"
+
+
+@dataclass
+class PushInput:
+    owner: str
+    repo: str
+    repo_id: int
+    sha: str
+    ref: str
+    #: The ref's previous value (zeros for a new branch): path filters diff against it.
+    before: str
+    pusher: str
+
+
+@dataclass
+class PushJobPlan:
+    """One job of ``.styx.yaml`` that matched the push."""
+
+    name: str
+    #: The task, as ``Task.to_dict(include_secrets=True)``, its workdir still relative.
+    task: dict[str, Any]
+    cluster: str | None = None
+    managed: bool = False
+
+
+@dataclass
+class PushPlan:
+    jobs: list[PushJobPlan] = field(default_factory=list)
+    #: Why nothing runs (``[skip ci]``, no job matched); None when jobs run or on error.
+    skipped: str | None = None
+    #: A bad ``.styx.yaml``: the message names the field.
+    error: str | None = None
+    field: str | None = None
+    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``), when jobs run.
+    workdir: str | None = None
+
+
+@dataclass
+class PushJobRef:
+    name: str
+    cluster: str
+    job_id: int = 0
+    workflow_id: str = ""
+    managed: bool = False
+    status: str = JobStatus.PENDING
+    message: str | None = None
+
+
+@dataclass
+class PushSummary:
+    workflow_id: str
+    sha: str
+    status: str
+    message: str | None = None
+    jobs: list[PushJobRef] = field(default_factory=list)
+
+
+@dataclass
+class PushRecord:
+    repo_id: int
+    sha: str
+    ref: str
+    pusher: str
+    workflow_id: str
+    status: str
+    message: str | None = None
+    jobs: list[PushJobRef] | None = None
+
+
+@dataclass
+class ExportInput:
+    owner: str
+    repo: str
+    sha: str
+
+
+@dataclass
+class SubmitPushJobInput:
+    push: PushInput
+    index: int
+    job: PushJobPlan
+    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``).
+    workdir: str
+    #: Idempotency key of the submission (a Temporal update id).
+    key: str
+
+
+@dataclass
+class WaitJobInput:
+    cluster: str
+    job_id: int
+
+
+@dataclass
+class WaitJobResult:
+    status: str
+    message: str | None = None
+
+
+@dataclass
+class DownClusterInput:
+    cluster: str

@@ -1,0 +1,117 @@
+"""Acting on a cluster's workflow: submit a job (launching the cluster first if asked) and
+send the lifecycle updates. Shared by every front door — the REST API, the git push
+trigger and, next, managed jobs — so update-with-start, Temporal's in-flight update limit
+and the refusals a workflow answers are handled in one place.
+
+Errors are this module's own (``ClusterRefused``, ``ClusterNotRunning``, ``ClusterBusy``);
+each caller turns them into its own kind (an HTTP status, a non-retryable activity error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
+
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from styx.contracts.clusters import (
+    CLUSTER_WORKFLOW,
+    ClusterInput,
+    ClusterSpec,
+    SubmitJobInput,
+    SubmitJobResult,
+    cluster_workflow_id,
+)
+from styx.contracts.search import CLUSTER_KEY
+
+T = TypeVar("T")
+
+#: How long a call waits while the cluster workflow has too many updates in flight
+#: (Temporal admits 10 at a time per workflow; a burst of submissions queues here).
+BUSY_WAIT_SECONDS = 120.0
+
+
+class ClusterRefused(Exception):
+    """The cluster workflow refused the update; ``type`` is its ``ApplicationError`` type
+    (``JobTooLarge``, ``ClusterStopped``, ``ResourceMismatch`` …)."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+
+
+class ClusterNotRunning(LookupError):
+    """No workflow runs for this cluster (it was taken down, or its launch failed)."""
+
+
+class ClusterBusy(Exception):
+    """The cluster workflow kept refusing new updates for ``BUSY_WAIT_SECONDS``."""
+
+
+def cluster_search_attributes(name: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, name)])
+
+
+async def submit_job(client: Client, task_queue: str, cluster: str, submit: SubmitJobInput,
+                     *, launch: ClusterSpec | None = None, update_id: str | None = None) -> SubmitJobResult:
+    """Queue ``submit`` on ``cluster``; with ``launch``, start the cluster's workflow first
+    if none runs (update-with-start: one round trip, and the job id comes back at once).
+    ``update_id`` makes a retried submission return the first one's job instead of queueing
+    a second."""
+    if launch is None:
+        handle = client.get_workflow_handle(cluster_workflow_id(cluster))
+        return await _update(lambda: handle.execute_update(
+            "submit_job", submit, id=update_id, result_type=SubmitJobResult))
+    start = WithStartWorkflowOperation(
+        CLUSTER_WORKFLOW, ClusterInput(launch), id=cluster_workflow_id(cluster), task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=cluster_search_attributes(cluster),
+    )
+    return await _update(lambda: client.execute_update_with_start_workflow(
+        "submit_job", submit, start_workflow_operation=start, id=update_id, result_type=SubmitJobResult))
+
+
+async def update_cluster(client: Client, workflow_id: str, update: str, arg: Any = None,
+                         *, result_type: type[T]) -> T:
+    """Send one of the cluster workflow's updates (``stop``, ``start``, ``down``,
+    ``cancel_job``, ``set_autostop``) and return its answer."""
+    handle = client.get_workflow_handle(workflow_id)
+    args = [] if arg is None else [arg]
+    return await _update(lambda: handle.execute_update(update, args=args, result_type=result_type))
+
+
+async def _update(call: Callable[[], Awaitable[T]]) -> T:
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return await _update_once(call)
+        except RPCError as err:
+            # Too many updates in flight, or aborted because the workflow continued as new:
+            # either way the update was never accepted, so nothing happened and it is safe to
+            # send again (the new run takes it).
+            if err.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+                raise
+            if waited > BUSY_WAIT_SECONDS:
+                raise ClusterBusy(f"the cluster is busy, try again: {err.message}") from None
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
+
+async def _update_once(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise ClusterRefused(cause.type or "", cause.message) from None
+        raise ClusterRefused("", f"update failed: {cause}") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ClusterNotRunning(
+                "the cluster is not running (it was taken down or its launch failed)") from None
+        raise
