@@ -1,6 +1,7 @@
 """Clusters: the status enum, and the cluster workflow's inputs, updates and answers."""
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,30 @@ class ClusterStatus(enum.StrEnum):
     STOPPED = "STOPPED"
     TERMINATED = "TERMINATED"
     FAILED = "FAILED"
+
+
+class InvalidClusterName(ValueError):
+    """Not a valid cluster name; the message says what is."""
+
+
+class ClusterName(str):
+    """A cluster name, checked once where it enters (API, CLI, push trigger); every layer
+    below takes it as given. One rule everywhere: a lowercase letter, then up to 62
+    lowercase letters, digits or '-' — safe as a workflow id part, a directory name, an AWS
+    tag and a DNS label.
+
+    >>> ClusterName("gpu-1")
+    'gpu-1'
+    """
+
+    PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+    def __new__(cls, value: object) -> "ClusterName":
+        if not isinstance(value, str) or not cls.PATTERN.fullmatch(value):
+            raise InvalidClusterName(
+                f"{value!r} is not a valid cluster name: use a lowercase letter, then up to 62 "
+                "lowercase letters, digits or '-' (e.g. 'dev', 'gpu-1')")
+        return super().__new__(cls, value)
 
 
 #: A cluster in one of these has no node and its workflow has ended.

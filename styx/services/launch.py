@@ -4,14 +4,12 @@ and what the job asks for. Pure functions, shared by the API and the git server'
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
-from styx.contracts.clusters import ClusterSpec, SubmitJobInput
+from styx.contracts.clusters import ClusterName, ClusterSpec, InvalidClusterName, SubmitJobInput
 
-CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 PROVIDERS = ("local", "aws", "ssh")
 #: Used when an SSH pool's task asks for no CPUs: its hosts' sizes are not known up front.
 SSH_DEFAULT_NODE_CPUS = 2.0
@@ -25,12 +23,11 @@ class InvalidRequest(ValueError):
         self.field = field
 
 
-def check_cluster_name(name: str) -> str:
-    if not isinstance(name, str) or not CLUSTER_NAME.fullmatch(name):
-        raise InvalidRequest(
-            "cluster", f"{name!r} is not a valid cluster name: use a lowercase letter, then up to 62 "
-            "lowercase letters, digits or '-' (e.g. 'dev', 'gpu-1')")
-    return name
+def check_cluster_name(name: str) -> ClusterName:
+    try:
+        return ClusterName(name)
+    except InvalidClusterName as err:
+        raise InvalidRequest("cluster", str(err)) from None
 
 
 def load_task(data: dict) -> Task:

@@ -50,7 +50,7 @@ from typing import Any
 import asyncssh
 
 import styx
-from styx.filelock import async_flock
+from styx.files import async_flock
 from styx.ssh import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]

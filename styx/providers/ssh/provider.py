@@ -75,7 +75,7 @@ from typing import Any, Callable
 import asyncssh
 import yaml
 
-from styx.filelock import async_flock
+from styx.files import async_flock
 from styx.ssh import (
     CommandTimeout,
     NodeEndpoint,

@@ -1,0 +1,66 @@
+"""Files on Styx's side: one atomic write and one file lock, for every module that needs them.
+
+- ``atomic_write(path, data, mode)``: readers see the old file or the new one, never a part;
+  the file is created with ``mode`` (0600 by default: most of what Styx writes is private).
+- ``file_lock(path)``: an exclusive ``flock`` held for a ``with`` block (blocking: call it in
+  a thread from async code).
+- ``async_flock(path, local)``: the same for asyncio code, held across coroutines (``local``
+  serialises this process's coroutines) and processes, polling so the loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600, *, fsync: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically (a temporary file in the same directory, then
+    ``os.replace``). ``fsync`` also makes it durable across a power loss."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created 0600 if missing) for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.asynccontextmanager
+async def async_flock(path: Path, local: asyncio.Lock) -> AsyncIterator[None]:
+    """Hold ``local`` and ``flock(path)``, polling for the latter so the event loop never blocks."""
+    async with local:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
