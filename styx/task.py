@@ -36,6 +36,7 @@ styx.task.TaskValidationError: resources.cpus (line 1): cpus must be a positive 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -78,6 +79,19 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACCEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _AUTOSTOP_RE = re.compile(r"^\d+\s*[mhdw]?$", re.IGNORECASE)
 _AUTOSTOP_KEYS = ("idle_minutes", "down", "wait_for", "hook", "hook_timeout")
+
+# Bounds on what a task may ask and on what parsing one may cost: a task file is user input
+# (an API body, a pushed .styx.yaml), so it is refused in bounded time and memory.
+#: Largest task file, in bytes (``STYX_MAX_TASK_BYTES``; 1 MB by default).
+MAX_TASK_BYTES = int(os.environ.get("STYX_MAX_TASK_BYTES", str(1 << 20)))
+#: Deepest nesting of mappings and lists (SkyPilot's files nest 4 or 5 deep).
+MAX_YAML_DEPTH = 64
+#: Most values a file may hold once its aliases are expanded (refuses "billion laughs").
+MAX_YAML_NODES = 100_000
+MAX_NUM_NODES = 10_000
+MAX_CPUS = 100_000.0
+MAX_MEMORY_GB = 100_000_000.0
+MAX_ACCELERATORS = 100_000
 
 
 # --------------------------------------------------------------------------- errors
@@ -190,6 +204,9 @@ def _parse_amount(value: Any, field: str, units: bool) -> tuple[float, bool]:
         at_least = bool(match.group(3))
     if number <= 0:
         raise _Invalid(f"{field} must be greater than 0 (got {value!r})")
+    limit = MAX_MEMORY_GB if units else MAX_CPUS
+    if not math.isfinite(number) or number > limit:
+        raise _Invalid(f"{field} must be at most {_fmt(limit)} (got {value!r})")
     return number, at_least
 
 
@@ -206,8 +223,9 @@ def _parse_accel_spec(spec: Any, count: Any = 1) -> tuple[str, int]:
         number = float(count) if not isinstance(count, bool) else None
     except (TypeError, ValueError):
         number = None
-    if number is None or number <= 0:
-        raise _Invalid(f"accelerator count for {name} must be a positive integer (got {count!r})")
+    if number is None or number <= 0 or not math.isfinite(number) or number > MAX_ACCELERATORS:
+        raise _Invalid(f"accelerator count for {name} must be a positive integer up to "
+                       f"{MAX_ACCELERATORS} (got {count!r})")
     if number != int(number):
         raise _Invalid(f"fractional accelerator counts are not supported (got {count!r} for {name})")
     return name, int(number)
@@ -624,10 +642,9 @@ class Task(_Model):
     @classmethod
     def from_yaml(cls, source: str | os.PathLike[str]) -> Task:
         """Load a task from a YAML file (a path, or a str naming an existing file) or YAML text."""
-        if isinstance(source, os.PathLike):
-            text = Path(source).read_text(encoding="utf-8")
-        elif "\n" not in source and len(source) < 4096 and os.path.isfile(source):
-            text = Path(source).read_text(encoding="utf-8")
+        if isinstance(source, os.PathLike) or ("\n" not in source and len(source) < 4096
+                                                and os.path.isfile(source)):
+            text = read_task_file(Path(source))
         else:
             text = source
         data, lines = _load_yaml(text)
@@ -664,8 +681,8 @@ class Task(_Model):
     @field_validator("num_nodes", mode="before")
     @classmethod
     def _num_nodes(cls, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _Invalid(f"num_nodes must be a positive integer (got {value!r})")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUM_NODES:
+            raise _Invalid(f"num_nodes must be an integer from 1 to {MAX_NUM_NODES} (got {value!r})")
         return value
 
     @field_validator("setup", "run", mode="before")
@@ -828,8 +845,58 @@ def _parse_key_values(value: Mapping[str, Any] | Iterable[str]) -> dict[str, Any
 
 # --------------------------------------------------------------------- YAML loading
 
+def read_task_file(path: Path) -> str:
+    """A task file's text, refused (``TaskValidationError``) when too large or not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_TASK_BYTES + 1)
+    if len(data) > MAX_TASK_BYTES:
+        raise TaskValidationError(f"{path} is larger than {MAX_TASK_BYTES} bytes (STYX_MAX_TASK_BYTES)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskValidationError(f"{path} is not UTF-8 text (byte {err.start})") from None
+
+
+def check_yaml_bounds(text: str) -> None:
+    """Refuse, before anything is built, YAML that is too large, too deep, or whose aliases
+    expand to too many values. Walks PyYAML's event stream, which is iterative: a 1,000-deep
+    file or a billion-laughs file costs time proportional to its size, not its expansion."""
+    if len(text) > MAX_TASK_BYTES:
+        raise TaskValidationError(f"the task YAML is larger than {MAX_TASK_BYTES} bytes (STYX_MAX_TASK_BYTES)")
+    depth = expanded = 0
+    sizes: dict[str, int] = {}  # anchor -> values it expands to
+    open_anchors: list[tuple[str | None, int]] = []
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                expanded += sizes.get(event.anchor, 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                expanded += 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                expanded += 1
+                open_anchors.append((event.anchor, expanded))
+                if depth > MAX_YAML_DEPTH:
+                    raise TaskValidationError(f"the task YAML nests deeper than {MAX_YAML_DEPTH} levels",
+                                              line=event.start_mark.line + 1)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                anchor, start = open_anchors.pop()
+                if anchor:
+                    sizes[anchor] = expanded - start + 1
+            if expanded > MAX_YAML_NODES:
+                raise TaskValidationError(
+                    f"the task YAML expands to more than {MAX_YAML_NODES} values (aliases)",
+                    line=event.start_mark.line + 1)
+    except yaml.YAMLError:
+        return  # _load_yaml reports syntax errors with their line
+
+
 def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
     """Parse one YAML document; return the data and the 1-based line of every key path."""
+    check_yaml_bounds(text)
     loader = yaml.SafeLoader(text)
     try:
         documents = []
@@ -858,19 +925,18 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
 
 
 def _record_lines(node: yaml.Node, path: list[str | int], lines: dict[str, int],
-                  active: set[int]) -> None:
-    if id(node) in active:  # recursive alias
+                  seen: set[int]) -> None:
+    if id(node) in seen:  # an alias: its lines are recorded where its anchor is
         return
-    active.add(id(node))
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and not key_node.tag.endswith(":merge"):
                 child = [*path, key_node.value]
                 lines[_format_path(child)] = key_node.start_mark.line + 1
-                _record_lines(value_node, child, lines, active)
+                _record_lines(value_node, child, lines, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = [*path, i]
             lines[_format_path(child)] = item.start_mark.line + 1
-            _record_lines(item, child, lines, active)
-    active.discard(id(node))
+            _record_lines(item, child, lines, seen)

@@ -500,3 +500,59 @@ def test_multinode_check_fails_when_node_variables_are_missing(tmp_path: Path) -
     task = Task.from_yaml(CORPUS / "multinode_env_check.yaml")
     env_without = {"SKYPILOT_NODE_RANK": "", "SKYPILOT_NODE_IPS": ""}
     assert _run_like_a_node(task, tmp_path, env_without) == 1
+
+
+# ---------------------------------------------------------------- bounded parsing (hostile input)
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\nrun: echo hi\n"
+
+
+def test_alias_bomb_is_refused_without_expanding_it():
+    with pytest.raises(TaskValidationError, match="expands to more than"):
+        Task.from_yaml(_alias_bomb())
+
+
+def test_small_aliases_still_load():
+    task = Task.from_yaml("setup: &s echo hi\nrun: *s\n")
+    assert task.run == task.setup == "echo hi"
+
+
+def test_deep_nesting_is_a_clean_error_not_a_recursion_error():
+    text = "run: echo\nenvs: " + "[" * 1000 + "]" * 1000 + "\n"
+    with pytest.raises(TaskValidationError, match="nests deeper than"):
+        Task.from_yaml(text)
+
+
+def test_oversized_task_file_is_refused(tmp_path, monkeypatch):
+    import styx.task as task_module
+
+    monkeypatch.setattr(task_module, "MAX_TASK_BYTES", 1000)
+    path = tmp_path / "big.yaml"
+    path.write_text("run: |\n" + "  echo x\n" * 500)
+    with pytest.raises(TaskValidationError, match="larger than 1000 bytes"):
+        Task.from_yaml(path)
+
+
+def test_non_utf8_task_file_names_the_problem(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run: echo caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(TaskValidationError, match="not UTF-8"):
+        Task.from_yaml(path)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("num_nodes: 100000000000000000000", "num_nodes"),
+    ("num_nodes: 10001", "num_nodes"),
+    ("resources: {cpus: .inf}", "resources.cpus"),
+    ("resources: {cpus: 1e308}", "resources.cpus"),
+    ("resources: {memory: .inf}", "resources.memory"),
+    ("resources: {accelerators: 'A100:inf'}", "resources.accelerators"),
+])
+def test_numeric_fields_are_finite_and_bounded(text, field):
+    with pytest.raises(TaskValidationError) as err:
+        Task.from_yaml(text + "\nrun: echo\n")
+    assert err.value.field == field
