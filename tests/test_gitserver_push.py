@@ -206,3 +206,33 @@ def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: 
     assert admin.cluster(job.cluster).status == "TERMINATED"
     repo = RepoName("alice", "ml")
     assert (git_stack.settings.home / "git-runs" / sha).is_dir() and repo.owner == "alice"
+
+
+@pytest.mark.parametrize("case", ["deep_nesting", "alias_bomb", "not_utf8", "absolute_symlink"])
+def test_a_hostile_commit_fails_its_run_with_the_reason_and_never_stays_pending(
+        git_stack: GitStyxStack, people, tmp_path: Path, case: str):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    if case == "deep_nesting":
+        files = {".styx.yaml": "cluster: dev\nrun: echo\nenvs: " + "[" * 1000 + "]" * 1000 + "\n"}
+        reason = "nests deeper than"
+    elif case == "alias_bomb":
+        bomb = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+        bomb += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+        files = {".styx.yaml": "\n".join(bomb) + "\n"}
+        reason = "expands to more than"
+    elif case == "not_utf8":
+        (work / ".styx.yaml").write_bytes("cluster: dev\nrun: echo caf\u00e9\n".encode("latin-1"))
+        files = {}
+        reason = "not UTF-8"
+    else:
+        (work / "escape").symlink_to("/etc/passwd")
+        files = {".styx.yaml": "cluster: dev\nrun: cat escape\n"}
+        reason = "cannot be used as a workdir"
+    sha = _commit(alice, work, files, f"hostile: {case}")
+    alice.git("push", "origin", "main", cwd=work)  # the push itself is accepted
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=60)
+    assert run.status == "FAILED", run
+    assert run.message is not None and reason in run.message, run.message
+    assert run.jobs == []

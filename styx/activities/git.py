@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tarfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,9 @@ class GitActivities:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.store.export_tree(name, inp.sha, dest)
+        except tarfile.FilterError as err:  # a symlink or path that would leave the tree
+            raise ApplicationError(f"the commit cannot be used as a workdir: {err}", type="InvalidPush",
+                                   non_retryable=True) from None
         except FileExistsError:
             pass
         except OSError:

@@ -58,9 +58,14 @@ class PushWorkflow:
             PushRecord(inp.repo_id, inp.sha, inp.ref, inp.pusher, wid, status, message, jobs))
         # One activity records the run as PENDING, reads .styx.yaml and exports the tree: the
         # fewer round trips before the first job is queued, the sooner it starts.
-        plan: PushPlan = await workflow.execute_activity(
-            "push_plan", inp, result_type=PushPlan, start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=QUICK_RETRY)
+        try:
+            plan: PushPlan = await workflow.execute_activity(
+                "push_plan", inp, result_type=PushPlan, start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=QUICK_RETRY)
+        except ActivityError as err:
+            # A commit that cannot be read or exported (an absolute symlink, a missing commit)
+            # fails the run with the reason; it is never left PENDING.
+            return await self._finish(inp, PushRunStatus.FAILED, _reason(err), [], record)
         if plan.error:
             return await self._finish(inp, PushRunStatus.FAILED, f".styx.yaml: {plan.error}", [], record)
         if not plan.jobs:
@@ -75,10 +80,8 @@ class PushWorkflow:
                     result_type=PushJobRef, start_to_close_timeout=timedelta(minutes=2),
                     retry_policy=SUBMIT_RETRY)
             except ActivityError as err:
-                cause = err.cause
-                message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
                 ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
-                                 message=message)
+                                 message=_reason(err))
             jobs.append(ref)
         running = [j for j in jobs if j.job_id]
         if not running:
@@ -127,3 +130,8 @@ class PushWorkflow:
     @workflow.query
     def summary(self) -> PushSummary | None:
         return self._summary
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
