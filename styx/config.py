@@ -21,6 +21,16 @@ TASK_QUEUE = "styx"
 
 
 
+def _env_size(name: str, default: int) -> int:
+    """A positive byte count from the environment."""
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError(f"{name} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -54,6 +64,8 @@ class Settings:
     api_url_override: str | None = None
     #: ``STYX_TEMPORAL_UI_URL``: the web UI of a Temporal running elsewhere, for links.
     temporal_ui_url_override: str | None = None
+    #: ``STYX_MAX_REQUEST_BYTES``: larger API request bodies get 413.
+    max_request_bytes: int = 4 << 20
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -76,6 +88,7 @@ class Settings:
             task_queue=os.environ.get("STYX_TASK_QUEUE", TASK_QUEUE),
             api_url_override=os.environ.get("STYX_API_URL") or None,
             temporal_ui_url_override=(os.environ.get("STYX_TEMPORAL_UI_URL") or "").rstrip("/") or None,
+            max_request_bytes=_env_size("STYX_MAX_REQUEST_BYTES", 4 << 20),
         )
 
     @property

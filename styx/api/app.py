@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from styx import __version__
 from styx.api.deps import AppState
+from styx.api.limits import BodyLimit
 from styx.api.routes import clusters, repos, users
 from styx.config import Settings
 from styx.db import Database, migrate
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok" if healthy else "unhealthy", **checks},
                             status_code=200 if healthy else 503)
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(clusters.router)
     app.include_router(clusters.check_router)
     app.include_router(users.router)

@@ -3,9 +3,11 @@ and what the job asks for. Pure functions, shared by the API and the git server'
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from styx import task as task_module
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
 from styx.contracts.clusters import ClusterName, ClusterSpec, InvalidClusterName, SubmitJobInput
@@ -31,6 +33,15 @@ def check_cluster_name(name: str) -> ClusterName:
 
 
 def load_task(data: dict) -> Task:
+    """A task from its JSON form, refused (``InvalidRequest`` naming the field) when invalid
+    or larger than a task file may be (``styx.task.MAX_TASK_BYTES``)."""
+    size = len(json.dumps(data, default=str))
+    if size > task_module.MAX_TASK_BYTES:
+        biggest = max(data, key=lambda k: len(json.dumps(data[k], default=str)), default=None) \
+            if isinstance(data, dict) else None
+        raise InvalidRequest(f"task.{biggest}" if biggest else "task",
+                             f"the task is {size} bytes; at most {task_module.MAX_TASK_BYTES} are accepted "
+                             "(STYX_MAX_TASK_BYTES): keep large scripts in the workdir")
     try:
         task = Task.from_dict(data)
     except TaskValidationError as err:
