@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/styx up --launch examples/hello.yaml -c dev
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/exec_latency.py

@@ -249,13 +249,20 @@ async def autostop(name: str, req: AutostopRequest, state: StateDep, client: Tem
     return cluster_info(state, _cluster_or_404(state, name))
 
 
+def _require_admin(user: Any, what: str) -> None:
+    if not user.is_admin:
+        raise HTTPException(403, f"{what} needs an admin token")
+
+
 check_router = APIRouter(prefix="/api/v1", tags=["providers"])
 
 
 @check_router.get("/check", response_model=list[ProviderCheck], summary="Which providers are usable, and why not")
 async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
                 region: str | None = Query(None, description="AWS region to check")) -> list[ProviderCheck]:
-    """Asked of a worker: its credentials and configuration are what launches use."""
+    """Asked of a worker: its credentials and configuration are what launches use. Admin
+    only: it makes the worker talk to the cloud providers."""
+    _require_admin(user, "checking providers")
     out = await client.execute_workflow(
         CheckWorkflow.run, CheckInput(region), id=f"check/{uuid.uuid4()}", task_queue=state.settings.task_queue,
         execution_timeout=timedelta(seconds=90))
@@ -264,11 +271,10 @@ async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
 
 @check_router.get("/orphans", response_model=list[Orphan], summary="Instances that belong to no live cluster")
 async def orphans(state: StateDep, client: TemporalDep, user: CurrentUser,
-                  terminate: bool = Query(False, description="also terminate them (admin only)"),
+                  terminate: bool = Query(False, description="also terminate them"),
                   region: str | None = Query(None, description="one AWS region (default: all)")) -> list[Orphan]:
-    """Cloud instances tagged with this Styx deployment whose cluster is not live."""
-    if terminate and not user.is_admin:
-        raise HTTPException(403, "terminating orphans needs an admin token")
+    """Cloud instances tagged with this Styx deployment whose cluster is not live (admin only)."""
+    _require_admin(user, "listing orphans")
     out = await client.execute_workflow(
         ReconcileWorkflow.run, ReconcileInput(terminate=terminate, region=region), id=f"reconcile/once/{uuid.uuid4()}",
         task_queue=state.settings.task_queue, execution_timeout=timedelta(minutes=30))
