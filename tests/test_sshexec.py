@@ -20,6 +20,7 @@ import pytest_asyncio
 from styx import ssh
 from styx.providers.local.provider import LocalProvider
 from styx.ssh import NodeEndpoint, SshPool
+from styx.ssh.phases import _job_dir
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +333,7 @@ async def test_50mb_log_arrives_whole_in_chunks_without_being_held_at_once(conn)
 def test_bad_job_ids_and_phases_are_refused():
     for bad in ("../x", "a b", "", "x;rm", "-x"):
         with pytest.raises(ValueError):
-            ssh._job_dir(bad)
+            _job_dir(bad)
 
 
 # -- files ------------------------------------------------------------------------------
