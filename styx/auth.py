@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from styx.files import atomic_write
+
 if TYPE_CHECKING:
     from styx.config import Settings
 
@@ -57,7 +59,6 @@ def ensure_admin_credentials(settings: "Settings") -> str:
     A credentials file whose token the database no longer knows (a new DB) is replaced.
     """
     import json
-    import os
 
     from styx.db import Database, migrate
 
@@ -74,8 +75,5 @@ def ensure_admin_credentials(settings: "Settings") -> str:
     made = new_token()
     db.add_token("admin", made.token_id, made.salt, made.digest, description="created by styx up")
     settings.home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": settings.api_url, "user": "admin", "token": made.token}, f, indent=2)
-    os.chmod(path, 0o600)
+    atomic_write(path, json.dumps({"url": settings.api_url, "user": "admin", "token": made.token}, indent=2))
     return made.token

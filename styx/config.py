@@ -17,6 +17,8 @@ from typing import Any
 
 from temporalio.envconfig import ClientConfig
 
+from styx.files import create_once
+
 TASK_QUEUE = "styx"
 
 
@@ -145,13 +147,8 @@ class Settings:
             import uuid
 
             self.home.mkdir(parents=True, exist_ok=True)
-            made = uuid.uuid4().hex[:12]
-            try:
-                with open(path, "x") as f:
-                    f.write(made + "\n")
-            except FileExistsError:
-                return path.read_text().strip()
-            return made
+            # If another process made it first, its id is the one kept and returned.
+            return create_once(path, uuid.uuid4().hex[:12] + "\n", mode=0o644).decode().strip()
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from styx.files import create_once
+
 
 def _key(home: Path) -> bytes:
     explicit = os.environ.get("STYX_SECRET_KEY")
@@ -20,14 +22,8 @@ def _key(home: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         home.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+        # If another process made it first, its key is the one kept and returned.
+        return create_once(path, Fernet.generate_key()).strip()
 
 
 def seal(home: Path, values: dict[str, str]) -> str | None:

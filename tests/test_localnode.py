@@ -19,6 +19,7 @@ from styx import ssh
 from styx.providers.local.provider import LocalProvider
 from styx.ssh import NodeEndpoint, SshPool
 from tests.fixtures.processes import pid_alive
+from tests.fixtures.stack import wait_for_async
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,17 @@ def _processes_with_home(home: str) -> list[int]:
         if mark in env and pid_alive(int(entry)):
             out.append(int(entry))
     return out
+
+
+def _sleeps(home: str) -> int:
+    """How many ``sleep`` processes run with ``home`` as their HOME."""
+    count = 0
+    for pid in _processes_with_home(home):
+        try:
+            count += Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+        except OSError:
+            continue
+    return count
 
 
 async def _connect(node: NodeEndpoint, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
@@ -127,8 +139,11 @@ async def test_a_killed_node_server_is_restarted_by_provision(
     await ssh.run(conn, "echo kept > file.txt")
     victim = (await provider.describe("c"))[1]["pid"]
     os.kill(victim, signal.SIGKILL)
-    await asyncio.sleep(0.1)
-    assert [d["alive"] for d in await provider.describe("c")] == [True, False]
+
+    async def node_1_down() -> bool:
+        return [d["alive"] for d in await provider.describe("c")] == [True, False]
+
+    await wait_for_async(node_1_down, 10, "node 1 to be seen down")
 
     again = await provider.provision("c", 2)
     assert again[0] == nodes[0]
@@ -150,7 +165,8 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     # A command still running in an SSH session dies with the node too.
     session = await _connect(nodes[0], client_key)
     hanging = asyncio.create_task(ssh.run(session, "sleep 1000"))
-    await asyncio.sleep(0.3)
+    # Each job's two sleeps, and the session's on node 0.
+    await wait_for_async(lambda: [_sleeps(h) for h in homes] == [3, 2], 10, "every sleep to run")
     assert all(len(_processes_with_home(h)) >= 3 for h in homes)
 
     await provider.stop("c")
@@ -209,10 +225,7 @@ async def test_node_server_writes_ready_file_and_exits_cleanly_on_sigterm(
         stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        for _ in range(200):
-            if ready.exists():
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_async(ready.exists, 20, "the node server's ready file")
         info = json.loads(ready.read_text())
         assert info["pid"] == proc.pid and info["host"] == "127.0.5.9" and info["port"] > 0
         node = NodeEndpoint(

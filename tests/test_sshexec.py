@@ -20,6 +20,8 @@ import pytest_asyncio
 from styx import ssh
 from styx.providers.local.provider import LocalProvider
 from styx.ssh import NodeEndpoint, SshPool
+from styx.ssh.phases import _job_dir
+from tests.fixtures.stack import wait_for_async
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +51,11 @@ def _home(cluster, rank: int = 0) -> Path:
 
 
 async def _wait_ended(conn, job: str, phase: str = "run", timeout: float = 20) -> ssh.PhaseState:
-    for _ in range(int(timeout / 0.05)):
+    async def ended() -> ssh.PhaseState | None:
         state = await ssh.phase_state(conn, job, phase)
-        if not state.running:
-            return state
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{job}/{phase} still running")
+        return None if state.running else state
+
+    return await wait_for_async(ended, timeout, f"{job}/{phase} to end")
 
 
 def _group_alive(pgid: int) -> list[int]:
@@ -68,6 +69,17 @@ def _group_alive(pgid: int) -> list[int]:
             continue
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             out.append(int(entry))
+    return out
+
+
+def _group_commands(pgid: int) -> list[str]:
+    """The command names (``comm``) of the live members of process group ``pgid``."""
+    out = []
+    for pid in _group_alive(pgid):
+        try:
+            out.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue
     return out
 
 
@@ -93,7 +105,7 @@ async def test_pool_reuses_live_connections_and_replaces_dead_ones(cluster, pool
     first = await pool.get(node)
     assert await pool.get(node) is first
     first.abort()
-    await asyncio.sleep(0.05)
+    await wait_for_async(first.is_closed, 5, "the aborted connection to close")
     second = await pool.get(node)
     assert second is not first
     assert (await ssh.run(second, "echo ok"))[1] == b"ok\n"
@@ -146,8 +158,9 @@ async def test_server_death_mid_command_is_node_unreachable(tmp_path, client_key
     try:
         node = (await prov.provision("victim", 1))[0]
         conn = await ssh.connect(node, client_key)
-        task = asyncio.create_task(ssh.run(conn, "sleep 30"))
-        await asyncio.sleep(0.3)
+        task = asyncio.create_task(ssh.run(conn, "touch started; sleep 30"))
+        started = tmp_path / "local" / "victim" / "node-0" / "home" / "started"
+        await wait_for_async(started.exists, 10, "the command to start")
         os.kill((await prov.describe("victim"))[0]["pid"], signal.SIGKILL)
         with pytest.raises(ssh.NodeUnreachable):
             await asyncio.wait_for(task, 10)
@@ -204,8 +217,12 @@ async def test_phase_survives_a_dropped_client_and_can_be_reattached(cluster, po
     conn = await pool.get(node)
     script = "for i in $(seq 1 40); do echo line $i; sleep 0.05; done"
     pid = await ssh.start_phase(conn, "drop", "run", script)
-    await asyncio.sleep(0.3)
-    first = await ssh.read_log(conn, "drop", "run", 0, 1 << 20)
+
+    async def some_lines() -> bytes:
+        log = await ssh.read_log(conn, "drop", "run", 0, 1 << 20)
+        return log if log.endswith(b"\n") else b""
+
+    first = await wait_for_async(some_lines, 10, "the first log lines")
     assert first.startswith(b"line 1\n")
     conn.abort()  # the worker died: no goodbye
     pool.discard(node)
@@ -257,7 +274,7 @@ async def test_phase_outlives_a_client_process_killed_with_sigkill(cluster, pool
 async def test_kill_phase_kills_children_and_records_the_end(cluster, conn):
     script = "sleep 1000 & echo $! > child.pid; sleep 1000"
     pid = await ssh.start_phase(conn, "victim", "run", script)
-    await asyncio.sleep(0.2)
+    await wait_for_async(lambda: _group_commands(pid).count("sleep") == 2, 10, "both sleeps to run")
     assert len(_group_alive(pid)) >= 3  # wrapper, script, two sleeps
 
     assert await ssh.kill_phase(conn, "victim", "run", grace=2) == ["run"]
@@ -283,20 +300,17 @@ async def test_kill_on_an_ended_job_keeps_its_exit_code_and_blocks_later_phases(
 
 async def test_stubborn_job_is_killed_after_the_grace_period(conn):
     pid = await ssh.start_phase(conn, "stubborn", "run", "trap '' TERM; sleep 1000")
-    await asyncio.sleep(0.2)
+    # Once the sleep runs, the trap is set: the TERM below is ignored.
+    await wait_for_async(lambda: "sleep" in _group_commands(pid), 10, "the job to run")
     assert await ssh.kill_phase(conn, "stubborn", grace=0.3) == ["run"]
     assert _group_alive(pid) == []
 
 
 async def test_a_phase_killed_from_outside_is_lost(conn):
     pid = await ssh.start_phase(conn, "outside", "run", "sleep 1000")
-    await asyncio.sleep(0.1)
+    await wait_for_async(lambda: "sleep" in _group_commands(pid), 10, "the job to run")
     os.killpg(pid, signal.SIGKILL)
-    for _ in range(100):
-        state = await ssh.phase_state(conn, "outside", "run")
-        if not state.running:
-            break
-        await asyncio.sleep(0.05)
+    state = await _wait_ended(conn, "outside", timeout=5)
     assert state.lost and state.exit_code is None and state.started
     never = await ssh.phase_state(conn, "outside", "setup")
     assert not never.started and not never.running and not never.lost
@@ -332,7 +346,7 @@ async def test_50mb_log_arrives_whole_in_chunks_without_being_held_at_once(conn)
 def test_bad_job_ids_and_phases_are_refused():
     for bad in ("../x", "a b", "", "x;rm", "-x"):
         with pytest.raises(ValueError):
-            ssh._job_dir(bad)
+            _job_dir(bad)
 
 
 # -- files ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import stat
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from styx.files import atomic_write
 from styx.gitserver.names import RepoName
 
 log = logging.getLogger("styx.gitserver.hooks")
@@ -117,10 +117,7 @@ def install_hooks(directory: Path, use_bash: bool | None = None) -> Path:
     for name, text in files.items():
         path = directory / name
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            tmp.chmod(stat.S_IRWXU)
-            os.replace(tmp, path)
+            atomic_write(path, text, mode=stat.S_IRWXU)
     return directory
 
 

@@ -27,6 +27,7 @@ import uvicorn
 
 from styx.config import Settings
 from styx.db import Database, migrate
+from styx.files import atomic_write
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.http import GitHttpApp
 from styx.gitserver.service import GitService
@@ -119,10 +120,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await server.start()
         ready = os.environ.get("STYX_READY_FILE")
         if ready:
-            tmp = Path(ready).with_name(f".{Path(ready).name}.tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "http_port": server.config.http_port,
-                                       "ssh_port": server.ssh.port if server.ssh else None}))
-            os.replace(tmp, ready)
+            atomic_write(Path(ready), json.dumps({"pid": os.getpid(), "http_port": server.config.http_port,
+                                                  "ssh_port": server.ssh.port if server.ssh else None}),
+                         mode=0o644)
         host_key = server.ssh.host_key.get_fingerprint("sha256") if server.ssh else "-"
         print(f"styx git server: {server.config.http_url}  {server.config.ssh_url}  (host key {host_key})",
               flush=True)

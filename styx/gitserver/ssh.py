@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import asyncssh
 from asyncssh.public_key import decode_ssh_public_key
 
+from styx.files import atomic_write, create_once
 from styx.gitserver.hooks import PushSession
 from styx.gitserver.names import InvalidName, RepoName
 from styx.gitserver.service import SERVICES, GitService, clean_git_protocol
@@ -59,16 +59,13 @@ def parse_public_key(text: str) -> tuple[asyncssh.SSHKey, str, str]:
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
+    """The server's host key at ``path``, made (0600, plus ``path.pub``) the first time."""
     if path.exists():
         return asyncssh.read_private_key(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.export_private_key())
-    os.replace(tmp, path)
-    path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
+    made = asyncssh.generate_private_key("ssh-ed25519")
+    key = asyncssh.import_private_key(create_once(path, made.export_private_key()))
+    atomic_write(path.with_name(path.name + ".pub"), key.export_public_key(), mode=0o644)
     return key
 
 

@@ -12,8 +12,8 @@ supervisor leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import signal
@@ -28,6 +28,7 @@ from typing import Callable, TextIO
 
 from styx.config import Settings, find_temporal_binary
 from styx.contracts.search import SEARCH_ATTRIBUTES
+from styx.files import atomic_write, file_lock
 from styx.gitserver.config import GitServerConfig
 
 PR_SET_PDEATHSIG = 1
@@ -88,7 +89,7 @@ class Supervisor:
         self.then = then
         self.parts: list[Part] = []
         self._stopping = False
-        self._lock_fd: int | None = None
+        self._lock = contextlib.ExitStack()
 
     # -- output -----------------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -104,11 +105,9 @@ class Supervisor:
 
     def acquire_lock(self) -> None:
         """Hold ``STYX_HOME/up.lock`` for our lifetime; a second ``styx up`` finds it taken."""
-        fd = os.open(self.settings.home / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock.enter_context(file_lock(self.settings.home / "up.lock", wait=False))
         except BlockingIOError:
-            os.close(fd)
             try:
                 info = json.loads(self.state_file.read_text())
             except (OSError, ValueError):
@@ -118,7 +117,6 @@ class Supervisor:
                 f"API at {info.get('api', self.settings.api_url)}. Stop it with Ctrl-C in its "
                 "terminal, or set STYX_HOME to run a second, separate stack."
             ) from None
-        self._lock_fd = fd
 
     def check_ports_free(self) -> None:
         s = self.settings
@@ -257,7 +255,7 @@ class Supervisor:
             "temporal_ui": s.temporal_ui_url,
             "children": {p.name: p.proc.pid for p in self.parts if p.proc},
         }
-        self.state_file.write_text(json.dumps(info, indent=2))
+        atomic_write(self.state_file, json.dumps(info, indent=2), mode=0o644)
 
     def _print_urls(self) -> None:
         s = self.settings
@@ -313,9 +311,7 @@ class Supervisor:
                     part.proc.kill()
                     part.proc.wait()
         self.state_file.unlink(missing_ok=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.close()
 
 
 def _extra_dynamic_config() -> list[str]:
