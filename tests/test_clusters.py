@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from styx.sdk.client import AsyncClient, Conflict, NotFound
+from styx.sdk.client import AsyncClient
+from styx.sdk.transport import Conflict, NotFound
 from tests.fixtures.stack import StyxStack, wait_for
 
 pytestmark = pytest.mark.slow
