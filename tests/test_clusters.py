@@ -208,6 +208,15 @@ async def test_async_sdk_launches_waits_and_reads_logs(stack: StyxStack):
         assert info.status == "TERMINATED"
 
 
+async def test_doctor_names_the_worker_that_answered_and_needs_a_token(stack: StyxStack):
+    report = stack.client().doctor()
+    assert report.ok and report.database.ok and report.temporal.ok
+    assert report.worker.detail.endswith(f":{stack.worker.pid}")
+    async with AsyncClient(stack.settings.api_url, stack.token) as client:
+        assert (await client.doctor()).ok
+    assert httpx.get(f"{stack.settings.api_url}/api/v1/doctor", timeout=30).status_code == 401
+
+
 async def test_secrets_reach_the_job_but_never_the_api_or_the_history(stack: StyxStack, temporal_env):
     client = stack.client()
     submitted = client.launch({"run": 'test "$(echo $TOKEN | rev)" = eulav-t3rc3s && echo ok',

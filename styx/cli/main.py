@@ -115,6 +115,8 @@ def doctor() -> None:
         report = client.doctor()
     except StyxError as err:
         raise fail(f"API {client.url}: {err.message}") from None
+    except httpx.ConnectError:
+        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
     except httpx.HTTPError as err:
         raise fail(f"API {client.url}: {err}") from None
     finally:
