@@ -67,8 +67,8 @@ class _Routes:
     @staticmethod
     def launch(task: Any, cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> Request:
         return Request("POST", "/api/v1/clusters", {"cluster": cluster, "task": _task_dict(task),
-                                                  "idle_minutes_to_autostop": idle_minutes_to_autostop,
-                                                  "down": down})
+                                                     "idle_minutes_to_autostop": idle_minutes_to_autostop,
+                                                     "down": down})
 
     @staticmethod
     def exec(cluster: str, task: Any) -> Request:

@@ -78,7 +78,7 @@ class _RepoRoutes:
     @staticmethod
     def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> Request:
         return Request("POST", "/api/v1/repos", {"name": name, "private": private, "default_branch": default_branch,
-                                              "description": description})
+                                                 "description": description})
 
     @staticmethod
     def repos(owner: str | None) -> Request:
