@@ -114,7 +114,7 @@ def push_latency(root: Path, pushes: int) -> None:
     from temporalio.testing import WorkflowEnvironment
 
     from styx.config import find_temporal_binary
-    from styx.sdk.repos import GitClient
+    from styx.sdk.client import Client
     from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS
     from tests.fixtures.git import GitStyxStack
     from tests.fixtures.temporal import free_port
@@ -130,7 +130,7 @@ def push_latency(root: Path, pushes: int) -> None:
     try:
         stack.start()
         assert stack.git is not None
-        with GitClient(stack.settings.api_url, stack.token) as admin:
+        with Client(stack.settings.api_url, stack.token) as admin:
             created = admin.create_user("pusher")
             user = make_git_user(root, "pusher", created.token)
             admin.create_repo("pusher/lat")

@@ -10,7 +10,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 from styx.providers.aws.provider import AwsProvider
-from styx.sdk.client import StyxError
+from styx.sdk.transport import StyxError
 from styx.workers.worker import build_worker
 from tests.fixtures.moto import reset_emulator
 from tests.fixtures.stack import StyxStack, wait_for

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from styx.sdk.client import AsyncClient, Conflict, NotFound
+from styx.sdk.client import AsyncClient
+from styx.sdk.transport import Conflict, NotFound
 from tests.fixtures.stack import StyxStack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -205,6 +206,15 @@ async def test_async_sdk_launches_waits_and_reads_logs(stack: StyxStack):
         assert (await client.logs("asdk", submitted.job_id)).strip() == "from-async-sdk"
         info = await client.down("asdk")
         assert info.status == "TERMINATED"
+
+
+async def test_doctor_names_the_worker_that_answered_and_needs_a_token(stack: StyxStack):
+    report = stack.client().doctor()
+    assert report.ok and report.database.ok and report.temporal.ok
+    assert report.worker.detail.endswith(f":{stack.worker.pid}")
+    async with AsyncClient(stack.settings.api_url, stack.token) as client:
+        assert (await client.doctor()).ok
+    assert httpx.get(f"{stack.settings.api_url}/api/v1/doctor", timeout=30).status_code == 401
 
 
 async def test_secrets_reach_the_job_but_never_the_api_or_the_history(stack: StyxStack, temporal_env):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from styx.gitserver.names import RepoName
-from styx.sdk.repos import GitClient
+from styx.sdk.client import Client
 from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
     alice = make_git_user(root, "alice", token)
     assert alice.key is not None
     git_stack.cli("key", "add", str(alice.key.with_suffix(".pub")), "--user", "alice", check=True)
-    with GitClient(git_stack.settings.api_url, git_stack.token) as admin:
+    with Client(git_stack.settings.api_url, git_stack.token) as admin:
         bob = make_git_user(root, "bob", admin.create_user("bob").token)
         assert bob.key is not None
         admin.add_key(bob.key.with_suffix(".pub"), user="bob")
@@ -84,8 +84,8 @@ def _cli(stack: GitStyxStack, env: dict[str, str], *args: str):
         stack.env.update(saved)
 
 
-def _client(stack: GitStyxStack, user: GitUser) -> GitClient:
-    return GitClient(stack.settings.api_url, user.token)
+def _client(stack: GitStyxStack, user: GitUser) -> Client:
+    return Client(stack.settings.api_url, user.token)
 
 
 def _checkout(stack: GitStyxStack, user: GitUser, dest: Path, transport: str = "ssh") -> Path:

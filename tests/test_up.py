@@ -96,6 +96,13 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     assert out.message == "round trip"
     assert out.worker.endswith(f":{children['worker']}")
 
+    # `styx doctor` asks the API, which runs the same round trip; the token is the one `styx up` wrote.
+    doctor = subprocess.run([sys.executable, "-m", "styx", "doctor"], env=stack.env,
+                            capture_output=True, text=True, timeout=60)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "database: ok" in doctor.stdout and "Temporal: ok" in doctor.stdout
+    assert f":{children['worker']}" in doctor.stdout
+
     # A second `styx up` on the same home says so instead of failing on a busy port.
     second = subprocess.run([sys.executable, "-m", "styx", "up"], env=stack.env,
                             capture_output=True, text=True, timeout=60)

@@ -7,12 +7,11 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from styx import __version__
 from styx.api.deps import AppState
 from styx.api.limits import BodyLimit
-from styx.api.routes import clusters, repos, users
+from styx.api.routes import clusters, repos, system, users
 from styx.config import Settings
 from styx.db import Database, migrate
 
@@ -37,27 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> JSONResponse:
-        """200 when the database and Temporal both answer, 503 (saying which failed) otherwise."""
-        state: AppState = app.state.styx
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.to_thread(state.db.ping)
-            checks["database"] = "ok"
-        except Exception as err:  # any failure is the answer here
-            checks["database"] = f"error: {err}"
-        try:
-            client = await state.temporal(wait_seconds=0)
-            await asyncio.wait_for(client.service_client.check_health(), timeout=3)
-            checks["temporal"] = "ok"
-        except Exception as err:
-            checks["temporal"] = f"error: {err}"
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "unhealthy", **checks},
-                            status_code=200 if healthy else 503)
-
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(system.router)
     app.include_router(clusters.router)
     app.include_router(clusters.check_router)
     app.include_router(users.router)

@@ -1,7 +1,8 @@
 """`styx launch / exec / status / queue / logs / cancel / stop / start / down / autostop`.
 
 Flags follow SkyPilot's, so its users feel at home. Every command talks to the API through
-the SDK; nothing here touches SSH, a cloud or Temporal.
+the SDK; nothing here touches SSH, a cloud or Temporal. The commands hang on ``app``, which
+``styx.cli.main`` adds to the root command.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import httpx
 import typer
 from rich.table import Table
 
-from styx.cli.main import app, console, fail
+from styx.cli.console import console, fail
 from styx.contracts.rest import JobInfo
-from styx.sdk.client import Client, StyxError
+from styx.sdk.client import Client
+from styx.sdk.transport import StyxError
 from styx.task import Task, TaskValidationError
+
+app = typer.Typer()
 
 # `styx logs --status` exit codes, as SkyPilot's `sky logs --status`.
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_NOT_FOUND, EXIT_CANCELLED = 0, 100, 101, 102, 103

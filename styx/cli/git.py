@@ -1,6 +1,7 @@
 """`styx user / key / repo / branch / gitserver`: users, SSH keys, repositories, push runs.
 
-Every command but `gitserver` talks to the API through the SDK.
+Every command but `gitserver` talks to the API through the SDK. The commands hang on ``app``,
+which ``styx.cli.main`` adds to the root command.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import httpx
 import typer
 from rich.table import Table
 
-from styx.cli.main import app, console, fail, settings_or_exit
-from styx.sdk.client import StyxError
-from styx.sdk.repos import GitClient
+from styx.cli.console import console, fail, settings_or_exit
+from styx.sdk.client import Client
+from styx.sdk.transport import StyxError
+
+app = typer.Typer()
 
 user_app = typer.Typer(help="Users and their API tokens (creating users needs an admin token).",
                        no_args_is_help=True)
@@ -34,8 +37,8 @@ repo_app.add_typer(collab_app, name="collab")
 
 
 @contextmanager
-def api() -> Iterator[GitClient]:
-    client = GitClient()
+def api() -> Iterator[Client]:
+    client = Client()
     try:
         yield client
     except StyxError as err:

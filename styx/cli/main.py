@@ -1,19 +1,30 @@
-"""The `styx` command line."""
+"""The `styx` command line: the root command, which gathers the command groups, and its own
+commands.
+
+- ``up`` / ``worker`` / ``api``: start servers (their modules are imported inside the command,
+  so the other commands load only the SDK); ``gitserver`` is in ``git.py``.
+- ``doctor``: asks the API whether the database, Temporal and a worker answer.
+- ``version``.
+- ``clusters.app`` (launch, exec, status ...) and ``git.app`` (user, key, repo, branch, gitserver)
+  are added to ``app`` at the end.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
+import httpx
 import typer
-from rich.console import Console
 
 from styx import __version__
-from styx.config import Settings
+from styx.cli import clusters, git
+from styx.cli.console import console, fail, settings_or_exit
+from styx.contracts.rest import ComponentCheck
+from styx.sdk.client import Client
+from styx.sdk.transport import StyxError
 
 app = typer.Typer(
     name="styx",
@@ -26,21 +37,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print a one-line error and return the Exit to raise."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as err:
-        raise fail(str(err)) from None
 
 
 def _setup_logging() -> None:
@@ -109,42 +105,31 @@ def api() -> None:
 def doctor() -> None:
     """Check that the API, the database, Temporal and a worker all answer.
 
-    Runs a trivial workflow through a worker and reports which worker answered.
+    The API runs a trivial workflow through a worker and reports which worker answered.
 
     Example:  `styx doctor`
     """
-    import httpx
-
-    from styx.temporal import TemporalUnavailable, connect
-    from styx.workflows.ping import PingWorkflow, PingWorkflowInput
-
-    settings = settings_or_exit()
-    ok = True
+    settings_or_exit()
+    client = Client()
     try:
-        r = httpx.get(f"{settings.api_url}/healthz", timeout=5)
-        console.print(f"API {settings.api_url}: {r.json()}")
-        ok &= r.status_code == 200
+        report = client.doctor()
+    except StyxError as err:
+        raise fail(f"API {client.url}: {err.message}") from None
+    except httpx.ConnectError:
+        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
     except httpx.HTTPError as err:
-        console.print(f"API {settings.api_url}: [red]{err}[/red]")
-        ok = False
+        raise fail(f"API {client.url}: {err}") from None
+    finally:
+        client.close()
 
-    async def ping() -> str:
-        client = await connect(settings, wait_seconds=5)
-        out = await client.execute_workflow(
-            PingWorkflow.run, PingWorkflowInput("doctor"), id=f"ping/{uuid.uuid4()}",
-            task_queue=settings.task_queue, execution_timeout=timedelta(seconds=15),
-        )
-        return out.worker
+    def show(name: str, check: ComponentCheck, ok: str) -> None:
+        console.print(f"{name}: {ok}" if check.ok else f"{name}: [red]{check.detail}[/red]")
 
-    try:
-        console.print(f"worker: answered from {asyncio.run(ping())}")
-    except TemporalUnavailable as err:
-        console.print(f"Temporal: [red]{err}[/red]")
-        ok = False
-    except Exception as err:  # a timeout means no worker polls the task queue
-        console.print(f"worker: [red]no answer ({type(err).__name__}: {err})[/red]")
-        ok = False
-    raise typer.Exit(0 if ok else 1)
+    console.print(f"API {client.url}: styx {report.version}")
+    show("database", report.database, "ok")
+    show("Temporal", report.temporal, "ok")
+    show("worker", report.worker, f"answered from {report.worker.detail}")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()
@@ -156,7 +141,5 @@ def version() -> None:
     console.print(f"styx {__version__}")
 
 
-
-
-# Command groups register themselves on `app` when imported.
-from styx.cli import clusters, git  # noqa: E402,F401
+app.add_typer(clusters.app)
+app.add_typer(git.app)

@@ -125,5 +125,24 @@ class Orphan(BaseModel):
     terminated: bool = False
 
 
+class ComponentCheck(BaseModel):
+    ok: bool
+    detail: str = Field(description="'ok', what answered, or the error")
+
+
+class DoctorReport(BaseModel):
+    """``GET /api/v1/doctor``: whether the API's database and Temporal answer, and whether a
+    worker runs a trivial workflow (PingWorkflow) within a few seconds."""
+
+    version: str = Field(description="the API's Styx version")
+    database: ComponentCheck
+    temporal: ComponentCheck
+    worker: ComponentCheck
+
+    @property
+    def ok(self) -> bool:
+        return self.database.ok and self.temporal.ok and self.worker.ok
+
+
 class ErrorBody(BaseModel):
     detail: str

@@ -10,63 +10,30 @@ Both find the API and the token the way the CLI does: arguments first, then ``ST
     job = client.wait("dev", submitted.job_id)
     print(job.status, client.logs("dev", submitted.job_id))
     client.down("dev")
+
+The connection and the errors (``StyxError``, ``NotFound``, ``Conflict``) are in
+``styx.sdk.transport``; the users, keys and repositories methods in ``styx.sdk.repos``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
-import httpx
-
-from styx.config import Settings
 from styx.contracts.rest import (
     CancelResult,
     ClusterInfo,
+    DoctorReport,
     JobInfo,
     JobSubmitted,
     Orphan,
     ProviderCheck,
 )
-from styx.task import Task
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
-
-
-class StyxError(Exception):
-    """An error answer from the API; ``status_code`` is the HTTP status."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-
-
-class NotFound(StyxError):
-    pass
-
-
-class Conflict(StyxError):
-    pass
-
-
-def read_credentials(home: Path) -> dict[str, str]:
-    try:
-        return json.loads((home / "credentials").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _resolve(url: str | None, token: str | None) -> tuple[str, str | None]:
-    settings = Settings.from_env()
-    creds = read_credentials(settings.home)
-    url = url or os.environ.get("STYX_API_URL") or creds.get("url") or settings.api_url
-    token = token or os.environ.get("STYX_TOKEN") or creds.get("token")
-    return url.rstrip("/"), token
+from styx.sdk.transport import AsyncTransport, Request, SyncTransport, raise_for_status
+from styx.task import Task
 
 
 def absolute_paths(task: Task) -> Task:
@@ -94,103 +61,68 @@ def _task_dict(task: Task | dict[str, Any] | str | Path) -> dict[str, Any]:
     return absolute_paths(task).to_dict(include_secrets=True)
 
 
-@dataclass(frozen=True)
-class _Req:
-    method: str
-    path: str
-    json: Any = None
-    params: dict[str, Any] | None = None
-
-
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
-        return
-    try:
-        detail = resp.json().get("detail", resp.text)
-    except ValueError:
-        detail = resp.text
-    if not isinstance(detail, str):
-        detail = json.dumps(detail)
-    cls = {404: NotFound, 409: Conflict}.get(resp.status_code, StyxError)
-    raise cls(resp.status_code, detail)
-
-
 class _Routes:
     """Every API call, as a request; both clients send these."""
 
     @staticmethod
-    def launch(task: Any, cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> _Req:
-        return _Req("POST", "/api/v1/clusters", {"cluster": cluster, "task": _task_dict(task),
-                                                  "idle_minutes_to_autostop": idle_minutes_to_autostop,
-                                                  "down": down})
+    def launch(task: Any, cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> Request:
+        return Request("POST", "/api/v1/clusters", {"cluster": cluster, "task": _task_dict(task),
+                                                     "idle_minutes_to_autostop": idle_minutes_to_autostop,
+                                                     "down": down})
 
     @staticmethod
-    def exec(cluster: str, task: Any) -> _Req:
-        return _Req("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": _task_dict(task)})
+    def exec(cluster: str, task: Any) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": _task_dict(task)})
 
     @staticmethod
-    def status(all: bool) -> _Req:
-        return _Req("GET", "/api/v1/clusters", params={"all": str(all).lower()})
+    def status(all: bool) -> Request:
+        return Request("GET", "/api/v1/clusters", params={"all": str(all).lower()})
 
     @staticmethod
-    def cluster(cluster: str) -> _Req:
-        return _Req("GET", f"/api/v1/clusters/{cluster}")
+    def cluster(cluster: str) -> Request:
+        return Request("GET", f"/api/v1/clusters/{cluster}")
 
     @staticmethod
-    def queue(cluster: str) -> _Req:
-        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs")
+    def queue(cluster: str) -> Request:
+        return Request("GET", f"/api/v1/clusters/{cluster}/jobs")
 
     @staticmethod
-    def job(cluster: str, job_id: int) -> _Req:
-        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}")
+    def job(cluster: str, job_id: int) -> Request:
+        return Request("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}")
 
     @staticmethod
-    def cancel(cluster: str, job_ids: list[int] | None) -> _Req:
-        return _Req("POST", f"/api/v1/clusters/{cluster}/jobs/cancel", {"job_ids": job_ids})
+    def cancel(cluster: str, job_ids: list[int] | None) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/jobs/cancel", {"job_ids": job_ids})
 
     @staticmethod
-    def lifecycle(cluster: str, action: str) -> _Req:
-        return _Req("POST", f"/api/v1/clusters/{cluster}/{action}")
+    def lifecycle(cluster: str, action: str) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/{action}")
 
     @staticmethod
-    def autostop(cluster: str, idle_minutes: int | None, down: bool) -> _Req:
-        return _Req("POST", f"/api/v1/clusters/{cluster}/autostop", {"idle_minutes": idle_minutes, "down": down})
+    def autostop(cluster: str, idle_minutes: int | None, down: bool) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/autostop", {"idle_minutes": idle_minutes, "down": down})
 
     @staticmethod
-    def check(region: str | None) -> _Req:
-        return _Req("GET", "/api/v1/check", params={"region": region} if region else None)
+    def check(region: str | None) -> Request:
+        return Request("GET", "/api/v1/check", params={"region": region} if region else None)
 
     @staticmethod
-    def orphans(terminate: bool) -> _Req:
-        return _Req("GET", "/api/v1/orphans", params={"terminate": str(terminate).lower()})
+    def orphans(terminate: bool) -> Request:
+        return Request("GET", "/api/v1/orphans", params={"terminate": str(terminate).lower()})
 
     @staticmethod
-    def logs(cluster: str, job_id: int, follow: bool) -> _Req:
-        return _Req("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
+    def doctor() -> Request:
+        return Request("GET", "/api/v1/doctor")
+
+    @staticmethod
+    def logs(cluster: str, job_id: int, follow: bool) -> Request:
+        return Request("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
 
 
-class Client(ReposMixin):
-    """Synchronous client. Every method raises :class:`StyxError` (``NotFound``, ``Conflict``)
-    with the API's message on an error answer."""
-
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
-        self.url, token = _resolve(url, token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _send(self, req: _Req) -> Any:
-        resp = self._http.request(req.method, req.path, json=req.json, params=req.params)
-        _raise_for(resp)
-        return resp.json()
+class Client(ReposMixin, SyncTransport):
+    """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
+    :class:`styx.sdk.transport.StyxError` (``NotFound``, ``Conflict``) with the API's message on
+    an error answer."""
 
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
@@ -249,6 +181,10 @@ class Client(ReposMixin):
         """Cloud instances of this deployment that belong to no live cluster."""
         return [Orphan(**o) for o in self._send(_Routes.orphans(terminate))]
 
+    def doctor(self) -> DoctorReport:
+        """Whether the API's database and Temporal answer, and which worker ran a trivial workflow."""
+        return DoctorReport(**self._send(_Routes.doctor()))
+
     def logs(self, cluster: str, job_id: int) -> str:
         """The job's whole log so far."""
         return b"".join(self.stream_logs(cluster, job_id, follow=False)).decode(errors="replace")
@@ -259,31 +195,12 @@ class Client(ReposMixin):
         with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
             if resp.status_code >= 400:
                 resp.read()
-                _raise_for(resp)
+                raise_for_status(resp)
             yield from resp.iter_bytes()
 
 
-class AsyncClient(AsyncReposMixin):
+class AsyncClient(AsyncReposMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
-
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
-        self.url, token = _resolve(url, token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _send(self, req: _Req) -> Any:
-        resp = await self._http.request(req.method, req.path, json=req.json, params=req.params)
-        _raise_for(resp)
-        return resp.json()
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,
                      idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
@@ -336,6 +253,9 @@ class AsyncClient(AsyncReposMixin):
     async def orphans(self, terminate: bool = False) -> list[Orphan]:
         return [Orphan(**o) for o in await self._send(_Routes.orphans(terminate))]
 
+    async def doctor(self) -> DoctorReport:
+        return DoctorReport(**await self._send(_Routes.doctor()))
+
     async def logs(self, cluster: str, job_id: int) -> str:
         chunks = [c async for c in self.stream_logs(cluster, job_id, follow=False)]
         return b"".join(chunks).decode(errors="replace")
@@ -345,6 +265,6 @@ class AsyncClient(AsyncReposMixin):
         async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
-                _raise_for(resp)
+                raise_for_status(resp)
             async for chunk in resp.aiter_bytes():
                 yield chunk

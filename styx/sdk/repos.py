@@ -1,11 +1,10 @@
 """SDK methods for users, SSH keys, repositories, branches and push runs.
 
-Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncReposMixin``);
-``GitClient`` and ``AsyncGitClient`` are the clients with them already mixed in::
+Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncReposMixin``)::
 
-    from styx.sdk.repos import GitClient
+    import styx
 
-    with GitClient() as client:
+    with styx.Client() as client:
         client.create_repo("ml", private=True)            # yours: <you>/ml
         client.add_key("~/.ssh/id_ed25519.pub")
         print(client.repo("alice/ml").clone_ssh)
@@ -16,11 +15,9 @@ Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncRepos
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 from styx.contracts.pushes import PUSH_TERMINAL
@@ -33,25 +30,15 @@ from styx.contracts.rest_repos import (
     UserCreated,
     UserInfo,
 )
+from styx.sdk.transport import NotFound, Request
 
-@dataclass(frozen=True)
-class _Req:
-    method: str
-    path: str
-    json: Any = None
-    params: dict[str, Any] | None = None
-
-def _raise_for(resp: Any) -> None:
-    # Imported late: styx.sdk.client mixes these classes in, so it imports this module first.
-    from styx.sdk.client import _raise_for as raise_for
-
-    raise_for(resp)
 
 def _split(full_name: str) -> tuple[str, str]:
     owner, sep, name = full_name.strip("/").partition("/")
     if not sep or not owner or not name or "/" in name:
         raise ValueError(f"expected <owner>/<name>, got {full_name!r}")
     return owner, name.removesuffix(".git")
+
 
 def _public_key_text(key: str | Path) -> str:
     text = str(key)
@@ -62,166 +49,161 @@ def _public_key_text(key: str | Path) -> str:
         raise ValueError(f"no such public key file: {path}")
     return path.read_text().strip()
 
+
 class _RepoRoutes:
     @staticmethod
-    def create_user(name: str, admin: bool) -> _Req:
-        return _Req("POST", "/api/v1/users", {"name": name, "admin": admin})
+    def create_user(name: str, admin: bool) -> Request:
+        return Request("POST", "/api/v1/users", {"name": name, "admin": admin})
 
     @staticmethod
-    def users() -> _Req:
-        return _Req("GET", "/api/v1/users")
+    def users() -> Request:
+        return Request("GET", "/api/v1/users")
 
     @staticmethod
-    def me() -> _Req:
-        return _Req("GET", "/api/v1/users/me")
+    def me() -> Request:
+        return Request("GET", "/api/v1/users/me")
 
     @staticmethod
-    def add_key(user: str, public_key: str, title: str | None) -> _Req:
-        return _Req("POST", f"/api/v1/users/{quote(user)}/keys", {"public_key": public_key, "title": title})
+    def add_key(user: str, public_key: str, title: str | None) -> Request:
+        return Request("POST", f"/api/v1/users/{quote(user)}/keys", {"public_key": public_key, "title": title})
 
     @staticmethod
-    def keys(user: str) -> _Req:
-        return _Req("GET", f"/api/v1/users/{quote(user)}/keys")
+    def keys(user: str) -> Request:
+        return Request("GET", f"/api/v1/users/{quote(user)}/keys")
 
     @staticmethod
-    def delete_key(user: str, key_id: int) -> _Req:
-        return _Req("DELETE", f"/api/v1/users/{quote(user)}/keys/{key_id}")
+    def delete_key(user: str, key_id: int) -> Request:
+        return Request("DELETE", f"/api/v1/users/{quote(user)}/keys/{key_id}")
 
     @staticmethod
-    def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> _Req:
-        return _Req("POST", "/api/v1/repos", {"name": name, "private": private, "default_branch": default_branch,
-                                              "description": description})
+    def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> Request:
+        return Request("POST", "/api/v1/repos", {"name": name, "private": private, "default_branch": default_branch,
+                                                 "description": description})
 
     @staticmethod
-    def repos(owner: str | None) -> _Req:
-        return _Req("GET", "/api/v1/repos", params={"owner": owner} if owner else None)
+    def repos(owner: str | None) -> Request:
+        return Request("GET", "/api/v1/repos", params={"owner": owner} if owner else None)
 
     @staticmethod
-    def repo(full: str, method: str = "GET", body: Any = None) -> _Req:
+    def repo(full: str, method: str = "GET", body: Any = None) -> Request:
         owner, name = _split(full)
-        return _Req(method, f"/api/v1/repos/{owner}/{name}", body)
+        return Request(method, f"/api/v1/repos/{owner}/{name}", body)
 
     @staticmethod
-    def collaborators(full: str) -> _Req:
+    def collaborators(full: str) -> Request:
         owner, name = _split(full)
-        return _Req("GET", f"/api/v1/repos/{owner}/{name}/collaborators")
+        return Request("GET", f"/api/v1/repos/{owner}/{name}/collaborators")
 
     @staticmethod
-    def collaborator(full: str, user: str, level: str | None) -> _Req:
+    def collaborator(full: str, user: str, level: str | None) -> Request:
         owner, name = _split(full)
         path = f"/api/v1/repos/{owner}/{name}/collaborators/{quote(user)}"
-        return _Req("PUT", path, {"level": level}) if level else _Req("DELETE", path)
+        return Request("PUT", path, {"level": level}) if level else Request("DELETE", path)
 
     @staticmethod
-    def branches(full: str) -> _Req:
+    def branches(full: str) -> Request:
         owner, name = _split(full)
-        return _Req("GET", f"/api/v1/repos/{owner}/{name}/branches")
+        return Request("GET", f"/api/v1/repos/{owner}/{name}/branches")
 
     @staticmethod
-    def create_branch(full: str, branch: str, from_: str | None) -> _Req:
+    def create_branch(full: str, branch: str, from_: str | None) -> Request:
         owner, name = _split(full)
-        return _Req("POST", f"/api/v1/repos/{owner}/{name}/branches", {"name": branch, "from": from_})
+        return Request("POST", f"/api/v1/repos/{owner}/{name}/branches", {"name": branch, "from": from_})
 
     @staticmethod
-    def delete_branch(full: str, branch: str) -> _Req:
+    def delete_branch(full: str, branch: str) -> Request:
         owner, name = _split(full)
-        return _Req("DELETE", f"/api/v1/repos/{owner}/{name}/branches/{quote(branch, safe='/')}")
+        return Request("DELETE", f"/api/v1/repos/{owner}/{name}/branches/{quote(branch, safe='/')}")
 
     @staticmethod
-    def runs(full: str, limit: int) -> _Req:
+    def runs(full: str, limit: int) -> Request:
         owner, name = _split(full)
-        return _Req("GET", f"/api/v1/repos/{owner}/{name}/runs", params={"limit": limit})
+        return Request("GET", f"/api/v1/repos/{owner}/{name}/runs", params={"limit": limit})
 
     @staticmethod
-    def commit_status(full: str, rev: str) -> _Req:
+    def commit_status(full: str, rev: str) -> Request:
         owner, name = _split(full)
-        return _Req("GET", f"/api/v1/repos/{owner}/{name}/commits/{quote(rev, safe='')}/status")
+        return Request("GET", f"/api/v1/repos/{owner}/{name}/commits/{quote(rev, safe='')}/status")
+
 
 class ReposMixin:
     """Users, keys, repositories, branches and runs, for :class:`styx.sdk.client.Client`."""
 
-    _http: Any
-
-    def _git_send(self, req: _Req) -> Any:
-        resp = self._http.request(req.method, req.path, json=req.json, params=req.params)
-        _raise_for(resp)
-        return resp.json() if resp.content else None
+    _send: Callable[[Request], Any]  # from the transport it is mixed with
 
     # users and keys
     def create_user(self, name: str, admin: bool = False) -> UserCreated:
         """Create a user (you must be an admin); the answer holds their token, shown once."""
-        return UserCreated(**self._git_send(_RepoRoutes.create_user(name, admin)))
+        return UserCreated(**self._send(_RepoRoutes.create_user(name, admin)))
 
     def users(self) -> list[UserInfo]:
-        return [UserInfo(**u) for u in self._git_send(_RepoRoutes.users())]
+        return [UserInfo(**u) for u in self._send(_RepoRoutes.users())]
 
     def me(self) -> UserInfo:
-        return UserInfo(**self._git_send(_RepoRoutes.me()))
+        return UserInfo(**self._send(_RepoRoutes.me()))
 
     def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
         """Register an SSH public key (a ``.pub`` path or the key line) for you or ``user``."""
         user = user or self.me().name
-        return KeyInfo(**self._git_send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
 
     def keys(self, user: str | None = None) -> list[KeyInfo]:
-        return [KeyInfo(**k) for k in self._git_send(_RepoRoutes.keys(user or self.me().name))]
+        return [KeyInfo(**k) for k in self._send(_RepoRoutes.keys(user or self.me().name))]
 
     def delete_key(self, key_id: int, user: str | None = None) -> None:
-        self._git_send(_RepoRoutes.delete_key(user or self.me().name, key_id))
+        self._send(_RepoRoutes.delete_key(user or self.me().name, key_id))
 
     # repositories
     def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
                     description: str | None = None) -> RepoInfo:
         """``name`` is ``ml`` (yours) or ``owner/ml``."""
-        return RepoInfo(**self._git_send(_RepoRoutes.create_repo(name, private, default_branch, description)))
+        return RepoInfo(**self._send(_RepoRoutes.create_repo(name, private, default_branch, description)))
 
     def repos(self, owner: str | None = None) -> list[RepoInfo]:
-        return [RepoInfo(**r) for r in self._git_send(_RepoRoutes.repos(owner))]
+        return [RepoInfo(**r) for r in self._send(_RepoRoutes.repos(owner))]
 
     def repo(self, full_name: str) -> RepoInfo:
-        return RepoInfo(**self._git_send(_RepoRoutes.repo(full_name)))
+        return RepoInfo(**self._send(_RepoRoutes.repo(full_name)))
 
     def update_repo(self, full_name: str, *, private: bool | None = None, default_branch: str | None = None,
                     description: str | None = None) -> RepoInfo:
         body = {k: v for k, v in dict(private=private, default_branch=default_branch,
                                       description=description).items() if v is not None}
-        return RepoInfo(**self._git_send(_RepoRoutes.repo(full_name, "PATCH", body)))
+        return RepoInfo(**self._send(_RepoRoutes.repo(full_name, "PATCH", body)))
 
     def delete_repo(self, full_name: str) -> None:
-        self._git_send(_RepoRoutes.repo(full_name, "DELETE"))
+        self._send(_RepoRoutes.repo(full_name, "DELETE"))
 
     def collaborators(self, full_name: str) -> list[CollaboratorInfo]:
-        return [CollaboratorInfo(**c) for c in self._git_send(_RepoRoutes.collaborators(full_name))]
+        return [CollaboratorInfo(**c) for c in self._send(_RepoRoutes.collaborators(full_name))]
 
     def set_collaborator(self, full_name: str, user: str, level: str = "write") -> CollaboratorInfo:
         """Give ``user`` read, write or admin access."""
-        return CollaboratorInfo(**self._git_send(_RepoRoutes.collaborator(full_name, user, level)))
+        return CollaboratorInfo(**self._send(_RepoRoutes.collaborator(full_name, user, level)))
 
     def remove_collaborator(self, full_name: str, user: str) -> None:
-        self._git_send(_RepoRoutes.collaborator(full_name, user, None))
+        self._send(_RepoRoutes.collaborator(full_name, user, None))
 
     # branches
     def branches(self, full_name: str) -> list[BranchInfo]:
-        return [BranchInfo(**b) for b in self._git_send(_RepoRoutes.branches(full_name))]
+        return [BranchInfo(**b) for b in self._send(_RepoRoutes.branches(full_name))]
 
     def create_branch(self, full_name: str, branch: str, from_: str | None = None) -> BranchInfo:
-        return BranchInfo(**self._git_send(_RepoRoutes.create_branch(full_name, branch, from_)))
+        return BranchInfo(**self._send(_RepoRoutes.create_branch(full_name, branch, from_)))
 
     def delete_branch(self, full_name: str, branch: str) -> None:
-        self._git_send(_RepoRoutes.delete_branch(full_name, branch))
+        self._send(_RepoRoutes.delete_branch(full_name, branch))
 
     # runs
     def runs(self, full_name: str, limit: int = 50) -> list[PushRunInfo]:
-        return [PushRunInfo(**r) for r in self._git_send(_RepoRoutes.runs(full_name, limit))]
+        return [PushRunInfo(**r) for r in self._send(_RepoRoutes.runs(full_name, limit))]
 
     def commit_status(self, full_name: str, rev: str) -> PushRunInfo:
         """The run a pushed commit started (``rev``: a sha, a unique prefix, or a branch)."""
-        return PushRunInfo(**self._git_send(_RepoRoutes.commit_status(full_name, rev)))
+        return PushRunInfo(**self._send(_RepoRoutes.commit_status(full_name, rev)))
 
     def wait_commit(self, full_name: str, rev: str, timeout: float | None = None, poll: float = 0.1) -> PushRunInfo:
         """Block until the commit's run has finished (SUCCEEDED, FAILED or SKIPPED)."""
-        from styx.sdk.client import NotFound
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -235,82 +217,76 @@ class ReposMixin:
             time.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
+
 class AsyncReposMixin:
     """The asynchronous twin of :class:`ReposMixin`, for :class:`styx.sdk.client.AsyncClient`."""
 
-    _http: Any
-
-    async def _git_send(self, req: _Req) -> Any:
-        resp = await self._http.request(req.method, req.path, json=req.json, params=req.params)
-        _raise_for(resp)
-        return resp.json() if resp.content else None
+    _send: Callable[[Request], Awaitable[Any]]  # from the transport it is mixed with
 
     async def create_user(self, name: str, admin: bool = False) -> UserCreated:
-        return UserCreated(**await self._git_send(_RepoRoutes.create_user(name, admin)))
+        return UserCreated(**await self._send(_RepoRoutes.create_user(name, admin)))
 
     async def users(self) -> list[UserInfo]:
-        return [UserInfo(**u) for u in await self._git_send(_RepoRoutes.users())]
+        return [UserInfo(**u) for u in await self._send(_RepoRoutes.users())]
 
     async def me(self) -> UserInfo:
-        return UserInfo(**await self._git_send(_RepoRoutes.me()))
+        return UserInfo(**await self._send(_RepoRoutes.me()))
 
     async def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
         user = user or (await self.me()).name
-        return KeyInfo(**await self._git_send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**await self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
 
     async def keys(self, user: str | None = None) -> list[KeyInfo]:
-        return [KeyInfo(**k) for k in await self._git_send(_RepoRoutes.keys(user or (await self.me()).name))]
+        return [KeyInfo(**k) for k in await self._send(_RepoRoutes.keys(user or (await self.me()).name))]
 
     async def delete_key(self, key_id: int, user: str | None = None) -> None:
-        await self._git_send(_RepoRoutes.delete_key(user or (await self.me()).name, key_id))
+        await self._send(_RepoRoutes.delete_key(user or (await self.me()).name, key_id))
 
     async def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
                           description: str | None = None) -> RepoInfo:
-        return RepoInfo(**await self._git_send(_RepoRoutes.create_repo(name, private, default_branch, description)))
+        return RepoInfo(**await self._send(_RepoRoutes.create_repo(name, private, default_branch, description)))
 
     async def repos(self, owner: str | None = None) -> list[RepoInfo]:
-        return [RepoInfo(**r) for r in await self._git_send(_RepoRoutes.repos(owner))]
+        return [RepoInfo(**r) for r in await self._send(_RepoRoutes.repos(owner))]
 
     async def repo(self, full_name: str) -> RepoInfo:
-        return RepoInfo(**await self._git_send(_RepoRoutes.repo(full_name)))
+        return RepoInfo(**await self._send(_RepoRoutes.repo(full_name)))
 
     async def update_repo(self, full_name: str, *, private: bool | None = None, default_branch: str | None = None,
                           description: str | None = None) -> RepoInfo:
         body = {k: v for k, v in dict(private=private, default_branch=default_branch,
                                       description=description).items() if v is not None}
-        return RepoInfo(**await self._git_send(_RepoRoutes.repo(full_name, "PATCH", body)))
+        return RepoInfo(**await self._send(_RepoRoutes.repo(full_name, "PATCH", body)))
 
     async def delete_repo(self, full_name: str) -> None:
-        await self._git_send(_RepoRoutes.repo(full_name, "DELETE"))
+        await self._send(_RepoRoutes.repo(full_name, "DELETE"))
 
     async def collaborators(self, full_name: str) -> list[CollaboratorInfo]:
-        return [CollaboratorInfo(**c) for c in await self._git_send(_RepoRoutes.collaborators(full_name))]
+        return [CollaboratorInfo(**c) for c in await self._send(_RepoRoutes.collaborators(full_name))]
 
     async def set_collaborator(self, full_name: str, user: str, level: str = "write") -> CollaboratorInfo:
-        return CollaboratorInfo(**await self._git_send(_RepoRoutes.collaborator(full_name, user, level)))
+        return CollaboratorInfo(**await self._send(_RepoRoutes.collaborator(full_name, user, level)))
 
     async def remove_collaborator(self, full_name: str, user: str) -> None:
-        await self._git_send(_RepoRoutes.collaborator(full_name, user, None))
+        await self._send(_RepoRoutes.collaborator(full_name, user, None))
 
     async def branches(self, full_name: str) -> list[BranchInfo]:
-        return [BranchInfo(**b) for b in await self._git_send(_RepoRoutes.branches(full_name))]
+        return [BranchInfo(**b) for b in await self._send(_RepoRoutes.branches(full_name))]
 
     async def create_branch(self, full_name: str, branch: str, from_: str | None = None) -> BranchInfo:
-        return BranchInfo(**await self._git_send(_RepoRoutes.create_branch(full_name, branch, from_)))
+        return BranchInfo(**await self._send(_RepoRoutes.create_branch(full_name, branch, from_)))
 
     async def delete_branch(self, full_name: str, branch: str) -> None:
-        await self._git_send(_RepoRoutes.delete_branch(full_name, branch))
+        await self._send(_RepoRoutes.delete_branch(full_name, branch))
 
     async def runs(self, full_name: str, limit: int = 50) -> list[PushRunInfo]:
-        return [PushRunInfo(**r) for r in await self._git_send(_RepoRoutes.runs(full_name, limit))]
+        return [PushRunInfo(**r) for r in await self._send(_RepoRoutes.runs(full_name, limit))]
 
     async def commit_status(self, full_name: str, rev: str) -> PushRunInfo:
-        return PushRunInfo(**await self._git_send(_RepoRoutes.commit_status(full_name, rev)))
+        return PushRunInfo(**await self._send(_RepoRoutes.commit_status(full_name, rev)))
 
     async def wait_commit(self, full_name: str, rev: str, timeout: float | None = None,
                           poll: float = 0.1) -> PushRunInfo:
-        from styx.sdk.client import NotFound
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -323,20 +299,3 @@ class AsyncReposMixin:
                 raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
             await asyncio.sleep(poll)
             poll = min(poll * 1.5, 1.0)
-
-def __getattr__(name: str) -> Any:
-    """``GitClient`` / ``AsyncGitClient``: ``styx.Client`` / ``styx.AsyncClient`` with these
-    methods (the clients themselves once they mix them in). Built on first use, since
-    ``styx.sdk.client`` may import this module while it is being defined."""
-    if name in ("GitClient", "AsyncGitClient"):
-        return _clients()[name]
-    raise AttributeError(name)
-
-@functools.cache
-def _clients() -> dict[str, type]:
-    from styx.sdk.client import AsyncClient, Client
-
-    sync = Client if issubclass(Client, ReposMixin) else type("GitClient", (ReposMixin, Client), {})
-    asyn = (AsyncClient if issubclass(AsyncClient, AsyncReposMixin)
-            else type("AsyncGitClient", (AsyncReposMixin, AsyncClient), {}))
-    return {"GitClient": sync, "AsyncGitClient": asyn}
