@@ -1,6 +1,7 @@
 """The package's layers, checked from the source (parsed with ``ast``, never imported).
 
     contracts      plain data; imports nothing of styx but itself
+    files, config  leaves: atomic writes and locks; settings read from the environment
        ^
     workflows      contracts, temporalio and activity definitions; no I/O library
     activities     never workflows, api, cli, sdk
@@ -33,7 +34,8 @@ STDLIB = "<the standard library>"
 #: longest name here that it falls under; a module under none is checked for cycles only.
 LAYERS: dict[str, tuple[str, ...]] = {
     "styx.contracts":  ("only", "styx.contracts"),
-    "styx.config":     ("only", "styx.config"),
+    "styx.config":     ("only", "styx.config", "styx.files"),
+    "styx.files":      ("only", "styx.files"),
     "styx.task":       ("only", "styx.task", "styx.contracts", "styx.config"),
     "styx.workflows":  ("only", "styx.contracts", "styx.workflows", "styx.activities"),
     "styx.activities": ("never", "styx.workflows", "styx.api", "styx.cli", "styx.sdk"),
