@@ -2,6 +2,9 @@
 
 A token reads ``styx_<id>_<secret>``: the id finds the row, the secret is checked against
 ``sha256(salt + secret)`` in constant time. Nothing stored can be turned back into a token.
+
+Pure functions, no storage: ``styx.db.users.UserStore`` keeps the hashes and calls
+``split_token`` and ``matches``; ``styx.workers.credentials`` writes the admin's token.
 """
 
 from __future__ import annotations
@@ -10,12 +13,6 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from styx.files import atomic_write
-
-if TYPE_CHECKING:
-    from styx.config import Settings
 
 PREFIX = "styx_"
 
@@ -51,29 +48,3 @@ def split_token(token: str) -> tuple[str, str] | None:
 
 def matches(secret: str, salt: str, digest: str) -> bool:
     return hmac.compare_digest(_digest(salt, secret), digest)
-
-
-def ensure_admin_credentials(settings: "Settings") -> str:
-    """The admin's token from ``STYX_HOME/credentials`` (mode 0600), created on first start.
-
-    A credentials file whose token the database no longer knows (a new DB) is replaced.
-    """
-    import json
-
-    from styx.db import Database, migrate
-
-    migrate(settings.db_url)
-    db = Database(settings.db_url)
-    path = settings.home / "credentials"
-    try:
-        token = json.loads(path.read_text())["token"]
-        if db.authenticate_token(token) is not None:
-            return token
-    except (OSError, ValueError, KeyError):
-        pass
-    db.ensure_user("admin", is_admin=True)
-    made = new_token()
-    db.add_token("admin", made.token_id, made.salt, made.digest, description="created by styx up")
-    settings.home.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps({"url": settings.api_url, "user": "admin", "token": made.token}, indent=2))
-    return made.token

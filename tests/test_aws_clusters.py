@@ -88,7 +88,7 @@ def test_down_of_a_cluster_whose_row_was_lost_terminates_by_tag(aws_stack: StyxS
     submitted = client.launch({"resources": {"infra": f"aws/{REGION}"}, "run": "true"}, cluster="lost")
     client.wait("lost", submitted.job_id, timeout=180)
     assert len(instances("lost")) == 1
-    Database(aws_stack.settings.db_url).delete_cluster("lost")
+    Database(aws_stack.settings.db_url).clusters.delete("lost")
     assert client.down("lost").status == "TERMINATED"
     assert instances("lost") == []
 
@@ -180,7 +180,7 @@ def test_orphans_are_reported_and_terminated_on_request(aws_stack: StyxStack):
     # An instance of this deployment whose cluster nobody knows any more.
     stray = client.launch({"resources": {"infra": f"aws/{REGION}"}, "run": "true"}, cluster="stray")
     client.wait("stray", stray.job_id, timeout=180)
-    Database(aws_stack.settings.db_url).upsert_cluster("stray", status="TERMINATED")
+    Database(aws_stack.settings.db_url).clusters.upsert("stray", status="TERMINATED")
 
     r = aws_stack.cli("status", "--orphans", check=True)
     assert "stray" in r.stdout and "kept" not in r.stdout

@@ -41,11 +41,11 @@ def world(git_world: GitWorld) -> GitWorld:
         w.add_user(name)
     for full, private in (("alice/pub", False), ("alice/priv", True)):
         w.create_repo(full, private=private)
-        repo = w.db.get_repo("alice", full.split("/")[1])
+        repo = w.db.repos.get("alice", full.split("/")[1])
         assert repo is not None and repo.id is not None
-        w.db.set_collaborator(repo.id, "rita", RepoLevel.READ)
-        w.db.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
-        w.db.set_collaborator(repo.id, "adam", RepoLevel.ADMIN)
+        w.db.repos.set_collaborator(repo.id, "rita", RepoLevel.READ)
+        w.db.repos.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
+        w.db.repos.set_collaborator(repo.id, "adam", RepoLevel.ADMIN)
     w.users["anonymous"] = w.anonymous()
     return w
 
@@ -256,9 +256,9 @@ def test_clone_fetch_shallow_push_branch_tag_delete_and_non_fast_forward(world: 
     full = f"alice/proto-{transport}"
     world.create_repo(full)
     walt = world.users["walt"]
-    repo = world.db.get_repo("alice", f"proto-{transport}")
+    repo = world.db.repos.get("alice", f"proto-{transport}")
     assert repo is not None and repo.id is not None
-    world.db.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
+    world.db.repos.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
     url = walt.url(world.server, transport, full)
 
     a = tmp_path / "a"
@@ -309,7 +309,7 @@ def test_a_repository_whose_default_branch_is_missing_adopts_the_first_pushed(wo
     commit_file(alice, work, "a.txt", "a")
     result = alice.git("push", alice.http_url(world.server, "alice/fresh"), "trunk", cwd=work)
     assert "default branch of alice/fresh set to trunk" in result.stderr
-    repo = world.db.get_repo("alice", "fresh")
+    repo = world.db.repos.get("alice", "fresh")
     assert repo is not None and repo.default_branch == "trunk"
     clone = alice.git("clone", alice.http_url(world.server, "alice/fresh"), str(tmp_path / "c"))
     assert (tmp_path / "c" / "a.txt").exists(), clone.stderr
@@ -325,9 +325,9 @@ def test_twenty_concurrent_pushes_each_land_or_are_rejected_and_the_repo_stays_s
     full = "alice/race"
     world.create_repo(full)
     walt = world.users["walt"]
-    repo = world.db.get_repo("alice", "race")
+    repo = world.db.repos.get("alice", "race")
     assert repo is not None and repo.id is not None
-    world.db.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
+    world.db.repos.set_collaborator(repo.id, "walt", RepoLevel.WRITE)
     jobs = []
     for i in range(20):
         work = local_clone(world, full, tmp_path / f"c{i}")

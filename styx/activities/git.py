@@ -90,7 +90,7 @@ class GitActivities:
     async def push_plan(self, inp: PushInput) -> PushPlan:
         """Record the run as PENDING, read ``.styx.yaml``, pick the jobs, export the tree."""
         wid = activity.info().workflow_id
-        await asyncio.to_thread(self.db.upsert_push_run, inp.repo_id, inp.sha, ref=inp.ref, pusher=inp.pusher,
+        await asyncio.to_thread(self.db.repos.upsert_push_run, inp.repo_id, inp.sha, ref=inp.ref, pusher=inp.pusher,
                                 workflow_id=wid, status=PushRunStatus.PENDING)
         plan = await asyncio.to_thread(self._plan, inp)
         if plan.jobs:
@@ -176,7 +176,7 @@ class GitActivities:
             submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
         else:
             cluster = job.cluster or ""
-            row = await asyncio.to_thread(self.db.get_cluster, cluster)
+            row = await asyncio.to_thread(self.db.clusters.get, cluster)
             if row is None or row.status in CLUSTER_GONE:
                 raise ApplicationError(
                     f"cluster {cluster!r} does not exist (or was taken down); launch it first "
@@ -213,7 +213,7 @@ class GitActivities:
         """Poll the read model until the job is finished (heartbeating meanwhile)."""
         delay = 0.2
         while True:
-            job = await asyncio.to_thread(self.db.get_job, inp.cluster, inp.job_id)
+            job = await asyncio.to_thread(self.db.clusters.get_job, inp.cluster, inp.job_id)
             if job is not None and JobStatus(job.status).is_terminal:
                 return WaitJobResult(job.status.value, job.message)
             activity.heartbeat(job.status.value if job else "unknown")
@@ -243,7 +243,7 @@ class GitActivities:
                                       status=PushRunStatus(rec.status), message=rec.message)
         if rec.jobs is not None:
             fields["jobs"] = json.dumps([asdict(j) for j in rec.jobs])
-        await asyncio.to_thread(self.db.upsert_push_run, rec.repo_id, rec.sha, **fields)
+        await asyncio.to_thread(self.db.repos.upsert_push_run, rec.repo_id, rec.sha, **fields)
 
 
 def remove_export(config: GitServerConfig, sha: str) -> None:

@@ -26,7 +26,7 @@ class ReconcileActivities:
             return ReconcileOutput()
         async with heartbeating():
             instances = await self.aws.list_deployment_instances(inp.region)
-            clusters = await asyncio.to_thread(self.db.list_clusters, status=LIVE)
+            clusters = await asyncio.to_thread(self.db.clusters.list, status=LIVE)
             live = {c.name for c in clusters}
             orphans = [i for i in instances if i.get("cluster") not in live]
             terminated: list[str] = []

@@ -53,7 +53,7 @@ class SshActivities:
             if inp.phase == "run" and inp.rank == 0:
                 # Recorded here, once the job really started, rather than by the workflow:
                 # that saves the job a workflow task. The upsert is idempotent.
-                await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=JobStatus.RUNNING)
+                await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id, status=JobStatus.RUNNING)
         except JobCancelled:
             raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
                                    non_retryable=True) from None
@@ -97,7 +97,7 @@ class SshActivities:
             # later (the workflow records the same; the first terminal status wins). A phase
             # ended by a cancel is left to the workflow, which records CANCELLED.
             status = JobStatus.SUCCEEDED if state.exit_code == 0 else JobStatus.FAILED
-            await asyncio.to_thread(self.db.upsert_job, inp.cluster, inp.job_id, status=status,
+            await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id, status=status,
                                     exit_codes=[state.exit_code])
         return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
 

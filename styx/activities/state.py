@@ -36,7 +36,7 @@ class StateActivities:
         if rec.fresh:
             # A new cluster under a name used before: its job ids start again at 1, so the
             # old run's jobs and copied logs must not be mistaken for the new ones.
-            self.db.delete_cluster(rec.name)
+            self.db.clusters.delete(rec.name)
             shutil.rmtree(joblogs.cluster_dir(self.home, rec.name), ignore_errors=True)
         fields: dict[str, Any] = dict(
             provider=rec.provider, status=rec.status, num_nodes=rec.num_nodes, resources=rec.resources,
@@ -49,9 +49,9 @@ class StateActivities:
             fields["zone"] = rec.zone
         if rec.mark_launched:
             fields["launched_at"] = utcnow()
-        self.db.upsert_cluster(rec.name, **fields)
+        self.db.clusters.upsert(rec.name, **fields)
         if rec.nodes is not None:
-            self.db.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
+            self.db.clusters.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
 
     @activity.defn(name="record_job")
     async def record_job(self, rec: JobRecord) -> None:
@@ -62,4 +62,4 @@ class StateActivities:
                 user=rec.user, exit_codes=rec.exit_codes, message=rec.message,
             ).items() if v is not None
         }
-        await asyncio.to_thread(self.db.upsert_job, rec.cluster, rec.job_id, **fields)
+        await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **fields)

@@ -61,7 +61,7 @@ async def current_user(
     )
     if creds is None:
         raise unauthorized
-    user = await asyncio.to_thread(state.db.authenticate_token, creds.credentials)
+    user = await asyncio.to_thread(state.db.users.authenticate_token, creds.credentials)
     if user is None:
         raise unauthorized
     return user

@@ -61,10 +61,10 @@ def access_level(user: "User | None", repo: "Repo | None",
 
 def resolve_access(db: "Database", user: "User | None", name: RepoName) -> tuple["Repo | None", AccessLevel]:
     """Look the repository and the user's collaboration up, then ask :func:`access_level`."""
-    repo = db.get_repo(name.owner, name.name)
+    repo = db.repos.get(name.owner, name.name)
     if repo is None:
         return None, AccessLevel.NONE
     collaborator = None
     if user is not None and repo.id is not None and not user.is_admin and user.name != repo.owner:
-        collaborator = db.get_collaborator(repo.id, user.name)
+        collaborator = db.repos.get_collaborator(repo.id, user.name)
     return repo, access_level(user, repo, collaborator)

@@ -85,7 +85,7 @@ class GitService:
     # ------------------------------------------------------------------ identity and access
 
     async def user_for_token(self, user: str, token: str) -> User | None:
-        found = await asyncio.to_thread(self.db.authenticate_token, token)
+        found = await asyncio.to_thread(self.db.users.authenticate_token, token)
         if found is None or (user and user != found.name):
             return None
         return found
@@ -110,7 +110,7 @@ class GitService:
 
     async def pre_receive(self, session: PushSession, updates: list[Update]) -> list[str]:
         """Refuse the whole push if any ref is not acceptable; returns the reasons."""
-        repo = await asyncio.to_thread(self.db.get_repo_by_id, session.repo_id)
+        repo = await asyncio.to_thread(self.db.repos.get_by_id, session.repo_id)
         refusals = []
         for old, new, ref in updates:
             try:
@@ -137,7 +137,7 @@ class GitService:
     async def _adopt_default_branch(self, session: PushSession, updates: list[Update],
                                     emit: Callable[[str], Awaitable[None]]) -> None:
         """A repository whose default branch does not exist takes the first branch pushed."""
-        repo = await asyncio.to_thread(self.db.get_repo_by_id, session.repo_id)
+        repo = await asyncio.to_thread(self.db.repos.get_by_id, session.repo_id)
         if repo is None:
             return
         branches = await asyncio.to_thread(self.store.branches, session.repo)
@@ -149,7 +149,7 @@ class GitService:
             return
         branch = created[0]
         await asyncio.to_thread(self.store.set_head, session.repo, branch)
-        await asyncio.to_thread(self.db.update_repo, session.repo_id, default_branch=branch)
+        await asyncio.to_thread(self.db.repos.update, session.repo_id, default_branch=branch)
         await emit(f"styx: default branch of {session.repo} set to {branch}")
 
     # ------------------------------------------------------------------ running a service

@@ -108,7 +108,7 @@ class _GitSSHServer(asyncssh.SSHServer):
         # Answers probes and signed attempts alike, so it must not decide who the caller is.
         if self.service.config.anonymous_ssh:
             return True
-        return await asyncio.to_thread(self.service.db.get_ssh_key, key_fingerprint(key)) is not None
+        return await asyncio.to_thread(self.service.db.users.get_ssh_key, key_fingerprint(key)) is not None
 
     def auth_completed(self) -> None:
         assert self.conn is not None
@@ -146,7 +146,7 @@ class GitSSHServer:
         if not key_data:
             return None
         key = decode_ssh_public_key(key_data)
-        return await asyncio.to_thread(self.service.db.user_for_key, key_fingerprint(key))
+        return await asyncio.to_thread(self.service.db.users.by_ssh_key, key_fingerprint(key))
 
     async def _handle(self, process: asyncssh.SSHServerProcess) -> None:
         rc = 1

@@ -12,10 +12,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from styx import db as styx_db
+from styx.db.engine import get_engine, normalize_url
+from styx.db.models import metadata as target_metadata
 
 config = context.config
-target_metadata = styx_db.SQLModel.metadata
 
 
 def _url() -> str:
@@ -24,7 +24,7 @@ def _url() -> str:
         from styx.config import Settings
 
         url = Settings.from_env().db_url
-    return styx_db.normalize_url(url)
+    return normalize_url(url)
 
 
 def _configure(dialect_name: str, **kwargs: object) -> None:
@@ -61,7 +61,7 @@ def run_migrations_online() -> None:
     if config.config_file_name is not None:
         fileConfig(config.config_file_name)
     # The command line, for developers; services call styx.db.migrate(), which also locks.
-    engine = styx_db.get_engine(_url())
+    engine = get_engine(_url())
     with engine.connect() as conn:
         _run_on(conn)
 

@@ -219,7 +219,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         try:
             self.check_ports_free()
-            from styx.auth import ensure_admin_credentials
+            from styx.workers.credentials import ensure_admin_credentials
 
             ensure_admin_credentials(s)  # migrates the DB first
             self.parts = self.build_parts()

@@ -70,7 +70,7 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def _cluster_or_404(state: StateDep, name: str) -> Cluster:
-    cluster = state.db.get_cluster(name)
+    cluster = state.db.clusters.get(name)
     if cluster is None:
         raise HTTPException(404, f"cluster {name!r} not found")
     return cluster
@@ -78,7 +78,7 @@ def _cluster_or_404(state: StateDep, name: str) -> Cluster:
 
 def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
     _cluster_or_404(state, cluster)
-    job = state.db.get_job(cluster, job_id)
+    job = state.db.clusters.get_job(cluster, job_id)
     if job is None:
         raise HTTPException(404, f"cluster {cluster!r} has no job {job_id}")
     return job
@@ -87,7 +87,7 @@ def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
 def cluster_info(state: StateDep, cluster: Cluster) -> ClusterInfo:
     return ClusterInfo.model_validate(cluster).model_copy(update={
         "workflow_url": state.settings.workflow_url(cluster.workflow_id),
-        "nodes": [NodeInfo.model_validate(n) for n in state.db.list_nodes(cluster.name)],
+        "nodes": [NodeInfo.model_validate(n) for n in state.db.clusters.list_nodes(cluster.name)],
     })
 
 
@@ -120,7 +120,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
 @router.get("", response_model=list[ClusterInfo], summary="List clusters")
 async def list_clusters(state: StateDep, user: CurrentUser,
                         all: bool = Query(False, description="include clusters taken down")) -> list[ClusterInfo]:
-    rows = await asyncio.to_thread(state.db.list_clusters)
+    rows = await asyncio.to_thread(state.db.clusters.list)
     return [cluster_info(state, c) for c in rows if all or c.status != ClusterStatus.TERMINATED]
 
 
@@ -146,7 +146,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
 @router.get("/{name}/jobs", response_model=list[JobInfo], summary="The cluster's job queue")
 async def queue(name: str, state: StateDep, user: CurrentUser) -> list[JobInfo]:
     _cluster_or_404(state, name)
-    return [job_info(state, j) for j in await asyncio.to_thread(state.db.list_jobs, name)]
+    return [job_info(state, j) for j in await asyncio.to_thread(state.db.clusters.list_jobs, name)]
 
 
 @router.get("/{name}/jobs/{job_id}", response_model=JobInfo, summary="One job")
@@ -164,7 +164,7 @@ async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
     async def stream() -> AsyncIterator[bytes]:
         delay = 0.02
         while True:
-            current = await asyncio.to_thread(state.db.get_job, name, job_id)
+            current = await asyncio.to_thread(state.db.clusters.get_job, name, job_id)
             ended = current is None or current.status.is_terminal or not follow
             got = False
             while True:
@@ -201,7 +201,7 @@ async def cancel(name: str, req: CancelRequest, state: StateDep, client: Tempora
 
 
 async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDep) -> ClusterInfo:
-    cluster = state.db.get_cluster(name)
+    cluster = state.db.clusters.get(name)
     handle = client.get_workflow_handle(cluster.workflow_id if cluster else cluster_workflow_id(name))
     if cluster is None:
         # The read model lost the row, but the cluster's workflow is the truth: if it still
@@ -216,7 +216,7 @@ async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDe
         return cluster_info(state, _cluster_or_404(state, name))
     if action == "down" and cluster.status in CLUSTER_GONE:
         # Its workflow has ended and left no node; just retire the row.
-        await asyncio.to_thread(state.db.upsert_cluster, name, status=ClusterStatus.TERMINATED)
+        await asyncio.to_thread(state.db.clusters.upsert, name, status=ClusterStatus.TERMINATED)
     else:
         await _update(lambda: service.update_cluster(client, handle.id, action, result_type=ClusterDescription))
     return cluster_info(state, _cluster_or_404(state, name))

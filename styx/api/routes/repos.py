@@ -102,7 +102,7 @@ async def create_repo(req: RepoCreate, state: StateDep, git: GitDep, user: Curre
     if owner != user.name and not user.is_admin:
         raise HTTPException(403, f"you can create repositories under {user.name}/ only")
     try:
-        repo = await asyncio.to_thread(state.db.create_repo, owner, repo_name.name, private=req.private,
+        repo = await asyncio.to_thread(state.db.repos.create, owner, repo_name.name, private=req.private,
                                        default_branch=req.default_branch, description=req.description)
     except UserNotFound as err:
         raise HTTPException(404, str(err)) from None
@@ -112,7 +112,7 @@ async def create_repo(req: RepoCreate, state: StateDep, git: GitDep, user: Curre
         await asyncio.to_thread(git.store.create, repo_name, req.default_branch)
     except BaseException as err:
         assert repo.id is not None
-        await asyncio.to_thread(state.db.delete_repo, repo.id)
+        await asyncio.to_thread(state.db.repos.delete, repo.id)
         if isinstance(err, FileExistsError):
             raise HTTPException(409, f"{repo_name} already exists on disk (a leftover?); remove "
                                      f"{git.store.path(repo_name)} or pick another name") from None
@@ -123,8 +123,8 @@ async def create_repo(req: RepoCreate, state: StateDep, git: GitDep, user: Curre
 @router.get("", response_model=list[RepoInfo], summary="Repositories you can see")
 async def list_repos(state: StateDep, git: GitDep, user: CurrentUser,
                      owner: str | None = Query(None, description="only this owner's")) -> list[RepoInfo]:
-    repos = await asyncio.to_thread(state.db.list_repos, owner)
-    levels = await asyncio.to_thread(state.db.collaborator_levels, user.name)
+    repos = await asyncio.to_thread(state.db.repos.list, owner)
+    levels = await asyncio.to_thread(state.db.repos.collaborator_levels, user.name)
     out = []
     for repo in repos:
         collab = None
@@ -159,7 +159,7 @@ async def update_repo(owner: str, name: str, req: RepoUpdate, state: StateDep, g
             raise HTTPException(422, f"default_branch: {repo_name} has no branch {fields['default_branch']!r}")
         await asyncio.to_thread(git.store.set_head, repo_name, fields["default_branch"])
     assert repo.id is not None
-    updated = await asyncio.to_thread(state.db.update_repo, repo.id, **fields)
+    updated = await asyncio.to_thread(state.db.repos.update, repo.id, **fields)
     assert updated is not None
     return _info(git, updated, level)
 
@@ -168,7 +168,7 @@ async def update_repo(owner: str, name: str, req: RepoUpdate, state: StateDep, g
 async def delete_repo(owner: str, name: str, state: StateDep, git: GitDep, user: CurrentUser) -> None:
     repo_name, repo, _ = await _repo(state, user, owner, name, AccessLevel.ADMIN)
     assert repo.id is not None
-    await asyncio.to_thread(state.db.delete_repo, repo.id)
+    await asyncio.to_thread(state.db.repos.delete, repo.id)
     await asyncio.to_thread(git.store.delete, repo_name)
 
 
@@ -180,7 +180,7 @@ async def list_collaborators(owner: str, name: str, state: StateDep, user: Curre
     _, repo, _ = await _repo(state, user, owner, name)
     assert repo.id is not None
     return [CollaboratorInfo(user=c.user_name, level=c.level.value)
-            for c in await asyncio.to_thread(state.db.list_collaborators, repo.id)]
+            for c in await asyncio.to_thread(state.db.repos.list_collaborators, repo.id)]
 
 
 @router.put("/{owner}/{name}/collaborators/{collaborator}", response_model=CollaboratorInfo,
@@ -192,7 +192,7 @@ async def set_collaborator(owner: str, name: str, collaborator: str, req: Collab
     if collaborator == repo.owner:
         raise HTTPException(422, f"{collaborator} owns {owner}/{name} already")
     try:
-        row = await asyncio.to_thread(state.db.set_collaborator, repo.id, collaborator, req.level)
+        row = await asyncio.to_thread(state.db.repos.set_collaborator, repo.id, collaborator, req.level)
     except UserNotFound as err:
         raise HTTPException(404, str(err)) from None
     return CollaboratorInfo(user=row.user_name, level=row.level.value)
@@ -202,7 +202,7 @@ async def set_collaborator(owner: str, name: str, collaborator: str, req: Collab
 async def remove_collaborator(owner: str, name: str, collaborator: str, state: StateDep, user: CurrentUser) -> None:
     _, repo, _ = await _repo(state, user, owner, name, AccessLevel.ADMIN)
     assert repo.id is not None
-    if not await asyncio.to_thread(state.db.remove_collaborator, repo.id, collaborator):
+    if not await asyncio.to_thread(state.db.repos.remove_collaborator, repo.id, collaborator):
         raise HTTPException(404, f"{collaborator} is not a collaborator on {owner}/{name}")
 
 
@@ -267,7 +267,7 @@ def _run_info(state: StateDep, repo: Repo, run: PushRun) -> PushRunInfo:
     for raw in json.loads(run.jobs or "[]"):
         job = PushJobInfo(**{k: v for k, v in raw.items() if k in PushJobInfo.model_fields})
         if job.job_id and job.status not in JOB_TERMINAL:
-            live = state.db.get_job(job.cluster, job.job_id)
+            live = state.db.clusters.get_job(job.cluster, job.job_id)
             if live is not None:
                 job.status = live.status.value
         job.workflow_url = state.settings.workflow_url(job.workflow_id) if job.workflow_id else None
@@ -283,7 +283,7 @@ async def list_runs(owner: str, name: str, state: StateDep, user: CurrentUser,
                     limit: int = Query(50, ge=1, le=500)) -> list[PushRunInfo]:
     _, repo, _ = await _repo(state, user, owner, name)
     assert repo.id is not None
-    runs = await asyncio.to_thread(state.db.list_push_runs, repo.id, limit)
+    runs = await asyncio.to_thread(state.db.repos.list_push_runs, repo.id, limit)
     return await asyncio.to_thread(lambda: [_run_info(state, repo, r) for r in runs])
 
 
@@ -295,14 +295,14 @@ async def commit_status(owner: str, name: str, rev: str, state: StateDep, git: G
     assert repo.id is not None
     runs: list[PushRun] = []
     if is_sha(rev):
-        run = await asyncio.to_thread(state.db.get_push_run, repo.id, rev)
+        run = await asyncio.to_thread(state.db.repos.get_push_run, repo.id, rev)
         runs = [run] if run else []
     elif 7 <= len(rev) < 40 and all(c in "0123456789abcdef" for c in rev):
-        runs = await asyncio.to_thread(state.db.find_push_runs, repo.id, rev)
+        runs = await asyncio.to_thread(state.db.repos.find_push_runs, repo.id, rev)
     if not runs and not is_sha(rev):
         sha = await asyncio.to_thread(git.store.resolve, repo_name, rev)
         if sha is not None:
-            run = await asyncio.to_thread(state.db.get_push_run, repo.id, sha)
+            run = await asyncio.to_thread(state.db.repos.get_push_run, repo.id, sha)
             runs = [run] if run else []
     if len(runs) > 1:
         raise HTTPException(422, f"{rev!r} is ambiguous: give more of the commit id")

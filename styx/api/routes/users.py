@@ -37,7 +37,7 @@ def _require_admin(user: User) -> None:
 async def _self_or_admin(state: StateDep, caller: User, name: str) -> User:
     if caller.name != name and not caller.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you can only manage your own account, not {name!r}")
-    target = caller if caller.name == name else await asyncio.to_thread(state.db.get_user, name)
+    target = caller if caller.name == name else await asyncio.to_thread(state.db.users.get, name)
     if target is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} not found")
     return target
@@ -52,18 +52,18 @@ async def create_user(req: UserCreate, state: StateDep, caller: CurrentUser) -> 
     except InvalidName as err:
         raise HTTPException(422, str(err)) from None
     try:
-        user = await asyncio.to_thread(state.db.create_user, req.name, is_admin=req.admin)
+        user = await asyncio.to_thread(state.db.users.create, req.name, is_admin=req.admin)
     except AlreadyExists as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     made = auth.new_token()
-    await asyncio.to_thread(state.db.add_token, user.name, made.token_id, made.salt, made.digest,
+    await asyncio.to_thread(state.db.users.add_token, user.name, made.token_id, made.salt, made.digest,
                             f"created by {caller.name}")
     return UserCreated(**_info(user).model_dump(), token=made.token)
 
 
 @router.get("", response_model=list[UserInfo], summary="List users")
 async def list_users(state: StateDep, caller: CurrentUser) -> list[UserInfo]:
-    return [_info(u) for u in await asyncio.to_thread(state.db.list_users)]
+    return [_info(u) for u in await asyncio.to_thread(state.db.users.list)]
 
 
 @router.get("/me", response_model=UserInfo, summary="Who the token belongs to")
@@ -75,7 +75,7 @@ async def me(caller: CurrentUser) -> UserInfo:
 async def create_token(name: str, state: StateDep, caller: CurrentUser) -> dict[str, str]:
     target = await _self_or_admin(state, caller, name)
     made = auth.new_token()
-    await asyncio.to_thread(state.db.add_token, target.name, made.token_id, made.salt, made.digest,
+    await asyncio.to_thread(state.db.users.add_token, target.name, made.token_id, made.salt, made.digest,
                             f"created by {caller.name}")
     return {"user": target.name, "token": made.token}
 
@@ -91,7 +91,7 @@ async def add_key(name: str, req: KeyCreate, state: StateDep, caller: CurrentUse
         raise HTTPException(422, f"public_key: {err}") from None
     title = req.title or (req.public_key.split(None, 2)[2].strip() if len(req.public_key.split(None, 2)) > 2 else None)
     try:
-        key = await asyncio.to_thread(state.db.add_ssh_key, target.name, fingerprint, normalised, title)
+        key = await asyncio.to_thread(state.db.users.add_ssh_key, target.name, fingerprint, normalised, title)
     except AlreadyExists:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"the key {fingerprint} is already registered (to you or to another user)") from None
@@ -103,11 +103,11 @@ async def add_key(name: str, req: KeyCreate, state: StateDep, caller: CurrentUse
 @router.get("/{name}/keys", response_model=list[KeyInfo], summary="A user's SSH keys")
 async def list_keys(name: str, state: StateDep, caller: CurrentUser) -> list[KeyInfo]:
     target = await _self_or_admin(state, caller, name)
-    return [_key_info(k) for k in await asyncio.to_thread(state.db.list_ssh_keys, target.name)]
+    return [_key_info(k) for k in await asyncio.to_thread(state.db.users.list_ssh_keys, target.name)]
 
 
 @router.delete("/{name}/keys/{key_id}", status_code=204, summary="Remove an SSH key")
 async def delete_key(name: str, key_id: int, state: StateDep, caller: CurrentUser) -> None:
     target = await _self_or_admin(state, caller, name)
-    if not await asyncio.to_thread(state.db.delete_ssh_key, target.name, key_id):
+    if not await asyncio.to_thread(state.db.users.delete_ssh_key, target.name, key_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} has no key {key_id}")

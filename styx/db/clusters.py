@@ -1,0 +1,222 @@
+"""Clusters, their nodes and their jobs: ``ClusterStore`` (``db.clusters``).
+
+- Clusters: ``upsert`` (exactly the fields given), ``get``, ``delete`` (with nodes and
+  jobs), ``list`` (optionally by status).
+- Nodes: ``upsert_nodes`` / ``replace_nodes`` (keyed by cluster and rank), ``delete_nodes``,
+  ``list_nodes``.
+- Jobs: ``upsert_job`` and ``set_job_status``, where the status only moves forward
+  (PENDING, SETTING_UP, RUNNING, then the first terminal status wins) and RUNNING and the
+  end stamp ``started_at`` and ``ended_at`` once; ``get_job``, ``list_jobs``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from styx.contracts.clusters import ClusterStatus
+from styx.contracts.jobs import JOB_TERMINAL, JobStatus
+from styx.db.base import Store
+from styx.db.engine import UTCDateTime, utcnow
+from styx.db.models import Cluster, ClusterNotFound, Job, JobNotFound, Node, NodeBase
+
+#: How far along each job status is; a terminal status is the end.
+_JOB_STATUS_RANK = {JobStatus.PENDING: 0, JobStatus.SETTING_UP: 1, JobStatus.RUNNING: 2}
+
+
+def _status_rank(column: Any) -> sa.ColumnElement[int]:
+    return sa.case({s.value: rank for s, rank in _JOB_STATUS_RANK.items()}, value=column, else_=3)
+
+
+def _stamp_transition(values: dict[str, Any]) -> list[str]:
+    """Add the timestamp a status change implies (when not given); returns the fields added."""
+    status: JobStatus = values["status"]
+    field = ("started_at" if status is JobStatus.RUNNING
+             else "ended_at" if status.is_terminal else None)
+    if field is None or field in values:
+        return []
+    values[field] = utcnow()
+    return [field]
+
+
+def _statuses(enum_cls: type[enum.Enum], status: Any) -> list[Any]:
+    if isinstance(status, (str, enum.Enum)):
+        status = [status]
+    return [enum_cls(s) for s in status]
+
+
+class ClusterStore(Store):
+    """Rows come back as detached ``Cluster``, ``Node`` and ``Job`` objects;
+    ``ClusterInfo.model_validate(row)`` (``styx.contracts.rest``) is what the API returns."""
+
+    # --- clusters
+
+    def upsert(self, name: str, **fields: Any) -> Cluster:
+        """Create the cluster or update exactly the fields given; returns the row.
+
+        Fields not given keep their stored value (or the column default on insert);
+        ``updated_at`` is refreshed on every call, ``created_at`` only set on insert.
+        """
+        now = utcnow()
+        values = self._clean(Cluster, fields, primary_key={"name"})
+        values.setdefault("updated_at", now)
+        defaults = {"created_at": now, "workflow_id": f"cluster/{name}"}
+        with self._write() as conn:
+            self._upsert(conn, Cluster, {"name": name}, values, defaults)
+            return self._fetch(Cluster, name, conn=conn)
+
+    def get(self, name: str) -> Cluster | None:
+        return self._fetch(Cluster, name)
+
+    def delete(self, name: str) -> bool:
+        """Remove the cluster with its nodes and jobs; False if it was not there."""
+        table: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            return conn.execute(sa.delete(table).where(table.c.name == name)).rowcount > 0
+
+    def _foreign_key_failure(self, exc: IntegrityError, cluster: str) -> Exception:
+        if self.get(cluster) is None:
+            return ClusterNotFound(cluster)
+        return exc
+
+    # --- nodes
+
+    def upsert_nodes(self, cluster: str, nodes: Iterable[NodeBase | Mapping[str, Any]]) -> list[Node]:
+        """Create or update each node, keyed by (cluster, rank); returns all the cluster's nodes.
+
+        Nodes already stored but absent from ``nodes`` are left alone; ``replace_nodes``
+        replaces the whole set.
+        """
+        return self._write_nodes(cluster, nodes, replace=False)
+
+    def replace_nodes(self, cluster: str, nodes: Iterable[NodeBase | Mapping[str, Any]]) -> list[Node]:
+        """Make ``nodes`` the cluster's whole node set, in one transaction."""
+        return self._write_nodes(cluster, nodes, replace=True)
+
+    def _write_nodes(self, cluster: str, nodes: Iterable[NodeBase | Mapping[str, Any]],
+                     replace: bool) -> list[Node]:
+        table: sa.Table = Node.__table__  # type: ignore[attr-defined]
+        now = utcnow()
+        try:
+            with self._write() as conn:
+                if replace:
+                    conn.execute(sa.delete(table).where(table.c.cluster_name == cluster))
+                for node in nodes:
+                    data = node.model_dump(exclude_unset=False) if isinstance(node, NodeBase) else dict(node)
+                    data.pop("cluster_name", None)
+                    if "rank" not in data:
+                        raise TypeError("every node needs a rank")
+                    rank = int(data.pop("rank"))
+                    values = self._clean(Node, data, primary_key={"cluster_name", "rank"})
+                    values.setdefault("updated_at", now)
+                    self._upsert(conn, Node, {"cluster_name": cluster, "rank": rank}, values, {})
+                return self._list_nodes(conn, cluster)
+        except IntegrityError as exc:
+            raise self._foreign_key_failure(exc, cluster) from exc
+
+    def delete_nodes(self, cluster: str) -> int:
+        """Forget the cluster's nodes (after a stop or teardown); returns how many went."""
+        table: sa.Table = Node.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            return conn.execute(sa.delete(table).where(table.c.cluster_name == cluster)).rowcount
+
+    def list_nodes(self, cluster: str) -> list[Node]:
+        with self.engine.connect() as conn:
+            return self._list_nodes(conn, cluster)
+
+    def _list_nodes(self, conn: Connection, cluster: str) -> list[Node]:
+        with Session(conn, expire_on_commit=False) as session:
+            query = select(Node).where(Node.cluster_name == cluster).order_by(Node.rank)  # type: ignore[arg-type]
+            return list(session.exec(query).all())
+
+    # --- jobs
+
+    def upsert_job(self, cluster: str, job_id: int, **fields: Any) -> Job:
+        """Create the job or update exactly the fields given; returns the row as stored.
+
+        The status only moves forward (PENDING, SETTING_UP, RUNNING, then a terminal one),
+        so writes that race (a job can start before its PENDING row is written) or a retried
+        "RUNNING" that lands after "SUCCEEDED" never move it back; their other fields still
+        land. The first terminal status wins: a second terminal write is ignored whole. A
+        status of RUNNING stamps ``started_at``, a terminal one ``ended_at``, unless given;
+        the first stamp stays.
+        """
+        values = self._clean(Job, fields, primary_key={"cluster_name", "job_id"})
+        defaults = {"submitted_at": utcnow(), "workflow_id": f"cluster/{cluster}/job/{job_id}"}
+        where = None
+        status = values.get("status")
+        if status is not None:
+            if JobStatus(status).is_terminal:
+                where = Job.__table__.c.status.notin_(sorted(JOB_TERMINAL))  # type: ignore[attr-defined]
+            _stamp_transition(values)
+        stamped = [name for name in ("started_at", "ended_at") if name in values]  # set once
+        try:
+            with self._write() as conn:
+                self._upsert(conn, Job, {"cluster_name": cluster, "job_id": job_id}, values,
+                             defaults, where, keep_first=stamped, forward_only="status",
+                             rank=_status_rank)
+                return self._fetch(Job, cluster, job_id, conn=conn)
+        except IntegrityError as exc:
+            raise self._foreign_key_failure(exc, cluster) from exc
+
+    def set_job_status(self, cluster: str, job_id: int, status: JobStatus | str,
+                       **extra: Any) -> Job:
+        """Move a job to ``status`` (with ``extra`` fields), unless it already finished.
+
+        A terminal job (SUCCEEDED, FAILED, FAILED_SETUP, CANCELLED) is never changed: the
+        first terminal status wins, and the returned row says what is stored. Moving to
+        RUNNING stamps ``started_at``, and to a terminal status ``ended_at``, unless given
+        or already set. Raises ``JobNotFound`` if the job was never upserted.
+        """
+        values = self._clean(Job, {**extra, "status": JobStatus(status)},
+                             primary_key={"cluster_name", "job_id"})
+        table: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        for name in _stamp_transition(values):
+            values[name] = sa.func.coalesce(table.c[name],
+                                            sa.bindparam(f"{name}_now", values[name], type_=UTCDateTime))
+        with self._write() as conn:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.cluster_name == cluster, table.c.job_id == job_id,
+                       table.c.status.notin_(sorted(JOB_TERMINAL)))
+                .values(values)
+            )
+            job = self._fetch(Job, cluster, job_id, conn=conn)
+        if job is None:
+            raise JobNotFound(cluster, job_id)
+        return job
+
+    def get_job(self, cluster: str, job_id: int) -> Job | None:
+        return self._fetch(Job, cluster, job_id)
+
+    def list_jobs(self, cluster: str | None = None, *,
+                  status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+                  limit: int | None = None) -> list[Job]:
+        """Jobs of one cluster (or of all), newest first, optionally filtered by status."""
+        query = select(Job)
+        if cluster is not None:
+            query = query.where(Job.cluster_name == cluster)
+        if status is not None:
+            query = query.where(Job.status.in_(_statuses(JobStatus, status)))  # type: ignore[attr-defined]
+        query = query.order_by(Job.submitted_at.desc(), Job.cluster_name, Job.job_id.desc())  # type: ignore[attr-defined]
+        if limit is not None:
+            query = query.limit(limit)
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
+
+    def list(self, *, status: ClusterStatus | str | Iterable[ClusterStatus | str] | None = None,
+             ) -> list[Cluster]:
+        """All clusters by name, optionally only those in the given status(es)."""
+        query = select(Cluster).order_by(Cluster.name)
+        if status is not None:
+            query = query.where(Cluster.status.in_(_statuses(ClusterStatus, status)))  # type: ignore[attr-defined]
+        with self._session() as session:
+            return list(session.exec(query).all())

@@ -1,0 +1,232 @@
+"""The tables of the state database, and the errors its stores raise.
+
+- Clusters: ``Cluster`` (one row per cluster name), ``Node`` (one per cluster and rank),
+  ``Job`` (one per cluster and job id). ``ClusterBase``/``NodeBase``/``JobBase`` hold the
+  columns a caller may write; the public shapes are ``styx.contracts.rest.ClusterInfo``,
+  ``NodeInfo`` and ``JobInfo``, built from rows with ``model_validate``.
+- Users: ``User``, ``ApiToken`` (a salted hash, see ``styx.auth``), ``SshKey``.
+- The git server (migration 0004_git): ``Repo``, ``RepoCollaborator`` (with a ``RepoLevel``),
+  ``PushRun``.
+- Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``.
+
+Statuses are the contracts' enums (``ClusterStatus``, ``JobStatus``, ``PushRunStatus``),
+stored as VARCHAR. Dict and list columns hold JSON text.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from styx.contracts.clusters import ClusterStatus
+from styx.contracts.jobs import JobStatus
+from styx.contracts.pushes import PushRunStatus
+from styx.db.engine import status_type, timestamp, utcnow
+
+# Named constraints, so that a later migration can drop or alter them by name (on SQLite
+# batch mode needs the name), and the names are the same on every backend.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Every table below; what Alembic compares migrations against.
+metadata = SQLModel.metadata
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AlreadyExists(ValueError):
+    """A user, repository or key with that name or fingerprint exists already."""
+
+
+class UserNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"user {name!r} does not exist")
+        self.name = name
+
+
+class ClusterNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"cluster {name!r} is not in the database")
+        self.name = name
+
+
+class JobNotFound(LookupError):
+    def __init__(self, cluster: str, job_id: int) -> None:
+        super().__init__(f"job {job_id} of cluster {cluster!r} is not in the database")
+        self.cluster = cluster
+        self.job_id = job_id
+
+
+# --------------------------------------------------------------------------- clusters, nodes, jobs
+
+
+class ClusterBase(SQLModel):
+    name: str = Field(primary_key=True, max_length=255)
+    provider: str = Field(default="local", max_length=32)  # local | aws | ssh
+    status: ClusterStatus = Field(default=ClusterStatus.INIT, sa_type=status_type(ClusterStatus))
+    num_nodes: int = 1
+    #: JSON text of the requested resources (the task's ``resources:`` section).
+    resources: str = Field(default="{}", sa_type=sa.Text)
+    region: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=64)
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
+    workflow_id: str = Field(default="", max_length=255)
+    status_message: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Cluster(ClusterBase, table=True):
+    __tablename__ = "clusters"
+
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+    launched_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class NodeBase(SQLModel):
+    rank: int = Field(ge=0)
+    host: str = Field(max_length=255)
+    port: int = 22
+    user: str = Field(default="", max_length=64)
+    instance_id: str | None = Field(default=None, max_length=64)
+    internal_ip: str = Field(default="", max_length=64)
+    status: str = Field(default="UP", max_length=32)
+    #: JSON text of provider details (instance type, home directory of a local node, ...).
+    info: str = Field(default="{}", sa_type=sa.Text)
+
+
+class Node(NodeBase, table=True):
+    __tablename__ = "nodes"
+    # Declared here so the key reads (cluster_name, rank): an index usable by cluster.
+    __table_args__ = (sa.PrimaryKeyConstraint("cluster_name", "rank"),)
+
+    cluster_name: str = Field(foreign_key="clusters.name", ondelete="CASCADE", max_length=255)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+
+
+class JobBase(SQLModel):
+    cluster_name: str = Field(primary_key=True, foreign_key="clusters.name",
+                              ondelete="CASCADE", max_length=255)
+    job_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    name: str | None = Field(default=None, max_length=255)
+    status: JobStatus = Field(default=JobStatus.PENDING, sa_type=status_type(JobStatus), index=True)
+    #: JSON text: a list with one exit code per node, once known.
+    exit_codes: str | None = Field(default=None, sa_type=sa.Text)
+    cpus: float = 0.0
+    #: JSON text: ``{"A100": 8}``.
+    accelerators: str = Field(default="{}", sa_type=sa.Text)
+    num_nodes: int = 1
+    run_summary: str | None = Field(default=None, sa_type=sa.Text)
+    workflow_id: str = Field(default="", max_length=255)
+    user: str | None = Field(default=None, max_length=255)
+    message: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Job(JobBase, table=True):
+    __tablename__ = "jobs"
+
+    submitted_at: datetime = timestamp(default_factory=utcnow)
+    started_at: datetime | None = timestamp(default=None, nullable=True)
+    ended_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+# --------------------------------------------------------------------------- users
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    name: str = Field(primary_key=True, max_length=64)
+    is_admin: bool = False
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only its salted hash is kept (see ``styx.auth``)."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: str = Field(primary_key=True, max_length=32)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    salt: str = Field(max_length=64)
+    digest: str = Field(max_length=128)
+    description: str | None = Field(default=None, max_length=255)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class SshKey(SQLModel, table=True):
+    """A user's SSH public key; ``fingerprint`` is OpenSSH's ``SHA256:...``."""
+
+    __tablename__ = "ssh_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
+    fingerprint: str = Field(max_length=128, unique=True)
+    public_key: str = Field(sa_type=sa.Text)
+    title: str | None = Field(default=None, max_length=255)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- git server
+
+
+class RepoLevel(enum.StrEnum):
+    """What a collaborator may do (``none`` is the absence of a row)."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class Repo(SQLModel, table=True):
+    """A repository; it lives on disk at ``STYX_HOME/git/<owner>/<name>.git``."""
+
+    __tablename__ = "repos"
+    __table_args__ = (sa.UniqueConstraint("owner", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    name: str = Field(max_length=100)
+    private: bool = False
+    default_branch: str = Field(default="main", max_length=255)
+    description: str | None = Field(default=None, max_length=500)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class RepoCollaborator(SQLModel, table=True):
+    __tablename__ = "repo_collaborators"
+    __table_args__ = (sa.PrimaryKeyConstraint("repo_id", "user_name"),)
+
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE")
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    level: RepoLevel = Field(default=RepoLevel.READ, sa_type=status_type(RepoLevel))
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class PushRun(SQLModel, table=True):
+    """The run a pushed commit triggered (one per repository and commit)."""
+
+    __tablename__ = "push_runs"
+    __table_args__ = (sa.UniqueConstraint("repo_id", "sha"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE")
+    sha: str = Field(max_length=64)
+    ref: str = Field(default="", max_length=255)
+    pusher: str = Field(default="", max_length=64)
+    status: PushRunStatus = Field(default=PushRunStatus.PENDING, sa_type=status_type(PushRunStatus))
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    workflow_id: str = Field(default="", max_length=255)
+    #: JSON text: one entry per job, ``{"name", "cluster", "job_id", "managed", "status"}``.
+    jobs: str = Field(default="[]", sa_type=sa.Text)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
