@@ -17,7 +17,7 @@ three errors the cluster workflow acts on.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from styx.ssh import NodeEndpoint
 
@@ -53,7 +53,6 @@ class Provisioned:
         return asdict(self)
 
 
-@runtime_checkable
 class Provider(Protocol):
     """Clusters of SSH-reachable nodes, found by cluster name (never by memory or database).
 
