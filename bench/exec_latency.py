@@ -64,7 +64,7 @@ async def floor_workflow(env: WorkflowEnvironment, n: int, burst: int) -> tuple[
 async def floor_ssh(home: Path, n: int) -> list[float]:
     key = ensure_client_key(home / "bench_key")
     provider = LocalProvider(home / "floor-nodes", public_key_line(key))
-    nodes = await provider.provision("floor", 1)
+    nodes = (await provider.provision("floor", 1, {})).endpoints()
     pool = SshPool(key)
     try:
         conn = await pool.get(nodes[0])
@@ -76,7 +76,7 @@ async def floor_ssh(home: Path, n: int) -> list[float]:
         return latencies
     finally:
         await pool.close()
-        await provider.terminate("floor")
+        await provider.terminate("floor", None)
 
 
 def wait_done(client: Client, cluster: str, job_id: int) -> str:

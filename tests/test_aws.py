@@ -24,16 +24,11 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from styx.providers.aws.provider import (
-    Attempt,
-    AwsProvider,
-    CapacityError,
-    InvalidRegion,
-    InvalidResources,
-    NoCredentials,
-    ProvisionError,
-    client_token,
-)
+from styx.providers.aws.ec2 import default_client_factory
+from styx.providers.aws.errors import CapacityError, InvalidRegion, InvalidResources, NoCredentials, ProvisionError
+from styx.providers.aws.plan import Attempt, plan_attempts
+from styx.providers.aws.provider import AwsProvider, client_token
+from styx.providers.base import Provisioned
 from styx.ssh import NodeEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,23 +46,23 @@ class FakeLoopback:
         self.nodes: dict[str, NodeEndpoint] = {}
         self.state: dict[str, str] = {}
 
-    async def provision(self, cluster: str, num_nodes: int) -> list[NodeEndpoint]:
+    async def provision(self, cluster: str, num_nodes: int, attempt: dict[str, Any]) -> Provisioned:
         assert num_nodes == 1
         if cluster not in self.nodes:
             n = len(self.nodes) + 2
             self.nodes[cluster] = NodeEndpoint(host=f"127.0.0.{n}", port=2200 + n, user="styx",
                                                ip=f"127.0.0.{n}", rank=0, host_key=f"ssh-ed25519 AAAAfake{n}")
         self.state[cluster] = "running"
-        return [self.nodes[cluster]]
+        return Provisioned(nodes=[self.nodes[cluster].to_dict()])
 
-    async def stop(self, cluster: str) -> None:
+    async def stop(self, cluster: str, region: str | None) -> None:
         self.state[cluster] = "stopped"
 
-    async def start(self, cluster: str) -> list[NodeEndpoint]:
+    async def start(self, cluster: str, region: str | None) -> Provisioned:
         self.state[cluster] = "running"
-        return [self.nodes[cluster]]
+        return Provisioned(nodes=[self.nodes[cluster].to_dict()])
 
-    async def terminate(self, cluster: str) -> None:
+    async def terminate(self, cluster: str, region: str | None) -> None:
         self.state[cluster] = "terminated"
 
 
@@ -168,7 +163,7 @@ def capacity_hook(fails: Callable[[dict[str, list[str]]], bool], calls: list[dic
 
 def hooked_factory(**events: Callable[..., Any]) -> Callable[[str], Any]:
     def factory(region: str) -> Any:
-        client = AwsProvider.default_client_factory(region)
+        client = default_client_factory(region)
         for event, handler in events.items():
             client.meta.events.register(event, handler)
         return client
@@ -178,7 +173,7 @@ def hooked_factory(**events: Callable[..., Any]) -> Callable[[str], Any]:
 # --------------------------------------------------------------------------- plan
 
 def test_plan_picks_the_cheapest_type_for_at_least_4_cpus_in_the_cheapest_regions() -> None:
-    attempts = provider().plan({"cpus": "4+"}, 1)
+    attempts = plan_attempts({"cpus": "4+"}, 1)
     assert {a.instance_type for a in attempts} == {"t3.xlarge"}
     regions = list(dict.fromkeys(a.region for a in attempts))
     assert regions == ["us-east-1", "us-east-2", "us-west-2"]  # eu-west-1 costs more; capped at 3
@@ -187,14 +182,14 @@ def test_plan_picks_the_cheapest_type_for_at_least_4_cpus_in_the_cheapest_region
 
 
 def test_plan_for_eight_a100s_is_p4d() -> None:
-    attempts = provider().plan({"accelerators": "A100:8"}, 2)
+    attempts = plan_attempts({"accelerators": "A100:8"}, 2)
     assert {a.instance_type for a in attempts} == {"p4d.24xlarge"}
     assert "us-east-2" not in {a.region for a in attempts}  # the catalog does not list p4d there
 
 
 def test_plan_rejects_an_unknown_instance_type_naming_the_field() -> None:
     with pytest.raises(InvalidResources) as err:
-        provider().plan({"instance_type": "zz.huge"}, 1)
+        plan_attempts({"instance_type": "zz.huge"}, 1)
     assert err.value.field == "resources.instance_type"
     assert "resources.instance_type" in str(err.value) and "zz.huge" in str(err.value)
 
@@ -202,7 +197,7 @@ def test_plan_rejects_an_unknown_instance_type_naming_the_field() -> None:
 def test_plan_tries_spot_in_every_zone_then_on_demand() -> None:
     resources = {"infra": "aws/us-east-2", "cpus": 2, "memory": 4,
                  "any_of": [{"use_spot": True}, {"use_spot": False}]}
-    attempts = provider().plan(resources, 1)
+    attempts = plan_attempts(resources, 1)
     assert [(a.zone, a.use_spot) for a in attempts] == [
         ("us-east-2a", True), ("us-east-2b", True), ("us-east-2c", True),
         ("us-east-2a", False), ("us-east-2b", False), ("us-east-2c", False)]
@@ -213,14 +208,14 @@ def test_plan_tries_spot_in_every_zone_then_on_demand() -> None:
 
 def test_plan_rejects_what_the_catalog_cannot_serve() -> None:
     with pytest.raises(InvalidResources) as err:
-        provider().plan({"accelerators": "H100:8"}, 1)
+        plan_attempts({"accelerators": "H100:8"}, 1)
     assert err.value.field == "resources.accelerators"
     with pytest.raises(InvalidRegion, match="mars-1"):
-        provider().plan({"infra": "aws/mars-1"}, 1)
+        plan_attempts({"infra": "aws/mars-1"}, 1)
     with pytest.raises(InvalidResources, match="us-east-2"):
-        provider().plan({"instance_type": "p4d.24xlarge", "infra": "aws/us-east-2"}, 1)
+        plan_attempts({"instance_type": "p4d.24xlarge", "infra": "aws/us-east-2"}, 1)
     # One candidate that fits nowhere is skipped when another one fits.
-    attempts = provider().plan({"accelerators": "A100:8", "any_of": [{"infra": "aws/us-east-2"},
+    attempts = plan_attempts({"accelerators": "A100:8", "any_of": [{"infra": "aws/us-east-2"},
                                                                       {"infra": "aws/us-west-2"}]}, 1)
     assert {a.region for a in attempts} == {"us-west-2"}
 
@@ -236,7 +231,7 @@ def test_client_token_is_stable_and_fits_ec2s_limit() -> None:
 
 async def test_two_node_cluster_is_tagged_and_stops_starts_and_terminates(ec2: Any) -> None:
     aws = provider()
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": "2+", "ports": [8080]}, 2)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": "2+", "ports": [8080]}, 2, None))[0]
     result = await aws.provision("web", 2, attempt)
 
     assert [n["rank"] for n in result.nodes] == [0, 1]
@@ -248,7 +243,7 @@ async def test_two_node_cluster_is_tagged_and_stops_starts_and_terminates(ec2: A
         assert tags_of(instance) == {
             "Name": f"styx-web-{node['rank']}", "styx:cluster": "web", "styx:deployment": DEP,
             "styx:attempt": "1", "styx:rank": str(node["rank"]), "styx:managed": "true"}
-        assert instance["InstanceType"] == attempt.instance_type
+        assert instance["InstanceType"] == attempt["instance_type"]
         assert ipaddress.ip_address(node["host"]).is_loopback  # reached through the loopback node
         assert node["ip"] == instance["PrivateIpAddress"]      # shown as the instance's own IP
         assert NodeEndpoint.from_dict(node).port == node["port"]
@@ -266,18 +261,19 @@ async def test_two_node_cluster_is_tagged_and_stops_starts_and_terminates(ec2: A
     await aws.stop("web", "us-east-1")
     assert {i["State"]["Name"] for i in instances(ec2, None, styx_cluster="web")} == {"stopped"}
     assert {i["State"]["Name"] for i in instances(ec2, None, styx_cluster="db")} == {"running"}
-    assert {aws.loopback.state[f"aws-{i}"] for i in result.instance_ids} == {"stopped"}
+    assert {aws.loopback.local.state[f"aws-{i}"] for i in result.instance_ids} == {"stopped"}
 
     started = await aws.start("web", "us-east-1")
     assert sorted(started.instance_ids) == sorted(result.instance_ids)
     assert {i["State"]["Name"] for i in instances(ec2, None, styx_cluster="web")} == {"running"}
     assert [n["host"] for n in started.nodes] == [n["host"] for n in result.nodes]
 
-    assert sorted(await aws.terminate("web", "us-east-1")) == sorted(result.instance_ids)
+    await aws.terminate("web", "us-east-1")
     assert {i["State"]["Name"] for i in instances(ec2, None, styx_cluster="web")} == {"terminated"}
-    assert await aws.list_by_cluster("web", "us-east-1") == []
-    assert {aws.loopback.state[f"aws-{i}"] for i in result.instance_ids} == {"terminated"}
-    assert await aws.terminate("web", "us-east-1") == []  # idempotent
+    assert await aws.describe_nodes("web", "us-east-1") == []
+    assert {aws.loopback.local.state[f"aws-{i}"] for i in result.instance_ids} == {"terminated"}
+    await aws.terminate("web", "us-east-1")  # idempotent
+    assert await aws.describe_nodes("web", "us-east-1") == []
 
 
 async def test_terminate_returns_only_once_described_terminated(ec2: Any) -> None:
@@ -301,7 +297,7 @@ async def test_terminate_returns_only_once_described_terminated(ec2: Any) -> Non
     aws = provider(client_factory=hooked_factory(**{
         "after-call.ec2.TerminateInstances": after_terminate,
         "after-call.ec2.DescribeInstances": after_describe}))
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1, None))[0]
     await aws.provision("slow", 1, attempt)
     await aws.terminate("slow", "us-east-1")
     assert seen["rewritten"] == 3 and seen["describes_after"] >= 4
@@ -310,10 +306,10 @@ async def test_terminate_returns_only_once_described_terminated(ec2: Any) -> Non
 
 async def test_spot_cluster_launches_as_spot_and_refuses_to_stop(ec2: Any) -> None:
     aws = provider()
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1, "use_spot": True}, 1)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1, "use_spot": True}, 1, None))[0]
     result = await aws.provision("cheap", 1, attempt)
     assert result.use_spot
-    listed = await aws.list_by_cluster("cheap")
+    listed = await aws.describe_nodes("cheap", None)
     assert [(x["lifecycle"], x["state"], x["rank"], x["attempt"]) for x in listed] == [("spot", "running", 0, 1)]
     with pytest.raises(ProvisionError, match="cannot be stopped"):
         await aws.stop("cheap", "us-east-1")
@@ -323,20 +319,22 @@ async def test_spot_cluster_launches_as_spot_and_refuses_to_stop(ec2: Any) -> No
 
 CRASH_HELPER = """
 import asyncio, json, sys
-from styx.providers.aws.provider import Attempt, AwsProvider
+from styx.providers.aws.provider import AwsProvider
+from styx.providers.base import Provisioned
 
 class Loopback:
-    async def provision(self, cluster, n):
-        return [{"host": "127.0.0.9", "port": 2222, "user": "styx", "ip": "127.0.0.9", "rank": 0, "host_key": None}]
-    async def start(self, cluster):
-        return await self.provision(cluster, 1)
-    async def stop(self, cluster): pass
-    async def terminate(self, cluster): pass
+    async def provision(self, cluster, n, attempt):
+        return Provisioned(nodes=[{"host": "127.0.0.9", "port": 2222, "user": "styx", "ip": "127.0.0.9",
+                                   "rank": 0, "host_key": None}])
+    async def start(self, cluster, region):
+        return await self.provision(cluster, 1, {})
+    async def stop(self, cluster, region): pass
+    async def terminate(self, cluster, region): pass
 
 async def main():
     deployment, public_key, cluster, num_nodes, attempt = sys.argv[1:6]
     aws = AwsProvider(deployment_id=deployment, public_key=public_key, loopback=Loopback())
-    result = await aws.provision(cluster, int(num_nodes), Attempt.from_dict(json.loads(attempt)))
+    result = await aws.provision(cluster, int(num_nodes), json.loads(attempt))
     print(json.dumps(result.to_dict()))
 
 asyncio.run(main())
@@ -349,10 +347,10 @@ async def test_worker_killed_mid_launch_leaves_exactly_num_nodes(
         ec2: Any, tmp_path: Path, point: str, launched_before_retry: int) -> None:
     helper = tmp_path / "provision_helper.py"
     helper.write_text(CRASH_HELPER)
-    attempt = provider().plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2)[0]
+    attempt = (await provider().plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2, None))[0]
     env = {**os.environ, "STYX_TEST_CRASH_POINT": point, "STYX_TEST_CRASH_POINT_FILE": str(tmp_path / "crashed"),
            "PYTHONPATH": str(REPO)}
-    args = [sys.executable, str(helper), DEP, PUBLIC_KEY, "crashy", "2", json.dumps(attempt.to_dict())]
+    args = [sys.executable, str(helper), DEP, PUBLIC_KEY, "crashy", "2", json.dumps(attempt)]
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -380,7 +378,7 @@ async def test_no_capacity_in_first_zone_fails_over_to_the_second(ec2: Any) -> N
     calls: list[dict[str, list[str]]] = []
     hook = capacity_hook(lambda p: p.get("Placement.AvailabilityZone") == ["us-east-1a"], calls)
     aws = provider(client_factory=hooked_factory(**{"before-send.ec2.RunInstances": hook}))
-    attempts = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2)
+    attempts = await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2, None)
 
     with pytest.raises(CapacityError) as err:
         await aws.provision("gpu", 2, attempts[0])
@@ -402,7 +400,7 @@ async def test_partial_launch_is_terminated_before_the_capacity_error(ec2: Any) 
                    for k, v in params.items())
 
     aws = provider(client_factory=hooked_factory(**{"before-send.ec2.RunInstances": capacity_hook(rank_one, [])}))
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2, None))[0]
     with pytest.raises(CapacityError):
         await aws.provision("half", 2, attempt)
     everything = instances(ec2, None, styx_cluster="half")
@@ -413,31 +411,31 @@ async def test_partial_launch_is_terminated_before_the_capacity_error(ec2: Any) 
 
 async def test_down_works_for_a_cluster_whose_db_row_was_lost(ec2: Any) -> None:
     first = provider()
-    attempt = first.plan({"infra": "aws/us-west-2", "cpus": 2, "memory": 1}, 2)[0]
+    attempt = (await first.plan({"infra": "aws/us-west-2", "cpus": 2, "memory": 1}, 2, None))[0]
     await first.provision("lost", 2, attempt)
 
     fresh = provider(loopback=FakeLoopback())  # a new worker: no state but the tags in EC2
-    listed = await fresh.list_by_cluster("lost")
+    listed = await fresh.describe_nodes("lost", None)
     assert [(x["region"], x["rank"]) for x in listed] == [("us-west-2", 0), ("us-west-2", 1)]
-    assert len(await fresh.terminate("lost", None)) == 2  # region unknown: searched everywhere
+    await fresh.terminate("lost", None)  # region unknown: searched everywhere
     west = boto3.client("ec2", region_name="us-west-2")
-    assert {i["State"]["Name"] for i in instances(west, None, styx_cluster="lost")} == {"terminated"}
+    assert [i["State"]["Name"] for i in instances(west, None, styx_cluster="lost")] == ["terminated"] * 2
 
 
 async def test_two_deployments_sharing_an_account_never_touch_each_other(ec2: Any) -> None:
     a, b = provider("alpha"), provider("beta")
-    attempt = a.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1)[0]
+    attempt = (await a.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1, None))[0]
     ra = await a.provision("shared", 1, attempt)
     rb = await b.provision("shared", 1, attempt)
 
     region = "us-east-1"  # region=None (every region) is covered by the lost-row test
-    assert [x["instance_id"] for x in await b.list_by_cluster("shared", region)] == rb.instance_ids
+    assert [x["instance_id"] for x in await b.describe_nodes("shared", region)] == rb.instance_ids
     assert [(x["cluster"], x["instance_id"]) for x in await b.list_deployment_instances(region)] == \
         [("shared", rb.instance_ids[0])]
     await b.stop("shared", region)
     await b.terminate("shared", region)
     assert instances(ec2, ["running"], styx_deployment="alpha")[0]["InstanceId"] == ra.instance_ids[0]
-    assert [x["state"] for x in await a.list_by_cluster("shared", region)] == ["running"]
+    assert [x["state"] for x in await a.describe_nodes("shared", region)] == ["running"]
     assert [x["instance_id"] for x in await a.list_deployment_instances(region)] == ra.instance_ids
     assert {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]} == {"styx-alpha", "styx-beta"}
 
@@ -447,7 +445,7 @@ async def test_two_deployments_sharing_an_account_never_touch_each_other(ec2: An
 async def test_loopback_mapping_gives_127_endpoints_and_never_connects_to_instance_ips(
         ec2: Any, loopback_only: list[Any]) -> None:
     aws = provider()
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2, None))[0]
     result = await aws.provision("local", 2, attempt)
     for node in result.nodes:
         assert ipaddress.ip_address(node["host"]).is_loopback
@@ -465,7 +463,7 @@ async def test_real_local_nodes_stand_in_for_instances_through_stop_and_start(ec
     key = ensure_client_key(tmp_path / "id_ed25519")
     local = LocalProvider(tmp_path / "local", public_key_line(key))
     aws = AwsProvider(deployment_id=DEP, public_key=public_key_line(key), loopback=local)
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 2, None))[0]
 
     async def home_of(node: dict[str, Any]) -> str:
         async with await connect(NodeEndpoint.from_dict(node), key) as conn:  # pinned to the node's host key
@@ -481,7 +479,7 @@ async def test_real_local_nodes_stand_in_for_instances_through_stop_and_start(ec
 
         await aws.stop("real", "us-east-1")
         for iid in result.instance_ids:
-            assert [n["alive"] for n in await local.describe(f"aws-{iid}")] == [False]
+            assert [n["alive"] for n in await local.describe_nodes(f"aws-{iid}", None)] == [False]
 
         started = await aws.start("real", "us-east-1")
         assert [n["host_key"] for n in started.nodes] == [n["host_key"] for n in result.nodes]
@@ -493,7 +491,7 @@ async def test_real_local_nodes_stand_in_for_instances_through_stop_and_start(ec
 
 async def test_without_a_mapping_the_emulator_is_refused_before_launching(ec2: Any) -> None:
     aws = provider(loopback=None)
-    attempt = aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1)[0]
+    attempt = (await aws.plan({"infra": "aws/us-east-1", "cpus": 2, "memory": 1}, 1, None))[0]
     with pytest.raises(ProvisionError, match="STYX_AWS_LOOPBACK_NODES") as err:
         await aws.provision("nomap", 1, attempt)
     assert err.value.code == "LoopbackMappingRequired"
@@ -544,8 +542,8 @@ def test_catalog_refresh_rebuilds_shapes_from_the_emulator(aws_emulator: str, tm
 
 # --------------------------------------------------------------------------- check and errors
 
-def test_check_passes_against_the_emulator(aws_emulator: str) -> None:
-    ok, reason = provider().check()
+async def test_check_passes_against_the_emulator(aws_emulator: str) -> None:
+    ok, reason = await provider().check(None)
     assert ok, reason
     assert "us-east-1" in reason
 
@@ -554,9 +552,9 @@ async def test_missing_credentials_and_unknown_regions_are_one_line_errors(
         aws_emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(key, raising=False)
-    ok, reason = provider().check()
+    ok, reason = await provider().check(None)
     assert not ok and "credentials" in reason and "\n" not in reason
     with pytest.raises(NoCredentials):
-        await provider().list_by_cluster("x", "us-east-1")
+        await provider().describe_nodes("x", "us-east-1")
     with pytest.raises(InvalidRegion, match="mars-1"):
         await provider().terminate("x", "mars-1")

@@ -270,7 +270,7 @@ def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
 
     styx_key = public_key_line(ensure_client_key(client_key_path(stack.settings)))
     machines = LocalProvider(tmp_path / "machines", styx_key)
-    nodes = asyncio.run(machines.provision("owned", 2))
+    nodes = asyncio.run(machines.provision("owned", 2, {})).endpoints()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     try:
@@ -283,7 +283,7 @@ def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
                       "echo rank $STYX_NODE_RANK on the pool")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "(rank=1) rank 1 on the pool" in r.stdout
-        homes = [Path(d["home"]) for d in asyncio.run(machines.describe("owned"))]
+        homes = [Path(d["home"]) for d in asyncio.run(machines.describe_nodes("owned", None))]
         assert all((h / ".styx" / "jobs" / "1").is_dir() for h in homes)
 
         # Both hosts are taken: a second cluster on the pool fails, naming who holds them.
@@ -301,7 +301,7 @@ def test_ssh_pool_launch_exec_down_through_the_cli(stack: StyxStack, tmp_path):
         assert json.loads((stack.home / "ssh_reservations.json").read_text())["clusters"] == {}
     finally:
         closed.close()
-        asyncio.run(machines.terminate("owned"))
+        asyncio.run(machines.terminate("owned", None))
 
 
 @pytest.mark.parametrize("down", [False, True])

@@ -36,7 +36,7 @@ async def provider(
         yield prov
     finally:
         for cluster in prov.list_clusters():
-            await prov.terminate(cluster)
+            await prov.terminate(cluster, None)
         assert _node_servers(prov.root) == []
 
 
@@ -93,14 +93,14 @@ async def _connect(node: NodeEndpoint, key: asyncssh.SSHKey) -> asyncssh.SSHClie
 
 
 async def test_provision_twice_still_runs_two_node_processes(provider: LocalProvider):
-    first = await provider.provision("c", 2)
-    again = await provider.provision("c", 2)
-    concurrent = await asyncio.gather(provider.provision("c", 2), provider.provision("c", 2))
+    first = await provider.provision("c", 2, {})
+    again = await provider.provision("c", 2, {})
+    concurrent = await asyncio.gather(provider.provision("c", 2, {}), provider.provision("c", 2, {}))
 
-    assert [n.rank for n in first] == [0, 1]
+    assert [n["rank"] for n in first.nodes] == [0, 1] and first.region is None
     assert again == first and concurrent[0] == first and concurrent[1] == first
     assert len(_node_servers(provider.root)) == 2
-    described = await provider.describe("c")
+    described = await provider.describe_nodes("c", None)
     assert [d["alive"] for d in described] == [True, True]
     assert sorted(d["pid"] for d in described) == sorted(_node_servers(provider.root))
 
@@ -108,18 +108,18 @@ async def test_provision_twice_still_runs_two_node_processes(provider: LocalProv
 async def test_a_fresh_provider_after_a_worker_crash_reuses_running_nodes(
     provider: LocalProvider, client_key: asyncssh.SSHKey
 ):
-    nodes = await provider.provision("c", 2)
+    nodes = (await provider.provision("c", 2, {})).endpoints()
     pids = sorted(_node_servers(provider.root))
     # A new worker process knows nothing in memory: it finds the nodes on disk.
     reborn = LocalProvider(provider.root, ssh.public_key_line(client_key))
-    assert await reborn.provision("c", 2) == nodes
+    assert (await reborn.provision("c", 2, {})).endpoints() == nodes
     assert sorted(_node_servers(provider.root)) == pids
 
 
 async def test_each_node_has_its_own_loopback_ip_seen_by_jobs(
     provider: LocalProvider, pool: SshPool
 ):
-    nodes = await provider.provision("c", 2)
+    nodes = (await provider.provision("c", 2, {})).endpoints()
     ips = [n.ip for n in nodes]
     assert len(set(ips)) == 2 and all(ip.startswith("127.") for ip in ips)
     for node in nodes:
@@ -134,18 +134,18 @@ async def test_each_node_has_its_own_loopback_ip_seen_by_jobs(
 async def test_a_killed_node_server_is_restarted_by_provision(
     provider: LocalProvider, pool: SshPool
 ):
-    nodes = await provider.provision("c", 2)
+    nodes = (await provider.provision("c", 2, {})).endpoints()
     conn = await pool.get(nodes[1])
     await ssh.run(conn, "echo kept > file.txt")
-    victim = (await provider.describe("c"))[1]["pid"]
+    victim = (await provider.describe_nodes("c", None))[1]["pid"]
     os.kill(victim, signal.SIGKILL)
 
     async def node_1_down() -> bool:
-        return [d["alive"] for d in await provider.describe("c")] == [True, False]
+        return [d["alive"] for d in await provider.describe_nodes("c", None)] == [True, False]
 
     await wait_for_async(node_1_down, 10, "node 1 to be seen down")
 
-    again = await provider.provision("c", 2)
+    again = (await provider.provision("c", 2, {})).endpoints()
     assert again[0] == nodes[0]
     assert again[1].ip == nodes[1].ip and again[1].host_key == nodes[1].host_key
     conn = await pool.get(again[1])
@@ -156,7 +156,7 @@ async def test_a_killed_node_server_is_restarted_by_provision(
 async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     provider: LocalProvider, pool: SshPool, client_key: asyncssh.SSHKey
 ):
-    nodes = await provider.provision("c", 2)
+    nodes = (await provider.provision("c", 2, {})).endpoints()
     homes = [str(provider.root / "c" / f"node-{n.rank}" / "home") for n in nodes]
     for node in nodes:
         conn = await pool.get(node)
@@ -169,17 +169,17 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
     await wait_for_async(lambda: [_sleeps(h) for h in homes] == [3, 2], 10, "every sleep to run")
     assert all(len(_processes_with_home(h)) >= 3 for h in homes)
 
-    await provider.stop("c")
-    await provider.stop("c")  # twice is fine
+    await provider.stop("c", None)
+    await provider.stop("c", None)  # twice is fine
 
     assert _node_servers(provider.root) == []
     assert all(_processes_with_home(h) == [] for h in homes)
     # The node's session ends either way: signalled, or cut with no exit status.
     (outcome,) = await asyncio.gather(asyncio.wait_for(hanging, 5), return_exceptions=True)
     assert isinstance(outcome, ssh.NodeUnreachable) or outcome[0] < 0
-    assert [d["alive"] for d in await provider.describe("c")] == [False, False]
+    assert [d["alive"] for d in await provider.describe_nodes("c", None)] == [False, False]
 
-    restarted = await provider.start("c")
+    restarted = (await provider.start("c", None)).endpoints()
     assert [n.ip for n in restarted] == [n.ip for n in nodes]
     assert [n.host_key for n in restarted] == [n.host_key for n in nodes]
     for node in restarted:
@@ -193,20 +193,20 @@ async def test_stop_kills_jobs_and_servers_and_start_brings_back_the_homes(
 async def test_terminate_leaves_no_process_and_no_directory(
     provider: LocalProvider, pool: SshPool
 ):
-    nodes = await provider.provision("c", 2)
+    nodes = (await provider.provision("c", 2, {})).endpoints()
     conn = await pool.get(nodes[0])
     await ssh.start_phase(conn, "j", "run", "sleep 1000")
     home = str(provider.root / "c" / "node-0" / "home")
 
-    await provider.terminate("c")
-    await provider.terminate("c")
+    await provider.terminate("c", None)
+    await provider.terminate("c", None)
 
     assert _node_servers(provider.root) == []
     assert _processes_with_home(home) == []
     assert not (provider.root / "c").exists()
-    assert await provider.describe("c") == []
+    assert await provider.describe_nodes("c", None) == []
     with pytest.raises(LookupError):
-        await provider.start("c")
+        await provider.start("c", None)
 
 
 # -- the node server itself -------------------------------------------------------------
@@ -246,7 +246,7 @@ async def test_node_server_writes_ready_file_and_exits_cleanly_on_sigterm(
 
 
 async def test_wrong_client_key_or_host_key_is_refused(provider: LocalProvider, client_key):
-    node = (await provider.provision("c", 1))[0]
+    node = (await provider.provision("c", 1, {})).endpoints()[0]
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(asyncssh.PermissionDenied):
         await ssh.connect(node, stranger)
@@ -256,7 +256,7 @@ async def test_wrong_client_key_or_host_key_is_refused(provider: LocalProvider, 
 
 
 async def test_stdout_and_stderr_tails_both_arrive_every_time(provider, pool):
-    conn = await pool.get((await provider.provision("c", 1))[0])
+    conn = await pool.get((await provider.provision("c", 1, {})).endpoints()[0])
     cmd = "head -c 200000 /dev/zero | tr '\\0' o; echo OUT-END; " \
           "head -c 150000 /dev/zero | tr '\\0' e >&2; echo ERR-END >&2; exit 3"
     for _ in range(20):
@@ -268,7 +268,7 @@ async def test_stdout_and_stderr_tails_both_arrive_every_time(provider, pool):
 
 async def test_stdin_reaches_the_command_whole_every_time(provider, pool):
     # asyncssh's own stdin redirect lost the tail about once in 150 runs of this.
-    conn = await pool.get((await provider.provision("c", 1))[0])
+    conn = await pool.get((await provider.provision("c", 1, {})).endpoints()[0])
     data = bytes(range(256)) * 1000
     for _ in range(150):
         status, out, _ = await ssh.run(conn, "cat", input=data)
@@ -276,7 +276,7 @@ async def test_stdin_reaches_the_command_whole_every_time(provider, pool):
 
 
 async def test_big_output_does_not_break_the_connection(provider, pool):
-    conn = await pool.get((await provider.provision("c", 1))[0])
+    conn = await pool.get((await provider.provision("c", 1, {})).endpoints()[0])
     status, out, _ = await ssh.run(conn, "head -c 50000000 /dev/zero")
     assert status == 0 and len(out) == 50_000_000
     # Stdin sent to a command that never reads it is dropped, as sshd does.
@@ -286,7 +286,7 @@ async def test_big_output_does_not_break_the_connection(provider, pool):
 
 
 async def test_client_env_request_is_merged_and_shell_requests_work(provider, pool):
-    conn = await pool.get((await provider.provision("c", 1))[0])
+    conn = await pool.get((await provider.provision("c", 1, {})).endpoints()[0])
     result = await conn.run('echo "$VIA_ENV_REQUEST" "$PATH"', env={"VIA_ENV_REQUEST": "yes"})
     assert result.stdout.split()[0] == "yes"
     assert result.stdout.split()[1] == os.environ["PATH"]
@@ -302,7 +302,7 @@ async def test_client_env_request_is_merged_and_shell_requests_work(provider, po
 
 
 async def test_sftp_is_confined_to_the_node_home(provider, pool, tmp_path):
-    nodes = await provider.provision("c", 1)
+    nodes = (await provider.provision("c", 1, {})).endpoints()
     conn = await pool.get(nodes[0])
     home = provider.root / "c" / "node-0" / "home"
     await ssh.run(conn, "mkdir -p d && echo hi > d/t && ln -s t d/rel")

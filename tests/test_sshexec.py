@@ -36,9 +36,9 @@ async def cluster(
     """Two nodes shared by the module (tests use distinct job ids)."""
     prov = LocalProvider(tmp_path_factory.mktemp("local"), ssh.public_key_line(client_key))
     try:
-        yield prov, await prov.provision("x", 2)
+        yield prov, (await prov.provision("x", 2, {})).endpoints()
     finally:
-        await prov.terminate("x")
+        await prov.terminate("x", None)
 
 
 @pytest_asyncio.fixture
@@ -156,16 +156,16 @@ async def test_env_with_quotes_spaces_and_dollars_arrives_verbatim(conn):
 async def test_server_death_mid_command_is_node_unreachable(tmp_path, client_key):
     prov = LocalProvider(tmp_path / "local", ssh.public_key_line(client_key))
     try:
-        node = (await prov.provision("victim", 1))[0]
+        node = (await prov.provision("victim", 1, {})).endpoints()[0]
         conn = await ssh.connect(node, client_key)
         task = asyncio.create_task(ssh.run(conn, "touch started; sleep 30"))
         started = tmp_path / "local" / "victim" / "node-0" / "home" / "started"
         await wait_for_async(started.exists, 10, "the command to start")
-        os.kill((await prov.describe("victim"))[0]["pid"], signal.SIGKILL)
+        os.kill((await prov.describe_nodes("victim", None))[0]["pid"], signal.SIGKILL)
         with pytest.raises(ssh.NodeUnreachable):
             await asyncio.wait_for(task, 10)
     finally:
-        await prov.terminate("victim")
+        await prov.terminate("victim", None)
 
 
 # -- detached phases --------------------------------------------------------------------

@@ -30,14 +30,14 @@ import yaml
 
 from styx import ssh
 from styx.providers.local.provider import LocalProvider
-from styx.providers.ssh.provider import (
+from styx.providers.ssh.errors import (
     HostUnreachable,
     PoolConfigError,
     PoolExhausted,
     ReservationConflict,
     ReservationNotFound,
-    SshPoolProvider,
 )
+from styx.providers.ssh.provider import SshPoolProvider
 from styx.ssh import NodeEndpoint, SshPool
 from tests.fixtures.processes import pid_alive
 
@@ -85,11 +85,11 @@ async def machines(
 ) -> AsyncIterator[Machines]:
     local = LocalProvider(tmp_path_factory.mktemp("machines"), ssh.public_key_line(client_key))
     try:
-        nodes = await local.provision("lab", 3)
-        homes = [Path(d["home"]) for d in await local.describe("lab")]
+        nodes = (await local.provision("lab", 3, {})).endpoints()
+        homes = [Path(d["home"]) for d in await local.describe_nodes("lab", None)]
         yield Machines(local, nodes, homes)
     finally:
-        await local.terminate("lab")
+        await local.terminate("lab", None)
 
 
 @pytest.fixture
@@ -112,7 +112,13 @@ async def providers(
         for prov in made:
             if prov.reservations_file.exists():
                 for cluster in json.loads(prov.reservations_file.read_text())["clusters"]:
-                    await prov.terminate(cluster)
+                    await prov.terminate(cluster, None)
+
+
+async def launch(provider: SshPoolProvider, cluster: str, num_nodes: int, pool: str) -> list[NodeEndpoint]:
+    """What the cluster workflow does: plan for the pool, provision its one attempt."""
+    (attempt,) = await provider.plan({}, num_nodes, pool)
+    return (await provider.provision(cluster, num_nodes, attempt)).endpoints()
 
 
 def write_pools(home: Path, pools: dict[str, Any]) -> None:
@@ -157,7 +163,7 @@ async def test_launch_runs_on_the_reserved_hosts_and_terminate_cleans_and_releas
     pools["lab"]["hosts"][0] = machines.entry(0)
     write_pools(home, pools)
 
-    nodes = await provider.provision("train", 2, "lab")
+    nodes = await launch(provider, "train", 2, "lab")
 
     assert [(n.host, n.port, n.rank) for n in nodes] == [
         (m.host, m.port, r) for r, m in enumerate(machines.nodes[:2])
@@ -179,7 +185,7 @@ async def test_launch_runs_on_the_reserved_hosts_and_terminate_cleans_and_releas
         assert (machines.home_of(node) / ".styx" / "jobs" / "1").is_dir()
     assert all(pid_alive(p) for p in pids)
 
-    await provider.terminate("train")
+    await provider.terminate("train", None)
 
     for node, pid in zip(nodes, pids):
         assert not pid_alive(pid)
@@ -187,10 +193,10 @@ async def test_launch_runs_on_the_reserved_hosts_and_terminate_cleans_and_releas
         assert not (machines.home_of(node) / "styx_workdir").exists()
         assert not (machines.home_of(node) / ".styx" / "pool_owner").exists()
     assert reserved(home) == {}
-    await provider.terminate("train")  # again: nothing to do
-    await provider.terminate("never-existed")
+    await provider.terminate("train", None)  # again: nothing to do
+    await provider.terminate("never-existed", None)
     with pytest.raises(ReservationNotFound):
-        await provider.start("train")
+        await provider.start("train", None)
 
 
 async def test_stop_kills_the_jobs_but_keeps_the_hosts_and_start_returns_them(
@@ -198,23 +204,23 @@ async def test_stop_kills_the_jobs_but_keeps_the_hosts_and_start_returns_them(
 ):
     provider = providers[0]
     write_pools(home, lab(machines))
-    nodes = await provider.provision("dev", 1, "lab")
+    nodes = await launch(provider, "dev", 1, "lab")
     conn = await pool.get(nodes[0])
     await ssh.run(conn, "echo kept > ~/data.txt")
     pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
 
-    await provider.stop("dev")
-    await provider.stop("dev")
+    await provider.stop("dev", None)
+    await provider.stop("dev", None)
 
     assert not pid_alive(pid)
     state = await ssh.phase_state(conn, "1", "run")
     assert state.exit_code == 143 and state.cancelled
     assert reserved(home) == {"dev": [f"{nodes[0].host}:{nodes[0].port}"]}
-    assert await provider.start("dev") == nodes
+    assert (await provider.start("dev", None)).endpoints() == nodes
     assert (await ssh.run(conn, "cat ~/data.txt"))[1] == b"kept\n"
     # A stopped cluster still holds its host.
     with pytest.raises(PoolExhausted):
-        await provider.provision("other", 3, "lab")
+        await launch(provider, "other", 3, "lab")
 
 
 # -- reservations -------------------------------------------------------------------------
@@ -225,12 +231,12 @@ async def test_two_clusters_never_share_a_host_and_a_third_is_told_who_is_busy(
 ):
     provider = providers[0]
     write_pools(home, lab(machines))
-    a = await provider.provision("alpha", 2, "lab")
-    b = await provider.provision("beta", 1, "lab")
+    a = await launch(provider, "alpha", 2, "lab")
+    b = await launch(provider, "beta", 1, "lab")
     assert not {(n.host, n.port) for n in a} & {(n.host, n.port) for n in b}
 
     with pytest.raises(PoolExhausted) as err:
-        await provider.provision("gamma", 1, "lab")
+        await launch(provider, "gamma", 1, "lab")
     message = str(err.value)
     assert "0 free host(s) of 3" in message and "needs 1" in message
     assert "'alpha'" in message and "'beta'" in message
@@ -242,8 +248,8 @@ async def test_two_clusters_never_share_a_host_and_a_third_is_told_who_is_busy(
     assert listed["free"] == 0 and [h["cluster"] for h in listed["hosts"]] == [
         "alpha", "alpha", "beta"
     ]
-    await provider.terminate("alpha")
-    gamma = await provider.provision("gamma", 2, "lab")
+    await provider.terminate("alpha", None)
+    gamma = await launch(provider, "gamma", 2, "lab")
     assert {(n.host, n.port) for n in gamma} == {(n.host, n.port) for n in a}
 
 
@@ -251,16 +257,16 @@ async def test_provision_twice_returns_the_same_hosts_even_from_another_worker(
     machines: Machines, home: Path, providers: list[SshPoolProvider], client_key: asyncssh.SSHKey
 ):
     write_pools(home, lab(machines, pin=False))
-    first = await providers[0].provision("c", 2, "lab")
+    first = await launch(providers[0], "c", 2, "lab")
     other_worker = SshPoolProvider(home, client_key)
     again, concurrent = await asyncio.gather(
-        other_worker.provision("c", 2, "lab"), providers[0].provision("c", 2, "lab")
+        launch(other_worker, "c", 2, "lab"), launch(providers[0], "c", 2, "lab")
     )
     assert again == first and concurrent == first
     assert len(reserved(home)["c"]) == 2
 
     with pytest.raises(ReservationConflict, match="already holds 2 host"):
-        await providers[0].provision("c", 3, "lab")
+        await launch(providers[0], "c", 3, "lab")
     assert len(reserved(home)["c"]) == 2
 
 
@@ -275,7 +281,7 @@ async def test_concurrent_provisions_from_threads_never_double_book(
         provider = SshPoolProvider(home, client_key)  # its own lock file descriptors
         start.wait()
         try:
-            results[cluster] = asyncio.run(provider.provision(cluster, 1, "lab"))
+            results[cluster] = asyncio.run(launch(provider, cluster, 1, "lab"))
         except PoolExhausted as exc:
             results[cluster] = exc
 
@@ -295,7 +301,8 @@ _PROVISION_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
 import asyncssh
-from styx.providers.ssh.provider import PoolExhausted, SshPoolProvider
+from styx.providers.ssh.errors import PoolExhausted
+from styx.providers.ssh.provider import SshPoolProvider
 
 home, key, clusters = Path(sys.argv[1]), asyncssh.read_private_key(sys.argv[2]), sys.argv[3:]
 
@@ -304,7 +311,7 @@ async def main():
     out = {}
     async def one(cluster):
         try:
-            out[cluster] = [n.to_dict() for n in await provider.provision(cluster, 1, "lab")]
+            out[cluster] = (await provider.provision(cluster, 1, {"pool": "lab"})).nodes
         except PoolExhausted as exc:
             out[cluster] = str(exc)
     await asyncio.gather(*(one(c) for c in clusters))
@@ -358,14 +365,14 @@ async def test_a_host_that_does_not_answer_fails_provision_and_leaves_no_reserva
             machines.entry(0), {"host": "127.0.0.1", "port": port},
         ]}})
         with pytest.raises(HostUnreachable) as err:
-            await provider.provision("c", 2, "flaky")
+            await launch(provider, "c", 2, "flaky")
     finally:
         dead.close()
     assert f"127.0.0.1:{port}" in str(err.value) and "did not answer" in str(err.value)
     assert (err.value.host, err.value.port) == ("127.0.0.1", port)
     assert reserved(home) == {}
     # The good host went back to the pool.
-    assert len(await provider.provision("d", 1, "flaky")) == 1
+    assert len(await launch(provider, "d", 1, "flaky")) == 1
 
 
 async def test_a_changed_host_key_fails_the_check(
@@ -375,7 +382,7 @@ async def test_a_changed_host_key_fails_the_check(
     wrong = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     write_pools(home, {"lab": {"user": USER, "hosts": [{**machines.entry(0), "host_key": wrong}]}})
     with pytest.raises(HostUnreachable, match="host key that does not match the pool's host_key"):
-        await provider.provision("c", 1, "lab")
+        await launch(provider, "c", 1, "lab")
 
     # Trusted on first use, then the machine comes back with another key.
     write_pools(home, {"lab": {"user": USER, "hosts": [machines.entry(1, pin=False)]}})
@@ -383,7 +390,7 @@ async def test_a_changed_host_key_fails_the_check(
     (home / "ssh_known_hosts").write_text(f"[{node.host}]:{node.port} {wrong.split()[0]} "
                                           f"{wrong.split()[1]}\n")
     with pytest.raises(HostUnreachable, match="ssh_known_hosts") as err:
-        await provider.provision("c", 1, "lab")
+        await launch(provider, "c", 1, "lab")
     assert f"{node.host}:{node.port}" in str(err.value)
     assert reserved(home) == {}
 
@@ -398,7 +405,7 @@ async def test_a_host_whose_home_is_styx_home_is_refused(
     try:
         write_pools(home, {"me": {"user": USER, "hosts": [machines.entry(2)]}})
         with pytest.raises(HostUnreachable, match="this Styx server's STYX_HOME"):
-            await provider.provision("c", 1, "me")
+            await launch(provider, "c", 1, "me")
         assert reserved(home) == {}
     finally:
         shutil.rmtree(home)
@@ -409,7 +416,7 @@ async def test_jobs_left_by_a_previous_owner_are_killed_before_the_host_is_reuse
 ):
     provider = providers[0]
     write_pools(home, {"one": {"user": USER, "hosts": [machines.entry(0)]}})
-    (node,) = await provider.provision("old", 1, "one")
+    (node,) = await launch(provider, "old", 1, "one")
     conn = await pool.get(node)
     old_job = await ssh.start_phase(conn, "1", "run", "sleep 60")
     # terminate could not reach the host: its reservation went without the clean-up.
@@ -417,7 +424,7 @@ async def test_jobs_left_by_a_previous_owner_are_killed_before_the_host_is_reuse
     del table["clusters"]["old"]
     (home / "ssh_reservations.json").write_text(json.dumps(table))
 
-    (again,) = await provider.provision("new", 1, "one")
+    (again,) = await launch(provider, "new", 1, "one")
 
     assert again == node and not pid_alive(old_job)
     state = await ssh.phase_state(conn, "1", "run")
@@ -434,7 +441,7 @@ async def test_identity_file_logs_in_once_and_authorizes_styx_key(
         "user": USER, "identity_file": str(key_path), "hosts": [machines.entry(1)],
     }})
     try:
-        (node,) = await provider.provision("c", 1, "lab")
+        (node,) = await launch(provider, "c", 1, "lab")
         conn = await ssh.connect(node, styx_key)  # what the job activities do
         try:
             assert (await ssh.run(conn, "echo ok"))[1] == b"ok\n"
@@ -442,16 +449,16 @@ async def test_identity_file_logs_in_once_and_authorizes_styx_key(
             conn.close()
         authorized = (machines.homes[1] / ".ssh" / "authorized_keys").read_text().splitlines()
         assert authorized.count(ssh.public_key_line(styx_key)) == 1
-        await provider.start("c")  # no second copy
+        await provider.start("c", None)  # no second copy
         authorized = (machines.homes[1] / ".ssh" / "authorized_keys").read_text().splitlines()
         assert authorized.count(ssh.public_key_line(styx_key)) == 1
     finally:
-        await provider.terminate("c")
+        await provider.terminate("c", None)
 
     write_pools(home, {"lab": {"user": USER, "identity_file": str(home / "missing"),
                                "hosts": [machines.entry(1)]}})
     with pytest.raises(PoolConfigError, match="lab.identity_file"):
-        await provider.provision("c", 1, "lab")
+        await launch(provider, "c", 1, "lab")
     assert reserved(home) == {}
 
 
@@ -482,9 +489,9 @@ async def test_a_bad_pool_file_names_the_file_and_the_field(
     text = document if isinstance(document, str) else yaml.safe_dump(document)
     (home / "ssh_pools.yaml").write_text(text)
     with pytest.raises(PoolConfigError) as err:
-        await provider.provision("c", 1, "lab")
+        await launch(provider, "c", 1, "lab")
     assert "ssh_pools.yaml: " in str(err.value) and expected in str(err.value)
-    assert provider.check() == (False, str(err.value))
+    assert await provider.check(None) == (False, str(err.value))
     assert reserved(home) == {}
 
 
@@ -492,17 +499,18 @@ async def test_unknown_pool_lists_the_known_ones_and_check_summarises(
     home: Path, providers: list[SshPoolProvider]
 ):
     provider = providers[0]
-    assert provider.check()[0] is False and "does not exist" in provider.check()[1]
+    ok, reason = await provider.check(None)
+    assert ok is False and "does not exist" in reason
     assert provider.list_pools() == {}
     with pytest.raises(PoolConfigError, match="ssh_pools.yaml does not exist"):
-        await provider.provision("c", 1, "lab")
+        await launch(provider, "c", 1, "lab")
 
     write_pools(home, {"lab": {"user": "u", "hosts": ["10.0.0.5", {"host": "10.0.0.6", "port": 2222}],
                                "jump_host": {"host": "bastion"}},
                        "gpu": {"hosts": ["10.1.0.1"]}})
     with pytest.raises(PoolConfigError, match=r"no SSH pool 'nope' .*known pools: gpu, lab"):
-        await provider.provision("c", 1, "nope")
-    assert provider.check() == (True, "2 SSH pool(s): lab (2 hosts), gpu (1 host)")
+        await launch(provider, "c", 1, "nope")
+    assert await provider.check(None) == (True, "2 SSH pool(s): lab (2 hosts), gpu (1 host)")
     listed = provider.list_pools()
     assert listed["lab"]["hosts"][1] == {"host": "10.0.0.6", "port": 2222, "user": "u", "cluster": None}
     assert listed["lab"]["jump_host"] == {"host": "bastion", "port": 22, "user": "u", "host_key": None}
@@ -601,7 +609,7 @@ async def test_a_pool_of_one_openssh_host_runs_a_job_and_is_cleaned_up(
     provider = providers[0]
     write_pools(home, {"real": {"user": USER, "hosts": [{"host": "127.0.0.1", "port": port}]}})
 
-    (node,) = await provider.provision("ossh", 1, "real")
+    (node,) = await launch(provider, "ossh", 1, "real")
     assert (node.host, node.port, node.rank) == ("127.0.0.1", port, 0)
     assert f"[127.0.0.1]:{port} {node.host_key}" in (home / "ssh_known_hosts").read_text()
 
@@ -610,11 +618,11 @@ async def test_a_pool_of_one_openssh_host_runs_a_job_and_is_cleaned_up(
     pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
     assert pid_alive(pid) and (node_home / ".styx" / "jobs" / "1").is_dir()
 
-    await provider.stop("ossh")
+    await provider.stop("ossh", None)
     assert not pid_alive(pid) and reserved(home) == {"ossh": [f"127.0.0.1:{port}"]}
-    assert await provider.start("ossh") == [node]
+    assert (await provider.start("ossh", None)).endpoints() == [node]
 
-    await provider.terminate("ossh")
+    await provider.terminate("ossh", None)
     assert not (node_home / ".styx" / "jobs").exists()
     assert reserved(home) == {}
 
@@ -629,14 +637,14 @@ async def test_hosts_behind_an_openssh_jump_host_are_checked_and_cleaned_through
         "user": USER, "hosts": [machines.entry(2)],
         "jump_host": {"host": "127.0.0.1", "port": port},
     }})
-    (node,) = await provider.provision("j", 1, "behind")
+    (node,) = await launch(provider, "j", 1, "behind")
     assert (node.host, node.port) == (machines.nodes[2].host, machines.nodes[2].port)
     assert f"[127.0.0.1]:{port} " in (home / "ssh_known_hosts").read_text()  # the bastion's key
     assert reserved(home) == {"j": [f"{node.host}:{node.port} via 127.0.0.1:{port}"]}
 
     conn = await pool.get(node)  # loopback: also reachable directly, for the test's job
     pid = await ssh.start_phase(conn, "1", "run", "sleep 60")
-    await provider.terminate("j")
+    await provider.terminate("j", None)
     assert not pid_alive(pid) and not (machines.homes[2] / ".styx" / "jobs").exists()
     assert reserved(home) == {}
 
@@ -648,7 +656,7 @@ async def test_hosts_behind_an_openssh_jump_host_are_checked_and_cleaned_through
             "jump_host": {"host": "127.0.0.1", "port": dead.getsockname()[1]},
         }})
         with pytest.raises(HostUnreachable, match=f"via jump host 127.0.0.1:{dead.getsockname()[1]}"):
-            await provider.provision("j", 1, "behind")
+            await launch(provider, "j", 1, "behind")
     finally:
         dead.close()
     assert reserved(home) == {}

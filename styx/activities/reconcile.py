@@ -33,5 +33,6 @@ class ReconcileActivities:
             if inp.terminate:
                 for name in sorted({o["cluster"] for o in orphans if o.get("cluster")}):
                     region = next(o["region"] for o in orphans if o["cluster"] == name)
-                    terminated += await self.aws.terminate(name, region)
+                    await self.aws.terminate(name, region)
+                    terminated += [o["instance_id"] for o in orphans if o["cluster"] == name and o["region"] == region]
         return ReconcileOutput(orphans=orphans, terminated=terminated)

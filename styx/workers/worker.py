@@ -9,24 +9,26 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 
+import asyncssh
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from styx import db as styx_db
-from styx.providers.aws.provider import AwsProvider
-from styx.providers.local.provider import LocalProvider
 from styx.activities.ping import ping
 from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
-from styx.providers.ssh.provider import SshPoolProvider
 from styx.activities.state import StateActivities
 from styx.config import Settings
 from styx.contracts.providers import ReconcileInput
 from styx.db import Database
+from styx.providers.aws.provider import AwsProvider
+from styx.providers.local.provider import LocalProvider
+from styx.providers.registry import ProviderRegistry
+from styx.providers.ssh.provider import SshPoolProvider
 from styx.ssh import SshPool, ensure_client_key, public_key_line
 from styx.temporal import connect
 from styx.workflows.check import CheckWorkflow
@@ -44,6 +46,24 @@ def client_key_path(settings: Settings) -> Path:
     return settings.home / "ssh" / "id_ed25519"
 
 
+def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider | None = None) -> ProviderRegistry:
+    """Every provider this worker serves, by the name tasks use (``infra: <name>/…``).
+    A new provider is one package under ``styx/providers/`` and one line here."""
+    local = LocalProvider(settings.home / "nodes", public_key_line(key))
+    aws = aws or AwsProvider(
+        deployment_id=settings.deployment_id(), public_key=public_key_line(key),
+        # Emulated instances are reached through local nodes on 127.x (see providers/aws/loopback.py).
+        loopback=local if os.environ.get("STYX_AWS_LOOPBACK_NODES") == "1" else None,
+        use_private_ip=os.environ.get("STYX_AWS_USE_PRIVATE_IP") == "1",
+        ssh_cidr=os.environ.get("STYX_AWS_SSH_CIDR", "0.0.0.0/0"),
+    )
+    return ProviderRegistry({
+        "local": local,
+        "aws": aws,
+        "ssh": SshPoolProvider(settings.home, key),
+    })
+
+
 def build_worker(client: Client, settings: Settings, pool: SshPool | None = None,
                  aws: AwsProvider | None = None) -> Worker:
     """The worker with every workflow and activity registered (tests use this too, and may
@@ -51,19 +71,12 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     key_path = client_key_path(settings)
     key = ensure_client_key(key_path)
     pool = pool or SshPool(key)
-    local = LocalProvider(settings.home / "nodes", public_key_line(key))
-    aws = aws or AwsProvider(
-        deployment_id=settings.deployment_id(), public_key=public_key_line(key),
-        # Emulated instances are reached through local nodes on 127.0.0.1 (see aws.py).
-        loopback=local if os.environ.get("STYX_AWS_LOOPBACK_NODES") == "1" else None,
-        use_private_ip=os.environ.get("STYX_AWS_USE_PRIVATE_IP") == "1",
-        ssh_cidr=os.environ.get("STYX_AWS_SSH_CIDR", "0.0.0.0/0"),
-    )
-    providers = ProviderActivities(local=local, aws=aws, ssh=SshPoolProvider(settings.home, key))
+    registry = build_providers(settings, key, aws)
+    providers = ProviderActivities(registry)
     db = Database(settings.db_url)
     state = StateActivities(db, settings.home)
     git = GitActivities(settings, db)
-    reconcile = ReconcileActivities(db, aws)
+    reconcile = ReconcileActivities(db, registry.lookup("aws"))
     ssh = SshActivities(settings.home, pool, db)
     return Worker(
         client,

@@ -37,6 +37,8 @@ from typing import Any
 
 import asyncssh
 
+from styx.files import atomic_write
+
 log = logging.getLogger("styx.providers.local.nodeserver")
 
 
@@ -44,24 +46,13 @@ log = logging.getLogger("styx.providers.local.nodeserver")
 # Files
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
     """Load the node's host key, generating an ed25519 key (and ``path.pub``) if missing."""
     if path.exists():
         return asyncssh.read_private_key(str(path))
     key = asyncssh.generate_private_key("ssh-ed25519")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.export_private_key())
-    key.write_public_key(str(path) + ".pub")
-    os.replace(tmp, path)
+    atomic_write(path.with_name(path.name + ".pub"), key.export_public_key(), 0o644)
+    atomic_write(path, key.export_private_key(), 0o600)
     return key
 
 
@@ -415,7 +406,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     port = await server.listen(args.host, args.port, any_port_fallback=args.port_fallback)
-    write_json_atomic(args.ready_file, {"pid": os.getpid(), "host": args.host, "port": port})
+    atomic_write(args.ready_file, json.dumps({"pid": os.getpid(), "host": args.host, "port": port}), 0o644)
     log.info("listening on %s:%d, home %s", args.host, port, server.home)
     try:
         await stop.wait()

@@ -11,7 +11,7 @@ A cluster ``C`` lives on disk under ``root/C/``; node ``r`` under ``root/C/node-
 ``root/.C.lock`` (an empty file, kept after terminate) serialises operations on ``C``
 across worker processes.
 
-Nodes are found from disk and from the process table (``/proc``), never from memory or
+Nodes are found from disk and from the process table (``procs``), never from memory or
 the database, so a retried activity (after the worker was ``kill -9``ed) reuses the
 servers already running, and a lost database row leaks no process.
 
@@ -20,12 +20,13 @@ name) when the system lets us bind it — Linux does for all of 127.0.0.0/8 — 
 distinct node IPs; otherwise every node uses 127.0.0.1 with its own port.
 
 One process per node costs ~41 MB RSS (asyncssh's import is most of it) but gives real
-failure isolation: stopping a node is killing its process, as with a VM.
+failure isolation: stopping a node is killing its process, as with a VM. The server
+program is ``nodeserver``; ``procs`` reads the process table.
 
-Usage (the worker wraps the methods as activities)::
+Usage (the worker registers it as the ``local`` provider)::
 
-    provider = LocalProvider(settings.home / "local", public_key_line(client_key))
-    nodes = await provider.provision("dev", 2)
+    provider = LocalProvider(settings.home / "nodes", public_key_line(client_key))
+    nodes = (await provider.provision("dev", 2, {})).endpoints()
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ from typing import Any
 import asyncssh
 
 import styx
-from styx.files import async_flock
+from styx.contracts.clusters import ClusterName
+from styx.files import async_flock, atomic_write
+from styx.providers.base import ProvisionError, Provisioned
+from styx.providers.local import procs
 from styx.ssh import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]
 
-_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _NODE_DIR_RE = re.compile(r"^node-(\d+)$")
 
 #: Variables of the worker's environment that node servers (and so jobs) inherit.
@@ -64,12 +67,13 @@ _NODE_DIR_RE = re.compile(r"^node-(\d+)$")
 ENV_PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
 
 
-class ClusterNotFound(LookupError):
+class ClusterNotFound(ProvisionError, LookupError):
     """The cluster has no directory under the provider's root."""
 
 
 class NodeStartFailed(RuntimeError):
-    """A node server did not come up (its log tail is in the message)."""
+    """A node server did not come up (its log tail is in the message). Not a
+    ``ProvisionError``: the activity's retry starts the node afresh."""
 
 
 class LocalProvider:
@@ -102,10 +106,14 @@ class LocalProvider:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    # -- public API --------------------------------------------------------------------
+    # -- the Provider protocol ----------------------------------------------------------
 
-    async def provision(self, cluster: str, num_nodes: int) -> list[NodeEndpoint]:
-        """Ensure nodes ``0 … num_nodes-1`` of ``cluster`` run; returns their endpoints.
+    async def plan(self, resources: dict[str, Any], num_nodes: int, region: str | None) -> list[dict[str, Any]]:
+        """One attempt: local nodes have no zones or instance types to choose from."""
+        return [{"attempt_no": 1}]
+
+    async def provision(self, cluster: str, num_nodes: int, attempt: dict[str, Any]) -> Provisioned:
+        """Ensure nodes ``0 … num_nodes-1`` of ``cluster`` run; ``attempt`` is not used.
 
         Nodes already running are reused, missing or dead ones started (on their existing
         home directories, if any).
@@ -115,9 +123,9 @@ class LocalProvider:
         cdir = self._cluster_dir(cluster)
         async with self._cluster_lock(cluster):
             cdir.mkdir(parents=True, exist_ok=True)
-            return await self._ensure_nodes(cluster, list(range(num_nodes)))
+            return await self._ensure_nodes(cluster, list(range(num_nodes)), None)
 
-    async def start(self, cluster: str) -> list[NodeEndpoint]:
+    async def start(self, cluster: str, region: str | None) -> Provisioned:
         """Start every node of a stopped cluster on its home directory (ports may change,
         IPs and host keys do not); running nodes are left alone."""
         cdir = self._cluster_dir(cluster)
@@ -125,16 +133,16 @@ class LocalProvider:
             ranks = self._ranks(cdir)
             if not ranks:
                 raise ClusterNotFound(f"local cluster {cluster!r} does not exist")
-            return await self._ensure_nodes(cluster, ranks)
+            return await self._ensure_nodes(cluster, ranks, region)
 
-    async def stop(self, cluster: str) -> None:
+    async def stop(self, cluster: str, region: str | None) -> None:
         """Stop every node as a VM stops: node servers, the commands they run and every
         detached job under the nodes' homes are killed; disks (homes) stay."""
         cdir = self._cluster_dir(cluster)
         async with self._cluster_lock(cluster):
             await self._stop_nodes(cdir)
 
-    async def terminate(self, cluster: str) -> None:
+    async def terminate(self, cluster: str, region: str | None) -> None:
         """Stop the cluster and delete its directory. Safe on a cluster already gone."""
         cdir = self._cluster_dir(cluster)
         async with self._cluster_lock(cluster):
@@ -142,8 +150,9 @@ class LocalProvider:
                 await self._stop_nodes(cdir)
                 await asyncio.to_thread(shutil.rmtree, cdir, True)
 
-    async def describe(self, cluster: str) -> list[dict[str, Any]]:
-        """One dict per node found on disk: rank, ip, pid, alive, endpoint (or None), home."""
+    async def describe_nodes(self, cluster: str, region: str | None) -> list[dict[str, Any]]:
+        """One dict per node found on disk: rank, ip, pid, alive (its server process runs),
+        endpoint (or None), home."""
         cdir = self._cluster_dir(cluster)
         out = []
         for rank in self._ranks(cdir):
@@ -164,20 +173,23 @@ class LocalProvider:
             )
         return out
 
+    async def check(self, region: str | None) -> tuple[bool, str]:
+        return True, "local SSH nodes on loopback"
+
+    # -- beyond the protocol -----------------------------------------------------------
+
     def list_clusters(self) -> list[str]:
         """Names of the clusters that have a directory under ``root``."""
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _CLUSTER_RE.match(p.name)
+            p.name for p in self.root.iterdir() if p.is_dir() and ClusterName.PATTERN.fullmatch(p.name)
         )
 
     # -- paths and files ---------------------------------------------------------------
 
     def _cluster_dir(self, cluster: str) -> Path:
-        if not _CLUSTER_RE.match(cluster):
-            raise ValueError(f"invalid cluster name {cluster!r}")
-        return self.root / cluster
+        return self.root / ClusterName(cluster)
 
     @staticmethod
     def _node_dir(cdir: Path, rank: int) -> Path:
@@ -231,19 +243,19 @@ class LocalProvider:
         if self.client_pubkey not in current.splitlines():
             # Appended: keys a user added to the node for their own `ssh` stay.
             sep = "" if not current or current.endswith("\n") else "\n"
-            _write_atomic(auth, f"{current}{sep}{self.client_pubkey}\n".encode(), 0o600)
+            atomic_write(auth, f"{current}{sep}{self.client_pubkey}\n".encode(), 0o600)
         key_path = ndir / "host_key"
         if not key_path.exists():
             key = asyncssh.generate_private_key("ssh-ed25519", comment=f"styx-{cluster}-{rank}")
-            _write_atomic(ndir / "host_key.pub", key.export_public_key(), 0o644)
-            _write_atomic(key_path, key.export_private_key(), 0o600)
+            atomic_write(ndir / "host_key.pub", key.export_public_key(), 0o644)
+            atomic_write(key_path, key.export_private_key(), 0o600)
         info = self._read_json(ndir / "node.json")
         if info and info.get("ip"):
             return str(info["ip"])
         ip = _loopback_ip(cluster, rank)
         if not _can_bind(ip):
             ip = "127.0.0.1"
-        _write_atomic(ndir / "node.json", json.dumps({"rank": rank, "ip": ip}).encode(), 0o644)
+        atomic_write(ndir / "node.json", json.dumps({"rank": rank, "ip": ip}).encode(), 0o644)
         return ip
 
     # -- processes ---------------------------------------------------------------------
@@ -252,14 +264,14 @@ class LocalProvider:
         """Live node-server processes serving this node's home."""
         home = str(ndir / "home")
         pids = []
-        for pid, argv in _scan_cmdlines():
-            if "styx.providers.local.nodeserver" in argv and _arg_after(argv, "--home") == home:
-                if _alive(pid):
+        for pid, argv in procs.scan_cmdlines():
+            if "styx.providers.local.nodeserver" in argv and procs.arg_after(argv, "--home") == home:
+                if procs.alive(pid):
                     pids.append(pid)
-        if pids or _HAVE_PROC:
+        if pids or procs.HAVE_PROC:
             return pids
         ready = self._read_json(ndir / "ready.json")  # no /proc (macOS): trust the file
-        if ready and _alive(int(ready["pid"])):
+        if ready and procs.alive(int(ready["pid"])):
             return [int(ready["pid"])]
         return []
 
@@ -311,17 +323,17 @@ class LocalProvider:
             ready = self._read_json(ndir / "ready.json")
             if ready and int(ready.get("pid", -1)) == pid:
                 if await _answers_ssh(ready["host"], int(ready["port"])):
-                    _write_atomic(
+                    atomic_write(
                         ndir / "last_port.json",
                         json.dumps({"port": int(ready["port"])}).encode(),
                         0o644,
                     )
                     return ready
             self._reap()
-            if not _alive(pid):
+            if not procs.alive(pid):
                 break
             await asyncio.sleep(0.02)
-        _kill(pid, signal.SIGKILL)
+        procs.kill(pid, signal.SIGKILL)
         self._reap()
         raise NodeStartFailed(
             f"node server {ndir.name} (pid {pid}) did not come up:\n{_tail(ndir / 'server.log')}"
@@ -339,7 +351,7 @@ class LocalProvider:
             keep = pids[0]  # started by an attempt that died before the server was ready
         for pid in pids:
             if pid != keep:
-                _kill(pid, signal.SIGKILL)
+                procs.kill(pid, signal.SIGKILL)
         if keep is not None:
             try:
                 ready = await self._wait_ready(ndir, keep)
@@ -350,32 +362,33 @@ class LocalProvider:
         ready = await self._wait_ready(ndir, proc.pid)
         return self._endpoint(ndir, rank, ready)
 
-    async def _ensure_nodes(self, cluster: str, ranks: list[int]) -> list[NodeEndpoint]:
+    async def _ensure_nodes(self, cluster: str, ranks: list[int], region: str | None) -> Provisioned:
         cdir = self._cluster_dir(cluster)
-        return list(await asyncio.gather(*(self._ensure_node(cluster, cdir, r) for r in ranks)))
+        nodes = await asyncio.gather(*(self._ensure_node(cluster, cdir, r) for r in ranks))
+        return Provisioned(nodes=[n.to_dict() for n in nodes], region=region)
 
     async def _stop_nodes(self, cdir: Path) -> None:
         ndirs = [self._node_dir(cdir, r) for r in self._ranks(cdir)]
         # 1. Servers first, so no new command starts; they kill their sessions' commands.
         servers = [pid for ndir in ndirs for pid in self._server_pids(ndir)]
         for pid in servers:
-            _kill(pid, signal.SIGTERM)
-        await self._wait_gone(lambda: [p for p in servers if _alive(p)], self.stop_grace)
+            procs.kill(pid, signal.SIGTERM)
+        await self._wait_gone(lambda: [p for p in servers if procs.alive(p)], self.stop_grace)
         for pid in servers:
-            _kill(pid, signal.SIGKILL)
+            procs.kill(pid, signal.SIGKILL)
         # 2. Everything else that lives on the nodes: detached jobs (by the process groups
         #    in their pid files) and any process whose HOME is a node's home.
         homes = [str(ndir / "home") for ndir in ndirs]
 
         def leftovers() -> list[int]:
-            return _processes_of(homes, _job_groups(homes))
+            return procs.processes_of(homes, procs.job_groups(homes))
 
         for pid in leftovers():
-            _kill(pid, signal.SIGTERM)
+            procs.kill(pid, signal.SIGTERM)
         await self._wait_gone(leftovers, 1.0)
         for pid in leftovers():
-            _kill(pid, signal.SIGKILL)
-        await self._wait_gone(lambda: leftovers() + [p for p in servers if _alive(p)], 5.0)
+            procs.kill(pid, signal.SIGKILL)
+        await self._wait_gone(lambda: leftovers() + [p for p in servers if procs.alive(p)], 5.0)
         for ndir in ndirs:
             with contextlib.suppress(FileNotFoundError):
                 (ndir / "ready.json").unlink()
@@ -395,18 +408,7 @@ class LocalProvider:
 
 
 # ---------------------------------------------------------------------------------------
-# Helpers (process table, addresses, files)
-
-_HAVE_PROC = os.path.isdir("/proc/self")
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+# Helpers (addresses, logs)
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
@@ -447,102 +449,3 @@ async def _answers_ssh(host: str, port: int) -> bool:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgid) of a process from /proc, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[0], int(fields[2])
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie (``kill -0`` alone says yes to zombies)."""
-    if _HAVE_PROC:
-        stat = _proc_stat(pid)
-        return stat is not None and stat[0] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pids() -> list[int]:
-    if not _HAVE_PROC:
-        return []
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _scan_cmdlines() -> list[tuple[int, list[str]]]:
-    out = []
-    for pid in _pids():
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        out.append((pid, [a.decode(errors="surrogateescape") for a in raw.split(b"\0") if a]))
-    return out
-
-
-def _arg_after(argv: list[str], flag: str) -> str | None:
-    with contextlib.suppress(ValueError, IndexError):
-        return argv[argv.index(flag) + 1]
-    return None
-
-
-def _job_groups(homes: list[str]) -> set[int]:
-    """Process group ids recorded in ``<home>/.styx/jobs/*/*.pid``."""
-    groups = set()
-    for home in homes:
-        for pid_file in Path(home, ".styx", "jobs").glob("*/*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                groups.add(int(pid_file.read_text().strip()))
-    return groups
-
-
-def _processes_of(homes: list[str], groups: set[int]) -> list[int]:
-    """Live processes that belong to these node homes.
-
-    A process belongs if its environment has ``HOME=<home>`` (everything a node starts
-    inherits it), or if it is in a job's process group *and* some member of that group
-    has such a HOME (so a recycled group id of a stranger is never hit). Without /proc,
-    the job groups' leaders are trusted.
-    """
-    if not _HAVE_PROC:
-        return [g for g in groups if _alive(g)]
-    marks = [b"HOME=" + os.fsencode(h) for h in homes]
-    me = os.getpid()
-    found: list[int] = []
-    in_groups: dict[int, list[int]] = {}
-    owned_groups: set[int] = set()
-    for pid in _pids():
-        if pid == me:
-            continue
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            continue
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            env = []
-        ours = any(m in env for m in marks)
-        if ours:
-            found.append(pid)
-        if stat[1] in groups:
-            in_groups.setdefault(stat[1], []).append(pid)
-            if ours:
-                owned_groups.add(stat[1])
-    for group in owned_groups:
-        found.extend(p for p in in_groups[group] if p not in found)
-    return found
