@@ -81,10 +81,14 @@ def worker() -> None:
 
     Example:  `TEMPORAL_ADDRESS=temporal.internal:7233 styx worker`
     """
+    from styx.temporal import SearchAttributesMissing, TemporalUnavailable
     from styx.workers.worker import run_worker
 
     _setup_logging()
-    asyncio.run(run_worker(settings_or_exit()))
+    try:
+        asyncio.run(run_worker(settings_or_exit()))
+    except (SearchAttributesMissing, TemporalUnavailable) as err:
+        raise fail(str(err)) from None
 
 
 @app.command()
@@ -128,6 +132,7 @@ def doctor() -> None:
     console.print(f"API {client.url}: styx {report.version}")
     show("database", report.database, "ok")
     show("Temporal", report.temporal, "ok")
+    show("search attributes", report.search_attributes, "registered")
     show("worker", report.worker, f"answered from {report.worker.detail}")
     raise typer.Exit(0 if report.ok else 1)
 

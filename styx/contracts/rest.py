@@ -137,11 +137,13 @@ class DoctorReport(BaseModel):
     version: str = Field(description="the API's Styx version")
     database: ComponentCheck
     temporal: ComponentCheck
+    search_attributes: ComponentCheck = Field(
+        description="whether Temporal knows Styx's search attributes (else: the command to create them)")
     worker: ComponentCheck
 
     @property
     def ok(self) -> bool:
-        return self.database.ok and self.temporal.ok and self.worker.ok
+        return self.database.ok and self.temporal.ok and self.search_attributes.ok and self.worker.ok
 
 
 class ErrorBody(BaseModel):

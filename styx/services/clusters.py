@@ -25,7 +25,8 @@ from styx.contracts.clusters import (
     SubmitJobResult,
     cluster_workflow_id,
 )
-from styx.contracts.search import CLUSTER_KEY
+from styx.contracts.search import CLUSTER_KEY, SEARCH_ATTRIBUTES
+from styx.temporal import create_command
 
 T = TypeVar("T")
 
@@ -48,6 +49,11 @@ class ClusterNotRunning(LookupError):
     """No workflow runs for this cluster (it was taken down, or its launch failed)."""
 
 
+class SearchAttributesNotRegistered(Exception):
+    """Temporal does not know Styx's search attributes (a Temporal Styx did not set up);
+    the message says which command registers them."""
+
+
 class ClusterBusy(Exception):
     """The cluster workflow kept refusing new updates for ``BUSY_WAIT_SECONDS``."""
 
@@ -64,14 +70,14 @@ async def submit_job(client: Client, task_queue: str, cluster: str, submit: Subm
     a second."""
     if launch is None:
         handle = client.get_workflow_handle(cluster_workflow_id(cluster))
-        return await _update(lambda: handle.execute_update(
+        return await _update(client, lambda: handle.execute_update(
             "submit_job", submit, id=update_id, result_type=SubmitJobResult))
     start = WithStartWorkflowOperation(
         CLUSTER_WORKFLOW, ClusterInput(launch), id=cluster_workflow_id(cluster), task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=cluster_search_attributes(cluster),
     )
-    return await _update(lambda: client.execute_update_with_start_workflow(
+    return await _update(client, lambda: client.execute_update_with_start_workflow(
         "submit_job", submit, start_workflow_operation=start, id=update_id, result_type=SubmitJobResult))
 
 
@@ -81,14 +87,14 @@ async def update_cluster(client: Client, workflow_id: str, update: str, arg: Any
     ``cancel_job``, ``set_autostop``) and return its answer."""
     handle = client.get_workflow_handle(workflow_id)
     args = [] if arg is None else [arg]
-    return await _update(lambda: handle.execute_update(update, args=args, result_type=result_type))
+    return await _update(client, lambda: handle.execute_update(update, args=args, result_type=result_type))
 
 
-async def _update(call: Callable[[], Awaitable[T]]) -> T:
+async def _update(client: Client, call: Callable[[], Awaitable[T]]) -> T:
     delay, waited = 0.05, 0.0
     while True:
         try:
-            return await _update_once(call)
+            return await _update_once(client, call)
         except RPCError as err:
             # Too many updates in flight, or aborted because the workflow continued as new:
             # either way the update was never accepted, so nothing happened and it is safe to
@@ -102,7 +108,7 @@ async def _update(call: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, 2.0)
 
 
-async def _update_once(call: Callable[[], Awaitable[T]]) -> T:
+async def _update_once(client: Client, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except WorkflowUpdateFailedError as err:
@@ -114,4 +120,10 @@ async def _update_once(call: Callable[[], Awaitable[T]]) -> T:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise ClusterNotRunning(
                 "the cluster is not running (it was taken down or its launch failed)") from None
+        if "search attribute" in err.message:
+            missing = [name for name in SEARCH_ATTRIBUTES if name in err.message] or list(SEARCH_ATTRIBUTES)
+            raise SearchAttributesNotRegistered(
+                f"Temporal refused the cluster's workflow: {err.message}. A worker registers Styx's "
+                f"search attributes when it starts; where it may not, run: "
+                f"{create_command(missing, client.namespace)}") from None
         raise

@@ -30,7 +30,7 @@ from styx.providers.local.provider import LocalProvider
 from styx.providers.registry import ProviderRegistry
 from styx.providers.ssh.provider import SshPoolProvider
 from styx.ssh import SshPool, ensure_client_key, public_key_line
-from styx.temporal import connect
+from styx.temporal import connect, ensure_search_attributes
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
@@ -105,6 +105,8 @@ async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> Non
     settings.ensure_home()
     styx_db.migrate(settings.db_url)
     client = await connect(settings, wait_seconds=wait_for_temporal)
+    # Before polling: a workflow that sets an unknown search attribute fails its task for ever.
+    await ensure_search_attributes(client, settings.namespace)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -65,7 +65,7 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
         raise HTTPException(_ERROR_STATUS.get(err.type, 400), err.message) from None
     except service.ClusterNotRunning as err:
         raise HTTPException(404, str(err)) from None
-    except service.ClusterBusy as err:
+    except (service.ClusterBusy, service.SearchAttributesNotRegistered) as err:
         raise HTTPException(503, str(err)) from None
 
 

@@ -2,7 +2,8 @@
 
 - ``GET /healthz`` (no token; `styx up`, load balancers): 200 when the database and Temporal
   answer, 503 saying which failed.
-- ``GET /api/v1/doctor`` (a token; `styx doctor`): the same two checks and a worker round trip,
+- ``GET /api/v1/doctor`` (a token; `styx doctor`): the same two checks, Styx's search
+  attributes in Temporal (with the command to create missing ones) and a worker round trip,
   a PingWorkflow that must finish within ``PING_TIMEOUT``, as a ``DoctorReport``.
 """
 
@@ -19,6 +20,7 @@ from temporalio.client import Client
 from styx import __version__
 from styx.api.deps import AppState, CurrentUser, StateDep
 from styx.contracts.rest import ComponentCheck, DoctorReport
+from styx.temporal import create_command, missing_search_attributes
 from styx.workflows.ping import PingWorkflow, PingWorkflowInput
 
 router = APIRouter()
@@ -42,6 +44,17 @@ async def _check_temporal(state: AppState, wait_seconds: float) -> tuple[Compone
     except Exception as err:
         return ComponentCheck(ok=False, detail=str(err)), None
     return ComponentCheck(ok=True, detail="ok"), client
+
+
+async def _check_search_attributes(state: AppState, client: Client) -> ComponentCheck:
+    try:
+        missing = await missing_search_attributes(client, state.settings.namespace)
+    except Exception as err:
+        return ComponentCheck(ok=False, detail=f"cannot list them ({type(err).__name__}: {err})")
+    if missing:
+        return ComponentCheck(ok=False, detail=f"missing {', '.join(missing)}: run "
+                                               f"{create_command(missing, state.settings.namespace)}")
+    return ComponentCheck(ok=True, detail="ok")
 
 
 async def _check_worker(state: AppState, client: Client) -> ComponentCheck:
@@ -73,6 +86,8 @@ async def healthz(state: StateDep) -> JSONResponse:
 async def doctor(state: StateDep, _: CurrentUser) -> DoctorReport:
     database = await _check_database(state)
     temporal, client = await _check_temporal(state, wait_seconds=5)
-    worker = (await _check_worker(state, client) if client is not None
-              else ComponentCheck(ok=False, detail="not tried: Temporal does not answer"))
-    return DoctorReport(version=__version__, database=database, temporal=temporal, worker=worker)
+    untried = ComponentCheck(ok=False, detail="not tried: Temporal does not answer")
+    attributes = await _check_search_attributes(state, client) if client is not None else untried
+    worker = await _check_worker(state, client) if client is not None else untried
+    return DoctorReport(version=__version__, database=database, temporal=temporal,
+                        search_attributes=attributes, worker=worker)
