@@ -452,7 +452,7 @@ async def test_autostop_with_down_terminates_the_cluster(cloud: Cloud) -> None:
     assert fake.scheduled["terminate"] - fake.scheduled["provision"] >= timedelta(minutes=10)
 
 
-async def test_changing_autostop_applies_to_the_idle_clock_already_running(cloud: Cloud) -> None:
+async def test_autostop_set_on_an_idle_cluster_counts_from_when_it_was_set(cloud: Cloud) -> None:
     fake = cloud.fake
     cluster = await cloud.launch()
     await cloud.env.sleep(timedelta(hours=1))  # no autostop: nothing happens
