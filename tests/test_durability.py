@@ -1,20 +1,30 @@
 """Durability is the product: kill -9 the worker mid-flight and nothing is lost, run twice or
-leaked. Real Temporal dev server, real worker processes, real SSH to local nodes."""
+leaked. Real Temporal dev server, real worker processes, real SSH to local nodes.
+
+Each crash test waits for the moment it names (a job running on its nodes, a provision under
+way, submissions in the worker's hands) before the kill, and checks afterwards, on the
+Temporal server or on the nodes, that the kill really landed there.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
-import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import sqlalchemy as sa
+from temporalio.api.enums.v1 import PendingWorkflowTaskState
+from temporalio.client import WorkflowExecutionDescription
 from temporalio.testing import WorkflowEnvironment
 
-from styx.config import find_temporal_binary
-from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS
+from styx.contracts.clusters import cluster_workflow_id
+from styx.contracts.jobs import job_workflow_id
+from styx.ssh import JOBS_DIR
 from tests.fixtures.stack import StyxStack, wait_for
-from tests.fixtures.temporal import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +41,65 @@ def node_home(stack: StyxStack, cluster: str, rank: int = 0) -> Path:
     return stack.home / "nodes" / cluster / f"node-{rank}" / "home"
 
 
-def test_worker_killed_while_a_job_runs_the_job_finishes_once(stack: StyxStack):
+def node_job_dir(stack: StyxStack, cluster: str, job_id: int, rank: int = 0) -> Path:
+    """Where the job's phases keep their pid, log and exit code on the node (styx.ssh)."""
+    return node_home(stack, cluster, rank) / JOBS_DIR / str(job_id)
+
+
+def describe(temporal: WorkflowEnvironment, workflow_id: str) -> WorkflowExecutionDescription:
+    """The workflow as the Temporal server sees it (these tests are synchronous)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(temporal.client.get_workflow_handle(workflow_id).describe())
+    finally:
+        loop.close()
+
+
+def pending_activities(temporal: WorkflowEnvironment, workflow_id: str) -> list[str]:
+    return sorted(a.activity_type.name for a in describe(temporal, workflow_id).raw_description.pending_activities)
+
+
+def worker_holds_a_workflow_task(temporal: WorkflowEnvironment, workflow_id: str) -> bool:
+    raw = describe(temporal, workflow_id).raw_description
+    return (raw.HasField("pending_workflow_task")
+            and raw.pending_workflow_task.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED)
+
+
+@contextlib.contextmanager
+def jobs_table_write_locked(db_url: str) -> Iterator[None]:
+    """Hold the write lock on the jobs table: readers (the API) go on, job writes wait."""
+    engine = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # WAL: readers are not blocked
+            else:
+                conn.exec_driver_sql("BEGIN")
+                conn.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql("ROLLBACK")
+    finally:
+        engine.dispose()
+
+
+def test_worker_killed_while_a_job_runs_the_job_finishes_once(stack: StyxStack, temporal_env):
     client = stack.client()
     run = ('echo started >> ~/starts; for i in $(seq 1 40); do echo line-$i; sleep 0.05; done')
     submitted = client.launch({"num_nodes": 2, "resources": {"cpus": 1}, "run": run}, cluster="crash-run")
-    wait_for(lambda: "line-5" in client.logs("crash-run", submitted.job_id), 60, "the job's first lines")
+    job_dirs = [node_job_dir(stack, "crash-run", submitted.job_id, rank) for rank in (0, 1)]
+    wait_for(lambda: client.job("crash-run", submitted.job_id).status == "RUNNING"
+             and all((d / "run.pid").exists() for d in job_dirs)
+             and "line-5" in client.logs("crash-run", submitted.job_id), 60,
+             "the job to run on both nodes and its first lines to be copied")
     stack.kill_worker()
-    time.sleep(0.5)  # the job goes on on the nodes while no worker exists
+    # The window: the job was running on both nodes, its run activities (half-way through
+    # copying its log) in the dead worker.
+    assert pending_activities(temporal_env, job_workflow_id("crash-run", submitted.job_id)) == ["run_phase"] * 2
+    assert not any((d / "run.exit").exists() for d in job_dirs), "the job ended before the worker died"
+    wait_for(lambda: all("line-10" in (d / "run.log").read_text() for d in job_dirs), 60,
+             "the job to go on on the nodes while no worker exists")
     stack.start_worker()
     job = client.wait("crash-run", submitted.job_id, timeout=120)
     assert job.status == "SUCCEEDED" and job.exit_codes == [0, 0]
@@ -51,38 +113,46 @@ def test_worker_killed_while_a_job_runs_the_job_finishes_once(stack: StyxStack):
     assert live_nodes(stack, "crash-run") == 0
 
 
-def test_worker_killed_while_a_cluster_provisions_leaves_exactly_its_nodes(stack: StyxStack):
+def test_worker_killed_while_a_cluster_provisions_leaves_exactly_its_nodes(stack: StyxStack, temporal_env):
     client = stack.client()
     submitted = client.launch({"num_nodes": 3, "resources": {"cpus": 1}, "run": "echo provisioned"},
                               cluster="crash-launch")
-    time.sleep(0.3)  # provisioning is under way: node servers are starting
+    nodes = stack.home / "nodes" / "crash-launch"
+    wait_for(lambda: any(nodes.glob("node-*/server.log")), 60, "node servers to start", interval=0.005)
     stack.kill_worker()
+    # The window: the provision activity was under way in the dead worker.
+    assert pending_activities(temporal_env, cluster_workflow_id("crash-launch")) == ["provision"]
+    assert client.cluster("crash-launch").status == "INIT"
     stack.start_worker()
     job = client.wait("crash-launch", submitted.job_id, timeout=120)
     assert job.status == "SUCCEEDED"
     assert client.cluster("crash-launch").status == "UP"
     assert live_nodes(stack, "crash-launch") == 3
-    assert len(list((stack.home / "nodes" / "crash-launch").glob("node-*"))) == 3
+    assert len(list(nodes.glob("node-*"))) == 3
     assert client.logs("crash-launch", submitted.job_id).count("provisioned") == 3
     client.down("crash-launch")
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1])
-def test_worker_killed_while_jobs_are_submitted_runs_each_once(stack: StyxStack, delay: float):
+def test_worker_killed_while_jobs_are_submitted_runs_each_once(stack: StyxStack, temporal_env):
     client = stack.client()
-    cluster = f"crash-submit-{int(delay * 1000)}"
+    cluster = "crash-submit"
     first = client.launch({"resources": {"cpus": 4}, "run": "true"}, cluster=cluster)
     client.wait(cluster, first.job_id, timeout=60)
-    results: dict[int, object] = {}
+    results: dict[int, int] = {}
 
     def submit(i: int) -> None:
         results[i] = client.exec(cluster, {"run": f"echo run-{i} >> ~/runs"}).job_id
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(3)]
-    for th in threads:
-        th.start()
-    time.sleep(delay)
-    stack.kill_worker()
+    # With job rows unwritable, a submission the worker takes gets its id but cannot answer.
+    with jobs_table_write_locked(stack.settings.db_url):
+        for th in threads:
+            th.start()
+        wait_for(lambda: worker_holds_a_workflow_task(temporal_env, cluster_workflow_id(cluster)), 60,
+                 "the worker to take the submissions")
+        stack.kill_worker()
+        # The window: the worker died holding submissions, none of them answered.
+        assert results == {}
     stack.start_worker()
     for th in threads:
         th.join(timeout=120)
@@ -129,22 +199,6 @@ def _rss_peak_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-@pytest.fixture(scope="module")
-def eager_temporal():
-    """A dev server that suggests continue-as-new after 40 history events."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    env = loop.run_until_complete(WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS,
-        port=free_port(),
-        dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"],
-    ))
-    yield env
-    loop.run_until_complete(env.shutdown())
-    loop.close()
-
-
 def test_continue_as_new_with_a_job_running_and_jobs_waiting_loses_nothing(eager_temporal, tmp_path):
     address = eager_temporal.client.service_client.config.target_host
     stack = StyxStack(tmp_path / "home", address).start()
@@ -155,23 +209,12 @@ def test_continue_as_new_with_a_job_running_and_jobs_waiting_loses_nothing(eager
                               cluster="can")
         wait_for(lambda: client.job("can", first.job_id).status == "RUNNING", 60, "the first job to run")
         waiting = [client.exec("can", {"resources": {"cpus": 1}, "run": f"echo job-{i}"}).job_id for i in range(2, 12)]
-        run_ids = set()
-
-        async def describe():
-            return await eager_temporal.client.get_workflow_handle("cluster/can").describe()
-
-        import asyncio
-
-        loop = asyncio.new_event_loop()
-        try:
-            run_ids.add(loop.run_until_complete(describe()).run_id)
-            gate.touch()
-            for job_id in [first.job_id, *waiting]:
-                assert client.wait("can", job_id, timeout=120).status == "SUCCEEDED"
-            run_ids.add(loop.run_until_complete(describe()).run_id)
-        finally:
-            loop.close()
-        assert len(run_ids) == 2, "the cluster workflow never continued as new"
+        first_run = describe(eager_temporal, cluster_workflow_id("can")).run_id
+        gate.touch()
+        for job_id in [first.job_id, *waiting]:
+            assert client.wait("can", job_id, timeout=120).status == "SUCCEEDED"
+        assert describe(eager_temporal, cluster_workflow_id("can")).run_id != first_run, \
+            "the cluster workflow never continued as new"
         for job_id in [first.job_id, *waiting]:
             assert client.logs("can", job_id).strip() == f"job-{job_id}"
         assert [j.status for j in client.queue("can")] == ["SUCCEEDED"] * 11

@@ -490,11 +490,8 @@ def api(world: GitWorld):
     from fastapi.testclient import TestClient
 
     from styx.api.app import create_app
-    from tests.fixtures.git import add_git_routes
 
-    app = create_app(world.settings)
-    add_git_routes(app)
-    with TestClient(app) as client:
+    with TestClient(create_app(world.settings)) as client:
         yield client
 
 

@@ -8,6 +8,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from styx.contracts.providers import CheckInput, CheckOutput
 
+# Its activity is named, not imported: the API imports this module, and must not load activities.
+
 
 @workflow.defn(name="CheckWorkflow")
 class CheckWorkflow:

@@ -11,7 +11,7 @@ When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
     from styx.contracts.jobs import JobFinished, JobInput, JobRecord, JobStatus, job_workflow_id
     from styx.contracts.providers import PlanOutput, ProviderErrors, ProviderInput, ProviderOutput
     from styx.contracts.search import CLUSTER_KEY
+    from styx.activities.providers import ProviderActivities
+    from styx.activities.state import StateActivities
     from styx.workflows.job import JobWorkflow, record
 
 PROVIDER_RETRY = RetryPolicy(
@@ -92,17 +94,17 @@ class ClusterWorkflow:
         return ProviderInput(self.spec.name, self.spec.provider, self.spec.num_nodes, self.spec.resources,
                                attempt=attempt or {}, region=self.state.region or self.spec.region)
 
-    async def _provider(self, activity: str, attempt: dict[str, Any] | None = None,
-                        result_type: type = ProviderOutput) -> Any:
-        return await workflow.execute_activity(
-            activity, self._provider_input(attempt), result_type=result_type,
+    async def _provider(self, activity: Callable[[Any, ProviderInput], Awaitable[Any]],
+                        attempt: dict[str, Any] | None = None) -> Any:
+        return await workflow.execute_activity_method(
+            activity, self._provider_input(attempt),
             start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
             retry_policy=PROVIDER_RETRY,
         )
 
     async def _record_cluster(self, **extra: Any) -> None:
         spec = self.spec
-        await record("record_cluster", ClusterRecord(
+        await record(StateActivities.record_cluster, ClusterRecord(
             name=spec.name, provider=spec.provider, status=self.state.status,
             num_nodes=spec.num_nodes, resources=spec.resources,
             workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
@@ -117,10 +119,10 @@ class ClusterWorkflow:
         out: ProviderOutput | None = None
         failures: list[str] = []
         try:
-            plan = await self._provider("plan", result_type=PlanOutput)
+            plan: PlanOutput = await self._provider(ProviderActivities.plan)
             for attempt in plan.attempts:
                 try:
-                    out = await self._provider("provision", attempt)
+                    out = await self._provider(ProviderActivities.provision, attempt)
                     break
                 except ActivityError as err:
                     if getattr(err.cause, "type", None) != ProviderErrors.CAPACITY:
@@ -133,7 +135,7 @@ class ClusterWorkflow:
         if out is None:
             self.state.message = "launch failed: " + ("; ".join(failures) or "no launch attempt to try")
             workflow.logger.warning("cluster %s: %s", self.spec.name, self.state.message)
-            await self._provider("terminate")  # leave no node behind
+            await self._provider(ProviderActivities.terminate)  # leave no node behind
             self.state.status = ClusterStatus.FAILED
             await self._record_cluster(nodes=[])
             await self._fail_queued(self.state.message)
@@ -192,7 +194,8 @@ class ClusterWorkflow:
             await self._record_job(job.job_id, status, message=message)
 
     async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
-        await record("record_job", JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra))
+        await record(StateActivities.record_job,
+                     JobRecord(cluster=self.spec.name, job_id=job_id, status=status, **extra))
 
     @workflow.signal
     def job_finished(self, finished: JobFinished) -> None:
@@ -297,7 +300,7 @@ class ClusterWorkflow:
             self._require(ClusterStatus.STOPPED, "start")
             self.state.status = ClusterStatus.INIT
             await self._record_cluster()
-            out = await self._provider("start")
+            out = await self._provider(ProviderActivities.start)
             self.state.nodes = out.nodes
             self.state.zone = out.zone or self.state.zone
             self.state.status = ClusterStatus.UP
@@ -346,14 +349,14 @@ class ClusterWorkflow:
 
     async def _terminate(self, reason: str) -> None:
         await self._drain(reason)
-        await self._provider("terminate")
+        await self._provider(ProviderActivities.terminate)
         self.state.status = ClusterStatus.TERMINATED
         self.state.nodes = []
         await self._record_cluster(nodes=[])
 
     async def _stop_nodes(self, reason: str) -> None:
         await self._drain(reason)
-        await self._provider("stop")
+        await self._provider(ProviderActivities.stop)
         self.state.status = ClusterStatus.STOPPED
         await self._record_cluster()
 

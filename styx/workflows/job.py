@@ -7,7 +7,7 @@ when it ends. Cancelling the workflow kills the job's process groups on every no
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
         SyncFilesInput,
     )
     from styx.contracts.search import JOB_STATUS_KEY
+    from styx.activities.ssh import SshActivities
+    from styx.activities.state import StateActivities
 
 STATE_TIMEOUT = timedelta(seconds=30)
 STATE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
@@ -37,11 +39,12 @@ PHASE_RETRY = RetryPolicy(
 )
 
 
-async def record(activity: str, row: Any) -> None:
-    """Write ``row`` to the read model. A local activity: no round trip through the server,
-    and safe to repeat on replay since every write is an idempotent upsert."""
-    await workflow.execute_local_activity(activity, row, start_to_close_timeout=STATE_TIMEOUT,
-                                          retry_policy=STATE_RETRY)
+async def record(activity: Callable[[Any, Any], Awaitable[None]], row: Any) -> None:
+    """Write ``row`` to the read model with ``activity`` (a ``StateActivities`` method). A local
+    activity: no round trip through the server, and safe to repeat on replay since every
+    write is an idempotent upsert."""
+    await workflow.execute_local_activity_method(activity, row, start_to_close_timeout=STATE_TIMEOUT,
+                                                 retry_policy=STATE_RETRY)
 
 
 def job_env(inp: JobInput, rank: int) -> dict[str, str]:
@@ -110,8 +113,8 @@ class JobWorkflow:
                 status, message = JobStatus.FAILED, _failure_message(err)
             # Cancelled, or one node failed: leave no process of the job on any node.
             try:
-                await workflow.execute_activity(
-                    "kill_job", KillJobInput(inp.cluster, inp.job_id, inp.nodes),
+                await workflow.execute_activity_method(
+                    SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, inp.nodes),
                     start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
                 )
             except ActivityError as kill_err:  # a node that stays unreachable runs nothing
@@ -121,7 +124,8 @@ class JobWorkflow:
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
         self._status = status
         workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
-        await record("record_job", JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
+        await record(StateActivities.record_job,
+                     JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
 
     @staticmethod
     def _mounts(inp: JobInput) -> dict[str, str]:
@@ -134,8 +138,8 @@ class JobWorkflow:
         workdir = inp.task.get("workdir")
         mounts = self._mounts(inp)
         await asyncio.gather(*(
-            workflow.execute_activity(
-                "sync_files", SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
+            workflow.execute_activity_method(
+                SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=PHASE_RETRY,
             )
@@ -143,13 +147,12 @@ class JobWorkflow:
         ))
 
     async def _run_phase(self, inp: JobInput, phase: str, script: str) -> list[int | None]:
-        results = await asyncio.gather(*(
-            workflow.execute_activity(
-                "run_phase",
+        results: list[RunPhaseOutput] = await asyncio.gather(*(
+            workflow.execute_activity_method(
+                SshActivities.run_phase,
                 RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
                                 sealed_secrets=inp.sealed_secrets,
                                 record_end=phase == "run" and len(inp.nodes) == 1),
-                result_type=RunPhaseOutput,
                 # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                 start_to_close_timeout=timedelta(days=365),
                 heartbeat_timeout=timedelta(seconds=10),

@@ -44,6 +44,8 @@ SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum
 WAIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: How long a push's job may run before the run gives up waiting for it.
 JOB_DEADLINE = timedelta(days=7)
+# Activities are named, not imported: the git server imports this module, and importing
+# styx.activities.git (which imports the git server's modules) would close an import loop.
 
 
 @workflow.defn(name="PushWorkflow")

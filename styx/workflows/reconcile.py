@@ -10,6 +10,8 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from styx.contracts.providers import ReconcileInput, ReconcileOutput
 
+# Its activity is named, not imported: the API imports this module, and must not load activities.
+
 
 @workflow.defn(name="ReconcileWorkflow")
 class ReconcileWorkflow:

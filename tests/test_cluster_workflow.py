@@ -1,0 +1,536 @@
+"""The cluster and job workflows on Temporal's time-skipping test server, with every
+activity replaced by a fake that records what it was asked: where jobs are placed, the
+first-come-first-served queue, cancelling, stop and down, autostop on workflow time, the
+updates a cluster refuses, and the state a continued run carries. No node, no SSH, no
+database; a test takes about a second.
+
+A job's run phase blocks until the test ends it (``cloud.fake.finish(job_id)``) or
+``kill_job`` kills it, so the test decides when a job ends. Waiting is always on a
+condition (a recorded status, a query answer), never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio import activity
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from styx.contracts.clusters import (
+    AutostopInput,
+    CancelJobInput,
+    ClusterDescription,
+    ClusterInput,
+    ClusterRecord,
+    ClusterSpec,
+    ClusterState,
+    ClusterStatus,
+    QueuedJob,
+    RunningJob,
+    SubmitJobInput,
+    SubmitJobResult,
+    cluster_workflow_id,
+)
+from styx.contracts.jobs import (
+    JobFinished,
+    JobRecord,
+    JobStatus,
+    KillJobInput,
+    RunPhaseInput,
+    RunPhaseOutput,
+    SyncFilesInput,
+    job_workflow_id,
+)
+from styx.contracts.providers import PlanOutput, ProviderInput, ProviderOutput
+from styx.workflows.cluster import ClusterWorkflow
+from styx.workflows.job import JobWorkflow
+
+#: How long a test waits for something the workflows do in a few milliseconds.
+PATIENCE = 10.0
+#: The exit code a killed job's run phase reports.
+KILLED = 137
+_FORWARD = [JobStatus.PENDING, JobStatus.SETTING_UP, JobStatus.RUNNING]
+
+
+def _advance(current: str | None, new: str) -> str:
+    """The read model's rule: a status only moves forward, and the first terminal one wins."""
+    if current is None or (JobStatus(new).is_terminal and not JobStatus(current).is_terminal):
+        return new
+    if JobStatus(current).is_terminal or JobStatus(new).is_terminal:
+        return current
+    return max(current, new, key=_FORWARD.index)
+
+
+class FakeActivities:
+    """Stand-ins for the provider, state and SSH activities, under the names the workflows
+    call. What they were asked is kept for the test to read."""
+
+    def __init__(self) -> None:
+        #: Every activity called, by name, in order.
+        self.calls: list[str] = []
+        #: Each cluster status recorded, in order.
+        self.cluster_statuses: list[str] = []
+        #: When each regular activity was first scheduled, on the server's (skipped) clock.
+        self.scheduled: dict[str, datetime] = {}
+        self.fresh_records = 0
+        #: A job's status as the read model would hold it, and the last message recorded.
+        self.jobs: dict[int, str] = {}
+        self.messages: dict[int, str | None] = {}
+        #: Every status recorded for a job, in order (the read model keeps the furthest).
+        self.recorded: dict[int, list[str]] = {}
+        #: Host of each node a job's run phase ran on.
+        self.hosts: dict[int, list[str]] = {}
+        #: Exit code of a job's setup phase (default 0: setup does not block).
+        self.setup_exit: dict[int, int] = {}
+        self.killed: list[int] = []
+        self._ends: dict[int, asyncio.Future[int]] = {}
+        self._changed = asyncio.Condition()
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.plan, self.provision, self.start, self.stop, self.terminate, self.record_cluster,
+                self.record_job, self.run_phase, self.sync_files, self.kill_job]
+
+    # -- what the test reads and does ---------------------------------------------------
+    def status(self, job_id: int) -> str | None:
+        return self.jobs.get(job_id)
+
+    @property
+    def cluster_status(self) -> str | None:
+        return self.cluster_statuses[-1] if self.cluster_statuses else None
+
+    async def until(self, predicate: Callable[[], bool], what: str) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), PATIENCE)
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}; calls: {self.calls}, jobs: {self.jobs}") from None
+
+    def finish(self, job_id: int, exit_code: int = 0) -> None:
+        """End the job's run phase (now, or as soon as it starts)."""
+        end = self._end(job_id)
+        if not end.done():
+            end.set_result(exit_code)
+
+    def _end(self, job_id: int) -> asyncio.Future[int]:
+        return self._ends.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    async def _note(self, name: str, change: Callable[[], None] = lambda: None) -> None:
+        async with self._changed:
+            self.calls.append(name)
+            if not activity.info().is_local:  # a local activity's times are the worker's clock
+                self.scheduled.setdefault(name, activity.info().scheduled_time)
+            change()
+            self._changed.notify_all()
+
+    # -- providers ----------------------------------------------------------------------
+    @activity.defn(name="plan")
+    async def plan(self, inp: ProviderInput) -> PlanOutput:
+        await self._note("plan")
+        return PlanOutput(attempts=[{"zone": "fake-1a"}])
+
+    @activity.defn(name="provision")
+    async def provision(self, inp: ProviderInput) -> ProviderOutput:
+        await self._note("provision")
+        nodes = [{"rank": rank, "host": f"node-{rank}", "port": 22} for rank in range(inp.num_nodes)]
+        return ProviderOutput(nodes=nodes, region="fake", zone=inp.attempt.get("zone"))
+
+    @activity.defn(name="start")
+    async def start(self, inp: ProviderInput) -> ProviderOutput:
+        await self._note("start")
+        return ProviderOutput(nodes=[{"rank": rank, "host": f"node-{rank}", "port": 22}
+                                     for rank in range(inp.num_nodes)])
+
+    @activity.defn(name="stop")
+    async def stop(self, inp: ProviderInput) -> ProviderOutput:
+        await self._note("stop")
+        return ProviderOutput()
+
+    @activity.defn(name="terminate")
+    async def terminate(self, inp: ProviderInput) -> ProviderOutput:
+        await self._note("terminate")
+        return ProviderOutput()
+
+    # -- the read model (local activities) ------------------------------------------------
+    @activity.defn(name="record_cluster")
+    async def record_cluster(self, rec: ClusterRecord) -> None:
+        def change() -> None:
+            self.fresh_records += rec.fresh
+            self.cluster_statuses.append(rec.status)
+
+        await self._note("record_cluster", change)
+
+    @activity.defn(name="record_job")
+    async def record_job(self, rec: JobRecord) -> None:
+        def change() -> None:
+            self.recorded.setdefault(rec.job_id, []).append(rec.status)
+            self.jobs[rec.job_id] = _advance(self.jobs.get(rec.job_id), rec.status)
+            if rec.message is not None:
+                self.messages[rec.job_id] = rec.message
+
+        await self._note("record_job", change)
+
+    # -- nodes ----------------------------------------------------------------------------
+    @activity.defn(name="sync_files")
+    async def sync_files(self, inp: SyncFilesInput) -> None:
+        await self._note("sync_files")
+
+    @activity.defn(name="run_phase")
+    async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
+        if inp.phase == "setup":
+            await self._note("run_phase:setup")
+            return RunPhaseOutput(exit_code=self.setup_exit.get(inp.job_id, 0))
+
+        def change() -> None:
+            self.hosts.setdefault(inp.job_id, []).append(inp.node["host"])
+            if inp.rank == 0:  # as the real activity records it
+                self.jobs[inp.job_id] = _advance(self.jobs.get(inp.job_id), JobStatus.RUNNING)
+
+        await self._note("run_phase", change)
+        return RunPhaseOutput(exit_code=await asyncio.shield(self._end(inp.job_id)))
+
+    @activity.defn(name="kill_job")
+    async def kill_job(self, inp: KillJobInput) -> None:
+        await self._note("kill_job", lambda: self.killed.append(inp.job_id))
+        self.finish(inp.job_id, KILLED)
+
+
+@dataclass
+class Cloud:
+    """A worker running the cluster and job workflows on fake activities."""
+
+    env: WorkflowEnvironment
+    fake: FakeActivities
+    task_queue: str
+
+    async def launch(self, name: str = "c", num_nodes: int = 1, node_cpus: float = 1.0,
+                     autostop_minutes: int | None = None, autostop_down: bool = False,
+                     state: ClusterState | None = None) -> WorkflowHandle:
+        """Start ``cluster/<name>``; a fresh one is returned once UP."""
+        spec = ClusterSpec(name, "fake", num_nodes=num_nodes, resources={"cpus": node_cpus},
+                           node_cpus=node_cpus, autostop_minutes=autostop_minutes, autostop_down=autostop_down)
+        handle = await self.env.client.start_workflow(
+            ClusterWorkflow.run, ClusterInput(spec, state), id=cluster_workflow_id(name), task_queue=self.task_queue)
+        if state is None:
+            await self.fake.until(lambda: self.fake.cluster_status == ClusterStatus.UP, f"{name} to be UP")
+        return handle
+
+    async def submit(self, cluster: WorkflowHandle, cpus: float = 1.0, task: dict[str, Any] | None = None,
+                     **kwargs: Any) -> int:
+        result: SubmitJobResult = await cluster.execute_update(
+            ClusterWorkflow.submit_job, SubmitJobInput(task=task or {"run": "train"}, cpus=cpus, **kwargs))
+        return result.job_id
+
+    async def described(self, cluster: WorkflowHandle, predicate: Callable[[ClusterDescription], bool],
+                        what: str) -> ClusterDescription:
+        """The cluster's ``describe`` answer once ``predicate`` holds of it."""
+        deadline = asyncio.get_running_loop().time() + PATIENCE
+        while True:
+            described = await cluster.query(ClusterWorkflow.describe)
+            if predicate(described):
+                return described
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last: {described}")
+            await asyncio.sleep(0.01)  # polling a query: nothing tells the test it changed
+
+
+async def _refusal(update: Any) -> ApplicationError:
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await update
+    assert isinstance(failed.value.cause, ApplicationError)
+    return failed.value.cause
+
+
+@pytest_asyncio.fixture
+async def cloud(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Cloud]:
+    fake = FakeActivities()
+    task_queue = f"wf-{uuid.uuid4().hex[:8]}"
+    async with Worker(time_skipping_env.client, task_queue=task_queue, workflows=[ClusterWorkflow, JobWorkflow],
+                      activities=fake.all()):
+        yield Cloud(time_skipping_env, fake, task_queue)
+
+
+# -- placement and the queue ------------------------------------------------------------
+
+
+async def test_jobs_share_a_node_by_cpus_and_a_job_that_fits_nowhere_waits(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2, node_cpus=1)
+    assert fake.calls[:3] == ["record_cluster", "plan", "provision"] and fake.fresh_records == 1
+    halves = [await cloud.submit(cluster, cpus=0.5), await cloud.submit(cluster, cpus=0.5)]
+    whole, waiting = await cloud.submit(cluster, cpus=1), await cloud.submit(cluster, cpus=1)
+    assert [*halves, whole, waiting] == [1, 2, 3, 4]
+
+    await fake.until(lambda: all(fake.status(j) == JobStatus.RUNNING for j in (1, 2, 3)), "jobs 1-3 to run")
+    assert fake.hosts == {1: ["node-0"], 2: ["node-0"], 3: ["node-1"]}
+    described = await cloud.described(cluster, lambda d: d.running == [1, 2, 3], "jobs 1-3 running")
+    assert described.queued == [4] and fake.status(4) == JobStatus.PENDING
+
+    fake.finish(1)  # half a CPU frees on node-0: not enough for job 4
+    await cloud.described(cluster, lambda d: d.running == [2, 3], "job 1 to end")
+    assert fake.status(1) == JobStatus.SUCCEEDED and fake.status(4) == JobStatus.PENDING
+
+    fake.finish(2)  # node-0 is free again
+    await fake.until(lambda: fake.status(4) == JobStatus.RUNNING, "job 4 to run")
+    assert fake.hosts[4] == ["node-0"]
+
+
+async def test_a_big_job_at_the_head_of_the_queue_holds_back_a_small_one(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(node_cpus=1)
+    first = await cloud.submit(cluster, cpus=0.5)
+    await fake.until(lambda: fake.status(first) == JobStatus.RUNNING, "the first job to run")
+    big = await cloud.submit(cluster, cpus=1)
+    small = await cloud.submit(cluster, cpus=0.5)  # would fit beside the first job, but comes later
+
+    described = await cloud.described(cluster, lambda d: d.queued == [big, small], "both to wait")
+    assert described.running == [first]
+    assert fake.status(big) == fake.status(small) == JobStatus.PENDING and small not in fake.hosts
+
+    fake.finish(first)
+    await fake.until(lambda: fake.status(big) == JobStatus.RUNNING, "the big job to run")
+    assert (await cluster.query(ClusterWorkflow.describe)).queued == [small]
+    fake.finish(big)
+    await fake.until(lambda: fake.status(small) == JobStatus.RUNNING, "the small job to run")
+    assert list(fake.hosts) == [first, big, small]
+
+
+async def test_a_job_gets_its_files_and_setup_on_every_node_before_it_runs(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    task = {"setup": "pip install -e .", "run": "train", "workdir": "/src/project"}
+    job = await cloud.submit(cluster, task=task, num_nodes=2)
+    await fake.until(lambda: len(fake.hosts.get(job, [])) == 2, "the job to run on both nodes")
+    assert fake.calls.count("sync_files") == fake.calls.count("run_phase:setup") == 2
+    last_setup = max(i for i, name in enumerate(fake.calls) if name in ("sync_files", "run_phase:setup"))
+    assert last_setup < fake.calls.index("run_phase")
+    assert fake.recorded[job][:2] == [JobStatus.PENDING, JobStatus.SETTING_UP]
+    fake.finish(job, exit_code=3)
+    await fake.until(lambda: fake.status(job) == JobStatus.FAILED, "the job to fail")
+
+
+async def test_a_failed_setup_ends_the_job_before_its_run(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    fake.setup_exit[1] = 2
+    job = await cloud.submit(cluster, task={"setup": "false", "run": "train"})
+    await fake.until(lambda: fake.status(job) == JobStatus.FAILED_SETUP, "the job to fail its setup")
+    assert fake.messages[job] == "setup exited with [2]" and job not in fake.hosts
+    await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
+
+
+# -- cancel ---------------------------------------------------------------------------
+
+
+async def test_cancelling_a_waiting_job_records_it_cancelled_and_it_never_runs(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    running = await cloud.submit(cluster)
+    waiting = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(running) == JobStatus.RUNNING, "the first job to run")
+
+    cancelled = await cluster.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(waiting))
+    assert (cancelled.job_id, cancelled.previous_status) == (waiting, JobStatus.PENDING)
+    assert fake.status(waiting) == JobStatus.CANCELLED
+    assert fake.messages[waiting] == "cancelled before it started"
+    assert (await cluster.query(ClusterWorkflow.describe)).queued == []
+
+    fake.finish(running)
+    await cloud.described(cluster, lambda d: not d.running, "the first job to end")
+    assert waiting not in fake.hosts and fake.killed == []
+    refused = await _refusal(cluster.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(waiting)))
+    assert refused.type == "JobFinished"
+
+
+async def test_cancelling_a_running_job_kills_it_and_records_it_cancelled(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    job = await cloud.submit(cluster)
+    after = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(job) == JobStatus.RUNNING, "the job to run")
+
+    cancelled = await cluster.execute_update(ClusterWorkflow.cancel_job, CancelJobInput())  # the latest: `after`
+    assert (cancelled.job_id, cancelled.previous_status) == (after, JobStatus.PENDING)
+    cancelled = await cluster.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(job))
+    assert (cancelled.job_id, cancelled.previous_status) == (job, JobStatus.RUNNING)
+
+    await fake.until(lambda: fake.status(job) == JobStatus.CANCELLED, "the job to be recorded CANCELLED")
+    assert fake.killed == [job] and fake.messages[job] == "cancelled"
+    await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
+    child = cloud.env.client.get_workflow_handle_for(JobWorkflow.run, job_workflow_id("c", job))
+    assert (await child.result()).status == JobStatus.CANCELLED
+    next_job = await cloud.submit(cluster)  # its CPU is free again
+    await fake.until(lambda: fake.status(next_job) == JobStatus.RUNNING, "the next job to run")
+
+
+# -- stop and down ----------------------------------------------------------------------
+
+
+async def test_stop_cancels_the_jobs_then_stops_the_nodes(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    running = await cloud.submit(cluster)
+    waiting = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(running) == JobStatus.RUNNING, "the job to run")
+
+    stopped = await cluster.execute_update(ClusterWorkflow.stop)
+    assert stopped.status == ClusterStatus.STOPPED and stopped.running == stopped.queued == []
+    assert fake.status(running) == fake.status(waiting) == JobStatus.CANCELLED
+    assert fake.killed == [running] and waiting not in fake.hosts
+    assert fake.calls.index("kill_job") < fake.calls.index("stop"), "nodes stopped under a running job"
+    assert fake.cluster_status == ClusterStatus.STOPPED and "terminate" not in fake.calls
+
+    refused = await _refusal(cloud.submit(cluster))
+    assert refused.type == "ClusterStopped" and "styx start c" in refused.message
+
+
+async def test_down_cancels_the_jobs_then_terminates_the_nodes(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    jobs = [await cloud.submit(cluster, num_nodes=2), await cloud.submit(cluster)]
+    await fake.until(lambda: len(fake.hosts.get(jobs[0], [])) == 2, "the job to run on both nodes")
+    assert sorted(fake.hosts[jobs[0]]) == ["node-0", "node-1"] and fake.status(jobs[0]) == JobStatus.RUNNING
+
+    downed = await cluster.execute_update(ClusterWorkflow.down)
+    assert downed.status == ClusterStatus.TERMINATED and downed.nodes == []
+    assert [fake.status(j) for j in jobs] == [JobStatus.CANCELLED] * 2
+    assert fake.calls.index("kill_job") < fake.calls.index("terminate")
+    assert "stop" not in fake.calls and fake.cluster_status == ClusterStatus.TERMINATED
+    assert (await cluster.result()).status == ClusterStatus.TERMINATED  # the workflow ends with its cluster
+
+
+# -- autostop, on workflow time -----------------------------------------------------------
+
+
+async def test_an_idle_cluster_stops_after_its_autostop_minutes_and_not_before(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(autostop_minutes=10)
+    await cloud.env.sleep(timedelta(minutes=9, seconds=50))
+    assert (await cluster.query(ClusterWorkflow.describe)).status == ClusterStatus.UP
+    assert "stop" not in fake.calls
+
+    await cloud.env.sleep(timedelta(seconds=20))
+    await fake.until(lambda: fake.cluster_status == ClusterStatus.STOPPED, "autostop")
+    idle = fake.scheduled["stop"] - fake.scheduled["provision"]
+    assert timedelta(minutes=10) <= idle < timedelta(minutes=10, seconds=20)
+    assert fake.calls[-2:] == ["stop", "record_cluster"] and "terminate" not in fake.calls
+
+
+async def test_a_job_ending_starts_the_idle_clock_again(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(autostop_minutes=10)
+    await cloud.env.sleep(timedelta(minutes=6))
+    job = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(job) == JobStatus.RUNNING, "the job to run")
+    fake.finish(job)
+    await cloud.described(cluster, lambda d: not d.running, "the job to end")
+
+    await cloud.env.sleep(timedelta(minutes=9, seconds=50))  # 16 minutes after launch, 10 after the job
+    assert (await cluster.query(ClusterWorkflow.describe)).status == ClusterStatus.UP
+    assert "stop" not in fake.calls
+
+    await cloud.env.sleep(timedelta(seconds=20))
+    await fake.until(lambda: fake.cluster_status == ClusterStatus.STOPPED, "autostop")
+    assert fake.scheduled["stop"] - fake.scheduled["run_phase"] >= timedelta(minutes=10)
+
+
+async def test_autostop_with_down_terminates_the_cluster(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(autostop_minutes=10, autostop_down=True)
+    final = await cluster.result()  # waiting for the result lets the test server skip time
+    assert final.status == ClusterStatus.TERMINATED
+    assert "terminate" in fake.calls and "stop" not in fake.calls
+    assert fake.scheduled["terminate"] - fake.scheduled["provision"] >= timedelta(minutes=10)
+
+
+async def test_autostop_set_on_an_idle_cluster_counts_from_when_it_was_set(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    await cloud.env.sleep(timedelta(hours=1))  # no autostop: nothing happens
+    assert fake.cluster_status == ClusterStatus.UP
+    described = await cluster.execute_update(ClusterWorkflow.set_autostop, AutostopInput(5, down=True))
+    assert (described.autostop_minutes, described.autostop_down) == (5, True)
+    assert (await cluster.result()).status == ClusterStatus.TERMINATED
+    assert fake.scheduled["terminate"] - fake.scheduled["provision"] >= timedelta(hours=1, minutes=5)
+
+
+# -- what a cluster refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ask", [
+    {"cpus": 2},
+    {"num_nodes": 2},
+    {"accelerators": {"A100": 1}},
+], ids=["cpus", "nodes", "accelerators"])
+async def test_a_job_larger_than_the_cluster_is_refused_and_takes_no_id(cloud: Cloud, ask: dict) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(node_cpus=1)
+    refused = await _refusal(cluster.execute_update(
+        ClusterWorkflow.submit_job, SubmitJobInput(task={"run": "x"}, **{"cpus": 1, **ask})))
+    assert refused.type == "JobTooLarge"
+    assert fake.jobs == {} and (await cluster.query(ClusterWorkflow.describe)).next_job_id == 1
+    assert await cloud.submit(cluster) == 1
+
+
+# -- continue-as-new ----------------------------------------------------------------------
+
+
+async def test_a_continued_run_keeps_its_queue_running_jobs_and_job_ids(cloud: Cloud) -> None:
+    """What ``continue_as_new(ClusterInput(spec, state))`` hands the next run, given at start."""
+    fake = cloud.fake
+    node = {"rank": 0, "host": "node-0", "port": 22}
+    state = ClusterState(
+        status=ClusterStatus.UP, nodes=[node], next_job_id=8,
+        running=[RunningJob(6, job_workflow_id("c", 6), [0], 1.0, {})],
+        queue=[QueuedJob(7, "job-7", 1.0, {}, 1, {"run": "train"}, {})],
+    )
+    cluster = await cloud.launch(state=state)
+    described = await cluster.query(ClusterWorkflow.describe)
+    assert (described.status, described.running, described.queued, described.next_job_id) == (
+        ClusterStatus.UP, [6], [7], 8)
+    assert await cloud.submit(cluster) == 8
+    assert "provision" not in fake.calls and fake.fresh_records == 0  # no second launch
+
+    # Job 6 was started by the earlier run: it reports to the workflow id, whatever the run.
+    await cloud.env.client.get_workflow_handle(cluster_workflow_id("c")).signal(
+        ClusterWorkflow.job_finished, JobFinished(6, JobStatus.SUCCEEDED, [0]))
+    await fake.until(lambda: fake.status(7) == JobStatus.RUNNING, "job 7 to run")
+    fake.finish(7)
+    await fake.until(lambda: fake.status(8) == JobStatus.RUNNING, "job 8 to run")
+    assert list(fake.hosts) == [7, 8]
+
+
+async def test_the_cluster_continues_as_new_with_jobs_running_and_waiting_and_loses_none(
+        eager_temporal: WorkflowEnvironment) -> None:
+    """For real: a dev server that suggests continuing as new after 40 history events."""
+    fake = FakeActivities()
+    task_queue = f"wf-{uuid.uuid4().hex[:8]}"
+    name = f"can-{uuid.uuid4().hex[:6]}"
+    async with Worker(eager_temporal.client, task_queue=task_queue, workflows=[ClusterWorkflow, JobWorkflow],
+                      activities=fake.all()):
+        cloud = Cloud(eager_temporal, fake, task_queue)
+        cluster = await cloud.launch(name)
+        first_run = (await cluster.describe()).run_id
+        jobs = [await cloud.submit(cluster, cpus=0.5) for _ in range(8)]  # two run at a time
+        assert jobs == list(range(1, 9))
+        await fake.until(lambda: fake.status(1) == JobStatus.RUNNING, "job 1 to run")
+        for job in jobs:
+            fake.finish(job)
+        await fake.until(lambda: all(fake.status(j) == JobStatus.SUCCEEDED for j in jobs), "every job to succeed")
+        latest = eager_temporal.client.get_workflow_handle(cluster_workflow_id(name))
+        assert (await latest.describe()).run_id != first_run, "the cluster never continued as new"
+        assert fake.hosts == {job: ["node-0"] for job in jobs}, "a job ran twice or not at all"
+        assert await cloud.submit(latest) == 9  # ids go on across runs
+        fake.finish(9)
+        await fake.until(lambda: fake.status(9) == JobStatus.SUCCEEDED, "job 9 to succeed")
+        downed = await latest.execute_update(ClusterWorkflow.down)
+        assert downed.status == ClusterStatus.TERMINATED and fake.killed == []
