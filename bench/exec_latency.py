@@ -33,7 +33,8 @@ from styx.config import find_temporal_binary  # noqa: E402
 from styx.sdk.client import Client  # noqa: E402
 from styx.ssh import SshPool, ensure_client_key, public_key_line, run  # noqa: E402
 from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
-from styx.workflows.ping import PingWorkflow, PingWorkflowInput  # noqa: E402
+from styx.contracts.system import PingWorkflowInput  # noqa: E402
+from styx.workflows.ping import PingWorkflow  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
 from tests.fixtures.temporal import free_port  # noqa: E402
 

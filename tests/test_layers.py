@@ -7,7 +7,7 @@
     activities     never workflows, api, cli, sdk
     providers, ssh, db     never workflows, activities, services, api, cli, sdk
     services       never workflows, activities, providers, ssh, api, cli
-    api            never activities, providers, ssh, cli
+    api, gitserver never workflows (they start them by type name), activities, providers, ssh, cli
     sdk            only contracts, task, config
     cli            only sdk, contracts, task, config -- and, inside the commands that start
                    a server, that server
@@ -47,7 +47,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
                         "styx.sdk"),
     "styx.services":   ("never", "styx.workflows", "styx.activities", "styx.providers", "styx.ssh", "styx.api",
                         "styx.cli"),
-    "styx.api":        ("never", "styx.activities", "styx.providers", "styx.ssh", "styx.cli"),
+    "styx.api":        ("never", "styx.workflows", "styx.activities", "styx.providers", "styx.ssh", "styx.cli"),
+    "styx.gitserver":  ("never", "styx.workflows", "styx.activities", "styx.providers", "styx.ssh", "styx.api",
+                        "styx.cli"),
     "styx.sdk":        ("only", "styx.sdk", "styx.contracts", "styx.task", "styx.config"),
     "styx.cli":        ("only", "styx.cli", "styx.sdk", "styx.contracts", "styx.task", "styx.config"),
 }

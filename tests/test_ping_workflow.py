@@ -10,7 +10,8 @@ from temporalio.worker import Worker
 from styx.activities.ping import ping
 from styx.config import Settings
 from styx.workers.worker import build_worker
-from styx.workflows.ping import PingWorkflow, PingWorkflowInput
+from styx.contracts.system import PingWorkflowInput
+from styx.workflows.ping import PingWorkflow
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -16,7 +16,8 @@ import pytest
 
 from styx.config import Settings
 from styx.temporal import connect
-from styx.workflows.ping import PingWorkflow, PingWorkflowInput
+from styx.contracts.system import PingWorkflowInput
+from styx.workflows.ping import PingWorkflow
 from tests.fixtures.processes import pid_alive
 from tests.fixtures.stack import settings_for, wait_for
 from tests.fixtures.temporal import free_port

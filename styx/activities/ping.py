@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
-
 from temporalio import activity
 
-
-@dataclass
-class PingInput:
-    message: str
-
-
-@dataclass
-class PingOutput:
-    message: str
-    worker: str
+from styx.contracts.system import PingInput, PingOutput
 
 
 @activity.defn(name="ping")

@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: Workflow type names, for the front doors that start them without importing workflow code.
+CHECK_WORKFLOW = "CheckWorkflow"
+RECONCILE_WORKFLOW = "ReconcileWorkflow"
+
+
 @dataclass
 class ProviderInput:
     """Which cluster, on which provider; ``resources`` is the task's public resources dict."""

@@ -24,6 +24,11 @@ PUSH_TERMINAL: frozenset[PushRunStatus] = frozenset({
 })
 
 
+#: The push workflow's type and update names, for the git server (which starts it by name).
+PUSH_WORKFLOW = "PushWorkflow"
+PUSH_SUBMITTED_UPDATE = "submitted"
+
+
 def push_workflow_id(owner: str, repo: str, sha: str) -> str:
     return f"push/{owner}/{repo}/{sha}"
 

@@ -25,10 +25,16 @@ from styx.gitserver.hooks import PushSession, Update
 from styx.gitserver.names import ZERO_SHA
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE
-from styx.contracts.pushes import PushInput, PushRunStatus, PushSummary, push_workflow_id
+from styx.contracts.pushes import (
+    PUSH_SUBMITTED_UPDATE,
+    PUSH_WORKFLOW,
+    PushInput,
+    PushRunStatus,
+    PushSummary,
+    push_workflow_id,
+)
 from styx.contracts.search import REPO_KEY
 from styx.temporal import TemporalUnavailable, connect
-from styx.workflows.push import PushWorkflow
 
 log = logging.getLogger("styx.gitserver.pushes")
 
@@ -97,7 +103,7 @@ class PushStarter:
             return
         try:
             await client.start_workflow(
-                PushWorkflow.run, inp, id=wid, task_queue=self.settings.task_queue,
+                PUSH_WORKFLOW, inp, id=wid, task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 search_attributes=TypedSearchAttributes([SearchAttributePair(REPO_KEY, str(session.repo))]))
@@ -117,9 +123,9 @@ class PushStarter:
             await emit(f"styx: {line}")
 
     async def _summary(self, client: Client, wid: str) -> PushSummary:
-        handle = client.get_workflow_handle_for(PushWorkflow.run, wid)
+        handle = client.get_workflow_handle(wid, result_type=PushSummary)
         try:
-            return await handle.execute_update(PushWorkflow.submitted)
+            return await handle.execute_update(PUSH_SUBMITTED_UPDATE, result_type=PushSummary)
         except (WorkflowUpdateFailedError, RPCError):
             # The run finished before the update reached it (nothing to run): its result says.
             return await handle.result()

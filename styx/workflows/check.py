@@ -6,14 +6,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from styx.contracts.providers import CheckInput, CheckOutput
+    from styx.activities.providers import ProviderActivities
+    from styx.contracts.providers import CHECK_WORKFLOW, CheckInput, CheckOutput
 
-# Its activity is named, not imported: the API imports this module, and must not load activities.
 
-
-@workflow.defn(name="CheckWorkflow")
+@workflow.defn(name=CHECK_WORKFLOW)
 class CheckWorkflow:
     @workflow.run
     async def run(self, inp: CheckInput) -> CheckOutput:
-        return await workflow.execute_activity(
-            "check_providers", inp, result_type=CheckOutput, start_to_close_timeout=timedelta(seconds=60))
+        return await workflow.execute_activity_method(
+            ProviderActivities.check_providers, inp, start_to_close_timeout=timedelta(seconds=60))

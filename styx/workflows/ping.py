@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities.ping import PingInput, PingOutput, ping
+    from styx.activities.ping import ping
+    from styx.contracts.system import PING_WORKFLOW, PingInput, PingOutput, PingWorkflowInput
 
 
-@dataclass
-class PingWorkflowInput:
-    message: str
-    #: A durable timer before the activity; lets tests kill the worker mid-workflow.
-    delay_seconds: float = 0.0
-
-
-@workflow.defn(name="PingWorkflow")
+@workflow.defn(name=PING_WORKFLOW)
 class PingWorkflow:
     @workflow.run
     async def run(self, inp: PingWorkflowInput) -> PingOutput:

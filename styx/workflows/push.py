@@ -21,12 +21,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from styx.activities.git import GitActivities
     from styx.contracts.jobs import JobStatus
     from styx.contracts.pushes import (
         DownClusterInput,
         PushInput,
+        PUSH_SUBMITTED_UPDATE,
+        PUSH_WORKFLOW,
         PushJobRef,
-        PushPlan,
         PushRecord,
         PushRunStatus,
         PushSummary,
@@ -44,11 +46,9 @@ SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum
 WAIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: How long a push's job may run before the run gives up waiting for it.
 JOB_DEADLINE = timedelta(days=7)
-# Activities are named, not imported: the git server imports this module, and importing
-# styx.activities.git (which imports the git server's modules) would close an import loop.
 
 
-@workflow.defn(name="PushWorkflow")
+@workflow.defn(name=PUSH_WORKFLOW)
 class PushWorkflow:
     def __init__(self) -> None:
         self._summary: PushSummary | None = None
@@ -61,8 +61,8 @@ class PushWorkflow:
         # One activity records the run as PENDING, reads .styx.yaml and exports the tree: the
         # fewer round trips before the first job is queued, the sooner it starts.
         try:
-            plan: PushPlan = await workflow.execute_activity(
-                "push_plan", inp, result_type=PushPlan, start_to_close_timeout=timedelta(minutes=10),
+            plan = await workflow.execute_activity_method(
+                GitActivities.push_plan, inp, start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=QUICK_RETRY)
         except ActivityError as err:
             # A commit that cannot be read or exported (an absolute symlink, a missing commit)
@@ -71,16 +71,16 @@ class PushWorkflow:
         if plan.error:
             return await self._finish(inp, PushRunStatus.FAILED, f".styx.yaml: {plan.error}", [], record)
         if not plan.jobs:
-            return await self._finish(inp, PushRunStatus.SKIPPED, plan.skipped or "no job matches this push", [], record)
+            skipped = plan.skipped or "no job matches this push"
+            return await self._finish(inp, PushRunStatus.SKIPPED, skipped, [], record)
 
         workdir = plan.workdir or ""
         jobs: list[PushJobRef] = []
         for index, job in enumerate(plan.jobs):
             try:
-                ref: PushJobRef = await workflow.execute_activity(
-                    "push_submit", SubmitPushJobInput(inp, index, job, workdir, f"{wid}/{index}"),
-                    result_type=PushJobRef, start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=SUBMIT_RETRY)
+                ref = await workflow.execute_activity_method(
+                    GitActivities.push_submit, SubmitPushJobInput(inp, index, job, workdir, f"{wid}/{index}"),
+                    start_to_close_timeout=timedelta(minutes=2), retry_policy=SUBMIT_RETRY)
             except ActivityError as err:
                 ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
                                  message=_reason(err))
@@ -97,17 +97,18 @@ class PushWorkflow:
         ok = all(j.status == JobStatus.SUCCEEDED for j in jobs)
         failed = [f"{j.name}: {j.status}" + (f" ({j.message})" if j.message else "") for j in jobs
                   if j.status != JobStatus.SUCCEEDED]
-        return await self._finish(inp, PushRunStatus.SUCCEEDED if ok else PushRunStatus.FAILED, "; ".join(failed) or None, jobs, record)
+        status = PushRunStatus.SUCCEEDED if ok else PushRunStatus.FAILED
+        return await self._finish(inp, status, "; ".join(failed) or None, jobs, record)
 
     async def _follow(self, job: PushJobRef) -> WaitJobResult:
-        result: WaitJobResult = await workflow.execute_activity(
-            "push_wait_job", WaitJobInput(job.cluster, job.job_id), result_type=WaitJobResult,
-            start_to_close_timeout=JOB_DEADLINE, heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=WAIT_RETRY)
+        result = await workflow.execute_activity_method(
+            GitActivities.push_wait_job, WaitJobInput(job.cluster, job.job_id), start_to_close_timeout=JOB_DEADLINE,
+            heartbeat_timeout=timedelta(seconds=30), retry_policy=WAIT_RETRY)
         if job.managed:
-            await workflow.execute_activity(
-                "push_down_cluster", DownClusterInput(job.cluster), start_to_close_timeout=timedelta(minutes=20),
-                heartbeat_timeout=timedelta(seconds=60), retry_policy=WAIT_RETRY)
+            await workflow.execute_activity_method(
+                GitActivities.push_down_cluster, DownClusterInput(job.cluster),
+                start_to_close_timeout=timedelta(minutes=20), heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=WAIT_RETRY)
         return result
 
     async def _finish(self, inp: PushInput, status: str, message: str | None, jobs: list[PushJobRef],
@@ -118,11 +119,11 @@ class PushWorkflow:
         return self._summary
 
     async def _record(self, rec: PushRecord) -> None:
-        await workflow.execute_activity("push_record", rec, start_to_close_timeout=QUICK,
-                                        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                                                                 maximum_interval=timedelta(seconds=5)))
+        await workflow.execute_activity_method(
+            GitActivities.push_record, rec, start_to_close_timeout=QUICK,
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)))
 
-    @workflow.update
+    @workflow.update(name=PUSH_SUBMITTED_UPDATE)
     async def submitted(self) -> PushSummary:
         """What this push queued (or why nothing runs), once known."""
         await workflow.wait_condition(lambda: self._summary is not None)

@@ -8,12 +8,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from styx.contracts.providers import ReconcileInput, ReconcileOutput
+    from styx.activities.reconcile import ReconcileActivities
+    from styx.contracts.providers import RECONCILE_WORKFLOW, ReconcileInput, ReconcileOutput
 
-# Its activity is named, not imported: the API imports this module, and must not load activities.
 
-
-@workflow.defn(name="ReconcileWorkflow")
+@workflow.defn(name=RECONCILE_WORKFLOW)
 class ReconcileWorkflow:
     def __init__(self) -> None:
         self._last = ReconcileOutput()
@@ -24,8 +23,8 @@ class ReconcileWorkflow:
 
     @workflow.run
     async def run(self, inp: ReconcileInput) -> ReconcileOutput:
-        self._last = await workflow.execute_activity(
-            "find_orphans", inp, result_type=ReconcileOutput,
+        self._last = await workflow.execute_activity_method(
+            ReconcileActivities.find_orphans, inp,
             start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=3))
         if inp.interval_minutes is None:

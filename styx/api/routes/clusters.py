@@ -22,7 +22,14 @@ from styx.contracts.clusters import (
     SubmitJobResult,
     cluster_workflow_id,
 )
-from styx.contracts.providers import CheckInput, ReconcileInput
+from styx.contracts.providers import (
+    CHECK_WORKFLOW,
+    RECONCILE_WORKFLOW,
+    CheckInput,
+    CheckOutput,
+    ReconcileInput,
+    ReconcileOutput,
+)
 from styx.contracts.rest import (
     AutostopRequest,
     CancelRequest,
@@ -40,8 +47,6 @@ from styx.db import Cluster, Job
 from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
-from styx.workflows.check import CheckWorkflow
-from styx.workflows.reconcile import ReconcileWorkflow
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 
@@ -264,7 +269,7 @@ async def check(state: StateDep, client: TemporalDep, user: CurrentUser,
     only: it makes the worker talk to the cloud providers."""
     _require_admin(user, "checking providers")
     out = await client.execute_workflow(
-        CheckWorkflow.run, CheckInput(region), id=f"check/{uuid.uuid4()}", task_queue=state.settings.task_queue,
+        CHECK_WORKFLOW, CheckInput(region), id=f"check/{uuid.uuid4()}", result_type=CheckOutput, task_queue=state.settings.task_queue,
         execution_timeout=timedelta(seconds=90))
     return [ProviderCheck(**r) for r in out.results]
 
@@ -276,7 +281,8 @@ async def orphans(state: StateDep, client: TemporalDep, user: CurrentUser,
     """Cloud instances tagged with this Styx deployment whose cluster is not live (admin only)."""
     _require_admin(user, "listing orphans")
     out = await client.execute_workflow(
-        ReconcileWorkflow.run, ReconcileInput(terminate=terminate, region=region), id=f"reconcile/once/{uuid.uuid4()}",
+        RECONCILE_WORKFLOW, ReconcileInput(terminate=terminate, region=region), id=f"reconcile/once/{uuid.uuid4()}",
+        result_type=ReconcileOutput,
         task_queue=state.settings.task_queue, execution_timeout=timedelta(minutes=30))
     return [Orphan(instance_id=o["instance_id"], cluster=o.get("cluster"), state=o.get("state", ""),
                    region=o.get("region"), terminated=o["instance_id"] in out.terminated) for o in out.orphans]

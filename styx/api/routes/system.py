@@ -21,7 +21,7 @@ from styx import __version__
 from styx.api.deps import AppState, CurrentUser, StateDep
 from styx.contracts.rest import ComponentCheck, DoctorReport
 from styx.temporal import create_command, missing_search_attributes
-from styx.workflows.ping import PingWorkflow, PingWorkflowInput
+from styx.contracts.system import PING_WORKFLOW, PingOutput, PingWorkflowInput
 
 router = APIRouter()
 
@@ -61,7 +61,7 @@ async def _check_worker(state: AppState, client: Client) -> ComponentCheck:
     """Which worker ran a trivial workflow; a timeout means no worker polls the task queue."""
     try:
         out = await client.execute_workflow(
-            PingWorkflow.run, PingWorkflowInput("doctor"), id=f"ping/{uuid.uuid4()}",
+            PING_WORKFLOW, PingWorkflowInput("doctor"), id=f"ping/{uuid.uuid4()}", result_type=PingOutput,
             task_queue=state.settings.task_queue, execution_timeout=PING_TIMEOUT,
         )
     except Exception as err:
