@@ -215,10 +215,11 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
+    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
-        table.add_row(c.name, c.provider, str(c.num_nodes), c.status + (f": {c.status_message}" if c.status_message else ""),
+        table.add_row(c.name, c.owner or "(admins)", c.provider, str(c.num_nodes),
+                      c.status + (f": {c.status_message}" if c.status_message else ""),
                       autostop, _age(c.created_at), c.workflow_url or "-")
     console.print(table)
 
