@@ -228,6 +228,24 @@ def test_sharing_lets_a_user_exec_and_read_his_jobs_but_not_stop_the_cluster(wor
         assert (gone.status_code, gone.json()["detail"]) == (404, NOT_FOUND)
 
 
+def test_all_in_the_cli_means_yours_on_a_shared_cluster(world: World):
+    bob_token = world.users["bob"].token
+    with world.client("alice") as alice, world.client("bob") as bob:
+        alice.share("alpha", "bob")
+        try:
+            hers, his = alice.exec("alpha", SLEEP), bob.exec("alpha", SLEEP)
+            stop = world.cli(bob_token, "stop", "--all", "-y")
+            assert (stop.returncode, stop.stdout.strip()) == (0, "no cluster of yours to stop"), stop.stderr
+            cancel = world.cli(bob_token, "cancel", "alpha", "--all")
+            assert cancel.returncode == 0, cancel.stderr
+            assert cancel.stdout.strip() == f"cancelled job(s) {his.job_id} on alpha"
+            assert alice.job("alpha", hers.job_id).status in ("PENDING", "SETTING_UP", "RUNNING")
+            assert alice.cluster("alpha").status == "UP"
+            alice.cancel("alpha", [hers.job_id])
+        finally:
+            alice.unshare("alpha", "bob")
+
+
 def test_sharing_is_bounded_and_refuses_unknown_users_with_clear_errors(world: World):
     with world.client("alice") as alice:
         try:
