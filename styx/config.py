@@ -33,6 +33,16 @@ def _env_size(name: str, default: int) -> int:
     return int(raw)
 
 
+def _env_count(name: str, default: int) -> int:
+    """A positive count (a limit) from the environment."""
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -68,6 +78,10 @@ class Settings:
     temporal_ui_url_override: str | None = None
     #: ``STYX_MAX_REQUEST_BYTES``: larger API request bodies get 413.
     max_request_bytes: int = 4 << 20
+    #: ``STYX_MAX_TOKENS_PER_USER``: unexpired API tokens one user may hold.
+    max_tokens_per_user: int = 50
+    #: ``STYX_MAX_CLUSTER_SHARES``: users one cluster may be shared with.
+    max_cluster_shares: int = 100
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +105,8 @@ class Settings:
             api_url_override=os.environ.get("STYX_API_URL") or None,
             temporal_ui_url_override=(os.environ.get("STYX_TEMPORAL_UI_URL") or "").rstrip("/") or None,
             max_request_bytes=_env_size("STYX_MAX_REQUEST_BYTES", 4 << 20),
+            max_tokens_per_user=_env_count("STYX_MAX_TOKENS_PER_USER", 50),
+            max_cluster_shares=_env_count("STYX_MAX_CLUSTER_SHARES", 100),
         )
 
     @property

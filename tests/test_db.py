@@ -427,10 +427,20 @@ def test_naive_timestamps_are_refused(database: Database) -> None:
 
 def test_database_at_0002_keeps_its_jobs_through_the_users_migration(db_url: str) -> None:
     migrate(db_url, "0002_jobs")
-    db = Database(db_url)
-    db.clusters.upsert("keep", provider="local", status="UP", num_nodes=1)
-    db.clusters.upsert_job("keep", 1, name="train", status="SUCCEEDED", exit_codes=[0])
+    # Rows as a release at 0002 wrote them, in plain SQL: the models have moved on since.
+    now = datetime.now(timezone.utc)
+    t = now.replace(tzinfo=None) if db_url.startswith("sqlite") else now
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO clusters (name, provider, status, num_nodes, resources, autostop_down, workflow_id,"
+            " created_at, updated_at) VALUES ('keep', 'local', 'UP', 1, '{}', :false, 'cluster/keep', :t, :t)"),
+            {"t": t, "false": False})
+        conn.execute(sa.text(
+            "INSERT INTO jobs (cluster_name, job_id, name, status, exit_codes, cpus, accelerators, num_nodes,"
+            " workflow_id, submitted_at) VALUES ('keep', 1, 'train', 'SUCCEEDED', '[0]', 0, '{}', 1,"
+            " 'cluster/keep/job/1', :t)"), {"t": t})
     migrate(db_url)
+    db = Database(db_url)
     assert current_revision(db_url) == HEAD
     job = db.clusters.get_job("keep", 1)
     assert (job.name, job.status, JobInfo.model_validate(job).exit_codes) == ("train", JobStatus.SUCCEEDED, [0])

@@ -49,7 +49,8 @@ run: echo managed-run-ok
 def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
     """alice, created by the admin with `styx user create`, her key added with `styx key add`,
     alice/ml created by her (`styx repo create --private`), and bob (made through the SDK)
-    a writer on it (`styx repo collab add`). Plus the cluster `dev` the pushed jobs run on."""
+    a writer on it (`styx repo collab add`). Plus the admin's cluster `dev` the pushed jobs run
+    on, shared with both (jobs from a push run as the pusher, who must be allowed to use it)."""
     root = tmp_path_factory.mktemp("people")
     made = git_stack.cli("user", "create", "alice", check=True)
     token = made.stdout.strip().splitlines()[-1]
@@ -71,6 +72,8 @@ def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
     client = git_stack.client()
     up = client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="dev")
     assert client.wait("dev", up.job_id, timeout=120).status == "SUCCEEDED"
+    client.share("dev", "alice")
+    assert client.share("dev", "bob").shared_with == ["alice", "bob"]
     return {"alice": alice, "bob": bob}
 
 
@@ -204,6 +207,7 @@ def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: 
     admin = git_stack.client()
     assert "managed-run-ok" in admin.logs(job.cluster, job.job_id)
     assert admin.cluster(job.cluster).status == "TERMINATED"
+    assert admin.cluster(job.cluster).owner == "alice"  # the pusher's own cluster
     repo = RepoName("alice", "ml")
     assert (git_stack.settings.home / "git-runs" / sha).is_dir() and repo.owner == "alice"
 

@@ -5,7 +5,9 @@ Built once in the worker as ``GitActivities(settings)``; ``all()`` lists them fo
 registration. The repositories are read from ``STYX_HOME/git`` (the worker and the git
 server share ``STYX_HOME``), the exported trees land in ``STYX_HOME/git-runs/<sha>``.
 Every submission carries a Temporal update id derived from the push, so a retried
-``push_submit`` never queues a job twice.
+``push_submit`` never queues a job twice. Jobs run as the pusher: on a named cluster only
+if the pusher may use it (``styx.services.access``; otherwise the job fails as if the
+cluster did not exist), and a ``managed`` cluster is the pusher's own.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from styx.gitserver.names import InvalidName, RepoName, is_sha
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
 from styx.services import clusters as service
+from styx.services.access import ClusterAccess, resolve_cluster_access
 from styx.services.launch import InvalidRequest, cluster_spec, load_task, submit_input
 from styx.task import Task
 
@@ -170,14 +173,15 @@ class GitActivities:
         if job.managed:
             cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
             try:
-                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True)
+                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher)
             except InvalidRequest as err:
                 raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
             submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
         else:
             cluster = job.cluster or ""
-            row = await asyncio.to_thread(self.db.clusters.get, cluster)
-            if row is None or row.status in CLUSTER_GONE:
+            row, access = await asyncio.to_thread(self._access, inp.push.pusher, cluster)
+            # A cluster the pusher may not use is, to them, one that does not exist.
+            if row is None or row.status in CLUSTER_GONE or access < ClusterAccess.USE:
                 raise ApplicationError(
                     f"cluster {cluster!r} does not exist (or was taken down); launch it first "
                     f"(`styx launch -c {cluster} ...`) or use `managed: true`",
@@ -192,6 +196,11 @@ class GitActivities:
             raise ApplicationError(f"cluster {cluster!r} is not running", type="ClusterNotFound",
                                    non_retryable=True) from None
         return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
+
+    def _access(self, pusher: str, cluster: str) -> tuple[Any, ClusterAccess]:
+        user = self.db.users.get(pusher) if pusher else None
+        row, access, _ = resolve_cluster_access(self.db, user, cluster)
+        return row, access
 
     def _spec(self, push: PushInput, name: str) -> Any:
         """The job ``name`` of the commit's ``.styx.yaml``, read again (with its secrets)."""

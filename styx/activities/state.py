@@ -43,6 +43,8 @@ class StateActivities:
             workflow_id=rec.workflow_id, autostop_minutes=rec.autostop_minutes,
             autostop_down=rec.autostop_down, status_message=rec.status_message,
         )
+        if rec.owner:
+            fields["owner"] = rec.owner
         if rec.region:
             fields["region"] = rec.region
         if rec.zone:

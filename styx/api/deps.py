@@ -61,10 +61,13 @@ async def current_user(
     )
     if creds is None:
         raise unauthorized
-    user = await asyncio.to_thread(state.db.users.authenticate_token, creds.credentials)
-    if user is None:
+    # Checked on every request: a revoked or expired token, or a disabled user, stops at once.
+    check = await asyncio.to_thread(state.db.users.check_token, creds.credentials)
+    if check.user is None:
+        if check.problem and not check.problem.startswith("invalid"):
+            unauthorized.detail = check.problem
         raise unauthorized
-    return user
+    return check.user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

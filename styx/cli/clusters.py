@@ -215,10 +215,11 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
+    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
-        table.add_row(c.name, c.provider, str(c.num_nodes), c.status + (f": {c.status_message}" if c.status_message else ""),
+        table.add_row(c.name, c.owner or "(admins)", c.provider, str(c.num_nodes),
+                      c.status + (f": {c.status_message}" if c.status_message else ""),
                       autostop, _age(c.created_at), c.workflow_url or "-")
     console.print(table)
 
@@ -278,7 +279,7 @@ def logs(
 def cancel(
     cluster: str = typer.Argument(..., help="the cluster"),
     job_ids: Optional[List[int]] = typer.Argument(None, help="jobs to cancel (default: the latest running one)"),
-    all_: bool = typer.Option(False, "-a", "--all", help="cancel every running or waiting job"),
+    all_: bool = typer.Option(False, "-a", "--all", help="cancel every running or waiting job you may cancel"),
 ) -> None:
     """Cancel jobs: their processes are killed on every node.
 
@@ -287,7 +288,10 @@ def cancel(
     with api() as client:
         ids = job_ids or None
         if all_:
-            ids = [j.job_id for j in client.queue(cluster) if not j.finished]
+            # On a cluster shared with you, only your own jobs are yours to cancel.
+            me = client.me()
+            owns = me.is_admin or client.cluster(cluster).owner == me.name
+            ids = [j.job_id for j in client.queue(cluster) if not j.finished and (owns or j.user == me.name)]
             if not ids:
                 console.print(f"no running or waiting job on {cluster}")
                 return
@@ -297,7 +301,10 @@ def cancel(
 
 def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> list[str]:
     if all_:
-        return [c.name for c in client.status()]
+        # Yours only: clusters shared with you are not yours to stop, and an admin's --all
+        # must not sweep every user's clusters.
+        me = client.me()
+        return [c.name for c in client.status() if c.owner == me.name or (c.owner is None and me.is_admin)]
     if not names:
         raise fail(f"name the cluster(s) to {verb}, or pass --all")
     return names
@@ -306,6 +313,9 @@ def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> 
 def _lifecycle(verb: str, names: list[str] | None, all_: bool, yes: bool) -> None:
     with api() as client:
         targets = _targets(client, names, all_, verb)
+        if not targets:
+            console.print(f"no cluster of yours to {verb}")
+            return
         if verb != "start" and not yes and sys.stdin.isatty() and targets:
             typer.confirm(f"{verb.capitalize()} cluster(s) {', '.join(targets)}?", default=True, abort=True)
         for name in targets:
@@ -317,7 +327,7 @@ def _lifecycle(verb: str, names: list[str] | None, all_: bool, yes: bool) -> Non
 @app.command(rich_help_panel="Clusters and jobs")
 def stop(
     clusters: Optional[List[str]] = typer.Argument(None, help="clusters to stop"),
-    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster you own"),
     yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
 ) -> None:
     """Stop clusters: nodes are stopped (their jobs end); `styx start` brings them back.
@@ -330,7 +340,7 @@ def stop(
 @app.command(rich_help_panel="Clusters and jobs")
 def start(
     clusters: Optional[List[str]] = typer.Argument(None, help="clusters to start"),
-    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster you own"),
 ) -> None:
     """Start stopped clusters on the same nodes (same home directories).
 
@@ -342,7 +352,7 @@ def start(
 @app.command(rich_help_panel="Clusters and jobs")
 def down(
     clusters: Optional[List[str]] = typer.Argument(None, help="clusters to tear down"),
-    all_: bool = typer.Option(False, "-a", "--all", help="every cluster"),
+    all_: bool = typer.Option(False, "-a", "--all", help="every cluster you own"),
     yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
 ) -> None:
     """Tear clusters down: jobs are cancelled and nodes removed for good.

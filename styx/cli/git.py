@@ -84,10 +84,33 @@ def user_list() -> None:
     """
     with api() as client:
         users = client.users()
-    table = Table("NAME", "ADMIN", "CREATED")
+    table = Table("NAME", "ADMIN", "CREATED", "DISABLED")
     for u in users:
-        table.add_row(u.name, "yes" if u.is_admin else "", _age(u.created_at))
+        table.add_row(u.name, "yes" if u.is_admin else "", _age(u.created_at), "yes" if u.disabled else "")
     console.print(table)
+
+
+@user_app.command("disable")
+def user_disable(name: str = typer.Argument(..., help="the user")) -> None:
+    """Disable a user (admin): their API tokens and SSH keys are refused at once, over the
+    API and git; nothing of theirs is deleted. `styx user enable` undoes it.
+
+    Example:  `styx user disable mallory`
+    """
+    with api() as client:
+        client.disable_user(name)
+    console.print(f"disabled user {name}: their tokens and SSH keys are refused")
+
+
+@user_app.command("enable")
+def user_enable(name: str = typer.Argument(..., help="the user")) -> None:
+    """Enable a disabled user again (admin).
+
+    Example:  `styx user enable mallory`
+    """
+    with api() as client:
+        client.enable_user(name)
+    console.print(f"enabled user {name}")
 
 
 # ------------------------------------------------------------------------------ keys

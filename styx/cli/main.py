@@ -5,8 +5,8 @@ commands.
   so the other commands load only the SDK); ``gitserver`` is in ``git.py``.
 - ``doctor``: asks the API whether the database, Temporal and a worker answer.
 - ``version``.
-- ``clusters.app`` (launch, exec, status ...) and ``git.app`` (user, key, repo, branch, gitserver)
-  are added to ``app`` at the end.
+- ``clusters.app`` (launch, exec, status ...), ``git.app`` (user, key, repo, branch, gitserver)
+  and ``access.app`` (token, cluster share) are added to ``app`` at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 import typer
 
 from styx import __version__
-from styx.cli import clusters, git
+from styx.cli import access, clusters, git
 from styx.cli.console import console, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
 from styx.sdk.client import Client
@@ -148,3 +148,4 @@ def version() -> None:
 
 app.add_typer(clusters.app)
 app.add_typer(git.app)
+app.add_typer(access.app)

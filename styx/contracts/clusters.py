@@ -66,6 +66,9 @@ class ClusterSpec:
     autostop_down: bool = False
     #: AWS region asked for, or the SSH pool's name.
     region: str | None = None
+    #: The user who launched it (None: from before owners; the admins'). Not part of what a
+    #: later launch must match: a user the cluster is shared with launches onto it too.
+    owner: str | None = None
 
 
 @dataclass
@@ -141,6 +144,8 @@ class ClusterRecord:
     mark_launched: bool = False
     #: First write of a new cluster: forget an earlier cluster of the same name.
     fresh: bool = False
+    #: The spec's owner; None leaves the stored owner as it is.
+    owner: str | None = None
 
 
 @dataclass

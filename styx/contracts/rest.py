@@ -28,6 +28,10 @@ class AutostopRequest(BaseModel):
     down: bool = False
 
 
+class ShareRequest(BaseModel):
+    user: str = Field(description="the user who may use the cluster from now on", min_length=1, max_length=64)
+
+
 class CancelRequest(BaseModel):
     job_ids: list[int] | None = Field(default=None, description="none: the latest running or waiting job")
 
@@ -73,6 +77,10 @@ class ClusterInfo(BaseModel):
     workflow_id: str
     workflow_url: str | None = None
     nodes: list[NodeInfo] = []
+    #: Who launched it (None: a cluster from before owners were recorded; the admins').
+    owner: str | None = None
+    #: The other users who may use it (see ``styx cluster share``).
+    shared_with: list[str] = []
 
     _decode = field_validator("resources", mode="before")(lambda cls, v: _json_text(v) or {})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -17,10 +18,53 @@ class UserInfo(BaseModel):
     name: str
     is_admin: bool
     created_at: datetime
+    #: A disabled user's tokens and SSH keys are refused.
+    disabled: bool = False
 
 
 class UserCreated(UserInfo):
     token: str = Field(description="the user's first API token: shown once, store it")
+
+
+#: The longest lifetime a new API token may be given.
+MAX_TOKEN_SECONDS = 366 * 86400
+_DURATION = re.compile(r"\s*(\d{1,6})\s*([dhm])\s*")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30d``, ``12h`` or ``90m``; ValueError with a readable message otherwise.
+
+    >>> parse_duration("30d"), parse_duration("12h")
+    (2592000, 43200)
+    """
+    match = _DURATION.fullmatch(text or "")
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: write it like 30d, 12h or 90m")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+class TokenCreate(BaseModel):
+    description: str | None = Field(default=None, max_length=255)
+    expires_in_seconds: int | None = Field(
+        default=None, ge=60, le=MAX_TOKEN_SECONDS,
+        description="lifetime of the token, 60 s to 366 days; none: it never expires")
+
+
+class TokenInfo(BaseModel):
+    """An API token as its user may see it: never the secret."""
+
+    id: str
+    user: str
+    description: str | None = None
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = Field(default=None, description="to the minute")
+    expired: bool = False
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the API token: shown once, store it")
 
 
 class KeyCreate(BaseModel):

@@ -22,8 +22,9 @@ The package:
 - ``migrator``: Alembic (``styx/migrations``) under a migration lock.
 - ``models``: every table and the errors the stores raise.
 - ``base``: what the stores share (write transactions, upserts, field checks).
-- ``clusters``: ``ClusterStore`` (``db.clusters``): clusters, nodes, jobs.
-- ``users``: ``UserStore`` (``db.users``): users, API tokens, SSH keys.
+- ``clusters``: ``ClusterStore`` (``db.clusters``): clusters, nodes, jobs, shares.
+- ``users``: ``UserStore`` (``db.users``): users (and disabling them), API tokens (expiry,
+  revocation), SSH keys.
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 """
 
@@ -42,9 +43,11 @@ from styx.db.models import (
     Cluster,
     ClusterBase,
     ClusterNotFound,
+    ClusterShare,
     Job,
     JobBase,
     JobNotFound,
+    LimitReached,
     Node,
     NodeBase,
     PushRun,
@@ -56,7 +59,7 @@ from styx.db.models import (
     UserNotFound,
 )
 from styx.db.repos import RepoDb
-from styx.db.users import UserStore
+from styx.db.users import TokenCheck, UserStore
 
 __all__ = [
     "AlreadyExists",
@@ -64,11 +67,13 @@ __all__ = [
     "Cluster",
     "ClusterBase",
     "ClusterNotFound",
+    "ClusterShare",
     "ClusterStore",
     "Database",
     "Job",
     "JobBase",
     "JobNotFound",
+    "LimitReached",
     "Node",
     "NodeBase",
     "PushRun",
@@ -77,6 +82,7 @@ __all__ = [
     "RepoDb",
     "RepoLevel",
     "SshKey",
+    "TokenCheck",
     "User",
     "UserNotFound",
     "UserStore",

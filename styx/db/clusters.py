@@ -4,6 +4,9 @@
   jobs), ``list`` (optionally by status).
 - Nodes: ``upsert_nodes`` / ``replace_nodes`` (keyed by cluster and rank), ``delete_nodes``,
   ``list_nodes``.
+- Shares (who else may use a cluster, see ``styx.services.access``): ``add_share`` (bounded),
+  ``remove_share``, ``shares`` (one cluster's), ``shares_of`` (several clusters' at once),
+  ``shared_with`` (the clusters shared with a user). Deleting a cluster forgets its shares.
 - Jobs: ``upsert_job`` and ``set_job_status``, where the status only moves forward
   (PENDING, SETTING_UP, RUNNING, then the first terminal status wins) and RUNNING and the
   end stamp ``started_at`` and ``ended_at`` once; ``get_job``, ``list_jobs``.
@@ -24,7 +27,17 @@ from styx.contracts.clusters import ClusterStatus
 from styx.contracts.jobs import JOB_TERMINAL, JobStatus
 from styx.db.base import Store
 from styx.db.engine import UTCDateTime, utcnow
-from styx.db.models import Cluster, ClusterNotFound, Job, JobNotFound, Node, NodeBase
+from styx.db.models import (
+    Cluster,
+    ClusterNotFound,
+    ClusterShare,
+    Job,
+    JobNotFound,
+    LimitReached,
+    Node,
+    NodeBase,
+    UserNotFound,
+)
 
 #: How far along each job status is; a terminal status is the end.
 _JOB_STATUS_RANK = {JobStatus.PENDING: 0, JobStatus.SETTING_UP: 1, JobStatus.RUNNING: 2}
@@ -134,6 +147,63 @@ class ClusterStore(Store):
         with Session(conn, expire_on_commit=False) as session:
             query = select(Node).where(Node.cluster_name == cluster).order_by(Node.rank)  # type: ignore[arg-type]
             return list(session.exec(query).all())
+
+    # --- shares
+
+    def add_share(self, cluster: str, user: str, *, limit: int) -> bool:
+        """Let ``user`` use ``cluster``; False if it was shared with them already.
+
+        Raises ``ClusterNotFound``, ``UserNotFound``, or ``LimitReached`` when the cluster is
+        shared with ``limit`` users already.
+        """
+        table: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        try:
+            with self._write() as conn:
+                if conn.execute(sa.select(table.c.user_name).where(
+                        table.c.cluster_name == cluster, table.c.user_name == user)).first() is not None:
+                    return False
+                count = conn.execute(sa.select(sa.func.count()).select_from(table)
+                                     .where(table.c.cluster_name == cluster)).scalar_one()
+                if count >= limit:
+                    raise LimitReached(f"cluster {cluster!r} is shared with {count} users already, the most "
+                                       f"allowed (STYX_MAX_CLUSTER_SHARES={limit}); unshare one first")
+                conn.execute(sa.insert(table).values(cluster_name=cluster, user_name=user, created_at=utcnow()))
+                return True
+        except IntegrityError:
+            if self.get(cluster) is None:
+                raise ClusterNotFound(cluster) from None
+            raise UserNotFound(user) from None
+
+    def remove_share(self, cluster: str, user: str) -> bool:
+        table: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            return conn.execute(sa.delete(table).where(table.c.cluster_name == cluster,
+                                                       table.c.user_name == user)).rowcount > 0
+
+    def shares(self, cluster: str) -> list[str]:
+        """The users ``cluster`` is shared with, by name."""
+        return self.shares_of([cluster]).get(cluster, [])
+
+    def shares_of(self, clusters: Iterable[str]) -> dict[str, list[str]]:
+        """``{cluster: [user, ...]}`` for the given clusters (those shared with nobody are absent)."""
+        names = sorted(set(clusters))
+        if not names:
+            return {}
+        table: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.cluster_name, table.c.user_name)
+                                .where(table.c.cluster_name.in_(names))
+                                .order_by(table.c.cluster_name, table.c.user_name))
+            for cluster, user in rows:
+                out.setdefault(cluster, []).append(user)
+        return out
+
+    def shared_with(self, user: str) -> set[str]:
+        """The names of the clusters shared with ``user``."""
+        table: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(table.c.cluster_name).where(table.c.user_name == user)).scalars())
 
     # --- jobs
 

@@ -4,10 +4,13 @@
   ``Job`` (one per cluster and job id). ``ClusterBase``/``NodeBase``/``JobBase`` hold the
   columns a caller may write; the public shapes are ``styx.contracts.rest.ClusterInfo``,
   ``NodeInfo`` and ``JobInfo``, built from rows with ``model_validate``.
-- Users: ``User``, ``ApiToken`` (a salted hash, see ``styx.auth``), ``SshKey``.
+- Users: ``User`` (``disabled`` ones are refused everywhere), ``ApiToken`` (a salted hash,
+  see ``styx.auth``, with an optional ``expires_at``), ``SshKey``.
+- Owners (migration 0005_owners): ``Cluster.owner`` (NULL: the admins'), ``ClusterShare``.
 - The git server (migration 0004_git): ``Repo``, ``RepoCollaborator`` (with a ``RepoLevel``),
   ``PushRun``.
-- Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``.
+- Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
+  ``LimitReached``.
 
 Statuses are the contracts' enums (``ClusterStatus``, ``JobStatus``, ``PushRunStatus``),
 stored as VARCHAR. Dict and list columns hold JSON text.
@@ -47,6 +50,10 @@ class AlreadyExists(ValueError):
     """A user, repository or key with that name or fingerprint exists already."""
 
 
+class LimitReached(ValueError):
+    """A bounded collection (a user's tokens, a cluster's shares) is full; the message says which."""
+
+
 class UserNotFound(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"user {name!r} does not exist")
@@ -82,6 +89,8 @@ class ClusterBase(SQLModel):
     autostop_down: bool = False
     workflow_id: str = Field(default="", max_length=255)
     status_message: str | None = Field(default=None, sa_type=sa.Text)
+    #: Who launched it; NULL (rows from before owners existed) means the admins'.
+    owner: str | None = Field(default=None, max_length=64, index=True)
 
 
 class Cluster(ClusterBase, table=True):
@@ -90,6 +99,17 @@ class Cluster(ClusterBase, table=True):
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
     launched_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class ClusterShare(SQLModel, table=True):
+    """Another user who may use a cluster (see ``styx.services.access``)."""
+
+    __tablename__ = "cluster_shares"
+    __table_args__ = (sa.PrimaryKeyConstraint("cluster_name", "user_name"),)
+
+    cluster_name: str = Field(foreign_key="clusters.name", ondelete="CASCADE", max_length=255)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
+    created_at: datetime = timestamp(default_factory=utcnow)
 
 
 class NodeBase(SQLModel):
@@ -148,6 +168,8 @@ class User(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     is_admin: bool = False
     created_at: datetime = timestamp(default_factory=utcnow)
+    #: A disabled user's tokens and SSH keys are refused (by ``styx.db.users.UserStore``).
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class ApiToken(SQLModel, table=True):
@@ -156,11 +178,15 @@ class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
 
     token_id: str = Field(primary_key=True, max_length=32)
-    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
     salt: str = Field(max_length=64)
     digest: str = Field(max_length=128)
     description: str | None = Field(default=None, max_length=255)
     created_at: datetime = timestamp(default_factory=utcnow)
+    #: None: never expires.
+    expires_at: datetime | None = timestamp(default=None, nullable=True)
+    #: Refreshed at most once a minute (``styx.db.users.LAST_USED_RESOLUTION``).
+    last_used_at: datetime | None = timestamp(default=None, nullable=True)
 
 
 class SshKey(SQLModel, table=True):

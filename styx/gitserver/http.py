@@ -2,7 +2,8 @@
 ``POST .../git-receive-pack``, as a plain ASGI app (served by uvicorn).
 
 Authentication is HTTP basic with a Styx user and one of their API tokens (``Bearer
-<token>`` works too). Anonymous clients may read public repositories; for anything else they
+<token>`` works too), checked on every request: a revoked or expired token, or a disabled
+user, is a 401 at once. Anonymous clients may read public repositories; for anything else they
 get a 401 so that git asks for credentials. A signed-in user without access to a repository
 gets a 404, as if it did not exist. Request bodies are streamed into git and its output
 streamed back; gzip request bodies (git sends them for big negotiations) are inflated with a
@@ -167,10 +168,10 @@ class GitHttpApp:
             raise _Reject(401, "use basic authentication: your Styx user name and an API token", challenge)
         if not token and not user_name:
             return None
-        user = await self.service.user_for_token(user_name, token)
-        if user is None:
-            raise _Reject(401, "invalid user name or API token", challenge)
-        return user
+        check = await self.service.check_token(user_name, token)
+        if check.user is None:
+            raise _Reject(401, check.problem or "invalid user name or API token", challenge)
+        return check.user
 
 
 async def _body(receive: Any, encoding: bytes | None, limit: int,

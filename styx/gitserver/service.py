@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from styx.config import Settings
-from styx.db import Database, User
+from styx.db import Database, TokenCheck, User
 from styx.gitserver.access import AccessLevel, resolve_access
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.hooks import HookServer, PushSession, Update, install_hooks
@@ -85,10 +85,15 @@ class GitService:
     # ------------------------------------------------------------------ identity and access
 
     async def user_for_token(self, user: str, token: str) -> User | None:
-        found = await asyncio.to_thread(self.db.users.authenticate_token, token)
-        if found is None or (user and user != found.name):
-            return None
-        return found
+        return (await self.check_token(user, token)).user
+
+    async def check_token(self, user: str, token: str) -> TokenCheck:
+        """The user of ``token`` (who must be ``user`` when one is named), or why not: a revoked
+        or expired token and a disabled user are refused on every request."""
+        check = await asyncio.to_thread(self.db.users.check_token, token)
+        if check.user is not None and user and user != check.user.name:
+            return TokenCheck(None, "invalid user name or API token")
+        return check
 
     async def decide(self, user: User | None, name: RepoName, service: str) -> Decision:
         needed = SERVICES[service]

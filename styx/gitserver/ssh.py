@@ -7,7 +7,8 @@ was asked about can be fooled into thinking the caller is whoever's public key w
 first (soft-serve GHSA-pchf-49fh-w34r). Here the probe only says yes or no; the key that
 counts is the one whose signature asyncssh verified, captured at that moment, and looked
 up once the session starts. A key no user registered is anonymous (read access to public
-repositories), unless ``STYX_GIT_SSH_ANONYMOUS=0``.
+repositories), unless ``STYX_GIT_SSH_ANONYMOUS=0``. The key of a disabled user is refused
+at authentication, and again when the session starts (it may have been disabled meanwhile).
 
 The command is split with :func:`shlex.split`, never given to a shell; only the three git
 verbs are allowed, with exactly one repository argument. Of the client's environment only a
@@ -106,9 +107,10 @@ class _GitSSHServer(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         # Answers probes and signed attempts alike, so it must not decide who the caller is.
-        if self.service.config.anonymous_ssh:
-            return True
-        return await asyncio.to_thread(self.service.db.users.get_ssh_key, key_fingerprint(key)) is not None
+        owner = await asyncio.to_thread(self.service.db.users.by_ssh_key, key_fingerprint(key))
+        if owner is not None:
+            return not owner.disabled  # never anonymous: a disabled user's key is refused
+        return self.service.config.anonymous_ssh
 
     def auth_completed(self) -> None:
         assert self.conn is not None
@@ -169,6 +171,9 @@ class GitSSHServer:
         def refuse(message: str, code: int = 1) -> int:
             process.stderr.write(f"styx: {message}\n".encode())
             return code
+
+        if user is not None and user.disabled:
+            return refuse(f"user {user.name!r} is disabled; an admin can enable it again")
 
         if command is None:
             who = user.name if user else "anonymous"

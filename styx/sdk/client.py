@@ -9,6 +9,7 @@ Both find the API and the token the way the CLI does: arguments first, then ``ST
     submitted = client.launch("examples/hello.yaml", cluster="dev")
     job = client.wait("dev", submitted.job_id)
     print(job.status, client.logs("dev", submitted.job_id))
+    client.share("dev", "bob")       # bob may now run jobs on dev too
     client.down("dev")
 
 The connection and the errors (``StyxError``, ``NotFound``, ``Conflict``) are in
@@ -21,6 +22,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
+from urllib.parse import quote
 
 from styx.contracts.rest import (
     CancelResult,
@@ -118,6 +120,14 @@ class _Routes:
     def logs(cluster: str, job_id: int, follow: bool) -> Request:
         return Request("GET", f"/api/v1/clusters/{cluster}/jobs/{job_id}/logs", params={"follow": str(follow).lower()})
 
+    @staticmethod
+    def share(cluster: str, user: str) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/shares", {"user": user})
+
+    @staticmethod
+    def unshare(cluster: str, user: str) -> Request:
+        return Request("DELETE", f"/api/v1/clusters/{cluster}/shares/{quote(user, safe='')}")
+
 
 class Client(ReposMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
@@ -198,6 +208,14 @@ class Client(ReposMixin, SyncTransport):
                 raise_for_status(resp)
             yield from resp.iter_bytes()
 
+    def share(self, cluster: str, user: str) -> ClusterInfo:
+        """Let ``user`` use your cluster: see it, queue jobs, read its jobs and logs, cancel
+        their own jobs. Stopping, tearing down and sharing stay yours (and the admins')."""
+        return ClusterInfo(**self._send(_Routes.share(cluster, user)))
+
+    def unshare(self, cluster: str, user: str) -> ClusterInfo:
+        return ClusterInfo(**self._send(_Routes.unshare(cluster, user)))
+
 
 class AsyncClient(AsyncReposMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
@@ -268,3 +286,9 @@ class AsyncClient(AsyncReposMixin, AsyncTransport):
                 raise_for_status(resp)
             async for chunk in resp.aiter_bytes():
                 yield chunk
+
+    async def share(self, cluster: str, user: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.share(cluster, user)))
+
+    async def unshare(self, cluster: str, user: str) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.unshare(cluster, user)))

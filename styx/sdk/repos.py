@@ -1,4 +1,4 @@
-"""SDK methods for users, SSH keys, repositories, branches and push runs.
+"""SDK methods for users (API tokens, disabling), SSH keys, repositories, branches and push runs.
 
 Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncReposMixin``)::
 
@@ -7,6 +7,8 @@ Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncRepos
     with styx.Client() as client:
         client.create_repo("ml", private=True)            # yours: <you>/ml
         client.add_key("~/.ssh/id_ed25519.pub")
+        made = client.create_token(expires="30d", description="CI")   # made.token: shown once
+        client.revoke_token(made.id)
         print(client.repo("alice/ml").clone_ssh)
         run = client.wait_commit("alice/ml", "main")      # after `git push`
         print(run.status, [(j.cluster, j.job_id, j.status) for j in run.jobs])
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
@@ -27,8 +30,11 @@ from styx.contracts.rest_repos import (
     KeyInfo,
     PushRunInfo,
     RepoInfo,
+    TokenCreated,
+    TokenInfo,
     UserCreated,
     UserInfo,
+    parse_duration,
 )
 from styx.sdk.transport import NotFound, Request
 
@@ -48,6 +54,18 @@ def _public_key_text(key: str | Path) -> str:
     if not path.is_file():
         raise ValueError(f"no such public key file: {path}")
     return path.read_text().strip()
+
+
+def _seconds(expires: str | timedelta | int | None) -> int | None:
+    """A token lifetime: ``"30d"``/``"12h"``/``"90m"``, a timedelta, or seconds."""
+    if expires is None or isinstance(expires, int):
+        return expires
+    if isinstance(expires, timedelta):
+        return int(expires.total_seconds())
+    try:
+        return parse_duration(expires)
+    except ValueError as err:
+        raise ValueError(f"expires: {err}") from None
 
 
 class _RepoRoutes:
@@ -74,6 +92,23 @@ class _RepoRoutes:
     @staticmethod
     def delete_key(user: str, key_id: int) -> Request:
         return Request("DELETE", f"/api/v1/users/{quote(user)}/keys/{key_id}")
+
+    @staticmethod
+    def tokens(user: str) -> Request:
+        return Request("GET", f"/api/v1/users/{quote(user)}/tokens")
+
+    @staticmethod
+    def create_token(user: str, description: str | None, expires: str | timedelta | int | None) -> Request:
+        return Request("POST", f"/api/v1/users/{quote(user)}/tokens",
+                       {"description": description, "expires_in_seconds": _seconds(expires)})
+
+    @staticmethod
+    def revoke_token(user: str, token_id: str) -> Request:
+        return Request("DELETE", f"/api/v1/users/{quote(user)}/tokens/{quote(token_id)}")
+
+    @staticmethod
+    def set_disabled(user: str, disabled: bool) -> Request:
+        return Request("POST", f"/api/v1/users/{quote(user)}/{'disable' if disabled else 'enable'}")
 
     @staticmethod
     def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> Request:
@@ -152,6 +187,28 @@ class ReposMixin:
 
     def delete_key(self, key_id: int, user: str | None = None) -> None:
         self._send(_RepoRoutes.delete_key(user or self.me().name, key_id))
+
+    # API tokens, disabling users
+    def tokens(self, user: str | None = None) -> list[TokenInfo]:
+        """Your API tokens (an admin: ``user``'s): ids, descriptions, expiry, last use."""
+        return [TokenInfo(**t) for t in self._send(_RepoRoutes.tokens(user or self.me().name))]
+
+    def create_token(self, user: str | None = None, *, description: str | None = None,
+                     expires: str | timedelta | int | None = None) -> TokenCreated:
+        """A new API token for you (an admin: for ``user``); ``expires``: ``"30d"``, ``"12h"``,
+        a timedelta or seconds (None: never). ``.token`` is shown only this once."""
+        return TokenCreated(**self._send(_RepoRoutes.create_token(user or self.me().name, description, expires)))
+
+    def revoke_token(self, token_id: str, user: str | None = None) -> None:
+        """Revoke one of your tokens (an admin: one of ``user``'s); refused from then on."""
+        self._send(_RepoRoutes.revoke_token(user or self.me().name, token_id))
+
+    def disable_user(self, name: str) -> UserInfo:
+        """(Admin) refuse ``name``'s tokens and SSH keys until :meth:`enable_user`."""
+        return UserInfo(**self._send(_RepoRoutes.set_disabled(name, True)))
+
+    def enable_user(self, name: str) -> UserInfo:
+        return UserInfo(**self._send(_RepoRoutes.set_disabled(name, False)))
 
     # repositories
     def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
@@ -241,6 +298,23 @@ class AsyncReposMixin:
 
     async def delete_key(self, key_id: int, user: str | None = None) -> None:
         await self._send(_RepoRoutes.delete_key(user or (await self.me()).name, key_id))
+
+    async def tokens(self, user: str | None = None) -> list[TokenInfo]:
+        return [TokenInfo(**t) for t in await self._send(_RepoRoutes.tokens(user or (await self.me()).name))]
+
+    async def create_token(self, user: str | None = None, *, description: str | None = None,
+                           expires: str | timedelta | int | None = None) -> TokenCreated:
+        return TokenCreated(**await self._send(
+            _RepoRoutes.create_token(user or (await self.me()).name, description, expires)))
+
+    async def revoke_token(self, token_id: str, user: str | None = None) -> None:
+        await self._send(_RepoRoutes.revoke_token(user or (await self.me()).name, token_id))
+
+    async def disable_user(self, name: str) -> UserInfo:
+        return UserInfo(**await self._send(_RepoRoutes.set_disabled(name, True)))
+
+    async def enable_user(self, name: str) -> UserInfo:
+        return UserInfo(**await self._send(_RepoRoutes.set_disabled(name, False)))
 
     async def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
                           description: str | None = None) -> RepoInfo:

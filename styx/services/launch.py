@@ -67,8 +67,8 @@ def provider_of(task: Task) -> str:
 
 
 def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
-                 autostop_down: bool = False) -> ClusterSpec:
-    """What a ``launch`` of ``task`` asks of cluster ``cluster``."""
+                 autostop_down: bool = False, owner: str | None = None) -> ClusterSpec:
+    """What a ``launch`` of ``task`` by ``owner`` asks of cluster ``cluster``."""
     resources = task.resources.candidates()[0]
     provider = provider_of(task)
     if provider == "local" and resources.accelerators:
@@ -91,7 +91,7 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
     return ClusterSpec(
         name=cluster, provider=provider, num_nodes=task.num_nodes,
         resources=task.resources.to_dict(), node_cpus=cpus, node_accelerators=accelerators,
-        autostop_minutes=autostop_minutes, autostop_down=autostop_down, region=region,
+        autostop_minutes=autostop_minutes, autostop_down=autostop_down, region=region, owner=owner,
     )
 
 

@@ -108,7 +108,7 @@ class ClusterWorkflow:
             name=spec.name, provider=spec.provider, status=self.state.status,
             num_nodes=spec.num_nodes, resources=spec.resources,
             workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
-            autostop_down=spec.autostop_down, status_message=self.state.message, **extra,
+            autostop_down=spec.autostop_down, status_message=self.state.message, owner=spec.owner, **extra,
         ))
 
     async def _provision(self) -> None:

@@ -1,4 +1,11 @@
-"""Clusters and their jobs: launch, exec, status, queue, logs, cancel, stop, start, down."""
+"""Clusters and their jobs: launch, exec, status, queue, logs, cancel, stop, start, down,
+autostop, share.
+
+Every route asks ``styx.services.access.cluster_access`` who the caller is to the cluster:
+to a caller with no access the cluster does not exist (the same 404 as a missing one);
+a user it is shared with may use it (exec, read jobs and logs, cancel their own jobs); its
+owner and the admins may also stop, start, down, set autostop, cancel any job and share it.
+"""
 
 from __future__ import annotations
 
@@ -42,10 +49,13 @@ from styx.contracts.rest import (
     NodeInfo,
     Orphan,
     ProviderCheck,
+    ShareRequest,
 )
-from styx.db import Cluster, Job
+from styx.contracts.jobs import JOB_TERMINAL
+from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFound
 from styx.joblogs import LogReader
 from styx.services import clusters as service
+from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
 from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
@@ -74,25 +84,45 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
         raise HTTPException(503, str(err)) from None
 
 
+def _not_found(name: str) -> HTTPException:
+    # The one answer for a cluster that does not exist and for one the caller may not see.
+    return HTTPException(404, f"cluster {name!r} not found")
+
+
 def _cluster_or_404(state: StateDep, name: str) -> Cluster:
     cluster = state.db.clusters.get(name)
     if cluster is None:
-        raise HTTPException(404, f"cluster {name!r} not found")
+        raise _not_found(name)
     return cluster
 
 
+async def _authorized(state: StateDep, user: User, name: str, need: ClusterAccess,
+                      doing: str = "") -> tuple[Cluster, ClusterAccess]:
+    """The cluster and the caller's access to it: a 404 without access, a 403 with less than
+    ``need`` (``doing`` says what was refused)."""
+    cluster, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, user, name)
+    if cluster is None or access == ClusterAccess.NONE:
+        raise _not_found(name)
+    if access < need:
+        raise HTTPException(403, f"{doing or 'this'} needs the owner of cluster {name!r} "
+                                 f"({owner_label(cluster)}) or an admin; it is only shared with you")
+    return cluster, access
+
+
 def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
-    _cluster_or_404(state, cluster)
     job = state.db.clusters.get_job(cluster, job_id)
     if job is None:
         raise HTTPException(404, f"cluster {cluster!r} has no job {job_id}")
     return job
 
 
-def cluster_info(state: StateDep, cluster: Cluster) -> ClusterInfo:
+def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None) -> ClusterInfo:
+    if shares is None:
+        shares = state.db.clusters.shares(cluster.name)
     return ClusterInfo.model_validate(cluster).model_copy(update={
         "workflow_url": state.settings.workflow_url(cluster.workflow_id),
         "nodes": [NodeInfo.model_validate(n) for n in state.db.clusters.list_nodes(cluster.name)],
+        "shared_with": shares,
     })
 
 
@@ -109,14 +139,21 @@ def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSub
 async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser) -> JobSubmitted:
     """Provision ``cluster`` if it does not exist (a cluster of that name that exists must have
     been launched with the same resources), then queue the task on it. Returns at once with
-    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``."""
+    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``.
+
+    A new cluster is the caller's. Onto an existing one the caller needs its use (owner,
+    shared with, or admin); anyone else gets a 409 that the name is not available, which
+    says nothing of whose it is."""
     try:
         check_cluster_name(req.cluster)
         task = load_task(req.task)
-        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down)
+        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=user.name)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
+    existing, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, user, req.cluster)
+    if existing is not None and existing.status not in CLUSTER_GONE and access == ClusterAccess.NONE:
+        raise HTTPException(409, f"cluster: the name {req.cluster!r} is not available; choose another name")
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec))
     return _submitted(state, req.cluster, result)
@@ -125,19 +162,24 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
 @router.get("", response_model=list[ClusterInfo], summary="List clusters")
 async def list_clusters(state: StateDep, user: CurrentUser,
                         all: bool = Query(False, description="include clusters taken down")) -> list[ClusterInfo]:
+    """The clusters the caller may see: their own, those shared with them (admins: all)."""
     rows = await asyncio.to_thread(state.db.clusters.list)
-    return [cluster_info(state, c) for c in rows if all or c.status != ClusterStatus.TERMINATED]
+    rows = [c for c in rows if all or c.status != ClusterStatus.TERMINATED]
+    shares = await asyncio.to_thread(state.db.clusters.shares_of, [c.name for c in rows])
+    return [cluster_info(state, c, shares.get(c.name, [])) for c in rows
+            if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
 
 
 @router.get("/{name}", response_model=ClusterInfo, summary="One cluster, with its nodes")
 async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterInfo:
-    return cluster_info(state, _cluster_or_404(state, name))
+    cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
+    return cluster_info(state, cluster)
 
 
 @router.post("/{name}/jobs", status_code=201, response_model=JobSubmitted, summary="Queue a task on a cluster")
 async def exec_job(name: str, req: ExecRequest, state: StateDep, client: TemporalDep,
                    user: CurrentUser) -> JobSubmitted:
-    cluster = _cluster_or_404(state, name)
+    cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
     try:
         submit = submit_input(load_task(req.task), user.name, state.settings.home)
     except InvalidRequest as err:
@@ -150,12 +192,13 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
 
 @router.get("/{name}/jobs", response_model=list[JobInfo], summary="The cluster's job queue")
 async def queue(name: str, state: StateDep, user: CurrentUser) -> list[JobInfo]:
-    _cluster_or_404(state, name)
+    await _authorized(state, user, name, ClusterAccess.USE)
     return [job_info(state, j) for j in await asyncio.to_thread(state.db.clusters.list_jobs, name)]
 
 
 @router.get("/{name}/jobs/{job_id}", response_model=JobInfo, summary="One job")
 async def get_job(name: str, job_id: int, state: StateDep, user: CurrentUser) -> JobInfo:
+    await _authorized(state, user, name, ClusterAccess.USE)
     return job_info(state, _job_or_404(state, name, job_id))
 
 
@@ -163,6 +206,7 @@ async def get_job(name: str, job_id: int, state: StateDep, user: CurrentUser) ->
             response_class=StreamingResponse)
 async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
                    follow: bool = Query(False, description="stream until the job ends")) -> StreamingResponse:
+    await _authorized(state, user, name, ClusterAccess.USE)
     job = _job_or_404(state, name, job_id)
     reader = LogReader(state.settings.home, name, job_id, job.num_nodes)
 
@@ -191,22 +235,41 @@ async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
 async def cancel(name: str, req: CancelRequest, state: StateDep, client: TemporalDep,
                  user: CurrentUser) -> CancelResult:
     """Cancel the given jobs (their processes are killed on every node), or without ids the
-    latest running or waiting job. A job that already finished is a 409, and nothing changes."""
-    cluster = _cluster_or_404(state, name)
-    for job_id in req.job_ids or []:
+    latest running or waiting job. A job that already finished is a 409, and nothing changes.
+    A user the cluster is shared with cancels only their own jobs (without ids: their latest)."""
+    cluster, access = await _authorized(state, user, name, ClusterAccess.USE)
+    job_ids: list[int | None] = list(req.job_ids or [])
+    if not job_ids and access < ClusterAccess.OWN:
+        active = await asyncio.to_thread(state.db.clusters.list_jobs, name)
+        mine = [j.job_id for j in active if j.user == user.name and j.status not in JOB_TERMINAL]
+        if not mine:
+            raise HTTPException(404, f"no running or waiting job of yours on cluster {name!r}")
+        job_ids = [max(mine)]
+    for job_id in job_ids:
+        assert job_id is not None
         job = _job_or_404(state, name, job_id)
+        if not may_cancel(user, access, job):
+            raise HTTPException(403, f"job {job_id} on cluster {name!r} is {job.user or 'an admin'}'s: only they, "
+                                     f"the cluster's owner ({owner_label(cluster)}) or an admin may cancel it")
         if job.status.is_terminal:
             raise HTTPException(409, f"job {job_id} already finished ({job.status.value}); nothing to cancel")
     cancelled = []
-    for job_id in req.job_ids or [None]:
+    for job_id in job_ids or [None]:
         result = await _update(lambda: service.update_cluster(
             client, cluster.workflow_id, "cancel_job", CancelJobInput(job_id), result_type=CancelJobResult))
         cancelled.append(result.job_id)
     return CancelResult(cluster=name, cancelled=cancelled)
 
 
-async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDep) -> ClusterInfo:
+_DOING = {"stop": "stopping", "start": "starting", "down": "tearing down"}
+
+
+async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDep, user: User) -> ClusterInfo:
     cluster = state.db.clusters.get(name)
+    if cluster is not None:
+        await _authorized(state, user, name, ClusterAccess.OWN, _DOING[action])
+    elif not user.is_admin:
+        raise _not_found(name)  # a workflow without its row: whose it is is unknown, so admins only
     handle = client.get_workflow_handle(cluster.workflow_id if cluster else cluster_workflow_id(name))
     if cluster is None:
         # The read model lost the row, but the cluster's workflow is the truth: if it still
@@ -230,27 +293,57 @@ async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDe
 @router.post("/{name}/stop", response_model=ClusterInfo, summary="Stop a cluster's nodes")
 async def stop(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
     """Stops the nodes (their running jobs end, as on a stopped VM); `start` brings them back."""
-    return await _lifecycle(name, "stop", state, client)
+    return await _lifecycle(name, "stop", state, client, user)
 
 
 @router.post("/{name}/start", response_model=ClusterInfo, summary="Start a stopped cluster")
 async def start(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
-    return await _lifecycle(name, "start", state, client)
+    return await _lifecycle(name, "start", state, client, user)
 
 
 @router.post("/{name}/down", response_model=ClusterInfo, summary="Tear a cluster down")
 async def down(name: str, state: StateDep, client: TemporalDep, user: CurrentUser) -> ClusterInfo:
     """Cancels its jobs and removes its nodes for good."""
-    return await _lifecycle(name, "down", state, client)
+    return await _lifecycle(name, "down", state, client, user)
 
 
 @router.post("/{name}/autostop", response_model=ClusterInfo, summary="Set or clear autostop")
 async def autostop(name: str, req: AutostopRequest, state: StateDep, client: TemporalDep,
                    user: CurrentUser) -> ClusterInfo:
-    cluster = _cluster_or_404(state, name)
+    cluster, _ = await _authorized(state, user, name, ClusterAccess.OWN, "setting autostop")
     await _update(lambda: service.update_cluster(client, cluster.workflow_id, "set_autostop",
                                                  AutostopInput(req.idle_minutes, req.down),
                                                  result_type=ClusterDescription))
+    return cluster_info(state, _cluster_or_404(state, name))
+
+
+@router.post("/{name}/shares", response_model=ClusterInfo, summary="Let another user use a cluster")
+async def share(name: str, req: ShareRequest, state: StateDep, user: CurrentUser) -> ClusterInfo:
+    """The user may then see the cluster, queue jobs on it, read its jobs and logs, and cancel
+    their own jobs; stopping, starting, tearing down, autostop and sharing stay with the owner
+    and the admins. Sharing twice is harmless. Owner or admin only."""
+    cluster, _ = await _authorized(state, user, name, ClusterAccess.OWN, "sharing")
+    target = await asyncio.to_thread(state.db.users.get, req.user)
+    if target is None:
+        raise HTTPException(404, f"user: no user {req.user!r}")
+    if target.name == cluster.owner:
+        raise HTTPException(409, f"user: {req.user!r} owns cluster {name!r} already")
+    try:
+        await asyncio.to_thread(state.db.clusters.add_share, name, target.name,
+                                limit=state.settings.max_cluster_shares)
+    except LimitReached as err:
+        raise HTTPException(409, str(err)) from None
+    except (ClusterNotFound, UserNotFound) as err:
+        raise HTTPException(404, str(err)) from None
+    return cluster_info(state, _cluster_or_404(state, name))
+
+
+@router.delete("/{name}/shares/{share_user}", response_model=ClusterInfo, summary="Stop sharing a cluster")
+async def unshare(name: str, share_user: str, state: StateDep, user: CurrentUser) -> ClusterInfo:
+    """The user's jobs already queued keep running; they can no longer see the cluster."""
+    await _authorized(state, user, name, ClusterAccess.OWN, "unsharing")
+    if not await asyncio.to_thread(state.db.clusters.remove_share, name, share_user):
+        raise HTTPException(404, f"cluster {name!r} is not shared with {share_user!r}")
     return cluster_info(state, _cluster_or_404(state, name))
 
 

@@ -1,26 +1,44 @@
 """Users, their API tokens and SSH keys.
 
-Only an admin creates users; the new user's first token is in the answer, once. A user
-manages their own keys and tokens; an admin anyone's.
+Only an admin creates, disables and enables users (never themselves); the new user's first
+token is in the answer, once. A user manages their own keys and tokens (list, create with an
+optional expiry, revoke); an admin anyone's. A revoked or expired token, or a disabled user,
+is refused from the next request on (``styx.db.users.UserStore.check_token``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, status
 
 from styx import auth
 from styx.api.deps import CurrentUser, StateDep
-from styx.db import AlreadyExists, SshKey, User, UserNotFound
+from styx.db import AlreadyExists, ApiToken, LimitReached, SshKey, User, UserNotFound, utcnow
 from styx.gitserver.names import InvalidName, check_user_name
-from styx.contracts.rest_repos import KeyCreate, KeyInfo, UserCreate, UserCreated, UserInfo
+from styx.contracts.rest_repos import (
+    KeyCreate,
+    KeyInfo,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    UserCreate,
+    UserCreated,
+    UserInfo,
+)
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
 def _info(user: User) -> UserInfo:
-    return UserInfo(name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+    return UserInfo(name=user.name, is_admin=user.is_admin, created_at=user.created_at, disabled=user.disabled)
+
+
+def _token_info(token: ApiToken) -> TokenInfo:
+    return TokenInfo(id=token.token_id, user=token.user_name, description=token.description,
+                     created_at=token.created_at, expires_at=token.expires_at, last_used_at=token.last_used_at,
+                     expired=token.expires_at is not None and token.expires_at <= utcnow())
 
 
 def _key_info(key: SshKey) -> KeyInfo:
@@ -71,13 +89,60 @@ async def me(caller: CurrentUser) -> UserInfo:
     return _info(caller)
 
 
-@router.post("/{name}/tokens", status_code=201, summary="Create another API token")
-async def create_token(name: str, state: StateDep, caller: CurrentUser) -> dict[str, str]:
+@router.post("/{name}/disable", response_model=UserInfo, summary="Disable a user (admin)")
+async def disable_user(name: str, state: StateDep, caller: CurrentUser) -> UserInfo:
+    """Their API tokens and SSH keys are refused from the next request on (API, git over HTTP
+    and SSH); nothing of theirs is deleted, and `enable` lets them in again."""
+    _require_admin(caller)
+    if name == caller.name:
+        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable yourself; ask another admin")
+    return await _set_disabled(state, name, True)
+
+
+@router.post("/{name}/enable", response_model=UserInfo, summary="Enable a disabled user (admin)")
+async def enable_user(name: str, state: StateDep, caller: CurrentUser) -> UserInfo:
+    _require_admin(caller)
+    return await _set_disabled(state, name, False)
+
+
+async def _set_disabled(state: StateDep, name: str, disabled: bool) -> UserInfo:
+    try:
+        return _info(await asyncio.to_thread(state.db.users.set_disabled, name, disabled))
+    except UserNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} not found") from None
+
+
+@router.get("/{name}/tokens", response_model=list[TokenInfo], summary="A user's API tokens")
+async def list_tokens(name: str, state: StateDep, caller: CurrentUser) -> list[TokenInfo]:
+    """Ids, descriptions, creation, expiry and last use; never the tokens themselves."""
     target = await _self_or_admin(state, caller, name)
+    return [_token_info(t) for t in await asyncio.to_thread(state.db.users.list_tokens, target.name)]
+
+
+@router.post("/{name}/tokens", status_code=201, response_model=TokenCreated, summary="Create another API token")
+async def create_token(name: str, state: StateDep, caller: CurrentUser,
+                       req: TokenCreate | None = Body(default=None)) -> TokenCreated:
+    """The token is in the answer, once. With ``expires_in_seconds`` it stops working then."""
+    target = await _self_or_admin(state, caller, name)
+    req = req or TokenCreate()
     made = auth.new_token()
-    await asyncio.to_thread(state.db.users.add_token, target.name, made.token_id, made.salt, made.digest,
-                            f"created by {caller.name}")
-    return {"user": target.name, "token": made.token}
+    expires_at = None if req.expires_in_seconds is None else utcnow() + timedelta(seconds=req.expires_in_seconds)
+    try:
+        row = await asyncio.to_thread(
+            lambda: state.db.users.add_token(target.name, made.token_id, made.salt, made.digest,
+                                             req.description or f"created by {caller.name}", expires_at=expires_at,
+                                             limit=state.settings.max_tokens_per_user))
+    except LimitReached as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    return TokenCreated(**_token_info(row).model_dump(), token=made.token)
+
+
+@router.delete("/{name}/tokens/{token_id}", status_code=204, summary="Revoke an API token")
+async def revoke_token(name: str, token_id: str, state: StateDep, caller: CurrentUser) -> None:
+    """Refused from the next request on, everywhere (API, git over HTTP)."""
+    target = await _self_or_admin(state, caller, name)
+    if not await asyncio.to_thread(state.db.users.revoke_token, target.name, token_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {target.name!r} has no API token {token_id!r}")
 
 
 @router.post("/{name}/keys", status_code=201, response_model=KeyInfo, summary="Add an SSH public key")
