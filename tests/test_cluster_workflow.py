@@ -481,6 +481,17 @@ async def test_a_job_larger_than_the_cluster_is_refused_and_takes_no_id(cloud: C
     assert await cloud.submit(cluster) == 1
 
 
+async def test_a_launch_expecting_another_owner_is_refused_and_queues_nothing(cloud: Cloud) -> None:
+    """Two users launching one new name at once: the second launch's spec names its own owner,
+    the running cluster is the first user's, and the workflow refuses the job."""
+    cluster = await cloud.launch()
+    theirs = ClusterSpec("c", "fake", resources={"cpus": 1.0}, node_cpus=1.0, owner="bob")
+    refused = await _refusal(cluster.execute_update(
+        ClusterWorkflow.submit_job, SubmitJobInput(task={"run": "x"}, user="bob", launch_spec=theirs)))
+    assert refused.type == "NameTaken"
+    assert cloud.fake.jobs == {} and (await cluster.query(ClusterWorkflow.describe)).next_job_id == 1
+
+
 # -- continue-as-new ----------------------------------------------------------------------
 
 

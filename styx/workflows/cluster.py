@@ -227,6 +227,9 @@ class ClusterWorkflow:
     @submit_job.validator
     def _validate_submit(self, req: SubmitJobInput) -> None:
         spec = self.spec
+        if req.launch_spec is not None and req.launch_spec.owner != spec.owner:
+            raise ApplicationError(f"cluster: the name {spec.name!r} is not available; choose another name",
+                                   type="NameTaken")
         if req.launch_spec is not None and _launch_key(req.launch_spec) != _launch_key(spec):
             raise ApplicationError(
                 f"cluster {spec.name!r} exists with different resources "

@@ -64,7 +64,7 @@ router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 _ERROR_STATUS = {
     "JobNotFound": 404, "NoActiveJob": 404, "JobFinished": 409, "ClusterStopped": 409,
     "ClusterNotUp": 409, "InvalidState": 409, "ResourceMismatch": 409, "JobTooLarge": 422,
-    "InvalidRequest": 422,
+    "InvalidRequest": 422, "NameTaken": 409,
 }
 
 
@@ -147,13 +147,20 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     try:
         check_cluster_name(req.cluster)
         task = load_task(req.task)
-        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=user.name)
-        submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
     existing, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, user, req.cluster)
-    if existing is not None and existing.status not in CLUSTER_GONE and access == ClusterAccess.NONE:
+    live = existing is not None and existing.status not in CLUSTER_GONE
+    if live and access == ClusterAccess.NONE:
         raise HTTPException(409, f"cluster: the name {req.cluster!r} is not available; choose another name")
+    # The owner the caller expects: the workflow refuses the job if the cluster turns out to
+    # be someone else's (two launches of one new name racing each other).
+    owner = existing.owner if live and existing is not None else user.name
+    try:
+        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner)
+        submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
+    except InvalidRequest as err:
+        raise _bad(err) from None
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec))
     return _submitted(state, req.cluster, result)
