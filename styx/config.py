@@ -68,6 +68,13 @@ class Settings:
     temporal_ui_url_override: str | None = None
     #: ``STYX_MAX_REQUEST_BYTES``: larger API request bodies get 413.
     max_request_bytes: int = 4 << 20
+    #: ``STYX_MAX_UPLOAD_BYTES``: the largest archive of a workdir or file mount (packed, gzip).
+    max_upload_bytes: int = 200 << 20
+    #: ``STYX_MAX_UNPACKED_BYTES``: the most an upload may hold once unpacked.
+    max_unpacked_bytes: int = 2 << 30
+    #: ``STYX_UPLOAD_QUOTA_BYTES``: what one user's uploads may total; beyond it the least
+    #: recently used are removed.
+    upload_quota_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +98,9 @@ class Settings:
             api_url_override=os.environ.get("STYX_API_URL") or None,
             temporal_ui_url_override=(os.environ.get("STYX_TEMPORAL_UI_URL") or "").rstrip("/") or None,
             max_request_bytes=_env_size("STYX_MAX_REQUEST_BYTES", 4 << 20),
+            max_upload_bytes=_env_size("STYX_MAX_UPLOAD_BYTES", 200 << 20),
+            max_unpacked_bytes=_env_size("STYX_MAX_UNPACKED_BYTES", 2 << 30),
+            upload_quota_bytes=_env_size("STYX_UPLOAD_QUOTA_BYTES", 2 << 30),
         )
 
     @property

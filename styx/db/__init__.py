@@ -25,6 +25,7 @@ The package:
 - ``clusters``: ``ClusterStore`` (``db.clusters``): clusters, nodes, jobs.
 - ``users``: ``UserStore`` (``db.users``): users, API tokens, SSH keys.
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
+- ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ from styx.db.models import (
     RepoCollaborator,
     RepoLevel,
     SshKey,
+    Upload,
     User,
     UserNotFound,
 )
 from styx.db.repos import RepoDb
+from styx.db.uploads import UploadGone, UploadStore
 from styx.db.users import UserStore
 
 __all__ = [
@@ -77,6 +80,9 @@ __all__ = [
     "RepoDb",
     "RepoLevel",
     "SshKey",
+    "Upload",
+    "UploadGone",
+    "UploadStore",
     "User",
     "UserNotFound",
     "UserStore",
@@ -106,6 +112,7 @@ class Database:
         self.clusters = ClusterStore(self.engine)
         self.users = UserStore(self.engine)
         self.repos = RepoDb(self.engine)
+        self.uploads = UploadStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from temporalio.service import RPCError
 
 from styx.api.deps import CurrentUser, StateDep, TemporalDep
+from styx.api.routes.uploads import upload_access
 from styx.contracts.clusters import (
     CLUSTER_GONE,
     AutostopInput,
@@ -107,7 +108,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``."""
     try:
         check_cluster_name(req.cluster)
-        task = load_task(req.task)
+        task = load_task(req.task, may_use_upload=upload_access(state, user))
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
@@ -134,7 +135,8 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
                    user: CurrentUser) -> JobSubmitted:
     cluster = _cluster_or_404(state, name)
     try:
-        submit = submit_input(load_task(req.task), user.name, state.settings.home)
+        task = load_task(req.task, may_use_upload=upload_access(state, user))
+        submit = submit_input(task, user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
     if cluster.status == ClusterStatus.STOPPED:
