@@ -26,7 +26,7 @@ def upload_progress() -> Iterator[object]:
     """A callback for ``Client.launch(progress=...)``: a bar per source while it is sent (on a
     terminal), and one line per source once the server has it."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   console=err_console, transient=True)
+                   console=err_console, transient=True, disable=not err_console.is_terminal)
     tasks: dict[str, TaskID] = {}
 
     def on_event(event: UploadEvent) -> None:

@@ -254,8 +254,8 @@ def pack(source: Path, field: str, *, max_bytes: int, max_unpacked: int) -> Pack
             except _Over:
                 raise UploadTooLarge(
                     f"{field}: {shown} packs to more than {_human(max_bytes)} (STYX_MAX_UPLOAD_BYTES="
-                    f"{max_bytes}); its first {files} files hold {_human(raw)}: leave large files out with "
-                    ".skyignore or .gitignore, or put data in a bucket") from None
+                    f"{max_bytes}) with {_human(raw)} of files read so far: leave large files out with "
+                    ".skyignore or .gitignore") from None
             except OSError as err:
                 raise UploadError(f"{field}: cannot pack {shown}: {err}") from None
         member = source.name if stat.S_ISREG(st.st_mode) else ""
