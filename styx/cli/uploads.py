@@ -41,8 +41,9 @@ def upload_progress() -> Iterator[object]:
             task = tasks.pop(event.field, None)
             if task is not None:
                 bar.remove_task(task)
-            console.print(f"{event.field}: {event.source} ({event.files} files, {decimal(event.size)} packed) "
-                          f"{event.state}", highlight=False)
+            files = f"{event.files} file" + ("" if event.files == 1 else "s")
+            console.print(f"{event.field}: {event.source} ({files}, {decimal(event.size)} packed) {event.state}",
+                          highlight=False)
 
     with bar:
         yield on_event
