@@ -202,6 +202,9 @@ def test_an_upload_over_the_limit_is_a_one_line_cli_error_and_nothing_is_sent(
     assert r.stderr.count("\n") == 1, r.stderr
     assert uploads_stored(stack) == before and len(stack.client().queue(cluster)) == jobs
 
+    r = stack.cli("exec", cluster, "--workdir", str(tmp_path / "missing"), "echo never")
+    assert r.returncode == 1 and r.stderr == f"error: workdir: {tmp_path / 'missing'} is not a directory\n"
+
     (big / "noise.bin").write_bytes(b"\0" * (5 << 20))  # compresses well, unpacks past the limit
     r = stack.cli("exec", cluster, "--workdir", str(big), "echo never")
     assert r.returncode == 1 and "STYX_MAX_UNPACKED_BYTES" in r.stderr, r.stderr

@@ -108,7 +108,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``."""
     try:
         check_cluster_name(req.cluster)
-        task = load_task(req.task, may_use_upload=upload_access(state, user))
+        task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
@@ -135,7 +135,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
                    user: CurrentUser) -> JobSubmitted:
     cluster = _cluster_or_404(state, name)
     try:
-        task = load_task(req.task, may_use_upload=upload_access(state, user))
+        task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
         submit = submit_input(task, user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
