@@ -320,3 +320,46 @@ def test_the_store_keeps_bytes_once_in_4_mb_rows_and_the_cache_unpacks_them(data
 
     assert database.uploads.forget(sha(data), "ann") and database.uploads.count() == 1
     assert database.uploads.forget(sha(data), "ben") and database.uploads.count() == 0
+
+
+# ------------------------------------------------------------------------------ packing
+
+
+def test_packing_is_deterministic_and_follows_gitignore_rules_like_git(tmp_path: Path):
+    from styx.sdk.uploads import pack
+
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    (src / "pkg" / "build").mkdir(parents=True)
+    (src / "main.py").write_text("print(1)\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "a.log").write_text("ignored\n")
+    (src / "keep.log").write_text("kept: negated\n")
+    (src / "logs" / "x.txt").write_text("ignored with its directory\n")
+    (src / "pkg" / "build" / "o").write_text("ignored by the nested .gitignore\n")
+    (src / "pkg" / "mod.py").write_text("kept\n")
+    (src / ".gitignore").write_text("*.log\n!keep.log\nlogs/\n")
+    (src / "pkg" / ".gitignore").write_text("build\n")
+    (src / "inside").symlink_to("main.py")
+    (src / "outside").symlink_to("/etc/passwd")
+
+    def packed():
+        p = pack(src, "workdir", max_bytes=1 << 20, max_unpacked=1 << 20)
+        with tarfile.open(p.path) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+        p.path.unlink()
+        return p, members
+
+    first, members = packed()
+    assert sorted(members) == [".gitignore", "inside", "keep.log", "main.py", "pkg", "pkg/.gitignore", "pkg/mod.py",
+                               "run.sh"]
+    assert members["inside"].issym() and members["inside"].linkname == "main.py"
+    assert members["run.sh"].mode == 0o755 and {m.mtime for m in members.values()} == {0}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
+    assert first.skipped_links == ["outside"] and first.files == 6
+
+    os.utime(src / "main.py", (1, 1))  # a new mtime changes nothing
+    assert packed()[0].sha256 == first.sha256
+    (src / "main.py").write_text("print(2)\n")  # new content does
+    assert packed()[0].sha256 != first.sha256
