@@ -42,8 +42,10 @@ def upload_progress() -> Iterator[object]:
             if task is not None:
                 bar.remove_task(task)
             files = f"{event.files} file" + ("" if event.files == 1 else "s")
-            console.print(f"{event.field}: {event.source} ({files}, {decimal(event.size)} packed) {event.state}",
-                          highlight=False)
+            skipped = f"; left out symlinks pointing outside: {', '.join(event.skipped_links[:3])}" \
+                + ("…" if len(event.skipped_links) > 3 else "") if event.skipped_links else ""
+            console.print(f"{event.field}: {event.source} ({files}, {decimal(event.size)} packed{skipped}) "
+                          f"{event.state}", highlight=False, soft_wrap=True)
 
     with bar:
         yield on_event

@@ -77,6 +77,8 @@ class UploadEvent:
     size: int = 0
     sent: int = 0
     files: int = 0
+    #: Symlinks left out because they point out of the source.
+    skipped_links: tuple[str, ...] = ()
 
 
 Progress = Callable[[UploadEvent], None]
@@ -364,7 +366,7 @@ def send_files(client: SyncTransport, task: Task, progress: Progress | None = No
 def _send_one(http: httpx.Client, name: str, source: str, packed: Packed, progress: Progress | None) -> None:
     def event(state: str, done: int = 0) -> None:
         if progress:
-            progress(UploadEvent(name, source, state, packed.size, done, packed.files))
+            progress(UploadEvent(name, source, state, packed.size, done, packed.files, tuple(packed.skipped_links)))
 
     head = http.head(_url(packed.sha256))
     if head.status_code == 200:
@@ -400,7 +402,7 @@ async def _send_one_async(http: httpx.AsyncClient, name: str, source: str, packe
                           progress: Progress | None) -> None:
     def event(state: str, done: int = 0) -> None:
         if progress:
-            progress(UploadEvent(name, source, state, packed.size, done, packed.files))
+            progress(UploadEvent(name, source, state, packed.size, done, packed.files, tuple(packed.skipped_links)))
 
     head = await http.head(_url(packed.sha256))
     if head.status_code == 200:
