@@ -238,6 +238,12 @@ def test_a_hostile_commit_fails_its_run_with_the_reason_and_never_stays_pending(
     assert run.jobs == []
 
 
+def _orphan(user: GitUser, work: Path, branch: str) -> None:
+    """Start ``branch`` with no history in ``work``: what earlier tests committed is not in it."""
+    user.git("checkout", "-q", "--orphan", branch, cwd=work)
+    user.git("rm", "-rfq", "--ignore-unmatch", ".", cwd=work)
+
+
 MOUNTS = """\
 cluster: dev
 workdir: src
@@ -253,11 +259,12 @@ def test_a_pushed_job_gets_files_of_its_commit_as_workdir_and_mounts(git_stack: 
                                                                       tmp_path: Path):
     alice = people["alice"]
     work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    _orphan(alice, work, "mounts")
     (work / "src").mkdir()
     (work / "conf").mkdir()
     sha = _commit(alice, work, {".styx.yaml": MOUNTS, "data.txt": "mounted-file", "src/here.txt": "in-workdir ",
                                 "conf/app.cfg": " mounted-dir"}, "mounts")
-    alice.git("push", "origin", "main", cwd=work)
+    alice.git("push", "origin", "mounts", cwd=work)
     with _client(git_stack, alice) as client:
         run = client.wait_commit("alice/ml", sha, timeout=120)
     assert run.status == "SUCCEEDED", run
@@ -289,9 +296,10 @@ def test_a_pushed_mount_of_a_path_missing_from_the_commit_fails_the_job_naming_t
         git_stack: GitStyxStack, people, tmp_path: Path):
     alice = people["alice"]
     work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    _orphan(alice, work, "missing-mount")
     sha = _commit(alice, work, {".styx.yaml": "cluster: dev\nfile_mounts: {~/x: missing.txt}\nrun: cat ~/x\n"},
                   "mount a missing file")
-    alice.git("push", "origin", "main", cwd=work)
+    alice.git("push", "origin", "missing-mount", cwd=work)
     with _client(git_stack, alice) as client:
         run = client.wait_commit("alice/ml", sha, timeout=60)
     assert run.status == "FAILED", run
