@@ -82,6 +82,13 @@ class Settings:
     max_tokens_per_user: int = 50
     #: ``STYX_MAX_CLUSTER_SHARES``: users one cluster may be shared with.
     max_cluster_shares: int = 100
+    #: ``STYX_MAX_UPLOAD_BYTES``: the largest archive of a workdir or file mount (packed, gzip).
+    max_upload_bytes: int = 200 << 20
+    #: ``STYX_MAX_UNPACKED_BYTES``: the most an upload may hold once unpacked.
+    max_unpacked_bytes: int = 2 << 30
+    #: ``STYX_UPLOAD_QUOTA_BYTES``: what one user's uploads may total; beyond it the least
+    #: recently used are removed.
+    upload_quota_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -107,6 +114,9 @@ class Settings:
             max_request_bytes=_env_size("STYX_MAX_REQUEST_BYTES", 4 << 20),
             max_tokens_per_user=_env_count("STYX_MAX_TOKENS_PER_USER", 50),
             max_cluster_shares=_env_count("STYX_MAX_CLUSTER_SHARES", 100),
+            max_upload_bytes=_env_size("STYX_MAX_UPLOAD_BYTES", 200 << 20),
+            max_unpacked_bytes=_env_size("STYX_MAX_UNPACKED_BYTES", 2 << 30),
+            upload_quota_bytes=_env_size("STYX_UPLOAD_QUOTA_BYTES", 2 << 30),
         )
 
     @property

@@ -197,13 +197,20 @@ def test_skypilot_style_tasks_run_on_local_nodes(stack: StyxStack):
     client.down("corpus")
 
 
-async def test_async_sdk_launches_waits_and_reads_logs(stack: StyxStack):
+async def test_async_sdk_launches_waits_and_reads_logs(stack: StyxStack, tmp_path: Path):
+    (tmp_path / "w.txt").write_text("from-the-workdir\n")
+    (tmp_path / "m.txt").write_text("from-a-mount\n")
     async with AsyncClient(stack.settings.api_url, stack.token) as client:
-        submitted = await client.launch({"run": "echo from-async-sdk", "envs": {"X": "1"}}, cluster="asdk")
+        events = []
+        submitted = await client.launch({"run": "echo from-async-sdk; cat w.txt ~/m.txt", "envs": {"X": "1"},
+                                         "workdir": str(tmp_path), "file_mounts": {"~/m.txt": str(tmp_path / "m.txt")}},
+                                        cluster="asdk", progress=events.append)
         assert submitted.workflow_url and "cluster%2Fasdk%2Fjob%2F1" in submitted.workflow_url
+        assert {(e.field, e.state) for e in events} >= {("workdir", "sent"), ("file_mounts.~/m.txt", "sent")}
         job = await client.wait("asdk", submitted.job_id, timeout=60)
         assert job.status == "SUCCEEDED"
-        assert (await client.logs("asdk", submitted.job_id)).strip() == "from-async-sdk"
+        assert (await client.logs("asdk", submitted.job_id)).split() == ["from-async-sdk", "from-the-workdir",
+                                                                        "from-a-mount"]
         info = await client.down("asdk")
         assert info.status == "TERMINATED"
 

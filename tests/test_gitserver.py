@@ -675,6 +675,13 @@ jobs:
     ("jobs:\n  t:\n    cluster: Dev_1\n    run: x\n", "jobs.t.cluster"),
     ("jobs:\n  t:\n    cluster: dev\n    on: {push: {branch: [main]}}\n    run: x\n", "jobs.t.on.push.branch"),
     ("jobs:\n  t:\n    cluster: dev\n    workdir: ../../etc\n    run: x\n", "jobs.t.workdir"),
+    ("jobs:\n  t:\n    cluster: dev\n    workdir: /etc\n    run: x\n", "jobs.t.workdir"),
+    ("jobs:\n  t:\n    cluster: dev\n    file_mounts: {/x: /etc/passwd}\n    run: x\n", "jobs.t.file_mounts./x"),
+    ("jobs:\n  t:\n    cluster: dev\n    file_mounts: {~/k: ../../ssh/id_ed25519}\n    run: x\n",
+     "jobs.t.file_mounts.~/k"),
+    ("jobs:\n  t:\n    cluster: dev\n    file_mounts: {~/k: ~/.styx/credentials}\n    run: x\n",
+     "jobs.t.file_mounts.~/k"),
+    ("cluster: dev\nfile_mounts: {/d: s3://bucket}\nrun: x\n", "file_mounts./d"),
     ("jobs:\n  t:\n    cluster: dev\n    envs: {TOKEN: null}\n    run: x\n", "jobs.t.envs.TOKEN"),
     ("jobs:\n  t:\n    cluster: dev\n    runn: x\n", "jobs.t.runn"),
     ("cluster: dev\nrun: [unclosed\n", None),
@@ -688,3 +695,11 @@ def test_a_bad_styx_yaml_names_the_field(text: str, field: str | None) -> None:
     assert err.value.field == field, str(err.value)
     if field:
         assert str(err.value).startswith(field)
+
+
+def test_a_pushed_job_keeps_relative_paths_of_its_commit() -> None:
+    from styx.gitserver.triggers import load_config
+
+    [spec] = load_config("cluster: dev\nworkdir: sub\nfile_mounts: {~/d: data.txt, /opt/cfg: conf/}\nrun: x\n")
+    assert spec.task.workdir == "sub"
+    assert {k: m.source for k, m in spec.task.file_mounts.items()} == {"~/d": "data.txt", "/opt/cfg": "conf/"}

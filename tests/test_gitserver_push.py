@@ -240,3 +240,73 @@ def test_a_hostile_commit_fails_its_run_with_the_reason_and_never_stays_pending(
     assert run.status == "FAILED", run
     assert run.message is not None and reason in run.message, run.message
     assert run.jobs == []
+
+
+def _orphan(user: GitUser, work: Path, branch: str) -> None:
+    """Start ``branch`` with no history in ``work``: what earlier tests committed is not in it."""
+    user.git("checkout", "-q", "--orphan", branch, cwd=work)
+    user.git("rm", "-rfq", "--ignore-unmatch", ".", cwd=work)
+
+
+MOUNTS = """\
+cluster: dev
+workdir: src
+file_mounts:
+  ~/from-commit.txt: data.txt
+  ~/from-commit-dir: conf
+run: |
+  cat here.txt ~/from-commit.txt ~/from-commit-dir/app.cfg
+"""
+
+
+def test_a_pushed_job_gets_files_of_its_commit_as_workdir_and_mounts(git_stack: GitStyxStack, people,
+                                                                      tmp_path: Path):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    _orphan(alice, work, "mounts")
+    (work / "src").mkdir()
+    (work / "conf").mkdir()
+    sha = _commit(alice, work, {".styx.yaml": MOUNTS, "data.txt": "mounted-file", "src/here.txt": "in-workdir ",
+                                "conf/app.cfg": " mounted-dir"}, "mounts")
+    alice.git("push", "origin", "mounts", cwd=work)
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=120)
+    assert run.status == "SUCCEEDED", run
+    assert git_stack.client().logs("dev", run.jobs[0].job_id).split() == ["in-workdir", "mounted-file", "mounted-dir"]
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("file_mounts", "{/x: /etc/passwd}", "file_mounts./x"),
+    ("file_mounts", "{~/k: {home}/ssh/id_ed25519}", "file_mounts.~/k"),
+    ("file_mounts", "{~/c: ../../credentials}", "file_mounts.~/c"),
+    ("workdir", "{home}", "workdir"),
+])
+def test_a_push_naming_a_path_outside_its_commit_fails_its_run_naming_the_field(
+        git_stack: GitStyxStack, people, tmp_path: Path, key: str, value: str, field: str):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    value = value.replace("{home}", str(git_stack.settings.home))
+    sha = _commit(alice, work, {".styx.yaml": f"cluster: dev\n{key}: {value}\nrun: cat ~/k ~/c /x\n"},
+                  f"hostile {key}")
+    pushed = alice.git("push", "origin", "main", cwd=work)  # accepted; the run fails
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=60)
+    assert run.status == "FAILED" and run.jobs == [], run
+    assert run.message is not None and f"{field} (line 2)" in run.message, run.message
+    assert f"{field} (line 2)" in pushed.stderr, pushed.stderr
+
+
+def test_a_pushed_mount_of_a_path_missing_from_the_commit_fails_the_job_naming_the_field(
+        git_stack: GitStyxStack, people, tmp_path: Path):
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    _orphan(alice, work, "missing-mount")
+    sha = _commit(alice, work, {".styx.yaml": "cluster: dev\nfile_mounts: {~/x: missing.txt}\nrun: cat ~/x\n"},
+                  "mount a missing file")
+    alice.git("push", "origin", "missing-mount", cwd=work)
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=60)
+    assert run.status == "FAILED", run
+    [job] = run.jobs
+    assert job.job_id == 0 and job.status == "FAILED"  # never queued
+    assert "file_mounts.~/x: 'missing.txt' is not a file or directory of the commit" in (job.message or ""), job

@@ -154,16 +154,21 @@ class GitActivities:
         job = inp.job
         spec = await asyncio.to_thread(self._spec, inp.push, job.name)
         data = spec.task.to_dict(include_secrets=True)
-        root = Path(inp.workdir)
-        sub = data.get("workdir")
-        workdir = (root / sub).resolve() if sub else root
-        if not str(workdir).startswith(str(root.resolve())) or not workdir.is_dir():
-            raise ApplicationError(f"jobs.{job.name}.workdir: {sub!r} is not a directory of the commit",
-                                   type="InvalidTask", non_retryable=True)
-        data["workdir"] = str(workdir)
+        # The job's files are paths of the tree this worker exported, never one a pusher named:
+        # relative paths that resolve (symlinks followed) inside the commit.
+        if not inp.workdir:
+            raise ApplicationError("the commit was not exported", type="InvalidTask", non_retryable=True)
+        root = Path(inp.workdir).resolve()
+        data["workdir"] = str(_in_commit(root, data.get("workdir"), f"jobs.{job.name}.workdir", directory=True))
+        for dst, source in (data.get("file_mounts") or {}).items():
+            field = f"jobs.{job.name}.file_mounts.{dst}"
+            if not isinstance(source, str):
+                raise ApplicationError(f"{field}: storage mounts are not supported yet", type="InvalidTask",
+                                       non_retryable=True)
+            data["file_mounts"][dst] = str(_in_commit(root, source, field, directory=False))
         data.setdefault("name", job.name)
         try:
-            task = load_task(Task.from_dict(data).to_dict(include_secrets=True))
+            task = load_task(Task.from_dict(data).to_dict(include_secrets=True), files_root=root)
         except InvalidRequest as err:
             raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
         client = await self._temporal()
@@ -253,6 +258,24 @@ class GitActivities:
         if rec.jobs is not None:
             fields["jobs"] = json.dumps([asdict(j) for j in rec.jobs])
         await asyncio.to_thread(self.db.repos.upsert_push_run, rec.repo_id, rec.sha, **fields)
+
+
+def _in_commit(root: Path, relative: str | None, field: str, *, directory: bool) -> Path:
+    """``relative`` (a path of the commit; None for the whole tree) in the exported ``root``;
+    a non-retryable ``InvalidTask`` naming ``field`` if it is absolute, leaves the commit
+    (``..``, a symlink out) or does not exist."""
+    what = "a directory" if directory else "a file or directory"
+    if relative is None or relative == "":
+        return root
+    path = Path(relative)
+    resolved = (root / path).resolve()
+    if path.is_absolute() or relative.startswith("~") or not resolved.is_relative_to(root):
+        raise ApplicationError(f"{field}: {relative!r} is outside the pushed commit; a pushed job may only "
+                               "use files of its commit", type="InvalidTask", non_retryable=True)
+    if not (resolved.is_dir() if directory else resolved.exists()):
+        raise ApplicationError(f"{field}: {relative!r} is not {what} of the commit", type="InvalidTask",
+                               non_retryable=True)
+    return resolved
 
 
 def remove_export(config: GitServerConfig, sha: str) -> None:

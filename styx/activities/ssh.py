@@ -2,12 +2,15 @@
 
 ``run_phase`` starts a job phase detached on the node (idempotently: a retried activity
 re-attaches to the process an earlier attempt started) and copies its log to the Styx side,
-heartbeating the offset, until the phase exits.
+heartbeating the offset, until the phase exits. ``sync_files`` copies a job's workdir and
+file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
+``styx.activities.uploads``) or files of a commit this worker exported for a push.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncssh
@@ -16,8 +19,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
+from styx.config import Settings
 from styx.contracts.jobs import JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
+from styx.contracts.uploads import InvalidUploadRef, UploadRef
 from styx.activities.heartbeat import heartbeating
+from styx.activities.uploads import UploadCache, UploadUnusable
 from styx.db import Database
 from styx.secrets import unseal
 from styx.ssh import (
@@ -37,10 +43,16 @@ POLL_MIN, POLL_MAX = 0.01, 0.5
 
 
 class SshActivities:
-    def __init__(self, home: Path, pool: SshPool, db: Database) -> None:
+    """``uploads`` is where ``sync_files`` gets uploads; ``local_roots`` the only directories it
+    copies local files from (the trees exported for pushes, ``STYX_HOME/git-runs``)."""
+
+    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None,
+                 local_roots: Sequence[Path] = ()) -> None:
         self.home = home
         self.pool = pool
         self.db = db
+        self.uploads = uploads or UploadCache(home / "uploads", db, Settings.max_unpacked_bytes)
+        self.local_roots = tuple(local_roots)
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
@@ -117,17 +129,37 @@ class SshActivities:
     async def _sync_files(self, inp: SyncFilesInput) -> None:
         conn = await self.pool.get(NodeEndpoint.from_dict(inp.node))
         if inp.workdir:
-            src = Path(inp.workdir).expanduser()
+            src = await self._source("workdir", inp.workdir)
             if not src.is_dir():
-                raise ApplicationError(f"workdir {inp.workdir!r} is not a directory on the worker",
-                                       type="InvalidTask", non_retryable=True)
+                raise ApplicationError(f"workdir: {inp.workdir!r} is not a directory", type="InvalidTask",
+                                       non_retryable=True)
             await upload_dir(conn, src, f"styx_workdir/{inp.job_id}")
-        for remote, local in inp.file_mounts.items():
-            src = Path(local).expanduser()
+        for remote, source in inp.file_mounts.items():
+            src = await self._source(f"file_mounts.{remote}", source)
             if src.is_dir():
                 await upload_dir(conn, src, remote)
-            elif src.is_file():
-                await upload_file(conn, src, remote)
             else:
-                raise ApplicationError(f"file_mounts[{remote!r}]: {local!r} does not exist on the worker",
-                                       type="InvalidTask", non_retryable=True)
+                await upload_file(conn, src, remote)
+
+    async def _source(self, field: str, source: str) -> Path:
+        """Where on this worker the files ``source`` names are: an upload, fetched from the
+        database; or a tree this worker exported for a push. Never another path: the worker
+        never reads a path a client named."""
+        try:
+            ref = UploadRef.parse(source)
+        except InvalidUploadRef as err:
+            raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
+        if ref is not None:
+            try:
+                return await asyncio.to_thread(self.uploads.path, ref)
+            except UploadUnusable as err:
+                raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
+        path = Path(source)
+        resolved = path.resolve()
+        if not path.is_absolute() or not any(resolved.is_relative_to(root.resolve()) for root in self.local_roots):
+            raise ApplicationError(f"{field}: {source[:200]!r} is neither an upload nor a file of a pushed "
+                                   "commit; the worker reads no other path", type="InvalidTask",
+                                   non_retryable=True)
+        if not resolved.exists():
+            raise ApplicationError(f"{field}: {source!r} does not exist", type="InvalidTask", non_retryable=True)
+        return resolved

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from styx import __version__
 from styx.api.deps import AppState
-from styx.api.limits import BodyLimit
-from styx.api.routes import clusters, repos, system, users
+from styx.api.limits import BodyLimit, RouteLimit
+from styx.api.routes import clusters, repos, system, uploads, users
 from styx.config import Settings
 from styx.db import Database, migrate
 
@@ -36,10 +36,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, routes=[
+        RouteLimit("PUT", uploads.UPLOAD_PATH_PREFIX, settings.max_upload_bytes, "STYX_MAX_UPLOAD_BYTES")])
     app.include_router(system.router)
     app.include_router(clusters.router)
     app.include_router(clusters.check_router)
     app.include_router(users.router)
     app.include_router(repos.router)
+    app.include_router(uploads.router)
     return app

@@ -20,6 +20,7 @@ import typer
 from rich.table import Table
 
 from styx.cli.console import console, fail
+from styx.cli.uploads import upload_progress
 from styx.contracts.rest import JobInfo
 from styx.sdk.client import Client
 from styx.sdk.transport import StyxError
@@ -56,7 +57,7 @@ def _load_task(entrypoint: list[str], **overrides) -> Task:
         else:
             task = Task.from_command(" ".join(entrypoint))
         overrides = {k: v for k, v in overrides.items() if v not in (None, [], ())}
-        return task.with_overrides(**overrides) if overrides else task  # the SDK makes paths absolute
+        return task.with_overrides(**overrides) if overrides else task  # the SDK sends the local files
     except TaskValidationError as err:
         raise fail(str(err)) from None
 
@@ -125,7 +126,8 @@ def launch(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1"),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="number of nodes"),
     infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/<pool>"),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory synced to the nodes"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes "
+                                          "(.skyignore / .gitignore honoured)"),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
     idle_minutes_to_autostop: Optional[int] = typer.Option(
         None, "-i", "--idle-minutes-to-autostop", help="stop the cluster after this many idle minutes"),
@@ -146,7 +148,9 @@ def launch(
         exists = any(c.name == cluster for c in client.status())
         if not exists and not yes and sys.stdin.isatty():
             typer.confirm(f"Launch a new cluster {cluster!r} ({task.num_nodes} node(s))?", default=True, abort=True)
-        submitted = client.launch(task, cluster, idle_minutes_to_autostop=idle_minutes_to_autostop, down=down)
+        with upload_progress() as progress:
+            submitted = client.launch(task, cluster, idle_minutes_to_autostop=idle_minutes_to_autostop, down=down,
+                                      progress=progress)
         console.print(f"job {submitted.job_id} queued on cluster {cluster}"
                       + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
         if detach_run:
@@ -166,7 +170,8 @@ def exec_(
     cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs the job needs per node"),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators the job needs per node"),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="nodes the job runs on"),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory synced to the nodes"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes "
+                                          "(.skyignore / .gitignore honoured)"),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
 ) -> None:
     """Queue a job on an existing cluster; prints its id and streams its output.
@@ -176,7 +181,8 @@ def exec_(
     task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, gpus=gpus, num_nodes=num_nodes,
                       workdir=workdir, name=name)
     with api() as client:
-        submitted = client.exec(cluster, task)
+        with upload_progress() as progress:
+            submitted = client.exec(cluster, task, progress=progress)
         console.print(f"job {submitted.job_id} queued on cluster {cluster}"
                       + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
         if detach_run:

@@ -20,7 +20,7 @@ import httpx
 import typer
 
 from styx import __version__
-from styx.cli import access, clusters, git
+from styx.cli import access, clusters, git, uploads
 from styx.cli.console import console, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
 from styx.sdk.client import Client
@@ -149,3 +149,4 @@ def version() -> None:
 app.add_typer(clusters.app)
 app.add_typer(git.app)
 app.add_typer(access.app)
+app.add_typer(uploads.app)

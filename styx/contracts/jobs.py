@@ -76,9 +76,10 @@ class SyncFilesInput:
     cluster: str
     job_id: int
     node: dict[str, Any]
-    #: Local directory uploaded to ``~/styx_workdir/<job_id>`` on the node, or None.
+    #: Copied to ``~/styx_workdir/<job_id>`` on the node, or None: an upload
+    #: (``upload:<sha256>``) or a directory of a commit the worker exported for a push.
     workdir: str | None = None
-    #: Remote path -> local path.
+    #: Remote path -> source, of the same two kinds.
     file_mounts: dict[str, str] = field(default_factory=dict)
 
 

@@ -26,6 +26,7 @@ The package:
 - ``users``: ``UserStore`` (``db.users``): users (and disabling them), API tokens (expiry,
   revocation), SSH keys.
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
+- ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ from styx.db.models import (
     RepoCollaborator,
     RepoLevel,
     SshKey,
+    Upload,
     User,
     UserNotFound,
 )
 from styx.db.repos import RepoDb
+from styx.db.uploads import UploadGone, UploadStore
 from styx.db.users import TokenCheck, UserStore
 
 __all__ = [
@@ -83,6 +86,9 @@ __all__ = [
     "RepoLevel",
     "SshKey",
     "TokenCheck",
+    "Upload",
+    "UploadGone",
+    "UploadStore",
     "User",
     "UserNotFound",
     "UserStore",
@@ -112,6 +118,7 @@ class Database:
         self.clusters = ClusterStore(self.engine)
         self.users = UserStore(self.engine)
         self.repos = RepoDb(self.engine)
+        self.uploads = UploadStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -9,6 +9,8 @@
 - Owners (migration 0005_owners): ``Cluster.owner`` (NULL: the admins'), ``ClusterShare``.
 - The git server (migration 0004_git): ``Repo``, ``RepoCollaborator`` (with a ``RepoLevel``),
   ``PushRun``.
+- Uploads (migration 0006_uploads): ``Upload``, ``UploadChunk`` (its bytes, 4 MB a row),
+  ``UploadOwner`` (who may name it in a task).
 - Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
   ``LimitReached``.
 
@@ -256,3 +258,42 @@ class PushRun(SQLModel, table=True):
     jobs: str = Field(default="[]", sa_type=sa.Text)
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+class Upload(SQLModel, table=True):
+    """An archive a client sent (``styx.contracts.uploads``), named by its sha256. Its bytes
+    are the rows of ``UploadChunk``; who may use it, the rows of ``UploadOwner``."""
+
+    __tablename__ = "uploads"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int = Field(sa_type=sa.BigInteger)
+    chunks: int = 0
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class UploadChunk(SQLModel, table=True):
+    """Bytes ``seq * UPLOAD_CHUNK_BYTES`` onwards of an upload (at most 4 MB a row)."""
+
+    __tablename__ = "upload_chunks"
+    __table_args__ = (sa.PrimaryKeyConstraint("sha256", "seq"),)
+
+    sha256: str = Field(foreign_key="uploads.sha256", ondelete="CASCADE", max_length=64)
+    seq: int = Field(sa_column_kwargs={"autoincrement": False})
+    data: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class UploadOwner(SQLModel, table=True):
+    """A user who sent these bytes and may name them in a task; ``last_used_at`` orders the
+    user's uploads for eviction when over the quota."""
+
+    __tablename__ = "upload_owners"
+    __table_args__ = (sa.PrimaryKeyConstraint("sha256", "user_name"),)
+
+    sha256: str = Field(foreign_key="uploads.sha256", ondelete="CASCADE", max_length=64)
+    user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    last_used_at: datetime = timestamp(default_factory=utcnow)

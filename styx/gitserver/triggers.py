@@ -17,7 +17,8 @@ or one job at the top level (the same keys without ``jobs:``). Each job is a tas
 ``styx.task`` (SkyPilot's YAML) plus ``on``, and exactly one of ``cluster`` and
 ``managed: true``. Without ``on`` a job runs on a push to any branch (not on tags).
 Patterns are shell globs (``*`` also matches ``/``). The job's workdir is the pushed
-commit's tree (a relative ``workdir:`` picks a directory inside it).
+commit's tree (a relative ``workdir:`` picks a directory inside it), and ``file_mounts``
+sources are files or directories of the commit (relative paths; nothing outside it).
 
 A bad file raises :class:`ConfigError` whose ``field`` is the dotted path of the problem
 (``jobs.test.resources.cpus``) and whose message gives the line.
@@ -122,11 +123,14 @@ def load_config(text: str | bytes) -> list[PushJobSpec]:
                 check_cluster_name(cluster)
             except InvalidRequest as err:
                 raise ConfigError(str(err).split(": ", 1)[1], where("cluster"), lines.get(where("cluster"))) from None
+        # The job's files are the commit's: its workdir and file_mounts sources are relative
+        # paths inside it, resolved against the exported tree by the worker (push_submit).
         workdir = body.pop("workdir", None)
-        if workdir is not None and (not isinstance(workdir, str) or posixpath.isabs(workdir)
-                                    or ".." in posixpath.normpath(workdir).split("/")):
+        if workdir is not None and not _inside_commit(workdir):
             raise ConfigError("must be a relative directory inside the repository", where("workdir"),
                               lines.get(where("workdir")))
+        mounts = body.pop("file_mounts", None)
+        _check_mounts(mounts, where, lines)
         try:
             task = Task.from_dict(body)
             load_task(task.to_dict(include_secrets=True))
@@ -140,10 +144,36 @@ def load_config(text: str | bytes) -> list[PushJobSpec]:
             if "no value given" in message:  # a push has no --env to give it with
                 message = message.split(";")[0] + "; a pushed job gets its values from this file only"
             raise ConfigError(message, field, lines.get(field)) from None
-        if workdir:
-            task = Task.from_dict({**task.to_dict(include_secrets=True), "workdir": workdir})
+        if workdir or mounts:
+            task = Task.from_dict({**task.to_dict(include_secrets=True), "workdir": workdir or None,
+                                   "file_mounts": mounts or {}})
         specs.append(PushJobSpec(name, task, cluster, bool(managed), branches, tags, paths))
     return specs
+
+
+def _inside_commit(path: Any) -> bool:
+    """A relative path that stays inside the commit (symlinks are checked once exported)."""
+    return (isinstance(path, str) and bool(path.strip()) and not posixpath.isabs(path)
+            and not path.startswith("~") and ".." not in posixpath.normpath(path).split("/"))
+
+
+def _check_mounts(mounts: Any, where: Callable[[str | None], str], lines: Mapping[str, int]) -> None:
+    """``file_mounts`` of a pushed job: sources are files or directories of the commit."""
+    if mounts is None:
+        return
+    try:
+        parsed = Task.from_dict({"file_mounts": mounts}).file_mounts
+    except TaskValidationError as err:
+        field = where(err.field)
+        raise ConfigError(err.problems[0].message, field, lines.get(field)) from None
+    for dst, mount in parsed.items():
+        field = where(f"file_mounts.{dst}")
+        if not mount.is_plain_copy or "://" in (mount.source or ""):
+            raise ConfigError("storage (bucket) mounts are not supported yet; mount a path of the repository",
+                              field, lines.get(field))
+        if not _inside_commit(mount.source):
+            raise ConfigError(f"{mount.source!r} is not a relative path inside the repository: a pushed job "
+                              "may only mount files of its commit", field, lines.get(field))
 
 
 def _parse_on(on: Any, field: str, lines: Mapping[str, int]) -> tuple[list[str] | None, ...]:

@@ -13,7 +13,8 @@ Both find the API and the token the way the CLI does: arguments first, then ``ST
     client.down("dev")
 
 The connection and the errors (``StyxError``, ``NotFound``, ``Conflict``) are in
-``styx.sdk.transport``; the users, keys and repositories methods in ``styx.sdk.repos``.
+``styx.sdk.transport``; the users, keys and repositories methods in ``styx.sdk.repos``; how a
+task's local files are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
 from __future__ import annotations
@@ -35,46 +36,33 @@ from styx.contracts.rest import (
 )
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
 from styx.sdk.transport import AsyncTransport, Request, SyncTransport, raise_for_status
+from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
 from styx.task import Task
 
 
-def absolute_paths(task: Task) -> Task:
-    """Local paths (workdir, file_mounts sources) made absolute against the current directory,
-    as SkyPilot reads them, since the worker that uploads them runs elsewhere."""
-    data = task.to_dict(include_secrets=True)
-    if task.workdir:
-        data["workdir"] = str(Path(task.workdir).expanduser().resolve())
-    for dst, mount in (data.get("file_mounts") or {}).items():
-        source = mount.get("source") if isinstance(mount, dict) else mount
-        if isinstance(source, str) and "://" not in source:
-            resolved = str(Path(source).expanduser().resolve())
-            data["file_mounts"][dst] = {**mount, "source": resolved} if isinstance(mount, dict) else resolved
-    return Task.from_dict(data)
-
-
-def _task_dict(task: Task | dict[str, Any] | str | Path) -> dict[str, Any]:
-    """A Task, a dict, a YAML path or a bare command, as the JSON the API takes."""
+def _as_task(task: Task | dict[str, Any] | str | Path) -> Task:
+    """A Task, a dict, a YAML path or a bare command, as a Task."""
+    if isinstance(task, Task):
+        return task
     if isinstance(task, dict):
-        task = Task.from_dict(task)
-    elif isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml")) or Path(task).is_file())):
-        task = Task.from_yaml(Path(task))
-    elif isinstance(task, str):
-        task = Task.from_command(task)
-    return absolute_paths(task).to_dict(include_secrets=True)
+        return Task.from_dict(task)
+    if isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml")) or Path(task).is_file())):
+        return Task.from_yaml(Path(task))
+    return Task.from_command(task)
 
 
 class _Routes:
     """Every API call, as a request; both clients send these."""
 
     @staticmethod
-    def launch(task: Any, cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> Request:
-        return Request("POST", "/api/v1/clusters", {"cluster": cluster, "task": _task_dict(task),
+    def launch(task: dict[str, Any], cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> Request:
+        return Request("POST", "/api/v1/clusters", {"cluster": cluster, "task": task,
                                                      "idle_minutes_to_autostop": idle_minutes_to_autostop,
                                                      "down": down})
 
     @staticmethod
-    def exec(cluster: str, task: Any) -> Request:
-        return Request("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": _task_dict(task)})
+    def exec(cluster: str, task: dict[str, Any]) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": task})
 
     @staticmethod
     def status(all: bool) -> Request:
@@ -129,19 +117,23 @@ class _Routes:
         return Request("DELETE", f"/api/v1/clusters/{cluster}/shares/{quote(user, safe='')}")
 
 
-class Client(ReposMixin, SyncTransport):
+class Client(ReposMixin, UploadsMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
     :class:`styx.sdk.transport.StyxError` (``NotFound``, ``Conflict``) with the API's message on
     an error answer."""
 
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
-               idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
-        """Launch ``cluster`` (if it does not exist) and queue ``task`` on it."""
-        return JobSubmitted(**self._send(_Routes.launch(task, cluster, idle_minutes_to_autostop, down)))
+               idle_minutes_to_autostop: int | None = None, down: bool = False,
+               progress: Progress | None = None) -> JobSubmitted:
+        """Launch ``cluster`` (if it does not exist) and queue ``task`` on it. Its local
+        workdir and file mounts are sent first as uploads (``styx.sdk.uploads``;
+        ``progress`` is told how that goes)."""
+        body = send_files(self, _as_task(task), progress)
+        return JobSubmitted(**self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down)))
 
-    def exec(self, cluster: str, task: Task | dict | str | Path) -> JobSubmitted:
+    def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None) -> JobSubmitted:
         """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster."""
-        return JobSubmitted(**self._send(_Routes.exec(cluster, task)))
+        return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress))))
 
     def status(self, all: bool = False) -> list[ClusterInfo]:
         """Clusters (with ``all``, also those taken down)."""
@@ -217,15 +209,19 @@ class Client(ReposMixin, SyncTransport):
         return ClusterInfo(**self._send(_Routes.unshare(cluster, user)))
 
 
-class AsyncClient(AsyncReposMixin, AsyncTransport):
+class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,
-                     idle_minutes_to_autostop: int | None = None, down: bool = False) -> JobSubmitted:
-        return JobSubmitted(**await self._send(_Routes.launch(task, cluster, idle_minutes_to_autostop, down)))
+                     idle_minutes_to_autostop: int | None = None, down: bool = False,
+                     progress: Progress | None = None) -> JobSubmitted:
+        body = await send_files_async(self, _as_task(task), progress)
+        return JobSubmitted(**await self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down)))
 
-    async def exec(self, cluster: str, task: Task | dict | str | Path) -> JobSubmitted:
-        return JobSubmitted(**await self._send(_Routes.exec(cluster, task)))
+    async def exec(self, cluster: str, task: Task | dict | str | Path, *,
+                   progress: Progress | None = None) -> JobSubmitted:
+        body = await send_files_async(self, _as_task(task), progress)
+        return JobSubmitted(**await self._send(_Routes.exec(cluster, body)))
 
     async def status(self, all: bool = False) -> list[ClusterInfo]:
         return [ClusterInfo(**c) for c in await self._send(_Routes.status(all))]

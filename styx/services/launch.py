@@ -1,16 +1,24 @@
 """From a task to what the cluster workflow needs: which provider, what capacity per node,
-and what the job asks for. Pure functions, shared by the API and the git server's triggers."""
+and what the job asks for. Pure functions, shared by the API and the git server's triggers.
+
+``load_task`` is also where a task's files are checked: the worker never reads a path a
+client named. From the API, a ``workdir`` or ``file_mounts`` source must be an upload the
+caller may use (``upload:<sha256>``, see ``styx.contracts.uploads``); from a push, a path
+inside the commit the worker exported (``files_root``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from styx import task as task_module
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
 from styx.contracts.clusters import ClusterName, ClusterSpec, InvalidClusterName, SubmitJobInput
+from styx.contracts.uploads import InvalidUploadRef, UploadRef
 
 PROVIDERS = ("local", "aws", "ssh")
 #: Used when an SSH pool's task asks for no CPUs: its hosts' sizes are not known up front.
@@ -32,9 +40,14 @@ def check_cluster_name(name: str) -> ClusterName:
         raise InvalidRequest("cluster", str(err)) from None
 
 
-def load_task(data: dict) -> Task:
+def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None,
+              files_root: Path | None = None) -> Task:
     """A task from its JSON form, refused (``InvalidRequest`` naming the field) when invalid
-    or larger than a task file may be (``styx.task.MAX_TASK_BYTES``)."""
+    or larger than a task file may be (``styx.task.MAX_TASK_BYTES``).
+
+    Its ``workdir`` and every ``file_mounts`` source must be an upload that
+    ``may_use_upload(sha256)`` allows, or (for a push, whose commit the worker exported
+    itself) a path inside ``files_root``; with neither given, a task may name no files."""
     size = len(json.dumps(data, default=str))
     if size > task_module.MAX_TASK_BYTES:
         biggest = max(data, key=lambda k: len(json.dumps(data[k], default=str)), default=None) \
@@ -46,15 +59,39 @@ def load_task(data: dict) -> Task:
         task = Task.from_dict(data)
     except TaskValidationError as err:
         raise InvalidRequest(f"task.{err.field}" if err.field else "task", str(err)) from None
+    if task.workdir is not None:
+        _check_source("task.workdir", task.workdir, may_use_upload, files_root)
     for dst, mount in task.file_mounts.items():
         if not mount.is_plain_copy or "://" in (mount.source or ""):
             raise InvalidRequest(f"task.file_mounts.{dst}", "storage (bucket) mounts are not supported yet; "
                                  "mount a local path")
+        _check_source(f"task.file_mounts.{dst}", mount.source or "", may_use_upload, files_root)
     missing = task.missing_envs()
     if missing:
         raise InvalidRequest(f"task.envs.{missing[0]}",
                              f"no value given for {', '.join(missing)}; pass it with --env {missing[0]}=...")
     return task
+
+
+def _check_source(field: str, source: str, may_use_upload: Callable[[str], bool] | None,
+                  files_root: Path | None) -> None:
+    try:
+        ref = UploadRef.parse(source)
+    except InvalidUploadRef as err:
+        raise InvalidRequest(field, str(err)) from None
+    if ref is not None:
+        if may_use_upload is None or not may_use_upload(ref.sha256):
+            raise InvalidRequest(field, f"upload {ref.sha256} is not one you sent (or is no longer stored); "
+                                 "`styx launch` and the SDK send local files as uploads")
+        return
+    if files_root is not None:
+        path = Path(source)
+        if path.is_absolute() and path.resolve().is_relative_to(files_root.resolve()):
+            return
+        raise InvalidRequest(field, f"{source!r} is not inside the pushed commit")
+    raise InvalidRequest(field, f"{source[:200]!r} is a path on the server, which a task may not name: "
+                         "name local files in the task and launch it with `styx launch` or the SDK, "
+                         "which send them as uploads (upload:<sha256>)")
 
 
 def provider_of(task: Task) -> str:

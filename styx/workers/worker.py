@@ -21,6 +21,7 @@ from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
+from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
 from styx.config import Settings
 from styx.contracts.providers import ReconcileInput
@@ -77,7 +78,9 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     state = StateActivities(db, settings.home)
     git = GitActivities(settings, db)
     reconcile = ReconcileActivities(db, registry.lookup("aws"))
-    ssh = SshActivities(settings.home, pool, db)
+    ssh = SshActivities(settings.home, pool, db,
+                        uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes),
+                        local_roots=[git.config.runs_root])
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from temporalio.service import RPCError
 
 from styx.api.deps import CurrentUser, StateDep, TemporalDep
+from styx.api.routes.uploads import upload_access
 from styx.contracts.clusters import (
     CLUSTER_GONE,
     AutostopInput,
@@ -146,7 +147,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     says nothing of whose it is."""
     try:
         check_cluster_name(req.cluster)
-        task = load_task(req.task)
+        task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
     except InvalidRequest as err:
         raise _bad(err) from None
     existing, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, user, req.cluster)
@@ -188,7 +189,8 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
                    user: CurrentUser) -> JobSubmitted:
     cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
     try:
-        submit = submit_input(load_task(req.task), user.name, state.settings.home)
+        task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
+        submit = submit_input(task, user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
     if cluster.status == ClusterStatus.STOPPED:

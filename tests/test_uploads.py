@@ -1,0 +1,365 @@
+"""A task's files travel as uploads, never as paths of the server: the CLI and the SDK pack the
+workdir and file mounts on the client, the API stores them in the database for their sender,
+and the worker copies them to the nodes. A task naming a path of the worker is refused.
+
+The stack here runs with small limits (1 MiB uploads, 256 KiB other requests, 4 MiB unpacked,
+2 MiB of uploads per user) so that each limit is cheap to reach."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from styx.activities.ssh import SshActivities
+from styx.activities.uploads import UploadCache, UploadUnusable
+from styx.contracts.uploads import UploadRef
+from styx.db import Database
+from styx.sdk.client import Client
+from tests.fixtures.stack import StyxStack
+
+pytestmark = pytest.mark.slow
+
+LIMITS = {
+    "STYX_MAX_UPLOAD_BYTES": str(1 << 20),
+    "STYX_MAX_REQUEST_BYTES": str(256 << 10),
+    "STYX_MAX_UNPACKED_BYTES": str(4 << 20),
+    "STYX_UPLOAD_QUOTA_BYTES": str(2 << 20),
+}
+
+
+def targz(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz holding ``files`` (names as given, even hostile ones)."""
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stack(temporal_env, tmp_path_factory) -> Iterator[StyxStack]:
+    address = temporal_env.client.service_client.config.target_host
+    s = StyxStack(tmp_path_factory.mktemp("styx-home"), address, extra_env=LIMITS)
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(stack: StyxStack, tmp_path_factory) -> str:
+    """The cluster `up`, launched through the SDK with a local workdir (sent as an upload)."""
+    workdir = tmp_path_factory.mktemp("sdk-workdir")
+    (workdir / "hello.txt").write_text("hello-from-sdk-workdir\n")
+    client = stack.client()
+    job = client.launch({"workdir": str(workdir), "run": "cat hello.txt"}, cluster="up")
+    assert client.wait("up", job.job_id, timeout=120).status == "SUCCEEDED"
+    assert client.logs("up", job.job_id).strip() == "hello-from-sdk-workdir"
+    return "up"
+
+
+def uploads_stored(stack: StyxStack) -> int:
+    return Database(stack.settings.db_url).uploads.count()
+
+
+def api(stack: StyxStack, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token or stack.token}", **kwargs.pop("headers", {})}
+    return httpx.request(method, f"{stack.settings.api_url}{path}", headers=headers, timeout=60, **kwargs)
+
+
+def put(stack: StyxStack, data: bytes, name: str | None = None, token: str | None = None) -> httpx.Response:
+    return api(stack, "PUT", f"/api/v1/uploads/{name or sha(data)}", token, content=data)
+
+
+# ------------------------------------------------------------------------------ worker paths
+
+
+@pytest.mark.parametrize("where", ["workdir", "file_mounts"])
+@pytest.mark.parametrize("path", ["/etc/passwd", "{home}/ssh/id_ed25519", "{home}/credentials",
+                                  "{home}/secret.key", "~/.ssh"])
+def test_a_path_of_the_worker_in_a_task_is_refused_naming_the_field_and_nothing_runs(
+        stack: StyxStack, cluster: str, where: str, path: str):
+    path = path.format(home=stack.home)
+    task = {"workdir": path, "run": "true"} if where == "workdir" else {"file_mounts": {"/x": path}, "run": "true"}
+    field = "task.workdir" if where == "workdir" else "task.file_mounts./x"
+    jobs_before = len(stack.client().queue(cluster))
+
+    launched = api(stack, "POST", "/api/v1/clusters", json={"cluster": "never", "task": task})
+    assert launched.status_code == 422, launched.text
+    assert launched.json()["detail"].startswith(f"{field}: "), launched.text
+    assert "upload" in launched.json()["detail"]
+    queued = api(stack, "POST", f"/api/v1/clusters/{cluster}/jobs", json={"task": task})
+    assert queued.status_code == 422, queued.text
+    assert queued.json()["detail"].startswith(f"{field}: ")
+
+    assert "never" not in [c.name for c in stack.client().status(all=True)]
+    assert len(stack.client().queue(cluster)) == jobs_before
+
+
+def test_a_malformed_or_unknown_upload_is_refused_naming_the_field(stack: StyxStack, cluster: str):
+    for source, says in [("upload:NOTHEX", "sha256"), (f"upload:{'0' * 64}", "not one you sent"),
+                         (f"upload:{'0' * 64}/../x", "without '.' or '..'")]:
+        refused = api(stack, "POST", f"/api/v1/clusters/{cluster}/jobs",
+                      json={"task": {"file_mounts": {"~/d": source}, "run": "true"}})
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert detail.startswith("task.file_mounts.~/d: ") and says in detail, detail
+
+
+def test_the_worker_itself_copies_no_path_a_client_named(tmp_path: Path):
+    """Behind the API: even a task that reached the worker another way gets nothing but uploads
+    and the trees exported for pushes."""
+    runs = tmp_path / "git-runs"
+    (runs / "abc").mkdir(parents=True)
+    activities = SshActivities(tmp_path, pool=None, db=None, local_roots=[runs])  # type: ignore[arg-type]
+    import asyncio
+
+    for source in ["/etc/passwd", str(tmp_path / "ssh" / "id_ed25519"), f"{runs}/abc/../../x", "relative"]:
+        with pytest.raises(ApplicationError) as err:
+            asyncio.run(activities._source("file_mounts./x", source))
+        assert err.value.non_retryable and err.value.message.startswith("file_mounts./x: "), err.value
+    assert asyncio.run(activities._source("workdir", str(runs / "abc"))) == (runs / "abc").resolve()
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+TASK = """\
+workdir: .
+file_mounts:
+  ~/dataset: ../dataset
+  ~/cfg/settings.txt: ./settings.txt
+run: |
+  set -e
+  cat code.txt
+  test ! -e secret.env && echo no-gitignored-file
+  test ! -e build && echo no-gitignored-dir
+  cat ~/dataset/rows.csv
+  test ! -e ~/dataset/huge.bin && echo no-skyignored-file
+  cat ~/cfg/settings.txt
+"""
+
+
+def test_launch_from_a_project_sends_its_files_once_honouring_gitignore_and_skyignore(
+        stack: StyxStack, cluster: str, tmp_path: Path):
+    project, dataset = tmp_path / "project", tmp_path / "dataset"
+    (project / "build").mkdir(parents=True)
+    dataset.mkdir()
+    (project / "task.yaml").write_text(TASK)
+    (project / "code.txt").write_text("code-from-workdir\n")
+    (project / "settings.txt").write_text("settings-from-mount\n")
+    (project / "secret.env").write_text("TOKEN=never-sent\n")
+    (project / "build" / "out.o").write_text("object\n")
+    (project / ".gitignore").write_text("secret.env\nbuild/\n")
+    (dataset / "rows.csv").write_text("rows-from-dataset\n")
+    (dataset / "huge.bin").write_bytes(b"\0" * 1000)
+    (dataset / ".skyignore").write_text("huge.bin\n")
+    (dataset / ".gitignore").write_text("rows.csv\n")  # not read: .skyignore wins, as in SkyPilot
+
+    before = uploads_stored(stack)
+    first = stack.cli("launch", "-y", "-c", cluster, "task.yaml", cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for line in ("code-from-workdir", "no-gitignored-file", "no-gitignored-dir", "rows-from-dataset",
+                 "no-skyignored-file", "settings-from-mount", "SUCCEEDED"):
+        assert line in first.stdout, first.stdout + first.stderr
+    assert "workdir: . (" in first.stdout and " sent" in first.stdout
+    assert uploads_stored(stack) == before + 3
+
+    # The same content again: nothing is sent, the server has it.
+    again = stack.cli("launch", "-y", "-c", cluster, "task.yaml", cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("already there") == 3 and "SUCCEEDED" in again.stdout, again.stdout
+    assert uploads_stored(stack) == before + 3
+    # What the job got was an upload, named in the task the worker saw, never a path.
+    job = stack.client().queue(cluster)[-1]
+    assert job.status == "SUCCEEDED"
+
+
+def test_an_upload_over_the_limit_is_a_one_line_cli_error_and_nothing_is_sent(
+        stack: StyxStack, cluster: str, tmp_path: Path):
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "noise.bin").write_bytes(os.urandom(3 << 19))  # 1.5 MiB that does not compress
+    before, jobs = uploads_stored(stack), len(stack.client().queue(cluster))
+    r = stack.cli("exec", cluster, "--workdir", str(big), "echo never")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: workdir: {big} packs to more than 1.0 MB (STYX_MAX_UPLOAD_BYTES=1048576)")
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert uploads_stored(stack) == before and len(stack.client().queue(cluster)) == jobs
+
+    r = stack.cli("exec", cluster, "--workdir", str(tmp_path / "missing"), "echo never")
+    assert r.returncode == 1 and r.stderr == f"error: workdir: {tmp_path / 'missing'} is not a directory\n"
+
+    (big / "noise.bin").write_bytes(b"\0" * (5 << 20))  # compresses well, unpacks past the limit
+    r = stack.cli("exec", cluster, "--workdir", str(big), "echo never")
+    assert r.returncode == 1 and "STYX_MAX_UNPACKED_BYTES" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+def test_the_upload_route_takes_bodies_up_to_the_upload_limit_and_no_more(stack: StyxStack):
+    data = targz({"noise.bin": os.urandom(600 << 10)})  # over the 256 KiB request limit
+    stored = put(stack, data)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["sha256"] == sha(data) and stored.json()["stored"] is True
+    again = put(stack, data)
+    assert again.status_code == 200 and again.json()["stored"] is False
+    assert api(stack, "HEAD", f"/api/v1/uploads/{sha(data)}").status_code == 200
+
+    too_big = targz({"noise.bin": os.urandom(3 << 19)})
+    refused = put(stack, too_big)
+    assert refused.status_code == 413 and "STYX_MAX_UPLOAD_BYTES" in refused.json()["detail"], refused.text
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(too_big), 64 << 10):
+            yield too_big[start:start + 64 << 10]
+
+    refused = put(stack, chunked(), name=sha(too_big))  # type: ignore[arg-type]
+    assert refused.status_code == 413, refused.text
+    assert api(stack, "HEAD", f"/api/v1/uploads/{sha(too_big)}").status_code == 404
+    # Every other route keeps the request limit.
+    other = api(stack, "POST", "/api/v1/clusters", json={"cluster": "x", "task": {"run": "x" * (300 << 10)}})
+    assert other.status_code == 413 and "STYX_MAX_REQUEST_BYTES" in other.json()["detail"]
+
+
+@pytest.mark.parametrize("case", ["wrong_sha", "not_targz", "escaping_member", "bomb"])
+def test_a_bad_upload_is_422_and_nothing_is_stored(stack: StyxStack, case: str):
+    data = {"wrong_sha": targz({"a": b"a"}), "not_targz": b"just some text",
+            "escaping_member": targz({"../escape": b"x"}),
+            "bomb": targz({"zeros": b"\0" * (5 << 20)})}[case]
+    name = sha(b"something else") if case == "wrong_sha" else sha(data)
+    says = {"wrong_sha": "nothing was stored", "not_targz": "not a .tar.gz",
+            "escaping_member": "cannot be unpacked safely",
+            "bomb": "STYX_MAX_UNPACKED_BYTES"}[case]
+    before = uploads_stored(stack)
+    refused = put(stack, data, name=name)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith("body: ") and says in refused.json()["detail"], refused.text
+    assert uploads_stored(stack) == before
+    assert api(stack, "HEAD", f"/api/v1/uploads/{name}").status_code == 404
+
+
+def test_a_user_cannot_name_another_users_upload_until_they_send_the_bytes(stack: StyxStack):
+    admin = stack.client()
+    bob = Client(stack.settings.api_url, admin.create_user("bob-uploads").token)
+    data = targz({"greeting.txt": b"hello-from-an-upload\n"})
+    assert put(stack, data).status_code == 201  # the admin's
+    task = {"workdir": f"upload:{sha(data)}", "run": "cat greeting.txt"}
+
+    assert bob._http.head(f"/api/v1/uploads/{sha(data)}").status_code == 404
+    refused = bob._http.post("/api/v1/clusters", json={"cluster": "bobs", "task": task})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith("task.workdir: upload ") and "not one you sent" in refused.text
+    assert "bobs" not in [c.name for c in admin.status(all=True)]
+    assert [u.sha256 for u in bob.uploads()] == []
+
+    # Sending the same bytes proves he has them: nothing new is stored, and he may use it.
+    sent = bob._http.put(f"/api/v1/uploads/{sha(data)}", content=data)
+    assert sent.status_code == 200 and sent.json()["stored"] is False
+    job = bob.launch(task, cluster="bobs")
+    assert bob.wait("bobs", job.job_id, timeout=120).status == "SUCCEEDED"
+    assert bob.logs("bobs", job.job_id).strip() == "hello-from-an-upload"
+    bob.down("bobs")
+
+    bob.delete_upload(sha(data))
+    assert bob._http.head(f"/api/v1/uploads/{sha(data)}").status_code == 404
+    assert admin._http.head(f"/api/v1/uploads/{sha(data)}").status_code == 200  # still the admin's
+
+
+def test_a_users_uploads_beyond_the_quota_evict_the_least_recently_used(stack: StyxStack):
+    carol = Client(stack.settings.api_url, stack.client().create_user("carol-uploads").token)
+    archives = [targz({"n": os.urandom(800 << 10)}) for _ in range(3)]  # 2.4 MB > the 2 MiB quota
+    for data in archives:
+        assert carol._http.put(f"/api/v1/uploads/{sha(data)}", content=data).status_code == 201
+    assert [u.sha256 for u in carol.uploads()] == [sha(archives[2]), sha(archives[1])]
+    assert carol._http.head(f"/api/v1/uploads/{sha(archives[0])}").status_code == 404
+    assert Database(stack.settings.db_url).uploads.get(sha(archives[0])) is None  # nobody else had it
+
+
+# ------------------------------------------------------------------------------ store and cache
+
+
+def test_the_store_keeps_bytes_once_in_4_mb_rows_and_the_cache_unpacks_them(database: Database, tmp_path: Path):
+    database.users.ensure("ann")
+    database.users.ensure("ben")
+    data = targz({"big.bin": os.urandom(5 << 20), "dir/small.txt": b"small"})
+    chunks = [data[i:i + (4 << 20)] for i in range(0, len(data), 4 << 20)]
+    assert database.uploads.store(sha(data), len(data), iter(chunks), "ann") == (True, [])
+    assert database.uploads.store(sha(data), len(data), iter(()), "ben") == (False, [])
+    assert database.uploads.count() == 1 and database.uploads.get(sha(data)).chunks == 2
+    assert b"".join(database.uploads.read(sha(data))) == data
+
+    cache = UploadCache(tmp_path / "cache", database, max_unpacked_bytes=8 << 20)
+    tree = cache.path(UploadRef(sha(data)))
+    assert (tree / "dir" / "small.txt").read_bytes() == b"small"
+    assert cache.path(UploadRef(sha(data), "dir/small.txt")) == (tree / "dir" / "small.txt").resolve()
+    with pytest.raises(UploadUnusable, match="holds no file or directory"):
+        cache.path(UploadRef(sha(data), "missing"))
+    with pytest.raises(UploadUnusable, match="not stored"):
+        cache.path(UploadRef("f" * 64))
+    small = UploadCache(tmp_path / "small", database, max_unpacked_bytes=1 << 20)
+    with pytest.raises(UploadUnusable, match="STYX_MAX_UNPACKED_BYTES"):
+        small.path(UploadRef(sha(data)))
+    assert not [p for p in (tmp_path / "small").iterdir() if not p.name.startswith(".lock")]
+
+    assert database.uploads.forget(sha(data), "ann") and database.uploads.count() == 1
+    assert database.uploads.forget(sha(data), "ben") and database.uploads.count() == 0
+
+
+# ------------------------------------------------------------------------------ packing
+
+
+def test_packing_is_deterministic_and_follows_gitignore_rules_like_git(tmp_path: Path):
+    from styx.sdk.uploads import pack
+
+    src = tmp_path / "src"
+    (src / "logs").mkdir(parents=True)
+    (src / "pkg" / "build").mkdir(parents=True)
+    (src / "main.py").write_text("print(1)\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "a.log").write_text("ignored\n")
+    (src / "keep.log").write_text("kept: negated\n")
+    (src / "logs" / "x.txt").write_text("ignored with its directory\n")
+    (src / "pkg" / "build" / "o").write_text("ignored by the nested .gitignore\n")
+    (src / "pkg" / "mod.py").write_text("kept\n")
+    (src / ".gitignore").write_text("*.log\n!keep.log\nlogs/\n")
+    (src / "pkg" / ".gitignore").write_text("build\n")
+    (src / "inside").symlink_to("main.py")
+    (src / "outside").symlink_to("/etc/passwd")
+
+    def packed():
+        p = pack(src, "workdir", max_bytes=1 << 20, max_unpacked=1 << 20)
+        with tarfile.open(p.path) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+        p.path.unlink()
+        return p, members
+
+    first, members = packed()
+    assert sorted(members) == [".gitignore", "inside", "keep.log", "main.py", "pkg", "pkg/.gitignore", "pkg/mod.py",
+                               "run.sh"]
+    assert members["inside"].issym() and members["inside"].linkname == "main.py"
+    assert members["run.sh"].mode == 0o755 and {m.mtime for m in members.values()} == {0}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
+    assert first.skipped_links == ["outside"] and first.files == 6
+
+    os.utime(src / "main.py", (1, 1))  # a new mtime changes nothing
+    assert packed()[0].sha256 == first.sha256
+    (src / "main.py").write_text("print(2)\n")  # new content does
+    assert packed()[0].sha256 != first.sha256
