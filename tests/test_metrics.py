@@ -164,3 +164,17 @@ def test_metrics_settings_default_to_a_token_beyond_loopback_and_name_bad_values
         settings_for({"STYX_METRICS_TOKEN_REQUIRED": "maybe"})
     with pytest.raises(ValueError, match="STYX_WORKER_METRICS_PORT"):
         settings_for({"STYX_WORKER_METRICS_PORT": "-1"})
+
+
+def test_job_counts_and_queue_depth_read_live_clusters_only(database):
+    """What ``styx_jobs`` and ``styx_queue_depth`` are read from, on SQLite and PostgreSQL."""
+    database.clusters.upsert("busy", status="UP")
+    database.clusters.upsert("idle", status="INIT")
+    database.clusters.upsert("gone", status="TERMINATED")
+    for job_id in (1, 2, 3):
+        database.clusters.upsert_job("busy", job_id, status="PENDING")
+    database.clusters.upsert_job("busy", 4, status="SUCCEEDED")
+    database.clusters.upsert_job("gone", 1, status="PENDING")
+
+    assert database.clusters.job_counts() == {"PENDING": 4, "SUCCEEDED": 1}
+    assert database.clusters.pending_by_cluster() == {"busy": 3, "idle": 0}

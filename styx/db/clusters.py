@@ -222,10 +222,13 @@ class ClusterStore(Store):
 
     def pending_by_cluster(self) -> dict[str, int]:
         """PENDING jobs of every cluster that is not TERMINATED (0 for an empty queue)."""
-        pending = sa.and_(Job.cluster_name == Cluster.name, Job.status == JobStatus.PENDING)
-        query = (sa.select(Cluster.name, sa.func.count(Job.job_id))
-                 .select_from(Cluster).outerjoin(Job, pending)
-                 .where(Cluster.status != ClusterStatus.TERMINATED).group_by(Cluster.name))
+        # Count the PENDING jobs once (the status index), then join: a join per cluster would
+        # walk every PENDING job again for each cluster.
+        pending = (sa.select(Job.cluster_name, sa.func.count().label("n"))
+                   .where(Job.status == JobStatus.PENDING).group_by(Job.cluster_name).subquery())
+        query = (sa.select(Cluster.name, sa.func.coalesce(pending.c.n, 0))
+                 .select_from(Cluster).outerjoin(pending, pending.c.cluster_name == Cluster.name)
+                 .where(Cluster.status != ClusterStatus.TERMINATED))
         with self.engine.connect() as conn:
             return {name: count for name, count in conn.execute(query)}
 
