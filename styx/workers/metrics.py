@@ -2,12 +2,13 @@
 
 - ``SdkMetrics``: a Temporal ``Runtime`` (``.runtime``, for the worker's client) whose metrics
   go to a ``MetricBuffer`` rather than to the SDK's own Prometheus server, and a
-  ``prometheus_client`` collector that drains that buffer (at every scrape, and every ``DRAIN_SECONDS`` so it never fills)
-  and keeps the totals. Its names are the SDK's (``temporal_workflow_completed``,
-  ``temporal_activity_execution_latency`` ...) written the Prometheus way: counters end in
-  ``_total``, durations are histograms in seconds ending in ``_seconds`` -- what the SDK's
-  ``PrometheusConfig(counters_total_suffix=True, unit_suffix=True, durations_as_seconds=True)``
-  would serve, but in the same registry as Styx's, so one port and one scrape job suffice.
+  ``prometheus_client`` collector that drains that buffer (at every scrape, and every
+  ``DRAIN_SECONDS`` so that it never fills) into running totals. The names are the SDK's
+  (``temporal_workflow_completed``, ``temporal_activity_execution_latency`` ...) written the
+  Prometheus way, as the SDK's ``PrometheusConfig(counters_total_suffix=True,
+  unit_suffix=True, durations_as_seconds=True)`` would: counters end in ``_total``,
+  durations are histograms in seconds (``BUCKETS``) ending in ``_seconds``. Being in Styx's
+  registry, they share its port: one scrape job per worker.
 - ``ActivityMetrics``: a worker interceptor counting every activity by type and outcome, and
   the SSH phases started (``styx.activities.metrics.WorkerMetrics``).
 - ``serving(...)``: the HTTP server on ``Settings.host:worker_metrics_port`` for the life of
