@@ -43,7 +43,8 @@ def _env_count(name: str, default: int) -> int:
     return int(raw)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    """A port number from the environment (``minimum=0`` where 0 means off)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -51,9 +52,33 @@ def _env_int(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer port number, got {raw!r}") from None
-    if not 0 < value < 65536:
-        raise ValueError(f"{name} must be between 1 and 65535, got {value}")
+    if not minimum <= value < 65536:
+        raise ValueError(f"{name} must be between {minimum} and 65535, got {value}")
     return value
+
+
+def _env_flag(name: str) -> bool | None:
+    """``1``/``true``/``yes`` or ``0``/``false``/``no`` from the environment; None when unset."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,11 @@ class Settings:
     #: ``STYX_UPLOAD_QUOTA_BYTES``: what one user's uploads may total; beyond it the least
     #: recently used are removed.
     upload_quota_bytes: int = 2 << 30
+    #: ``STYX_WORKER_METRICS_PORT``: where each worker serves ``/metrics`` on ``host``; 0 = off.
+    worker_metrics_port: int = 7790
+    #: ``STYX_METRICS_TOKEN_REQUIRED``: the API's ``/metrics`` wants an admin token. Unset, it
+    #: does exactly when the API listens beyond loopback.
+    metrics_token_required: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -98,10 +128,12 @@ class Settings:
         external = os.environ.get("STYX_TEMPORAL_ADDRESS") or connect.get("target_host")
         if external:
             connect["target_host"] = external
+        host = os.environ.get("STYX_HOST", "127.0.0.1")
+        token_required = _env_flag("STYX_METRICS_TOKEN_REQUIRED")
         return cls(
             home=home,
             db_url=db_url,
-            host=os.environ.get("STYX_HOST", "127.0.0.1"),
+            host=host,
             api_port=_env_int("STYX_API_PORT", 7780),
             temporal_port=_env_int("STYX_TEMPORAL_PORT", 7733),
             temporal_ui_port=_env_int("STYX_TEMPORAL_UI_PORT", 7734),
@@ -117,6 +149,8 @@ class Settings:
             max_upload_bytes=_env_size("STYX_MAX_UPLOAD_BYTES", 200 << 20),
             max_unpacked_bytes=_env_size("STYX_MAX_UNPACKED_BYTES", 2 << 30),
             upload_quota_bytes=_env_size("STYX_UPLOAD_QUOTA_BYTES", 2 << 30),
+            worker_metrics_port=_env_int("STYX_WORKER_METRICS_PORT", 7790, minimum=0),
+            metrics_token_required=not is_loopback(host) if token_required is None else token_required,
         )
 
     @property

@@ -17,6 +17,7 @@ import time
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from styx.config import Settings
@@ -27,12 +28,13 @@ class TemporalUnavailable(RuntimeError):
     """Temporal did not answer within the time we were willing to wait."""
 
 
-async def connect(settings: Settings, wait_seconds: float = 0.0) -> Client:
-    """Connect to Temporal, retrying for up to ``wait_seconds`` while it starts."""
+async def connect(settings: Settings, wait_seconds: float = 0.0, runtime: Runtime | None = None) -> Client:
+    """Connect to Temporal, retrying for up to ``wait_seconds`` while it starts (on ``runtime``,
+    or the SDK's default one)."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return await Client.connect(**settings.client_connect_kwargs())
+            return await Client.connect(**settings.client_connect_kwargs(), runtime=runtime)
         except (RuntimeError, RPCError) as err:
             if time.monotonic() >= deadline:
                 raise TemporalUnavailable(

@@ -10,6 +10,9 @@ the provider-neutral errors become the ``ApplicationError`` types the workflow a
 (``ProviderErrors``): ``CapacityError`` -> ``InsufficientCapacity`` (try the next attempt),
 ``InvalidProviderRequest`` -> ``InvalidTask`` and ``ProvisionError`` -> ``ProvisionFailed``
 (give up, leaving nothing behind). Other errors are retried by the caller's retry policy.
+
+Each ``provision`` call counts as an attempt of its provider in the worker's metrics, and a
+failed one as a failure with its error type (``styx.activities.metrics``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx.activities.heartbeat import heartbeating
+from styx.activities.metrics import WorkerMetrics
 from styx.contracts.providers import (
     CheckInput,
     CheckOutput,
@@ -51,8 +55,9 @@ def _output(result: Provisioned) -> ProviderOutput:
 
 
 class ProviderActivities:
-    def __init__(self, registry: ProviderRegistry) -> None:
+    def __init__(self, registry: ProviderRegistry, metrics: WorkerMetrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics or WorkerMetrics()
 
     def _provider(self, name: str) -> Provider:
         with _mapped_errors():
@@ -66,10 +71,16 @@ class ProviderActivities:
 
     @activity.defn(name="provision")
     async def provision(self, inp: ProviderInput) -> ProviderOutput:
-        provider = self._provider(inp.provider)
-        with _mapped_errors():
-            async with heartbeating():
-                return _output(await provider.provision(inp.cluster, inp.num_nodes, inp.attempt))
+        provider = self._provider(inp.provider)  # a known name from here on: a bounded label
+        self.metrics.provision_attempts.labels(inp.provider).inc()
+        try:
+            with _mapped_errors():
+                async with heartbeating():
+                    return _output(await provider.provision(inp.cluster, inp.num_nodes, inp.attempt))
+        except Exception as err:
+            reason = (err.type if isinstance(err, ApplicationError) else None) or "Error"
+            self.metrics.provision_failures.labels(inp.provider, reason).inc()
+            raise
 
     @activity.defn(name="start")
     async def start(self, inp: ProviderInput) -> ProviderOutput:

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from styx import __version__
+from styx.api import metrics
 from styx.api.deps import AppState
 from styx.api.limits import BodyLimit, RouteLimit
 from styx.api.routes import clusters, repos, system, uploads, users
@@ -44,4 +45,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(repos.router)
     app.include_router(uploads.router)
+    metrics.install(app, settings)  # GET /metrics, and requests counted by route
     return app

@@ -10,6 +10,8 @@
 - Jobs: ``upsert_job`` and ``set_job_status``, where the status only moves forward
   (PENDING, SETTING_UP, RUNNING, then the first terminal status wins) and RUNNING and the
   end stamp ``started_at`` and ``ended_at`` once; ``get_job``, ``list_jobs``.
+- Counts for metrics: ``job_counts`` (jobs by status, one grouped query) and
+  ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
 """
 
 from __future__ import annotations
@@ -279,6 +281,26 @@ class ClusterStore(Store):
             query = query.limit(limit)
         with self._session() as session:
             return list(session.exec(query).all())
+
+    # --- counts (the API's /metrics, at every scrape: one grouped query each)
+
+    def job_counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status (statuses with none are left out)."""
+        query = sa.select(Job.status, sa.func.count()).group_by(Job.status)
+        with self.engine.connect() as conn:
+            return {JobStatus(status): count for status, count in conn.execute(query)}
+
+    def pending_by_cluster(self) -> dict[str, int]:
+        """PENDING jobs of every cluster that is not TERMINATED (0 for an empty queue)."""
+        # Count the PENDING jobs once (the status index), then join: a join per cluster would
+        # walk every PENDING job again for each cluster.
+        pending = (sa.select(Job.cluster_name, sa.func.count().label("n"))
+                   .where(Job.status == JobStatus.PENDING).group_by(Job.cluster_name).subquery())
+        query = (sa.select(Cluster.name, sa.func.coalesce(pending.c.n, 0))
+                 .select_from(Cluster).outerjoin(pending, pending.c.cluster_name == Cluster.name)
+                 .where(Cluster.status != ClusterStatus.TERMINATED))
+        with self.engine.connect() as conn:
+            return {name: count for name, count in conn.execute(query)}
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
 

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from styx import db as styx_db
+from styx.activities.metrics import WorkerMetrics
 from styx.activities.ping import ping
 from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
@@ -32,6 +33,7 @@ from styx.providers.registry import ProviderRegistry
 from styx.providers.ssh.provider import SshPoolProvider
 from styx.ssh import SshPool, ensure_client_key, public_key_line
 from styx.temporal import connect, ensure_search_attributes
+from styx.workers.metrics import ActivityMetrics, SdkMetrics, serving
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
@@ -66,14 +68,15 @@ def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider |
 
 
 def build_worker(client: Client, settings: Settings, pool: SshPool | None = None,
-                 aws: AwsProvider | None = None) -> Worker:
+                 aws: AwsProvider | None = None, metrics: WorkerMetrics | None = None) -> Worker:
     """The worker with every workflow and activity registered (tests use this too, and may
-    hand in an AWS provider whose boto3 client they instrument)."""
+    hand in an AWS provider whose boto3 client they instrument), counting into ``metrics``."""
     key_path = client_key_path(settings)
     key = ensure_client_key(key_path)
     pool = pool or SshPool(key)
     registry = build_providers(settings, key, aws)
-    providers = ProviderActivities(registry)
+    metrics = metrics or WorkerMetrics()
+    providers = ProviderActivities(registry, metrics)
     db = Database(settings.db_url)
     state = StateActivities(db, settings.home)
     git = GitActivities(settings, db)
@@ -96,6 +99,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
         ],
         # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
         graceful_shutdown_timeout=timedelta(seconds=5),
+        interceptors=[ActivityMetrics(metrics)],
         # The sandbox still forbids I/O, clocks and randomness in workflow code, but takes
         # already-imported modules as they are instead of re-importing them for every new
         # workflow run: that re-import was ~35 ms of every job's start (bench/exec_latency.py).
@@ -107,15 +111,18 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
 async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> None:
     settings.ensure_home()
     styx_db.migrate(settings.db_url)
-    client = await connect(settings, wait_seconds=wait_for_temporal)
+    # /metrics (STYX_WORKER_METRICS_PORT): the SDK's metrics, through this runtime, and Styx's.
+    metrics = WorkerMetrics()
+    sdk = SdkMetrics(metrics.registry) if settings.worker_metrics_port else None
+    client = await connect(settings, wait_seconds=wait_for_temporal, runtime=sdk.runtime if sdk else None)
     # Before polling: a workflow that sets an unknown search attribute fails its task for ever.
     await ensure_search_attributes(client, settings.namespace)
-    worker = build_worker(client, settings)
+    worker = build_worker(client, settings, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
+    async with worker, serving(metrics.registry, settings.host, settings.worker_metrics_port, sdk):
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
         await _ensure_reconcile(client, settings)
         ready_file = os.environ.get("STYX_READY_FILE")
