@@ -33,6 +33,46 @@ def _env_size(name: str, default: int) -> int:
     return int(raw)
 
 
+def _env_flag(name: str) -> bool:
+    """``1``/``true``/``yes`` (any case) is on; unset, empty, ``0``/``false``/``no`` is off."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def aws_credentials_configured() -> bool:
+    """Credentials boto3 would find without asking the network (no instance-metadata call);
+    ``STYX_AWS_INSTANCE_ROLE=1`` says the instance's role is meant to be used."""
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") \
+            or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") \
+            or env.get("STYX_AWS_INSTANCE_ROLE") == "1":
+        return True
+    aws_dir = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")).expanduser()
+    return aws_dir.is_file() or Path(env.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser().is_file()
+
+
+def keep_off_instance_metadata() -> None:
+    """Without configured AWS credentials (and without ``STYX_AWS_INSTANCE_ROLE=1``), tell
+    boto3 in this process never to ask the instance-metadata address (169.254.169.254) for
+    credentials or a region: a default install must not send a packet off the machine, nor
+    pick up a role it was never told to use. Call before any boto3 client is built."""
+    if not aws_credentials_configured():
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+#: Files in STYX_HOME's sub-directories that hold secrets or state: kept private
+#: (the directories 0700, their files 0600) by ``Settings.ensure_home``.
+_PRIVATE_DIRS = ("ssh", "logs", "run", "jobs")
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -68,6 +108,14 @@ class Settings:
     temporal_ui_url_override: str | None = None
     #: ``STYX_MAX_REQUEST_BYTES``: larger API request bodies get 413.
     max_request_bytes: int = 4 << 20
+    #: ``STYX_LOCAL_NODES_DIR``: where local clusters' nodes live (see ``local_nodes_dir``).
+    local_nodes_override: Path | None = None
+    #: ``STYX_LOCAL_ALLOW_NONADMIN=1``: let non-admins run jobs on local clusters even when
+    #: Styx does not run as root (its jobs then run as Styx's own user; see the README's
+    #: "Security model").
+    local_allow_nonadmin: bool = False
+    #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as root.
+    local_isolation: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +139,10 @@ class Settings:
             api_url_override=os.environ.get("STYX_API_URL") or None,
             temporal_ui_url_override=(os.environ.get("STYX_TEMPORAL_UI_URL") or "").rstrip("/") or None,
             max_request_bytes=_env_size("STYX_MAX_REQUEST_BYTES", 4 << 20),
+            local_nodes_override=(Path(os.environ["STYX_LOCAL_NODES_DIR"]).expanduser().resolve()
+                                  if os.environ.get("STYX_LOCAL_NODES_DIR") else None),
+            local_allow_nonadmin=_env_flag("STYX_LOCAL_ALLOW_NONADMIN"),
+            local_isolation=running_as_root(),
         )
 
     @property
@@ -150,9 +202,50 @@ class Settings:
             # If another process made it first, its id is the one kept and returned.
             return create_once(path, uuid.uuid4().hex[:12] + "\n", mode=0o644).decode().strip()
 
+    def local_nodes_dir(self) -> Path:
+        """Where the local provider keeps its clusters (``STYX_LOCAL_NODES_DIR``).
+
+        By default ``STYX_HOME/nodes``; when Styx runs as root, jobs run as other users who
+        must be able to reach their node homes while STYX_HOME stays 0700, so the default is
+        then ``/var/lib/styx/<deployment id>/nodes`` (a directory every user may traverse,
+        but not list)."""
+        if self.local_nodes_override is not None:
+            return self.local_nodes_override
+        if self.local_isolation:
+            return Path("/var/lib/styx") / self.deployment_id() / "nodes"
+        return self.home / "nodes"
+
     def ensure_home(self) -> None:
+        """Create STYX_HOME and make it private: the directory 0700, the files in it (the
+        databases, credentials, keys, logs) 0600 — existing installs are fixed here, at every
+        start — and this process's umask 077, so what it (and the Temporal dev server it
+        starts) creates later is private too."""
+        os.umask(0o077)
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.home)
+        for name in _PRIVATE_DIRS:
+            sub = self.home / name
+            if sub.is_dir() and not sub.is_symlink():
+                _make_private(sub)
+
+
+def _make_private(directory: Path) -> None:
+    """``directory`` 0700 and the regular files directly in it 0600 (when they were more open)."""
+    _chmod_at_most(directory, 0o700)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                _chmod_at_most(Path(entry.path), 0o600)
+
+
+def _chmod_at_most(path: Path, mode: int) -> None:
+    try:
+        current = path.lstat().st_mode & 0o7777
+        if current & ~mode:
+            os.chmod(path, current & mode)
+    except FileNotFoundError:
+        pass
 
 
 def find_temporal_binary() -> str:

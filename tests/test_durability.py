@@ -21,14 +21,14 @@ pytestmark = pytest.mark.slow
 
 def live_nodes(stack: StyxStack, cluster: str) -> int:
     count = 0
-    for ready in (stack.home / "nodes" / cluster).glob("node-*/ready.json"):
+    for ready in (stack.nodes_root / cluster).glob("node-*/ready.json"):
         if Path(f"/proc/{json.loads(ready.read_text())['pid']}").exists():
             count += 1
     return count
 
 
 def node_home(stack: StyxStack, cluster: str, rank: int = 0) -> Path:
-    return stack.home / "nodes" / cluster / f"node-{rank}" / "home"
+    return stack.nodes_root / cluster / f"node-{rank}" / "home"
 
 
 def test_worker_killed_while_a_job_runs_the_job_finishes_once(stack: StyxStack):
@@ -62,7 +62,7 @@ def test_worker_killed_while_a_cluster_provisions_leaves_exactly_its_nodes(stack
     assert job.status == "SUCCEEDED"
     assert client.cluster("crash-launch").status == "UP"
     assert live_nodes(stack, "crash-launch") == 3
-    assert len(list((stack.home / "nodes" / "crash-launch").glob("node-*"))) == 3
+    assert len(list((stack.nodes_root / "crash-launch").glob("node-*"))) == 3
     assert client.logs("crash-launch", submitted.job_id).count("provisioned") == 3
     client.down("crash-launch")
 

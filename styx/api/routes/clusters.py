@@ -39,6 +39,7 @@ from styx.contracts.rest import (
 from styx.db import Cluster, Job
 from styx.joblogs import LogReader
 from styx.services import clusters as service
+from styx.services import policy
 from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.reconcile import ReconcileWorkflow
@@ -67,6 +68,13 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
         raise HTTPException(404, str(err)) from None
     except service.ClusterBusy as err:
         raise HTTPException(503, str(err)) from None
+
+
+def _check_local_jobs(state: StateDep, provider: str, is_admin: bool) -> None:
+    try:
+        policy.check_local_jobs(state.settings, provider, is_admin)
+    except policy.NotAllowed as err:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from None
 
 
 def _cluster_or_404(state: StateDep, name: str) -> Cluster:
@@ -112,6 +120,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
+    _check_local_jobs(state, spec.provider, user.is_admin)
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec))
     return _submitted(state, req.cluster, result)
@@ -137,6 +146,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
         submit = submit_input(load_task(req.task), user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
+    _check_local_jobs(state, cluster.provider, user.is_admin)
     if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit))
