@@ -126,7 +126,7 @@ def test_two_cpu_cluster_runs_two_one_cpu_jobs_at_once_and_the_third_waits(stack
     client = stack.client()
     first = client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="pair")
     client.wait("pair", first.job_id, timeout=60)
-    gate = stack.home / "gate"
+    gate = stack.shared_dir / "gate-pair"
     ids = [client.exec("pair", {"resources": {"cpus": 1}, "run": f"while [ ! -e {gate} ]; do sleep 0.05; done"}).job_id
            for _ in range(3)]
     wait_for(lambda: [client.job("pair", i).status for i in ids] == ["RUNNING", "RUNNING", "PENDING"],

@@ -150,7 +150,7 @@ def test_continue_as_new_with_a_job_running_and_jobs_waiting_loses_nothing(eager
     stack = StyxStack(tmp_path / "home", address).start()
     try:
         client = stack.client()
-        gate = tmp_path / "gate"
+        gate = stack.shared_dir / "gate"
         first = client.launch({"resources": {"cpus": 1}, "run": f"while [ ! -e {gate} ]; do sleep 0.05; done; echo job-1"},
                               cluster="can")
         wait_for(lambda: client.job("can", first.job_id).status == "RUNNING", 60, "the first job to run")
