@@ -47,6 +47,18 @@ def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+def _local_isolation() -> bool:
+    """Per-cluster job users on local nodes: on when Styx runs as root, unless
+    ``STYX_LOCAL_ISOLATION=0`` turns it off (jobs then run as root: a single-user machine)."""
+    raw = os.environ.get("STYX_LOCAL_ISOLATION") or ""
+    if not raw:
+        return running_as_root()
+    wanted = _env_flag("STYX_LOCAL_ISOLATION")
+    if wanted and not running_as_root():
+        raise ValueError("STYX_LOCAL_ISOLATION=1 needs Styx to run as root (it creates the job users)")
+    return wanted
+
+
 def aws_credentials_configured() -> bool:
     """Credentials boto3 would find without asking the network (no instance-metadata call);
     ``STYX_AWS_INSTANCE_ROLE=1`` says the instance's role is meant to be used."""
@@ -114,7 +126,8 @@ class Settings:
     #: Styx does not run as root (its jobs then run as Styx's own user; see the README's
     #: "Security model").
     local_allow_nonadmin: bool = False
-    #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as root.
+    #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as
+    #: root (``STYX_LOCAL_ISOLATION=0`` turns it off).
     local_isolation: bool = False
 
     @classmethod
@@ -142,7 +155,7 @@ class Settings:
             local_nodes_override=(Path(os.environ["STYX_LOCAL_NODES_DIR"]).expanduser().resolve()
                                   if os.environ.get("STYX_LOCAL_NODES_DIR") else None),
             local_allow_nonadmin=_env_flag("STYX_LOCAL_ALLOW_NONADMIN"),
-            local_isolation=running_as_root(),
+            local_isolation=_local_isolation(),
         )
 
     @property
