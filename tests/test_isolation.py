@@ -197,6 +197,8 @@ def test_files_are_private_and_node_homes_belong_to_the_job_user(stack: StyxStac
     # The workdir arrived over SFTP as the job user's.
     uploaded = [p for p in (nh / "styx_workdir").rglob("*")]
     assert uploaded and all(p.lstat().st_uid == user.pw_uid for p in uploaded)
+    local = next(c for c in stack.client().check() if c.provider == "local")
+    assert local.ok and "jobs run as a per-cluster user" in local.reason
 
 
 def _workdir(stack: StyxStack) -> Path:
@@ -385,6 +387,7 @@ def test_without_job_users_a_non_admin_is_refused_local_jobs_until_the_admin_all
             assert "STYX_LOCAL_ALLOW_NONADMIN=1" in refused.value.message
         assert [c.name for c in admin.status()] == ["shared"]  # nothing was launched
         assert len(admin.queue("shared")) == 1
+        assert "not isolated" in next(c for c in admin.check() if c.provider == "local").reason
 
         _restart_api(plain_stack, STYX_LOCAL_ALLOW_NONADMIN="1")
         allowed = carol.exec("shared", {"run": "echo carol-ok"})

@@ -37,7 +37,8 @@ program is ``nodeserver``; ``procs`` reads the process table.
 
 Usage (the worker registers it as the ``local`` provider)::
 
-    provider = LocalProvider(settings.home / "nodes", public_key_line(client_key))
+    provider = LocalProvider(settings.local_nodes_dir(), public_key_line(client_key),
+                             isolate=settings.local_isolation)
     nodes = (await provider.provision("dev", 2, {})).endpoints()
 """
 
@@ -194,7 +195,10 @@ class LocalProvider:
         return out
 
     async def check(self, region: str | None) -> tuple[bool, str]:
-        return True, "local SSH nodes on loopback"
+        if self.isolate:
+            return True, f"local SSH nodes on loopback under {self.root}; jobs run as a per-cluster user"
+        return True, (f"local SSH nodes on loopback under {self.root}; jobs run as {self.user} "
+                      "(not isolated from Styx)")
 
     # -- beyond the protocol -----------------------------------------------------------
 
