@@ -40,7 +40,7 @@ from styx.sdk.transport import StyxError
 from styx.secrets import seal
 from styx.ssh import SshPool
 from styx.ssh.sftp import read_range
-from tests.fixtures.stack import StyxStack, traversable_tmp_dir, wait_for
+from tests.fixtures.stack import StyxStack, traversable_tmp_dir, wait_for, wait_for_async
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0,
@@ -475,3 +475,36 @@ def test_keep_off_instance_metadata_follows_the_configured_credentials(monkeypat
             keep_off_instance_metadata()
             assert "AWS_EC2_METADATA_DISABLED" not in os.environ
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@needs_root
+async def test_secrets_reach_the_job_byte_for_byte_and_no_leftover_outlives_the_phase(isolated):
+    provider, pool = isolated
+    node = (await provider.provision("secrets", 1, {})).endpoints()[0]
+    conn = await pool.get(node)
+    tricky = "it's $HOME `id` \\n \"q\"\nsecond line\n\n  ünïcode\r\nend\n"
+    digest = hashlib.sha256(tricky.encode()).hexdigest()
+    script = 'printf %s "$S1" | sha256sum; echo "plain=$PLAIN"; ls ~/.styx/jobs/7/'
+
+    await ssh.start_phase(conn, "7", "run", script, {"PLAIN": "visible"}, secrets={"S1": tricky, "S2": "x"})
+    state = await _wait_phase(conn, "7", "run")
+    log = (await read_range(conn, ".styx/jobs/7/run.log", 0, 10_000)).decode()
+
+    assert state.exit_code == 0, log
+    assert digest in log and "plain=visible" in log and "run.env" not in log
+    wrapper = (await read_range(conn, ".styx/jobs/7/run.sh", 0, 100_000)).decode()
+    assert "visible" in wrapper and "second line" not in wrapper
+
+    # A phase whose wrapper died before reading its secrets: the next state check removes them.
+    status, _, _ = await ssh.run(conn, "umask 077; echo 'export S=left' > ~/.styx/jobs/7/run.env")
+    assert status == 0
+    await ssh.phase_state(conn, "7", "run")
+    assert (await ssh.run(conn, "test -e ~/.styx/jobs/7/run.env"))[0] == 1
+
+
+async def _wait_phase(conn: asyncssh.SSHClientConnection, job: str, phase: str):
+    async def ended():
+        state = await ssh.phase_state(conn, job, phase)
+        return state if not state.running else None
+
+    return await wait_for_async(ended, 30, f"phase {phase} of job {job} to end")
