@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import stat
 import hashlib
 import json
 import os
@@ -55,6 +54,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
