@@ -43,6 +43,48 @@ def _env_count(name: str, default: int) -> int:
     return int(raw)
 
 
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _local_isolation() -> bool:
+    """Per-cluster job users on local nodes: on when Styx runs as root, unless
+    ``STYX_LOCAL_ISOLATION=0`` turns it off (jobs then run as root: a single-user machine)."""
+    raw = os.environ.get("STYX_LOCAL_ISOLATION") or ""
+    if not raw:
+        return running_as_root()
+    wanted = _env_flag("STYX_LOCAL_ISOLATION")
+    if wanted and not running_as_root():
+        raise ValueError("STYX_LOCAL_ISOLATION=1 needs Styx to run as root (it creates the job users)")
+    return wanted
+
+
+def aws_credentials_configured() -> bool:
+    """Credentials boto3 would find without asking the network (no instance-metadata call);
+    ``STYX_AWS_INSTANCE_ROLE=1`` says the instance's role is meant to be used."""
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") \
+            or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") \
+            or env.get("STYX_AWS_INSTANCE_ROLE") == "1":
+        return True
+    aws_dir = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")).expanduser()
+    return aws_dir.is_file() or Path(env.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser().is_file()
+
+
+def keep_off_instance_metadata() -> None:
+    """Without configured AWS credentials (and without ``STYX_AWS_INSTANCE_ROLE=1``), tell
+    boto3 in this process never to ask the instance-metadata address (169.254.169.254) for
+    credentials or a region: a default install must not send a packet off the machine, nor
+    pick up a role it was never told to use. Call before any boto3 client is built."""
+    if not aws_credentials_configured():
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+#: Files in STYX_HOME's sub-directories that hold secrets or state: kept private
+#: (the directories 0700, their files 0600) by ``Settings.ensure_home``.
+_PRIVATE_DIRS = ("ssh", "logs", "run", "jobs")
+
+
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
     """A port number from the environment (``minimum=0`` where 0 means off)."""
     raw = os.environ.get(name)
@@ -119,6 +161,15 @@ class Settings:
     #: ``STYX_METRICS_TOKEN_REQUIRED``: the API's ``/metrics`` wants an admin token. Unset, it
     #: does exactly when the API listens beyond loopback.
     metrics_token_required: bool = False
+    #: ``STYX_LOCAL_NODES_DIR``: where local clusters' nodes live (see ``local_nodes_dir``).
+    local_nodes_override: Path | None = None
+    #: ``STYX_LOCAL_ALLOW_NONADMIN=1``: let non-admins run jobs on local clusters even when
+    #: Styx does not run as root (its jobs then run as Styx's own user; see the README's
+    #: "Security model").
+    local_allow_nonadmin: bool = False
+    #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as
+    #: root (``STYX_LOCAL_ISOLATION=0`` turns it off).
+    local_isolation: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -151,6 +202,10 @@ class Settings:
             upload_quota_bytes=_env_size("STYX_UPLOAD_QUOTA_BYTES", 2 << 30),
             worker_metrics_port=_env_int("STYX_WORKER_METRICS_PORT", 7790, minimum=0),
             metrics_token_required=not is_loopback(host) if token_required is None else token_required,
+            local_nodes_override=(Path(os.environ["STYX_LOCAL_NODES_DIR"]).expanduser().resolve()
+                                  if os.environ.get("STYX_LOCAL_NODES_DIR") else None),
+            local_allow_nonadmin=bool(_env_flag("STYX_LOCAL_ALLOW_NONADMIN")),
+            local_isolation=_local_isolation(),
         )
 
     @property
@@ -210,9 +265,50 @@ class Settings:
             # If another process made it first, its id is the one kept and returned.
             return create_once(path, uuid.uuid4().hex[:12] + "\n", mode=0o644).decode().strip()
 
+    def local_nodes_dir(self) -> Path:
+        """Where the local provider keeps its clusters (``STYX_LOCAL_NODES_DIR``).
+
+        By default ``STYX_HOME/nodes``; when Styx runs as root, jobs run as other users who
+        must be able to reach their node homes while STYX_HOME stays 0700, so the default is
+        then ``/var/lib/styx/<deployment id>/nodes`` (a directory every user may traverse,
+        but not list)."""
+        if self.local_nodes_override is not None:
+            return self.local_nodes_override
+        if self.local_isolation:
+            return Path("/var/lib/styx") / self.deployment_id() / "nodes"
+        return self.home / "nodes"
+
     def ensure_home(self) -> None:
+        """Create STYX_HOME and make it private: the directory 0700, the files in it (the
+        databases, credentials, keys, logs) 0600 — existing installs are fixed here, at every
+        start — and this process's umask 077, so what it (and the Temporal dev server it
+        starts) creates later is private too."""
+        os.umask(0o077)
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.home)
+        for name in _PRIVATE_DIRS:
+            sub = self.home / name
+            if sub.is_dir() and not sub.is_symlink():
+                _make_private(sub)
+
+
+def _make_private(directory: Path) -> None:
+    """``directory`` 0700 and the regular files directly in it 0600 (when they were more open)."""
+    _chmod_at_most(directory, 0o700)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                _chmod_at_most(Path(entry.path), 0o600)
+
+
+def _chmod_at_most(path: Path, mode: int) -> None:
+    try:
+        current = path.lstat().st_mode & 0o7777
+        if current & ~mode:
+            os.chmod(path, current & mode)
+    except FileNotFoundError:
+        pass
 
 
 def find_temporal_binary() -> str:

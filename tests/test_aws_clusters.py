@@ -144,7 +144,8 @@ async def test_capacity_error_in_the_first_zone_fails_over_to_the_next(aws_stack
     settings = aws_stack.settings
     key = ensure_client_key(client_key_path(settings))
     aws = AwsProvider(deployment_id="test-aws", public_key=public_key_line(key), client_factory=client_factory,
-                      loopback=LocalProvider(settings.home / "nodes", public_key_line(key)))
+                      loopback=LocalProvider(settings.local_nodes_dir(), public_key_line(key),
+                                            isolate=settings.local_isolation))
     aws_stack.kill_worker()
     try:
         async with build_worker(temporal_env.client, settings, aws=aws):

@@ -22,7 +22,7 @@ CORPUS = Path(__file__).parent / "skypilot_corpus"
 def node_pids(stack: StyxStack, cluster: str) -> list[int]:
     """Pids of the cluster's live node servers, from the ready files the nodes write."""
     pids = []
-    for ready in (stack.home / "nodes" / cluster).glob("node-*/ready.json"):
+    for ready in (stack.nodes_root / cluster).glob("node-*/ready.json"):
         pid = json.loads(ready.read_text())["pid"]
         if Path(f"/proc/{pid}").exists():
             pids.append(pid)
@@ -88,7 +88,7 @@ def test_launch_exec_logs_cancel_stop_start_exec_down_through_cli(stack: StyxSta
     r = stack.cli("down", "-y", "life", check=True)
     assert "TERMINATED" in r.stdout
     assert node_pids(stack, "life") == []
-    assert not (stack.home / "nodes" / "life").exists()
+    assert not (stack.nodes_root / "life").exists()
     assert "life" not in stack.cli("status", check=True).stdout
 
 
@@ -126,7 +126,7 @@ def test_two_cpu_cluster_runs_two_one_cpu_jobs_at_once_and_the_third_waits(stack
     client = stack.client()
     first = client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="pair")
     client.wait("pair", first.job_id, timeout=60)
-    gate = stack.home / "gate"
+    gate = stack.shared_dir / "gate-pair"
     ids = [client.exec("pair", {"resources": {"cpus": 1}, "run": f"while [ ! -e {gate} ]; do sleep 0.05; done"}).job_id
            for _ in range(3)]
     wait_for(lambda: [client.job("pair", i).status for i in ids] == ["RUNNING", "RUNNING", "PENDING"],
@@ -324,7 +324,7 @@ def test_idle_cluster_stops_or_goes_down_by_itself(stack: StyxStack, down: bool)
     wanted = "TERMINATED" if down else "STOPPED"
     wait_for(lambda: client.cluster(cluster).status == wanted, 60, f"the idle cluster to be {wanted}")
     assert node_pids(stack, cluster) == []
-    assert (stack.home / "nodes" / cluster).exists() is not down
+    assert (stack.nodes_root / cluster).exists() is not down
     if not down:
         client.down(cluster)
 

@@ -31,14 +31,14 @@ pytestmark = pytest.mark.slow
 
 def live_nodes(stack: StyxStack, cluster: str) -> int:
     count = 0
-    for ready in (stack.home / "nodes" / cluster).glob("node-*/ready.json"):
+    for ready in (stack.nodes_root / cluster).glob("node-*/ready.json"):
         if Path(f"/proc/{json.loads(ready.read_text())['pid']}").exists():
             count += 1
     return count
 
 
 def node_home(stack: StyxStack, cluster: str, rank: int = 0) -> Path:
-    return stack.home / "nodes" / cluster / f"node-{rank}" / "home"
+    return stack.nodes_root / cluster / f"node-{rank}" / "home"
 
 
 def node_job_dir(stack: StyxStack, cluster: str, job_id: int, rank: int = 0) -> Path:
@@ -128,7 +128,7 @@ def test_worker_killed_while_a_cluster_provisions_leaves_exactly_its_nodes(stack
     assert job.status == "SUCCEEDED"
     assert client.cluster("crash-launch").status == "UP"
     assert live_nodes(stack, "crash-launch") == 3
-    assert len(list(nodes.glob("node-*"))) == 3
+    assert len(list((stack.nodes_root / "crash-launch").glob("node-*"))) == 3
     assert client.logs("crash-launch", submitted.job_id).count("provisioned") == 3
     client.down("crash-launch")
 
@@ -204,7 +204,7 @@ def test_continue_as_new_with_a_job_running_and_jobs_waiting_loses_nothing(eager
     stack = StyxStack(tmp_path / "home", address).start()
     try:
         client = stack.client()
-        gate = tmp_path / "gate"
+        gate = stack.shared_dir / "gate"
         first = client.launch({"resources": {"cpus": 1}, "run": f"while [ ! -e {gate} ]; do sleep 0.05; done; echo job-1"},
                               cluster="can")
         wait_for(lambda: client.job("can", first.job_id).status == "RUNNING", 60, "the first job to run")

@@ -310,3 +310,31 @@ def test_a_pushed_mount_of_a_path_missing_from_the_commit_fails_the_job_naming_t
     [job] = run.jobs
     assert job.job_id == 0 and job.status == "FAILED"  # never queued
     assert "file_mounts.~/x: 'missing.txt' is not a file or directory of the commit" in (job.message or ""), job
+
+
+def test_a_push_that_would_run_a_non_admins_job_on_unisolated_local_nodes_fails_naming_the_setting(
+        git_stack: GitStyxStack, people, tmp_path: Path):
+    # A worker whose local nodes run jobs as Styx's own user (as when Styx is not root).
+    alice = people["alice"]
+    saved = dict(git_stack.env)
+    git_stack.kill_worker()
+    git_stack.env["STYX_LOCAL_ISOLATION"] = "0"
+    git_stack.start_worker()
+    try:
+        work = _checkout(git_stack, alice, tmp_path / "w", "http")
+        alice.git("checkout", "-q", "--orphan", "feature/not-isolated", cwd=work)
+        alice.git("rm", "-rqf", ".", cwd=work)  # whatever earlier tests left on main
+        sha = _commit(alice, work, {"README.md": "# ml\n", ".styx.yaml": GOOD, "data.txt": "44"},
+                      "while local jobs share Styx's user")
+        alice.git("push", "origin", "feature/not-isolated", cwd=work)
+        with _client(git_stack, alice) as client:
+            run = client.wait_commit("alice/ml", sha, timeout=120)
+        assert run.status == "FAILED" and len(run.jobs) == 1, run
+        [job] = run.jobs
+        assert not job.job_id and job.message is not None
+        assert "STYX_LOCAL_ALLOW_NONADMIN=1" in job.message
+    finally:
+        git_stack.kill_worker()
+        git_stack.env.clear()
+        git_stack.env.update(saved)
+        git_stack.start_worker()

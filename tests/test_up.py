@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -79,6 +80,10 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     settings = stack.settings()
     children = info["children"]
     assert set(children) == {"temporal", "worker", "api", "gitserver"}
+    # Everything `styx up` and the Temporal dev server made in STYX_HOME is private.
+    assert stat.S_IMODE(stack.home.stat().st_mode) == 0o700
+    for made in ("temporal.db", "styx.db", "credentials", "logs/temporal.log"):
+        assert stat.S_IMODE((stack.home / made).stat().st_mode) == 0o600, made
 
     health = httpx.get(f"{settings.api_url}/healthz", timeout=5)
     assert health.status_code == 200, health.text

@@ -47,6 +47,7 @@ from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, resolve_cluster_access
+from styx.services import policy
 from styx.services.launch import InvalidRequest, cluster_spec, load_task, submit_input
 from styx.task import Task
 
@@ -191,6 +192,12 @@ class GitActivities:
                     f"cluster {cluster!r} does not exist (or was taken down); launch it first "
                     f"(`styx launch -c {cluster} ...`) or use `managed: true`",
                     type="ClusterNotFound", non_retryable=True)
+        pusher = await asyncio.to_thread(self.db.users.get, inp.push.pusher)
+        try:
+            policy.check_local_jobs(self.settings, launch.provider if launch else row.provider,
+                                    bool(pusher and pusher.is_admin))
+        except policy.NotAllowed as err:
+            raise ApplicationError(f"{inp.push.pusher}: {err}", type="Forbidden", non_retryable=True) from None
         try:
             result = await service.submit_job(client, self.settings.task_queue, cluster, submit,
                                               launch=launch, update_id=inp.key)

@@ -60,8 +60,9 @@ class SshActivities:
         job_id = str(inp.job_id)
         conn = await self.pool.get(node)
         try:
-            env = {**inp.env, **unseal(self.home, inp.sealed_secrets)}
-            await start_phase(conn, job_id, inp.phase, inp.script, env)
+            # Secrets go apart from the env: they must not stay in the node's wrapper script.
+            await start_phase(conn, job_id, inp.phase, inp.script, inp.env,
+                              secrets=unseal(self.home, inp.sealed_secrets))
             if inp.phase == "run" and inp.rank == 0:
                 # Recorded here, once the job really started, rather than by the workflow:
                 # that saves the job a workflow task. The upsert is idempotent.

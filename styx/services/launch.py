@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from styx import task as task_module
+from styx.config import aws_credentials_configured
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
 from styx.contracts.clusters import ClusterName, ClusterSpec, InvalidClusterName, SubmitJobInput
@@ -161,13 +162,7 @@ def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int]]:
 
 def _aws_credentials_configured() -> bool:
     """Credentials boto3 would find without asking the network (no instance-metadata call)."""
-    env = os.environ
-    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") \
-            or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") \
-            or env.get("STYX_AWS_INSTANCE_ROLE") == "1":
-        return True
-    aws_dir = Path(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")).expanduser()
-    return aws_dir.is_file() or Path(env.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser().is_file()
+    return aws_credentials_configured()
 
 
 def _task_autostop(value: object) -> tuple[int | None, bool]:

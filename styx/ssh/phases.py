@@ -5,6 +5,9 @@ has::
 
     <phase>.lock/     mkdir'ed once, by the one start_phase call that launches the phase
     <phase>.sh        generated wrapper: exports env, cds to the workdir, runs the script
+    <phase>.env       the secrets (0600), only between the start and the moment the
+                      wrapper has read them: it deletes the file, and so does the state
+                      check (once the phase ended or died) and kill_phase
     <phase>.script    the user's script, verbatim
     <phase>.pid       process group id of the wrapper (written by the wrapper itself)
     <phase>.token     random id exported to the phase's processes as STYX_PHASE_TOKEN
@@ -16,6 +19,11 @@ has::
 The wrapper runs under ``setsid nohup … < /dev/null &``, so it survives the SSH
 connection, the activity and the worker; a retried activity finds the lock and pid and
 re-attaches instead of running the phase twice.
+
+Secrets travel on the start command's stdin (never on a command line, which every user of
+the machine can read in /proc), ahead of the wrapper; only the caller that wins the lock
+writes them, to ``<phase>.env``, which the wrapper sources and removes before the script
+runs. ``<phase>.sh`` holds only the non-secret env.
 
 - ``start_phase``: launch a phase (or re-attach to it); ``JobCancelled`` if cancelled.
 - ``phase_state`` -> ``PhaseState``: started, running, exit code, log size, lost.
@@ -132,6 +140,8 @@ def _wrapper_script(
             f'echo $$ > "$d/{p}.pid.tmp" && mv -f "$d/{p}.pid.tmp" "$d/{p}.pid"',
             f'export STYX_PHASE_TOKEN="$(cat "$d/{p}.token")"',
             env_prefix(env).rstrip(" ").rstrip(";") or ":",
+            # The secrets, if any: read, then gone from the disk before the script starts.
+            f'if [ -f "$d/{p}.env" ]; then . "$d/{p}.env"; rm -f "$d/{p}.env"; fi',
             f"cat > \"$d/{p}.script\" <<'{delim}'",
             script[:-1] if script.endswith("\n") else script,
             delim,
@@ -152,21 +162,41 @@ _WAIT_FOR_PID = (
 )
 
 
-def _start_command(job_id: str, phase: str, size: int) -> str:
+def _secrets_file(secrets: Mapping[str, str] | None) -> str:
+    """The ``<phase>.env`` text: one ``export K='v'`` per secret (a value may span lines)."""
+    return "".join(env_prefix({k: v})[:-2] + "\n" for k, v in (secrets or {}).items())
+
+
+def _start_command(job_id: str, phase: str, size: int, secret_lines: int = 0) -> str:
     d = _job_dir(job_id)
+    # stdin: `secret_lines` lines of secrets (read line by line: `read` takes no byte beyond
+    # its newline, so `cat` then gets exactly the wrapper), then the wrapper's `size` bytes.
+    read_secrets = write_secrets = ""
+    if secret_lines:
+        read_secrets = f"""
+  sec=; i=0
+  while [ "$i" -lt {secret_lines} ] && IFS= read -r l; do sec="$sec$l
+"; i=$((i+1)); done
+  if [ "$i" -ne {secret_lines} ]; then echo SHORT; exit 91; fi"""
+        write_secrets = """
+    if ! (umask 077 && printf '%s' "$sec" > "$d/$p.env"); then
+      rm -f "$t" "$d/$p.env"; echo NOENV; exit 92
+    fi"""
     return f"""
 d={d}; p={phase}
 mkdir -p "$d" || exit 90
 cancelled() {{ [ -e "$d/cancelled" ] || [ -e "$d/$p.cancelled" ]; }}
-if [ ! -e "$d/$p.lock" ]; then
+if [ ! -e "$d/$p.lock" ]; then{read_secrets}
   t="$d/.$p.sh.$$"
   cat > "$t"
   if [ "$(wc -c < "$t")" -ne {size} ]; then rm -f "$t"; echo SHORT; exit 91; fi
-  if ! cancelled && mkdir "$d/$p.lock" 2>/dev/null; then
+  if ! cancelled && mkdir "$d/$p.lock" 2>/dev/null; then{write_secrets}
     mv -f "$t" "$d/$p.sh"
     # Unique per job and phase without forking (each fork is milliseconds on a busy node).
     printf '%s' "{job_id}-$p-$$-$RANDOM$RANDOM$RANDOM" > "$d/$p.token"
-    if cancelled; then echo {CANCELLED_EXIT_CODE} > "$d/$p.exit"; echo CANCELLED; exit 0; fi
+    if cancelled; then
+      rm -f "$d/$p.env"; echo {CANCELLED_EXIT_CODE} > "$d/$p.exit"; echo CANCELLED; exit 0
+    fi
     setsid nohup bash "$d/$p.sh" > "$d/$p.log" 2>&1 < /dev/null &
     # Not a group leader, so setsid did not fork: $! is the wrapper, its group and session.
     # Written here too (the wrapper writes the same) so no caller waits for the wrapper.
@@ -192,13 +222,15 @@ async def start_phase(
     env: Mapping[str, str] | None = None,
     *,
     workdir: str | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> int:
     """Start ``script`` detached as ``phase`` of ``job_id``; returns its process group id.
 
     Idempotent and race-safe: only the caller that creates ``<phase>.lock`` launches the
     phase; any other call (a retried activity, a concurrent one) returns the pid of the
     phase already started. The script runs in ``~/styx_workdir/<job_id>`` if that exists,
-    else in the home (or in ``workdir``), with ``env`` exported.
+    else in the home (or in ``workdir``), with ``env`` and then ``secrets`` exported (the
+    secrets never sit in a file beyond the script's start; see the module's docstring).
 
     Raises ``JobCancelled`` if the job or phase was cancelled on the node, and
     ``PhaseStartFailed`` if the phase is locked but never wrote a pid.
@@ -206,8 +238,12 @@ async def start_phase(
     _check_name("job id", job_id)
     _check_name("phase", phase)
     payload = _wrapper_script(job_id, phase, script, env, workdir).encode()
+    secret_text = _secrets_file(secrets)
     out = await run_checked(
-        conn, _start_command(job_id, phase, len(payload)), "start_phase", input=payload
+        conn,
+        _start_command(job_id, phase, len(payload), secret_text.count("\n")),
+        "start_phase",
+        input=secret_text.encode() + payload,
     )
     word, _, rest = out.strip().partition(" ")
     if word == "PID":
@@ -239,6 +275,10 @@ ex=; [ -f "$d/$p.exit" ] && read -r ex < "$d/$p.exit"
 lock=; [ -e "$d/$p.lock" ] && lock=1
 c=; {{ [ -e "$d/$p.cancelled" ] || [ -e "$d/cancelled" ]; }} && c=1
 size=0; [ -f "$d/$p.log" ] && size=$(wc -c < "$d/$p.log")
+# Secrets the wrapper never read (it died first) must not outlive the phase.
+if [ -e "$d/$p.env" ] && {{ [ -n "$ex" ] || {{ [ -n "$pid" ] && {{ [ -z "$stat" ] || [ "${{stat#Z}}" != "$stat" ]; }}; }}; }}; then
+  rm -f "$d/$p.env"
+fi
 fmt='lock=%s\\npid=%s\\nstat=%s\\nexit=%s\\ncancelled=%s\\nsize=%s\\n'
 printf "$fmt" "$lock" "$pid" "$stat" "$ex" "$c" "$size"
 """
@@ -318,6 +358,7 @@ while [ "$i" -lt {ticks} ]; do
 done
 for g in $targets; do kill -KILL -- "-$g" 2>/dev/null; done
 for p in $phases; do
+  [ -e "$d/$p.env" ] && rm -f "$d/$p.env"
   [ -e "$d/$p.lock" ] || continue
   if [ ! -e "$d/$p.exit" ]; then
     echo {CANCELLED_EXIT_CODE} > "$d/$p.exit.k$$" && mv -f "$d/$p.exit.k$$" "$d/$p.exit"

@@ -24,7 +24,7 @@ from styx.activities.git import GitActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
-from styx.config import Settings
+from styx.config import Settings, keep_off_instance_metadata
 from styx.contracts.providers import ReconcileInput
 from styx.db import Database
 from styx.providers.aws.provider import AwsProvider
@@ -52,7 +52,7 @@ def client_key_path(settings: Settings) -> Path:
 def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider | None = None) -> ProviderRegistry:
     """Every provider this worker serves, by the name tasks use (``infra: <name>/…``).
     A new provider is one package under ``styx/providers/`` and one line here."""
-    local = LocalProvider(settings.home / "nodes", public_key_line(key))
+    local = LocalProvider(settings.local_nodes_dir(), public_key_line(key), isolate=settings.local_isolation)
     aws = aws or AwsProvider(
         deployment_id=settings.deployment_id(), public_key=public_key_line(key),
         # Emulated instances are reached through local nodes on 127.x (see providers/aws/loopback.py).
@@ -110,6 +110,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
 
 async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> None:
     settings.ensure_home()
+    keep_off_instance_metadata()  # before the AWS provider builds any boto3 client
     styx_db.migrate(settings.db_url)
     # /metrics (STYX_WORKER_METRICS_PORT): the SDK's metrics, through this runtime, and Styx's.
     metrics = WorkerMetrics()

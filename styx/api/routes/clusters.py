@@ -57,6 +57,7 @@ from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFo
 from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
+from styx.services import policy
 from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
@@ -88,6 +89,13 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
 def _not_found(name: str) -> HTTPException:
     # The one answer for a cluster that does not exist and for one the caller may not see.
     return HTTPException(404, f"cluster {name!r} not found")
+
+
+def _check_local_jobs(state: StateDep, provider: str, is_admin: bool) -> None:
+    try:
+        policy.check_local_jobs(state.settings, provider, is_admin)
+    except policy.NotAllowed as err:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from None
 
 
 def _cluster_or_404(state: StateDep, name: str) -> Cluster:
@@ -162,6 +170,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
+    _check_local_jobs(state, spec.provider, user.is_admin)
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec))
     return _submitted(state, req.cluster, result)
@@ -193,6 +202,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
         submit = submit_input(task, user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
+    _check_local_jobs(state, cluster.provider, user.is_admin)
     if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit))

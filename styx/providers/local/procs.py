@@ -11,9 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 from pathlib import Path
 
-__all__ = ["HAVE_PROC", "alive", "arg_after", "job_groups", "kill", "processes_of", "scan_cmdlines"]
+__all__ = [
+    "HAVE_PROC",
+    "alive",
+    "arg_after",
+    "can_switch_user",
+    "job_groups",
+    "kill",
+    "processes_of",
+    "processes_of_user",
+    "scan_cmdlines",
+]
 
 HAVE_PROC = os.path.isdir("/proc/self")
 
@@ -73,14 +84,50 @@ def arg_after(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def can_switch_user() -> bool:
+    """Whether node servers can run jobs as another user: root, on Linux (the SFTP side
+    needs per-thread ``setfsuid``)."""
+    return HAVE_PROC and os.geteuid() == 0
+
+
+def _read_small(path: Path, limit: int = 64) -> bytes:
+    """The start of a regular file, never blocking (a job may have put a FIFO there)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def job_groups(homes: list[str]) -> set[int]:
     """Process group ids recorded in ``<home>/.styx/jobs/*/*.pid``."""
     groups = set()
     for home in homes:
         for pid_file in Path(home, ".styx", "jobs").glob("*/*.pid"):
             with contextlib.suppress(OSError, ValueError):
-                groups.add(int(pid_file.read_text().strip()))
+                groups.add(int(_read_small(pid_file).strip()))
     return groups
+
+
+def processes_of_user(uid: int) -> list[int]:
+    """Live processes whose real, effective, saved or file-system uid is ``uid``."""
+    found = []
+    me = os.getpid()
+    for pid in _pids():
+        if pid == me:
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                if str(uid) in line.split()[1:] and alive(pid):
+                    found.append(pid)
+                break
+    return found
 
 
 def processes_of(homes: list[str], groups: set[int]) -> list[int]:

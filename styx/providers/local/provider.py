@@ -2,14 +2,26 @@
 
 A cluster ``C`` lives on disk under ``root/C/``; node ``r`` under ``root/C/node-<r>/``::
 
-    home/            the node's home directory (what a VM's disk would keep)
-    host_key(.pub)   its SSH host key, kept across stop/start
-    node.json        {"rank", "ip"}: the loopback address given to this node
-    ready.json       {"pid", "host", "port"} written by the running server
-    server.log       the server's stdout and stderr
+    cluster.json     {"user"}: the job user of the cluster (only when it has one)
+    node-<r>/
+      home/            the node's home directory (what a VM's disk would keep), 0700
+      host_key(.pub)   its SSH host key, kept across stop/start
+      authorized_keys  Styx's client key (the server also accepts keys in home/.ssh/)
+      node.json        {"rank", "ip"}: the loopback address given to this node
+      ready.json       {"pid", "host", "port"} written by the running server
+      server.log       the server's stdout and stderr
 
 ``root/.C.lock`` (an empty file, kept after terminate) serialises operations on ``C``
 across worker processes.
+
+Job users (``isolate=True``, what the worker asks for when Styx runs as root): each cluster
+gets its own unprivileged system user (``users``), its node homes are owned by it, and the
+node servers — which stay root — run every SSH session's command as that user and do the
+SFTP file operations with its file-system credentials. Everything else on disk stays root's:
+the directories from ``root`` down to ``node-<r>`` are 0711 (a job user can reach its home
+but list nothing), the files in them 0600. ``root`` must therefore lie on a path every user
+can traverse (not under a 0700 home such as /root: see ``Settings.local_nodes_dir``). Stopping
+a cluster kills every process of its user; ``terminate`` removes the user.
 
 Nodes are found from disk and from the process table (``procs``), never from memory or
 the database, so a retried activity (after the worker was ``kill -9``ed) reuses the
@@ -25,7 +37,8 @@ program is ``nodeserver``; ``procs`` reads the process table.
 
 Usage (the worker registers it as the ``local`` provider)::
 
-    provider = LocalProvider(settings.home / "nodes", public_key_line(client_key))
+    provider = LocalProvider(settings.local_nodes_dir(), public_key_line(client_key),
+                             isolate=settings.local_isolation)
     nodes = (await provider.provision("dev", 2, {})).endpoints()
 """
 
@@ -41,6 +54,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -54,7 +68,8 @@ import styx
 from styx.contracts.clusters import ClusterName
 from styx.files import async_flock, atomic_write
 from styx.providers.base import ProvisionError, Provisioned
-from styx.providers.local import procs
+from styx.providers.local import procs, users
+from styx.providers.local.users import JobUser
 from styx.ssh import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]
@@ -80,9 +95,9 @@ class LocalProvider:
     """Clusters of local SSH node servers under ``root``.
 
     ``client_pubkey`` (an OpenSSH public key line) is the key the SSH activities log in
-    with; it is written to every node's ``~/.ssh/authorized_keys``. Every method is
-    idempotent and safe to call concurrently (a per-cluster file lock serialises them
-    across processes).
+    with; every node server accepts it. With ``isolate`` (needs root), new clusters get a
+    job user (see the module's docstring). Every method is idempotent and safe to call
+    concurrently (a per-cluster file lock serialises them across processes).
     """
 
     def __init__(
@@ -94,8 +109,10 @@ class LocalProvider:
         extra_env: Mapping[str, str] | None = None,
         ready_timeout: float = 20.0,
         stop_grace: float = 3.0,
+        isolate: bool = False,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.isolate = isolate
         self.client_pubkey = client_pubkey.strip()
         self.python = python
         self.extra_env = dict(extra_env or {})
@@ -122,7 +139,7 @@ class LocalProvider:
             raise ValueError("num_nodes must be at least 1")
         cdir = self._cluster_dir(cluster)
         async with self._cluster_lock(cluster):
-            cdir.mkdir(parents=True, exist_ok=True)
+            _mkdir(cdir, 0o711)
             return await self._ensure_nodes(cluster, list(range(num_nodes)), None)
 
     async def start(self, cluster: str, region: str | None) -> Provisioned:
@@ -148,6 +165,10 @@ class LocalProvider:
         async with self._cluster_lock(cluster):
             if cdir.exists():
                 await self._stop_nodes(cdir)
+                name = self._recorded_user(cdir)
+                if name is not None:
+                    # Before the directory goes: its cluster.json is how a retry finds the user.
+                    await asyncio.to_thread(users.remove_user, name, lock=self._users_lock)
                 await asyncio.to_thread(shutil.rmtree, cdir, True)
 
     async def describe_nodes(self, cluster: str, region: str | None) -> list[dict[str, Any]]:
@@ -174,7 +195,10 @@ class LocalProvider:
         return out
 
     async def check(self, region: str | None) -> tuple[bool, str]:
-        return True, "local SSH nodes on loopback"
+        if self.isolate:
+            return True, f"local SSH nodes on loopback under {self.root}; jobs run as a per-cluster user"
+        return True, (f"local SSH nodes on loopback under {self.root}; jobs run as {self.user} "
+                      "(not isolated from Styx)")
 
     # -- beyond the protocol -----------------------------------------------------------
 
@@ -227,23 +251,54 @@ class LocalProvider:
             host_key=(ndir / "host_key.pub").read_text().strip(),
         )
 
+    @property
+    def _users_lock(self) -> Path:
+        return self.root / ".users.lock"
+
+    def _recorded_user(self, cdir: Path) -> str | None:
+        info = self._read_json(cdir / "cluster.json")
+        name = info.get("user") if info else None
+        return str(name) if name else None
+
+    def _job_user(self, cluster: str, cdir: Path) -> JobUser | None:
+        """The cluster's job user, made if the cluster has none yet and ``isolate`` is on
+        (a cluster that has one keeps it: it is a property of the cluster, not of the
+        provider). None: jobs run as the node server's own user."""
+        name = self._recorded_user(cdir)
+        if name is None:
+            if not self.isolate:
+                return None
+            name = users.job_user_name(self.root, cluster)
+        if not procs.can_switch_user():
+            raise ProvisionError(f"local cluster {cluster!r} runs its jobs as {name}, which needs "
+                                 "Styx to run as root on Linux")
+        _check_traversable(cdir, name)
+        try:
+            user = users.ensure_user(name, cluster, lock=self._users_lock)
+        except users.UserError as err:
+            raise ProvisionError(str(err)) from None
+        if self._recorded_user(cdir) != name:
+            atomic_write(cdir / "cluster.json", json.dumps({"user": name}).encode(), 0o600)
+        return user
+
     def _cluster_lock(self, cluster: str) -> contextlib.AbstractAsyncContextManager[None]:
         # A file next to the cluster directories (not in them: terminate removes those),
         # so that iterating the root's directories finds clusters only.
+        if not self.root.exists():
+            _mkdir(self.root, 0o711)  # job users must be able to pass through it
         return async_flock(self.root / f".{cluster}.lock", self._locks.setdefault(cluster, asyncio.Lock()))
 
-    def _prepare_node(self, cluster: str, ndir: Path, rank: int) -> str:
-        """Create the node's directory, keys and authorized_keys; returns its IP."""
-        home = ndir / "home"
-        ssh_dir = home / ".ssh"
-        ssh_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(ssh_dir, 0o700)
-        auth = ssh_dir / "authorized_keys"
-        current = auth.read_text() if auth.exists() else ""
-        if self.client_pubkey not in current.splitlines():
-            # Appended: keys a user added to the node for their own `ssh` stay.
-            sep = "" if not current or current.endswith("\n") else "\n"
-            atomic_write(auth, f"{current}{sep}{self.client_pubkey}\n".encode(), 0o600)
+    def _prepare_node(self, cluster: str, ndir: Path, rank: int, user: JobUser | None) -> str:
+        """Create the node's directory, home, keys and authorized_keys; returns its IP.
+
+        Nothing here writes inside the home: with a job user that is the user's ground
+        (a symlink planted there must not steer a root write), so Styx's key is kept in
+        the node's own directory."""
+        _mkdir(ndir, 0o711)
+        _ensure_home(ndir / "home", user)
+        auth = ndir / "authorized_keys"
+        if not auth.exists() or auth.read_text().strip() != self.client_pubkey:
+            atomic_write(auth, f"{self.client_pubkey}\n".encode(), 0o600)
         key_path = ndir / "host_key"
         if not key_path.exists():
             key = asyncssh.generate_private_key("ssh-ed25519", comment=f"styx-{cluster}-{rank}")
@@ -255,7 +310,7 @@ class LocalProvider:
         ip = _loopback_ip(cluster, rank)
         if not _can_bind(ip):
             ip = "127.0.0.1"
-        atomic_write(ndir / "node.json", json.dumps({"rank": rank, "ip": ip}).encode(), 0o644)
+        atomic_write(ndir / "node.json", json.dumps({"rank": rank, "ip": ip}).encode(), 0o600)
         return ip
 
     # -- processes ---------------------------------------------------------------------
@@ -286,7 +341,7 @@ class LocalProvider:
             return int(ready["pid"]), ready
         return pids[0], None
 
-    def _spawn(self, ndir: Path, ip: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, ndir: Path, ip: str, user: JobUser | None) -> subprocess.Popen[bytes]:
         previous = self._read_json(ndir / "last_port.json") or {}
         with contextlib.suppress(FileNotFoundError):
             (ndir / "ready.json").unlink()
@@ -301,9 +356,13 @@ class LocalProvider:
             "--port-fallback",
             "--host-key", str(ndir / "host_key"),
             "--ready-file", str(ndir / "ready.json"),
+            "--authorized-keys", str(ndir / "authorized_keys"),
             "--log-level", "WARNING",
         ]  # fmt: skip
-        with open(ndir / "server.log", "ab") as log:
+        if user is not None:
+            argv += ["--run-as", user.name]
+        log_fd = os.open(ndir / "server.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(log_fd, "ab") as log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -313,6 +372,8 @@ class LocalProvider:
                 env=env,
                 # -m styx.providers.local.nodeserver must import the same styx as this worker.
                 cwd=Path(styx.__file__).resolve().parent.parent,
+                # What a fresh login gets, whatever this (private, 077) worker's umask is.
+                umask=0o022,
             )
         self._children[proc.pid] = proc
         return proc
@@ -326,7 +387,7 @@ class LocalProvider:
                     atomic_write(
                         ndir / "last_port.json",
                         json.dumps({"port": int(ready["port"])}).encode(),
-                        0o644,
+                        0o600,
                     )
                     return ready
             self._reap()
@@ -339,9 +400,9 @@ class LocalProvider:
             f"node server {ndir.name} (pid {pid}) did not come up:\n{_tail(ndir / 'server.log')}"
         )
 
-    async def _ensure_node(self, cluster: str, cdir: Path, rank: int) -> NodeEndpoint:
+    async def _ensure_node(self, cluster: str, cdir: Path, rank: int, user: JobUser | None) -> NodeEndpoint:
         ndir = self._node_dir(cdir, rank)
-        ip = self._prepare_node(cluster, ndir, rank)
+        ip = self._prepare_node(cluster, ndir, rank, user)
         pids = self._server_pids(ndir)
         ready = self._read_json(ndir / "ready.json")
         keep = None
@@ -358,13 +419,14 @@ class LocalProvider:
                 return self._endpoint(ndir, rank, ready)
             except NodeStartFailed:
                 pass  # killed by _wait_ready: start a fresh one below
-        proc = self._spawn(ndir, ip)
+        proc = self._spawn(ndir, ip, user)
         ready = await self._wait_ready(ndir, proc.pid)
         return self._endpoint(ndir, rank, ready)
 
     async def _ensure_nodes(self, cluster: str, ranks: list[int], region: str | None) -> Provisioned:
         cdir = self._cluster_dir(cluster)
-        nodes = await asyncio.gather(*(self._ensure_node(cluster, cdir, r) for r in ranks))
+        user = await asyncio.to_thread(self._job_user, cluster, cdir)
+        nodes = await asyncio.gather(*(self._ensure_node(cluster, cdir, r, user) for r in ranks))
         return Provisioned(nodes=[n.to_dict() for n in nodes], region=region)
 
     async def _stop_nodes(self, cdir: Path) -> None:
@@ -376,11 +438,16 @@ class LocalProvider:
         await self._wait_gone(lambda: [p for p in servers if procs.alive(p)], self.stop_grace)
         for pid in servers:
             procs.kill(pid, signal.SIGKILL)
-        # 2. Everything else that lives on the nodes: detached jobs (by the process groups
-        #    in their pid files) and any process whose HOME is a node's home.
+        # 2. Everything else that lives on the nodes: with a job user, every process of that
+        #    user (whatever it did to its environment); without, detached jobs (by the
+        #    process groups in their pid files) and any process whose HOME is a node's home.
         homes = [str(ndir / "home") for ndir in ndirs]
+        name = self._recorded_user(cdir)
+        user = users.lookup(name) if name else None
 
         def leftovers() -> list[int]:
+            if user is not None:
+                return procs.processes_of_user(user.uid)
             return procs.processes_of(homes, procs.job_groups(homes))
 
         for pid in leftovers():
@@ -408,7 +475,59 @@ class LocalProvider:
 
 
 # ---------------------------------------------------------------------------------------
-# Helpers (addresses, logs)
+# Helpers (directories, addresses, logs)
+
+
+def _mkdir(path: Path, mode: int) -> None:
+    """``path`` and its missing parents, each created with ``mode`` (not the umask's), and
+    ``path`` itself set to ``mode``."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir()
+        os.chmod(d, mode)
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def _ensure_home(home: Path, user: JobUser | None) -> None:
+    """The node's home: 0700, owned by the job user if there is one. A home the user does
+    not own yet (a cluster made before it had a job user) is handed over whole."""
+    with contextlib.suppress(FileExistsError):
+        home.mkdir(mode=0o700)
+    st = home.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ProvisionError(f"{home} is not a directory")
+    if user is not None and (st.st_uid, st.st_gid) != (user.uid, user.gid):
+        _chown_tree(home, user)
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(home, 0o700)
+
+
+def _chown_tree(top: Path, user: JobUser) -> None:
+    os.lchown(top, user.uid, user.gid)
+    for dirpath, dirnames, filenames in os.walk(top):  # does not follow symlinks
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), user.uid, user.gid)
+
+
+def _check_traversable(cdir: Path, user: str) -> None:
+    """A job user must be able to walk from / to its home: every directory above the
+    cluster's must let others search it."""
+    for d in [cdir.parent, *cdir.parent.parents]:
+        try:
+            mode = d.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            raise ProvisionError(
+                f"jobs run as {user} could not reach their node homes under {cdir.parent}: "
+                f"{d} is mode {stat.S_IMODE(mode):04o}; set STYX_LOCAL_NODES_DIR to a directory "
+                "on a path every user may traverse (the default is /var/lib/styx/<deployment>/nodes)")
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
