@@ -377,6 +377,7 @@ def test_without_job_users_a_non_admin_is_refused_local_jobs_until_the_admin_all
     carol_token = admin.create_user("carol").token
     up = admin.launch({"resources": {"cpus": 1}, "run": "echo admin-ok"}, cluster="shared")
     assert admin.wait("shared", up.job_id, timeout=120).status == "SUCCEEDED"
+    admin.share("shared", "carol")  # carol may use it: only the local-jobs policy stands in her way
 
     with Client(plain_stack.settings.api_url, carol_token) as carol:
         for attempt in (lambda: carol.launch({"run": "cat ~/../../credentials"}, cluster="carols"),
