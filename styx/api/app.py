@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from styx import __version__
 from styx.api.deps import AppState
+from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
 from styx.api.limits import BodyLimit
 from styx.api.routes import clusters, repos, system, users
 from styx.config import Settings
@@ -37,9 +39,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # Every error answer is an ErrorBody; each router declares the ones its routes give.
     app.include_router(system.router)
-    app.include_router(clusters.router)
-    app.include_router(clusters.check_router)
-    app.include_router(users.router)
-    app.include_router(repos.router)
+    app.include_router(clusters.router, responses=error_responses(*RESOURCE, 503))
+    app.include_router(clusters.check_router, responses=error_responses(*AUTHENTICATED, 403, 503))
+    app.include_router(users.router, responses=error_responses(*RESOURCE))
+    app.include_router(repos.router, responses=error_responses(*RESOURCE))
     return app

@@ -30,13 +30,13 @@ from styx.contracts.rest_repos import (
     UserCreated,
     UserInfo,
 )
-from styx.sdk.transport import NotFound, Request
+from styx.sdk.transport import Invalid, NotFound, Request, WaitTimeout
 
 
 def _split(full_name: str) -> tuple[str, str]:
     owner, sep, name = full_name.strip("/").partition("/")
     if not sep or not owner or not name or "/" in name:
-        raise ValueError(f"expected <owner>/<name>, got {full_name!r}")
+        raise Invalid(None, f"expected <owner>/<name>, got {full_name!r}")
     return owner, name.removesuffix(".git")
 
 
@@ -46,8 +46,11 @@ def _public_key_text(key: str | Path) -> str:
         return text.strip()
     path = Path(text).expanduser()
     if not path.is_file():
-        raise ValueError(f"no such public key file: {path}")
-    return path.read_text().strip()
+        raise Invalid(None, f"no such public key file: {path}")
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Invalid(None, f"cannot read the public key file {path}: {err}") from None
 
 
 class _RepoRoutes:
@@ -213,7 +216,7 @@ class ReposMixin:
             except NotFound:
                 pass
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+                raise WaitTimeout(None, f"the run of {rev} in {full_name} has not finished after {timeout}s")
             time.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
@@ -296,6 +299,6 @@ class AsyncReposMixin:
             except NotFound:
                 pass
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+                raise WaitTimeout(None, f"the run of {rev} in {full_name} has not finished after {timeout}s")
             await asyncio.sleep(poll)
             poll = min(poll * 1.5, 1.0)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from temporalio.service import RPCError
 
-from styx.api.deps import CurrentUser, StateDep, TemporalDep
+from styx.api.deps import CurrentUser, IdempotencyKey, PathId, StateDep, TemporalDep
 from styx.contracts.clusters import (
     CLUSTER_GONE,
     AutostopInput,
@@ -101,10 +101,12 @@ def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSub
 
 
 @router.post("", status_code=201, response_model=JobSubmitted, summary="Launch a cluster and run a task")
-async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser) -> JobSubmitted:
+async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser,
+                 key: IdempotencyKey = None) -> JobSubmitted:
     """Provision ``cluster`` if it does not exist (a cluster of that name that exists must have
     been launched with the same resources), then queue the task on it. Returns at once with
-    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``."""
+    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``. Sent again with the
+    same ``Idempotency-Key``, it returns the first job and queues nothing."""
     try:
         check_cluster_name(req.cluster)
         task = load_task(req.task)
@@ -113,7 +115,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     except InvalidRequest as err:
         raise _bad(err) from None
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
-                                                      launch=spec))
+                                                      launch=spec, update_id=service.submission_id(user.name, key)))
     return _submitted(state, req.cluster, result)
 
 
@@ -131,7 +133,8 @@ async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterI
 
 @router.post("/{name}/jobs", status_code=201, response_model=JobSubmitted, summary="Queue a task on a cluster")
 async def exec_job(name: str, req: ExecRequest, state: StateDep, client: TemporalDep,
-                   user: CurrentUser) -> JobSubmitted:
+                   user: CurrentUser, key: IdempotencyKey = None) -> JobSubmitted:
+    """Sent again with the same ``Idempotency-Key``, it returns the first job and queues nothing."""
     cluster = _cluster_or_404(state, name)
     try:
         submit = submit_input(load_task(req.task), user.name, state.settings.home)
@@ -139,7 +142,8 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
         raise _bad(err) from None
     if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
-    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit))
+    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit,
+                                                      update_id=service.submission_id(user.name, key)))
     return _submitted(state, name, result)
 
 
@@ -150,13 +154,14 @@ async def queue(name: str, state: StateDep, user: CurrentUser) -> list[JobInfo]:
 
 
 @router.get("/{name}/jobs/{job_id}", response_model=JobInfo, summary="One job")
-async def get_job(name: str, job_id: int, state: StateDep, user: CurrentUser) -> JobInfo:
+async def get_job(name: str, job_id: PathId, state: StateDep, user: CurrentUser) -> JobInfo:
     return job_info(state, _job_or_404(state, name, job_id))
 
 
 @router.get("/{name}/jobs/{job_id}/logs", summary="A job's log (all nodes, prefixed by rank)",
-            response_class=StreamingResponse)
-async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log"}})
+async def job_logs(name: str, job_id: PathId, state: StateDep, user: CurrentUser,
                    follow: bool = Query(False, description="stream until the job ends")) -> StreamingResponse:
     job = _job_or_404(state, name, job_id)
     reader = LogReader(state.settings.home, name, job_id, job.num_nodes)
