@@ -147,8 +147,9 @@ class ReposMixin:
 
     def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
         """Register an SSH public key (a ``.pub`` path or the key line) for you or ``user``."""
+        text = _public_key_text(public_key)  # a missing file is said before the API is asked anything
         user = user or self.me().name
-        return KeyInfo(**self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**self._send(_RepoRoutes.add_key(user, text, title)))
 
     def keys(self, user: str | None = None) -> list[KeyInfo]:
         return [KeyInfo(**k) for k in self._send(_RepoRoutes.keys(user or self.me().name))]
@@ -236,8 +237,9 @@ class AsyncReposMixin:
         return UserInfo(**await self._send(_RepoRoutes.me()))
 
     async def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
+        text = _public_key_text(public_key)
         user = user or (await self.me()).name
-        return KeyInfo(**await self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**await self._send(_RepoRoutes.add_key(user, text, title)))
 
     async def keys(self, user: str | None = None) -> list[KeyInfo]:
         return [KeyInfo(**k) for k in await self._send(_RepoRoutes.keys(user or (await self.me()).name))]
