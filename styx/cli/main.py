@@ -79,10 +79,14 @@ def worker() -> None:
 
     Example:  `TEMPORAL_ADDRESS=temporal.internal:7233 styx worker`
     """
+    from styx.temporal import TemporalUnavailable
     from styx.workers.worker import run_worker
 
     _setup_logging()
-    asyncio.run(run_worker(settings_or_exit()))
+    try:
+        asyncio.run(run_worker(settings_or_exit()))
+    except TemporalUnavailable as err:
+        raise fail(f"{err}; is Temporal running? (`styx up` starts one; STYX_TEMPORAL_ADDRESS points elsewhere)") from None
 
 
 @app.command()
