@@ -75,8 +75,8 @@ CurrentUser = Annotated[User, Depends(current_user)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 #: The ``Idempotency-Key`` of a submission: every attempt of one submission sends the same
-#: one, and all get the first attempt's job.
-#: (Typed ``str``, defaulting to None in the handlers: a header is never null, and the schema says so.)
+#: one, and all get the first attempt's job. Typed ``str`` with a None default in the handlers,
+#: so the OpenAPI schema says "a string, optional" rather than "string or null".
 IdempotencyKey = Annotated[str, Header(
     alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, max_length=64,
     description="names one logical submission (1-64 letters, digits, '_' or '-'): a retry with the "
