@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from styx import __version__
 from styx.api import metrics
 from styx.api.deps import AppState
+from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
 from styx.api.limits import BodyLimit, RouteLimit
 from styx.api.routes import clusters, repos, system, uploads, users
 from styx.config import Settings
@@ -39,11 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, routes=[
         RouteLimit("PUT", uploads.UPLOAD_PATH_PREFIX, settings.max_upload_bytes, "STYX_MAX_UPLOAD_BYTES")])
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # Every error answer is an ErrorBody; each router declares the ones its routes give.
     app.include_router(system.router)
-    app.include_router(clusters.router)
-    app.include_router(clusters.check_router)
-    app.include_router(users.router)
-    app.include_router(repos.router)
-    app.include_router(uploads.router)
+    app.include_router(clusters.router, responses=error_responses(*RESOURCE, 503))
+    app.include_router(clusters.check_router, responses=error_responses(*AUTHENTICATED, 403, 503))
+    app.include_router(users.router, responses=error_responses(*RESOURCE))
+    app.include_router(repos.router, responses=error_responses(*RESOURCE))
+    app.include_router(uploads.router, responses=error_responses(*RESOURCE))
     metrics.install(app, settings)  # GET /metrics, and requests counted by route
     return app

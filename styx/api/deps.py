@@ -6,11 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from styx.config import Settings
+from styx.contracts.rest import IDEMPOTENCY_KEY_PATTERN, MAX_ID
 from styx.db import Database, User
 from styx.temporal import TemporalUnavailable, connect
 
@@ -71,3 +72,15 @@ async def current_user(
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+#: An id in a path (a job's, a key's): bounded, so no number overflows the database.
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+#: The ``Idempotency-Key`` of a submission: every attempt of one submission sends the same
+#: one, and all get the first attempt's job. Typed ``str`` with a None default in the handlers,
+#: so the OpenAPI schema says "a string, optional" rather than "string or null".
+IdempotencyKey = Annotated[str, Header(
+    alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN, max_length=64,
+    description="names one logical submission (1-64 letters, digits, '_' or '-'): a retry with the "
+                "same key returns the first job instead of queueing another")]

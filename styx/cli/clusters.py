@@ -10,16 +10,14 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
-import httpx
 import typer
 from rich.table import Table
 
-from styx.cli.console import console, fail
+from styx.cli.console import api, console, fail
 from styx.cli.uploads import upload_progress
 from styx.contracts.rest import JobInfo
 from styx.sdk.client import Client
@@ -30,20 +28,6 @@ app = typer.Typer()
 
 # `styx logs --status` exit codes, as SkyPilot's `sky logs --status`.
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_NOT_FOUND, EXIT_CANCELLED = 0, 100, 101, 102, 103
-
-
-@contextmanager
-def api() -> Iterator[Client]:
-    """An SDK client; API errors become one-line CLI errors (exit code 1)."""
-    client = Client()
-    try:
-        yield client
-    except StyxError as err:
-        raise fail(err.message) from None
-    except httpx.ConnectError:
-        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
-    finally:
-        client.close()
 
 
 def _load_task(entrypoint: list[str], **overrides) -> Task:
@@ -111,6 +95,9 @@ def _report(job: JobInfo) -> None:
 
 EnvOpt = typer.Option(None, "--env", help="KEY=VALUE for the job's environment (repeatable).")
 SecretOpt = typer.Option(None, "--secret", help="KEY=VALUE, like --env but never shown or logged.")
+KeyOpt = typer.Option(
+    None, "--idempotency-key", help="names this submission (up to 64 letters, digits, '_', '-'): run again with "
+    "the same key, the command queues nothing new and follows the first job. Default: a new key each time.")
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -132,6 +119,7 @@ def launch(
     idle_minutes_to_autostop: Optional[int] = typer.Option(
         None, "-i", "--idle-minutes-to-autostop", help="stop the cluster after this many idle minutes"),
     down: bool = typer.Option(False, "--down", help="with -i: tear down instead of stopping"),
+    idempotency_key: Optional[str] = KeyOpt,
 ) -> None:
     """Launch a cluster (if needed) and run a task on it, streaming its output.
 
@@ -150,7 +138,7 @@ def launch(
             typer.confirm(f"Launch a new cluster {cluster!r} ({task.num_nodes} node(s))?", default=True, abort=True)
         with upload_progress() as progress:
             submitted = client.launch(task, cluster, idle_minutes_to_autostop=idle_minutes_to_autostop, down=down,
-                                      progress=progress)
+                                      progress=progress, idempotency_key=idempotency_key)
         console.print(f"job {submitted.job_id} queued on cluster {cluster}"
                       + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
         if detach_run:
@@ -173,16 +161,17 @@ def exec_(
     workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes "
                                           "(.skyignore / .gitignore honoured)"),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
+    idempotency_key: Optional[str] = KeyOpt,
 ) -> None:
     """Queue a job on an existing cluster; prints its id and streams its output.
 
-    Example:  `styx exec dev 'python -c "print(42)"'`
+    Examples:  `styx exec dev 'python -c "print(42)"'`    `styx exec dev train.yaml --idempotency-key nightly-0601`
     """
     task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, gpus=gpus, num_nodes=num_nodes,
                       workdir=workdir, name=name)
     with api() as client:
         with upload_progress() as progress:
-            submitted = client.exec(cluster, task, progress=progress)
+            submitted = client.exec(cluster, task, progress=progress, idempotency_key=idempotency_key)
         console.print(f"job {submitted.job_id} queued on cluster {cluster}"
                       + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
         if detach_run:

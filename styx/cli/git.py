@@ -7,17 +7,13 @@ which ``styx.cli.main`` adds to the root command.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator, Optional
+from typing import Optional
 
-import httpx
 import typer
 from rich.table import Table
 
-from styx.cli.console import console, fail, settings_or_exit
-from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
+from styx.cli.console import api, console, fail, settings_or_exit
 
 app = typer.Typer()
 
@@ -34,21 +30,6 @@ app.add_typer(key_app, name="key", rich_help_panel="Git")
 app.add_typer(repo_app, name="repo", rich_help_panel="Git")
 app.add_typer(branch_app, name="branch", rich_help_panel="Git")
 repo_app.add_typer(collab_app, name="collab")
-
-
-@contextmanager
-def api() -> Iterator[Client]:
-    client = Client()
-    try:
-        yield client
-    except StyxError as err:
-        raise fail(err.message) from None
-    except ValueError as err:
-        raise fail(str(err)) from None
-    except httpx.ConnectError:
-        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
-    finally:
-        client.close()
 
 
 def _age(then: datetime) -> str:

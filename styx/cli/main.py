@@ -16,15 +16,13 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import httpx
 import typer
 
 from styx import __version__
 from styx.cli import access, clusters, git, uploads
+from styx.cli import console as cli_console
 from styx.cli.console import console, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
-from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
 
 app = typer.Typer(
     name="styx",
@@ -87,8 +85,10 @@ def worker() -> None:
     _setup_logging()
     try:
         asyncio.run(run_worker(settings_or_exit()))
-    except (SearchAttributesMissing, TemporalUnavailable) as err:
+    except SearchAttributesMissing as err:
         raise fail(str(err)) from None
+    except TemporalUnavailable as err:
+        raise fail(f"{err}; is Temporal running? (`styx up` starts one; STYX_TEMPORAL_ADDRESS points elsewhere)") from None
 
 
 @app.command()
@@ -114,17 +114,8 @@ def doctor() -> None:
     Example:  `styx doctor`
     """
     settings_or_exit()
-    client = Client()
-    try:
+    with cli_console.api() as client:
         report = client.doctor()
-    except StyxError as err:
-        raise fail(f"API {client.url}: {err.message}") from None
-    except httpx.ConnectError:
-        raise fail(f"cannot reach the Styx API at {client.url}; is `styx up` running?") from None
-    except httpx.HTTPError as err:
-        raise fail(f"API {client.url}: {err}") from None
-    finally:
-        client.close()
 
     def show(name: str, check: ComponentCheck, ok: str) -> None:
         console.print(f"{name}: {ok}" if check.ok else f"{name}: [red]{check.detail}[/red]")

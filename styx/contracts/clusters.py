@@ -46,6 +46,13 @@ CLUSTER_GONE: frozenset[ClusterStatus] = frozenset({ClusterStatus.TERMINATED, Cl
 CLUSTER_WORKFLOW = "ClusterWorkflow"
 
 
+#: The longest autostop a cluster takes (ten years): beyond it, timers and dates overflow.
+MAX_AUTOSTOP_MINUTES = 525_600 * 10
+
+#: How many idempotency keys a cluster workflow remembers (the oldest are forgotten first).
+REMEMBERED_SUBMISSIONS = 1000
+
+
 def cluster_workflow_id(name: str) -> str:
     return f"cluster/{name}"
 
@@ -84,6 +91,9 @@ class SubmitJobInput:
     launch_spec: ClusterSpec | None = None
     #: The task's secrets, encrypted (``styx.secrets``): never in clear in the history.
     sealed_secrets: str | None = None
+    #: A retried submission sends the same key: the cluster returns the first one's job
+    #: instead of queueing another (scoped by the caller, e.g. ``submit/<user>/<key>``).
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -183,6 +193,10 @@ class ClusterState:
     message: str | None = None
     region: str | None = None
     zone: str | None = None
+    #: Idempotency key -> the job its submission queued, oldest first (at most
+    #: ``REMEMBERED_SUBMISSIONS``). Temporal forgets update ids when the run continues as new;
+    #: this does not.
+    submissions: dict[str, SubmitJobResult] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import json
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from styx.contracts.clusters import MAX_AUTOSTOP_MINUTES
 from styx.contracts.jobs import JOB_TERMINAL
+
+#: The largest id (job, key …) a request may name: ids are 32-bit in every database Styx uses.
+MAX_ID = 2**31 - 1
+#: A job id in a request body.
+JobId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: How many jobs one cancel request may name.
+MAX_CANCEL_IDS = 100
+#: An ``Idempotency-Key`` header: what a client sends with every attempt of one submission.
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class LaunchRequest(BaseModel):
     cluster: str = Field(description="cluster name, `[a-z][a-z0-9-]{0,62}`")
     task: dict[str, Any] = Field(description="a task, as in task YAML (SkyPilot-compatible)")
-    idle_minutes_to_autostop: int | None = Field(default=None, ge=0)
+    idle_minutes_to_autostop: int | None = Field(default=None, ge=0, le=MAX_AUTOSTOP_MINUTES)
     down: bool = Field(default=False, description="with autostop: tear down instead of stopping")
 
 
@@ -24,7 +34,8 @@ class ExecRequest(BaseModel):
 
 
 class AutostopRequest(BaseModel):
-    idle_minutes: int | None = Field(default=None, ge=0, description="None disables autostop")
+    idle_minutes: int | None = Field(default=None, ge=0, le=MAX_AUTOSTOP_MINUTES,
+                                     description="None disables autostop")
     down: bool = False
 
 
@@ -33,7 +44,8 @@ class ShareRequest(BaseModel):
 
 
 class CancelRequest(BaseModel):
-    job_ids: list[int] | None = Field(default=None, description="none: the latest running or waiting job")
+    job_ids: list[JobId] | None = Field(default=None, max_length=MAX_CANCEL_IDS,
+                                        description="none: the latest running or waiting job")
 
 
 class JobSubmitted(BaseModel):
@@ -154,5 +166,15 @@ class DoctorReport(BaseModel):
         return self.database.ok and self.temporal.ok and self.search_attributes.ok and self.worker.ok
 
 
+class HealthReport(BaseModel):
+    """``GET /healthz``: 200 when both answer, 503 otherwise."""
+
+    status: str = Field(description="'ok' or 'unhealthy'")
+    database: str = Field(description="'ok' or 'error: ...'")
+    temporal: str = Field(description="'ok' or 'error: ...'")
+
+
 class ErrorBody(BaseModel):
+    """Every error answer of the API: one line a user can act on (a 422 names the field)."""
+
     detail: str

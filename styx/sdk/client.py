@@ -12,20 +12,34 @@ Both find the API and the token the way the CLI does: arguments first, then ``ST
     client.share("dev", "bob")       # bob may now run jobs on dev too
     client.down("dev")
 
-The connection and the errors (``StyxError``, ``NotFound``, ``Conflict``) are in
-``styx.sdk.transport``; the users, keys and repositories methods in ``styx.sdk.repos``; how a
-task's local files are sent (as uploads the task then names) in ``styx.sdk.uploads``.
+Every failure is a ``styx.StyxError`` (``NotFound``, ``Conflict``, ``Invalid``, ``Unauthorized``,
+``Forbidden``, ``Unavailable``, ``ApiUnreachable`` …) with a ``hint``; they are defined in
+``styx.sdk.transport``, with the connection. ``launch`` and ``exec`` send an idempotency key
+(a new uuid4, or yours) and retry with it when no answer comes back, so a submission runs once::
+
+    try:
+        client.exec("dev", "python train.py", idempotency_key="train-2024-06-01")
+    except styx.ApiUnreachable as err:   # no answer, even after retries
+        ...                               # the same call again cannot queue a second job
+
+The users, keys and repositories methods are in ``styx.sdk.repos``; how a task's local files
+are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
+import httpx
+
 from styx.contracts.rest import (
+    IDEMPOTENCY_KEY_PATTERN,
     CancelResult,
     ClusterInfo,
     DoctorReport,
@@ -35,34 +49,58 @@ from styx.contracts.rest import (
     ProviderCheck,
 )
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
-from styx.sdk.transport import AsyncTransport, Request, SyncTransport, raise_for_status
+from styx.sdk.transport import (
+    AsyncTransport,
+    Invalid,
+    Request,
+    SyncTransport,
+    WaitTimeout,
+    raise_for_status,
+    unreachable,
+)
 from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
-from styx.task import Task
+from styx.task import Task, TaskValidationError
 
 
 def _as_task(task: Task | dict[str, Any] | str | Path) -> Task:
-    """A Task, a dict, a YAML path or a bare command, as a Task."""
-    if isinstance(task, Task):
-        return task
-    if isinstance(task, dict):
-        return Task.from_dict(task)
-    if isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml")) or Path(task).is_file())):
-        return Task.from_yaml(Path(task))
-    return Task.from_command(task)
+    """A Task, a dict, a YAML path or a bare command, as a Task (``Invalid`` naming the field
+    when it is not a valid task)."""
+    try:
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, dict):
+            return Task.from_dict(task)
+        if isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml"))
+                                                                 or Path(task).is_file())):
+            return Task.from_yaml(Path(task))
+        return Task.from_command(task)
+    except (TaskValidationError, OSError) as err:
+        raise Invalid(None, str(err)) from err
+
+
+def _key(idempotency_key: str | None) -> str:
+    """The key of one logical submission: the caller's (checked as the API would), or a new one."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    if not isinstance(idempotency_key, str) or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
+        raise Invalid(None, f"Idempotency-Key header: use 1-64 letters, digits, '_' or '-', not {idempotency_key!r}")
+    return idempotency_key
 
 
 class _Routes:
     """Every API call, as a request; both clients send these."""
 
     @staticmethod
-    def launch(task: dict[str, Any], cluster: str, idle_minutes_to_autostop: int | None, down: bool) -> Request:
+    def launch(task: dict[str, Any], cluster: str, idle_minutes_to_autostop: int | None, down: bool,
+               idempotency_key: str | None) -> Request:
         return Request("POST", "/api/v1/clusters", {"cluster": cluster, "task": task,
                                                      "idle_minutes_to_autostop": idle_minutes_to_autostop,
-                                                     "down": down})
+                                                     "down": down}, idempotency_key=_key(idempotency_key))
 
     @staticmethod
-    def exec(cluster: str, task: dict[str, Any]) -> Request:
-        return Request("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": task})
+    def exec(cluster: str, task: dict[str, Any], idempotency_key: str | None) -> Request:
+        return Request("POST", f"/api/v1/clusters/{cluster}/jobs", {"task": task},
+                       idempotency_key=_key(idempotency_key))
 
     @staticmethod
     def status(all: bool) -> Request:
@@ -119,21 +157,28 @@ class _Routes:
 
 class Client(ReposMixin, UploadsMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
-    :class:`styx.sdk.transport.StyxError` (``NotFound``, ``Conflict``) with the API's message on
-    an error answer."""
+    a :class:`styx.StyxError` (``NotFound``, ``Conflict``, ``ApiUnreachable`` …) on failure,
+    with the API's message and a hint."""
 
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False,
-               progress: Progress | None = None) -> JobSubmitted:
+               progress: Progress | None = None, idempotency_key: str | None = None) -> JobSubmitted:
         """Launch ``cluster`` (if it does not exist) and queue ``task`` on it. Its local
         workdir and file mounts are sent first as uploads (``styx.sdk.uploads``;
-        ``progress`` is told how that goes)."""
-        body = send_files(self, _as_task(task), progress)
-        return JobSubmitted(**self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down)))
+        ``progress`` is told how that goes).
 
-    def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None) -> JobSubmitted:
-        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster."""
-        return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress))))
+        ``idempotency_key`` (up to 64 letters, digits, '_' or '-'; default: a new uuid4) names
+        this submission: sent again with the same key, it returns the first one's job."""
+        key = _key(idempotency_key)  # checked before anything is sent
+        body = send_files(self, _as_task(task), progress)
+        return JobSubmitted(**self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down, key)))
+
+    def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None,
+             idempotency_key: str | None = None) -> JobSubmitted:
+        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster;
+        ``idempotency_key`` as for :meth:`launch`."""
+        key = _key(idempotency_key)
+        return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress), key)))
 
     def status(self, all: bool = False) -> list[ClusterInfo]:
         """Clusters (with ``all``, also those taken down)."""
@@ -156,7 +201,7 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
             if job.finished:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
+                raise WaitTimeout(None, f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
             time.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
@@ -194,11 +239,14 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
     def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> Iterator[bytes]:
         """The job's log as it arrives; with ``follow`` it ends when the job does."""
         req = _Routes.logs(cluster, job_id, follow)
-        with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise_for_status(resp)
-            yield from resp.iter_bytes()
+        try:
+            with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise_for_status(resp)
+                yield from resp.iter_bytes()
+        except httpx.HTTPError as err:
+            raise unreachable(self.url, err, req) from None
 
     def share(self, cluster: str, user: str) -> ClusterInfo:
         """Let ``user`` use your cluster: see it, queue jobs, read its jobs and logs, cancel
@@ -214,14 +262,16 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,
                      idle_minutes_to_autostop: int | None = None, down: bool = False,
-                     progress: Progress | None = None) -> JobSubmitted:
+                     progress: Progress | None = None, idempotency_key: str | None = None) -> JobSubmitted:
+        key = _key(idempotency_key)
         body = await send_files_async(self, _as_task(task), progress)
-        return JobSubmitted(**await self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down)))
+        return JobSubmitted(**await self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down, key)))
 
-    async def exec(self, cluster: str, task: Task | dict | str | Path, *,
-                   progress: Progress | None = None) -> JobSubmitted:
+    async def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None,
+                   idempotency_key: str | None = None) -> JobSubmitted:
+        key = _key(idempotency_key)
         body = await send_files_async(self, _as_task(task), progress)
-        return JobSubmitted(**await self._send(_Routes.exec(cluster, body)))
+        return JobSubmitted(**await self._send(_Routes.exec(cluster, body, key)))
 
     async def status(self, all: bool = False) -> list[ClusterInfo]:
         return [ClusterInfo(**c) for c in await self._send(_Routes.status(all))]
@@ -242,7 +292,7 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
             if job.finished:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
+                raise WaitTimeout(None, f"job {job_id} on {cluster} is still {job.status} after {timeout}s")
             await asyncio.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
@@ -276,12 +326,15 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
 
     async def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> AsyncIterator[bytes]:
         req = _Routes.logs(cluster, job_id, follow)
-        async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise_for_status(resp)
-            async for chunk in resp.aiter_bytes():
-                yield chunk
+        try:
+            async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise_for_status(resp)
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as err:
+            raise unreachable(self.url, err, req) from None
 
     async def share(self, cluster: str, user: str) -> ClusterInfo:
         return ClusterInfo(**await self._send(_Routes.share(cluster, user)))

@@ -36,13 +36,13 @@ from styx.contracts.rest_repos import (
     UserInfo,
     parse_duration,
 )
-from styx.sdk.transport import NotFound, Request
+from styx.sdk.transport import Invalid, NotFound, Request, WaitTimeout
 
 
 def _split(full_name: str) -> tuple[str, str]:
     owner, sep, name = full_name.strip("/").partition("/")
     if not sep or not owner or not name or "/" in name:
-        raise ValueError(f"expected <owner>/<name>, got {full_name!r}")
+        raise Invalid(None, f"expected <owner>/<name>, got {full_name!r}")
     return owner, name.removesuffix(".git")
 
 
@@ -52,8 +52,11 @@ def _public_key_text(key: str | Path) -> str:
         return text.strip()
     path = Path(text).expanduser()
     if not path.is_file():
-        raise ValueError(f"no such public key file: {path}")
-    return path.read_text().strip()
+        raise Invalid(None, f"no such public key file: {path}")
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Invalid(None, f"cannot read the public key file {path}: {err}") from None
 
 
 def _seconds(expires: str | timedelta | int | None) -> int | None:
@@ -179,8 +182,9 @@ class ReposMixin:
 
     def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
         """Register an SSH public key (a ``.pub`` path or the key line) for you or ``user``."""
+        text = _public_key_text(public_key)  # a missing file is said before the API is asked anything
         user = user or self.me().name
-        return KeyInfo(**self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**self._send(_RepoRoutes.add_key(user, text, title)))
 
     def keys(self, user: str | None = None) -> list[KeyInfo]:
         return [KeyInfo(**k) for k in self._send(_RepoRoutes.keys(user or self.me().name))]
@@ -270,7 +274,7 @@ class ReposMixin:
             except NotFound:
                 pass
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+                raise WaitTimeout(None, f"the run of {rev} in {full_name} has not finished after {timeout}s")
             time.sleep(poll)
             poll = min(poll * 1.5, 1.0)
 
@@ -290,8 +294,9 @@ class AsyncReposMixin:
         return UserInfo(**await self._send(_RepoRoutes.me()))
 
     async def add_key(self, public_key: str | Path, user: str | None = None, title: str | None = None) -> KeyInfo:
+        text = _public_key_text(public_key)
         user = user or (await self.me()).name
-        return KeyInfo(**await self._send(_RepoRoutes.add_key(user, _public_key_text(public_key), title)))
+        return KeyInfo(**await self._send(_RepoRoutes.add_key(user, text, title)))
 
     async def keys(self, user: str | None = None) -> list[KeyInfo]:
         return [KeyInfo(**k) for k in await self._send(_RepoRoutes.keys(user or (await self.me()).name))]
@@ -370,6 +375,6 @@ class AsyncReposMixin:
             except NotFound:
                 pass
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run of {rev} in {full_name} has not finished after {timeout}s")
+                raise WaitTimeout(None, f"the run of {rev} in {full_name} has not finished after {timeout}s")
             await asyncio.sleep(poll)
             poll = min(poll * 1.5, 1.0)

@@ -10,6 +10,7 @@ each caller turns them into its own kind (an HTTP status, a non-retryable activi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Awaitable, Callable, TypeVar
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
@@ -62,12 +63,21 @@ def cluster_search_attributes(name: str) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(CLUSTER_KEY, name)])
 
 
+def submission_id(user: str, key: str | None) -> str | None:
+    """The update id of a submission a client named with ``key``: scoped by user, so two
+    users' keys never meet."""
+    return f"submit/{user}/{key}" if key else None
+
+
 async def submit_job(client: Client, task_queue: str, cluster: str, submit: SubmitJobInput,
                      *, launch: ClusterSpec | None = None, update_id: str | None = None) -> SubmitJobResult:
     """Queue ``submit`` on ``cluster``; with ``launch``, start the cluster's workflow first
     if none runs (update-with-start: one round trip, and the job id comes back at once).
     ``update_id`` makes a retried submission return the first one's job instead of queueing
-    a second."""
+    a second: Temporal deduplicates it within a workflow run, and the cluster workflow
+    remembers it (as the submission's ``idempotency_key``) across continue-as-new."""
+    if update_id and not submit.idempotency_key:
+        submit = dataclasses.replace(submit, idempotency_key=update_id)
     if launch is None:
         handle = client.get_workflow_handle(cluster_workflow_id(cluster))
         return await _update(client, lambda: handle.execute_update(

@@ -18,7 +18,13 @@ from styx import task as task_module
 from styx.config import aws_credentials_configured
 from styx.secrets import seal
 from styx.task import Resources, Task, TaskValidationError
-from styx.contracts.clusters import ClusterName, ClusterSpec, InvalidClusterName, SubmitJobInput
+from styx.contracts.clusters import (
+    MAX_AUTOSTOP_MINUTES,
+    ClusterName,
+    ClusterSpec,
+    InvalidClusterName,
+    SubmitJobInput,
+)
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
 
 PROVIDERS = ("local", "aws", "ssh")
@@ -107,6 +113,8 @@ def provider_of(task: Task) -> str:
 def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
                  autostop_down: bool = False, owner: str | None = None) -> ClusterSpec:
     """What a ``launch`` of ``task`` by ``owner`` asks of cluster ``cluster``."""
+    if autostop_minutes is not None and not 0 <= autostop_minutes <= MAX_AUTOSTOP_MINUTES:
+        raise InvalidRequest("idle_minutes_to_autostop", f"must be between 0 and {MAX_AUTOSTOP_MINUTES}")
     resources = task.resources.candidates()[0]
     provider = provider_of(task)
     if provider == "local" and resources.accelerators:

@@ -2,7 +2,9 @@
 
 Provisions the nodes through the provider's activities, then serves Updates
 (``submit_job``, ``cancel_job``, ``stop``, ``start``, ``down``, ``set_autostop``) and the
-``describe`` query. Jobs wait in submission order until the nodes have the CPUs and
+``describe`` query. A submission carrying an idempotency key already seen returns the job
+the first one queued: the last ``REMEMBERED_SUBMISSIONS`` keys live in ``ClusterState`` and
+so survive continue-as-new, which Temporal's own update-id deduplication does not. Jobs wait in submission order until the nodes have the CPUs and
 accelerators they ask for, then run as child ``JobWorkflow``s started with an ABANDON
 parent-close policy and tracked by id, so continuing-as-new never kills them; a child
 reports its end with the ``job_finished`` signal, sent by workflow id.
@@ -19,6 +21,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from styx.contracts.clusters import (
+        MAX_AUTOSTOP_MINUTES,
+        REMEMBERED_SUBMISSIONS,
         AutostopInput,
         CancelJobInput,
         CancelJobResult,
@@ -64,6 +68,8 @@ class ClusterWorkflow:
         self._cluster_recorded = not self._fresh
         self._wake = False
         self._lifecycle = asyncio.Lock()
+        #: Idempotency keys whose submission is still writing its job row.
+        self._recording: set[str] = set()
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
@@ -208,24 +214,43 @@ class ClusterWorkflow:
     # -- updates ------------------------------------------------------------------------
     @workflow.update
     async def submit_job(self, req: SubmitJobInput) -> SubmitJobResult:
+        key = req.idempotency_key
+        if key and key in self.state.submissions:
+            # A retry: answer once the first submission's job row is written, as it would have.
+            await workflow.wait_condition(lambda: key not in self._recording)
+            return self.state.submissions[key]
         job_id = self.state.next_job_id
         self.state.next_job_id += 1
         name = req.name or f"job-{job_id}"
         wid = job_workflow_id(self.spec.name, job_id)
+        if key:
+            self._remember(key, SubmitJobResult(job_id, wid))
+            self._recording.add(key)
         self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
                                           req.task, dict(req.env), req.sealed_secrets))
         self._mark_busy()
         self._poke()  # the job may start while its row is written: the DB keeps the later status
-        await workflow.wait_condition(lambda: self._cluster_recorded)
-        await self._record_job(
-            job_id, JobStatus.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
-            num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
-            user=req.user,
-        )
+        try:
+            await workflow.wait_condition(lambda: self._cluster_recorded)
+            await self._record_job(
+                job_id, JobStatus.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
+                num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
+                user=req.user,
+            )
+        finally:
+            self._recording.discard(key or "")
         return SubmitJobResult(job_id, wid)
+
+    def _remember(self, key: str, result: SubmitJobResult) -> None:
+        remembered = self.state.submissions
+        remembered[key] = result
+        while len(remembered) > REMEMBERED_SUBMISSIONS:
+            del remembered[next(iter(remembered))]  # dicts keep insertion order: the oldest
 
     @submit_job.validator
     def _validate_submit(self, req: SubmitJobInput) -> None:
+        if req.idempotency_key and req.idempotency_key in self.state.submissions:
+            return  # a retry of an accepted submission is answered whatever the cluster is now
         spec = self.spec
         if req.launch_spec is not None and req.launch_spec.owner != spec.owner:
             raise ApplicationError(f"cluster: the name {spec.name!r} is not available; choose another name",
@@ -323,14 +348,19 @@ class ClusterWorkflow:
 
     @workflow.update
     async def set_autostop(self, req: AutostopInput) -> ClusterDescription:
-        if req.minutes is not None and req.minutes < 0:
-            raise ApplicationError("autostop minutes must be >= 0 (or none to disable)", type="InvalidRequest")
         self.spec.autostop_minutes = req.minutes
         self.spec.autostop_down = req.down
         self._mark_busy()
         await self._record_cluster()
         self._poke()
         return self.describe()
+
+    @set_autostop.validator
+    def _validate_autostop(self, req: AutostopInput) -> None:
+        if req.minutes is not None and not 0 <= req.minutes <= MAX_AUTOSTOP_MINUTES:
+            raise ApplicationError(
+                f"autostop minutes must be between 0 and {MAX_AUTOSTOP_MINUTES} (or none to disable), "
+                f"not {req.minutes}", type="InvalidRequest")
 
     def _require(self, status: str, action: str) -> None:
         if self.state.status != status:

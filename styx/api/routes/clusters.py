@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from temporalio.service import RPCError
 
-from styx.api.deps import CurrentUser, StateDep, TemporalDep
+from styx.api.deps import CurrentUser, IdempotencyKey, PathId, StateDep, TemporalDep
 from styx.api.routes.uploads import upload_access
 from styx.contracts.clusters import (
     CLUSTER_GONE,
@@ -145,14 +145,16 @@ def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSub
 
 
 @router.post("", status_code=201, response_model=JobSubmitted, summary="Launch a cluster and run a task")
-async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser) -> JobSubmitted:
+async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser,
+                 key: IdempotencyKey = None) -> JobSubmitted:
     """Provision ``cluster`` if it does not exist (a cluster of that name that exists must have
     been launched with the same resources), then queue the task on it. Returns at once with
     the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``.
 
     A new cluster is the caller's. Onto an existing one the caller needs its use (owner,
     shared with, or admin); anyone else gets a 409 that the name is not available, which
-    says nothing of whose it is."""
+    says nothing of whose it is. Sent again with the same ``Idempotency-Key``, it returns
+    the first job and queues nothing."""
     try:
         check_cluster_name(req.cluster)
         task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
@@ -172,7 +174,7 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         raise _bad(err) from None
     _check_local_jobs(state, spec.provider, user.is_admin)
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
-                                                      launch=spec))
+                                                      launch=spec, update_id=service.submission_id(user.name, key)))
     return _submitted(state, req.cluster, result)
 
 
@@ -195,7 +197,8 @@ async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterI
 
 @router.post("/{name}/jobs", status_code=201, response_model=JobSubmitted, summary="Queue a task on a cluster")
 async def exec_job(name: str, req: ExecRequest, state: StateDep, client: TemporalDep,
-                   user: CurrentUser) -> JobSubmitted:
+                   user: CurrentUser, key: IdempotencyKey = None) -> JobSubmitted:
+    """Sent again with the same ``Idempotency-Key``, it returns the first job and queues nothing."""
     cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
     try:
         task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
@@ -205,7 +208,8 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
     _check_local_jobs(state, cluster.provider, user.is_admin)
     if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
-    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit))
+    result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit,
+                                                      update_id=service.submission_id(user.name, key)))
     return _submitted(state, name, result)
 
 
@@ -216,14 +220,15 @@ async def queue(name: str, state: StateDep, user: CurrentUser) -> list[JobInfo]:
 
 
 @router.get("/{name}/jobs/{job_id}", response_model=JobInfo, summary="One job")
-async def get_job(name: str, job_id: int, state: StateDep, user: CurrentUser) -> JobInfo:
+async def get_job(name: str, job_id: PathId, state: StateDep, user: CurrentUser) -> JobInfo:
     await _authorized(state, user, name, ClusterAccess.USE)
     return job_info(state, _job_or_404(state, name, job_id))
 
 
 @router.get("/{name}/jobs/{job_id}/logs", summary="A job's log (all nodes, prefixed by rank)",
-            response_class=StreamingResponse)
-async def job_logs(name: str, job_id: int, state: StateDep, user: CurrentUser,
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log"}})
+async def job_logs(name: str, job_id: PathId, state: StateDep, user: CurrentUser,
                    follow: bool = Query(False, description="stream until the job ends")) -> StreamingResponse:
     await _authorized(state, user, name, ClusterAccess.USE)
     job = _job_or_404(state, name, job_id)

@@ -19,9 +19,10 @@ from temporalio.client import Client
 
 from styx import __version__
 from styx.api.deps import AppState, CurrentUser, StateDep
-from styx.contracts.rest import ComponentCheck, DoctorReport
-from styx.temporal import create_command, missing_search_attributes
+from styx.api.errors import AUTHENTICATED, error_responses
+from styx.contracts.rest import ComponentCheck, DoctorReport, HealthReport
 from styx.contracts.system import PING_WORKFLOW, PingOutput, PingWorkflowInput
+from styx.temporal import create_command, missing_search_attributes
 
 router = APIRouter()
 
@@ -69,7 +70,8 @@ async def _check_worker(state: AppState, client: Client) -> ComponentCheck:
     return ComponentCheck(ok=True, detail=out.worker)
 
 
-@router.get("/healthz", tags=["health"])
+@router.get("/healthz", tags=["health"], response_model=HealthReport,
+            responses={503: {"model": HealthReport, "description": "the database or Temporal does not answer"}})
 async def healthz(state: StateDep) -> JSONResponse:
     """200 when the database and Temporal both answer, 503 (saying which failed) otherwise."""
     database = await _check_database(state)
@@ -82,7 +84,7 @@ async def healthz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/api/v1/doctor", response_model=DoctorReport, tags=["health"],
-            summary="Database, Temporal and a worker round trip")
+            summary="Database, Temporal and a worker round trip", responses=error_responses(*AUTHENTICATED))
 async def doctor(state: StateDep, _: CurrentUser) -> DoctorReport:
     database = await _check_database(state)
     temporal, client = await _check_temporal(state, wait_seconds=5)

@@ -14,7 +14,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Body, HTTPException, status
 
 from styx import auth
-from styx.api.deps import CurrentUser, StateDep
+from styx.api.deps import CurrentUser, PathId, StateDep
 from styx.db import AlreadyExists, ApiToken, LimitReached, SshKey, User, UserNotFound, utcnow
 from styx.gitserver.names import InvalidName, check_user_name
 from styx.contracts.rest_repos import (
@@ -172,7 +172,7 @@ async def list_keys(name: str, state: StateDep, caller: CurrentUser) -> list[Key
 
 
 @router.delete("/{name}/keys/{key_id}", status_code=204, summary="Remove an SSH key")
-async def delete_key(name: str, key_id: int, state: StateDep, caller: CurrentUser) -> None:
+async def delete_key(name: str, key_id: PathId, state: StateDep, caller: CurrentUser) -> None:
     target = await _self_or_admin(state, caller, name)
     if not await asyncio.to_thread(state.db.users.delete_ssh_key, target.name, key_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} has no key {key_id}")
