@@ -68,7 +68,7 @@ def _seconds(expires: str | timedelta | int | None) -> int | None:
     try:
         return parse_duration(expires)
     except ValueError as err:
-        raise ValueError(f"expires: {err}") from None
+        raise Invalid(None, f"expires: {err}") from None
 
 
 class _RepoRoutes:
