@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from styx.contracts.clusters import cluster_workflow_id
 from styx.contracts.jobs import job_workflow_id
-from styx.ssh import JOBS_DIR
+from styx.ssh.phases import JOBS_DIR
 from tests.fixtures.stack import StyxStack, wait_for
 
 pytestmark = pytest.mark.slow
