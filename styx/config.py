@@ -89,6 +89,10 @@ class Settings:
     #: ``STYX_UPLOAD_QUOTA_BYTES``: what one user's uploads may total; beyond it the least
     #: recently used are removed.
     upload_quota_bytes: int = 2 << 30
+    #: ``STYX_SSH_KEY``: Styx's SSH client key (the private key file), which every node lets
+    #: in. Unset: ``STYX_HOME/ssh/id_ed25519``, made on first use. Several worker hosts must
+    #: use one key: give each a copy and point this at it.
+    ssh_key_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -117,6 +121,7 @@ class Settings:
             max_upload_bytes=_env_size("STYX_MAX_UPLOAD_BYTES", 200 << 20),
             max_unpacked_bytes=_env_size("STYX_MAX_UNPACKED_BYTES", 2 << 30),
             upload_quota_bytes=_env_size("STYX_UPLOAD_QUOTA_BYTES", 2 << 30),
+            ssh_key_file=Path(os.environ["STYX_SSH_KEY"]).expanduser() if os.environ.get("STYX_SSH_KEY") else None,
         )
 
     @property
@@ -136,6 +141,11 @@ class Settings:
         if self.external_temporal:
             return None
         return f"http://{self.host}:{self.temporal_ui_port}"
+
+    @property
+    def client_key_path(self) -> Path:
+        """Styx's SSH client key: ``STYX_SSH_KEY``, or ``STYX_HOME/ssh/id_ed25519``."""
+        return self.ssh_key_file or self.home / "ssh" / "id_ed25519"
 
     @property
     def logs_dir(self) -> Path:

@@ -5,14 +5,13 @@ re-attaches to the process an earlier attempt started) and copies its log into t
 (``db.joblogs``, rows of at most 256 KB) until the phase exits, resuming from what the
 database holds, so a retry on another worker host neither loses nor repeats a byte. ``sync_files`` copies a job's workdir and
 file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
-``styx.activities.uploads``) or files of a commit this worker exported for a push.
+``styx.activities.uploads``; a pushed commit's tree is one too), never a path on the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import asyncssh
@@ -48,16 +47,13 @@ POLL_MIN, POLL_MAX = 0.01, 0.5
 
 
 class SshActivities:
-    """``uploads`` is where ``sync_files`` gets uploads; ``local_roots`` the only directories it
-    copies local files from (the trees exported for pushes, ``STYX_HOME/git-runs``)."""
+    """``uploads`` is where ``sync_files`` gets uploads: the only files it copies."""
 
-    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None,
-                 local_roots: Sequence[Path] = ()) -> None:
+    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None) -> None:
         self.home = home
         self.pool = pool
         self.db = db
         self.uploads = uploads or UploadCache(home / "uploads", db, Settings.max_unpacked_bytes)
-        self.local_roots = tuple(local_roots)
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
@@ -167,23 +163,16 @@ class SshActivities:
 
     async def _source(self, field: str, source: str) -> Path:
         """Where on this worker the files ``source`` names are: an upload, fetched from the
-        database; or a tree this worker exported for a push. Never another path: the worker
-        never reads a path a client named."""
+        database (cached in ``STYX_HOME/uploads``). Never another path: the worker never reads
+        a path a client named, and keeps nothing another worker host would need."""
         try:
             ref = UploadRef.parse(source)
         except InvalidUploadRef as err:
             raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
-        if ref is not None:
-            try:
-                return await asyncio.to_thread(self.uploads.path, ref)
-            except UploadUnusable as err:
-                raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
-        path = Path(source)
-        resolved = path.resolve()
-        if not path.is_absolute() or not any(resolved.is_relative_to(root.resolve()) for root in self.local_roots):
-            raise ApplicationError(f"{field}: {source[:200]!r} is neither an upload nor a file of a pushed "
-                                   "commit; the worker reads no other path", type="InvalidTask",
-                                   non_retryable=True)
-        if not resolved.exists():
-            raise ApplicationError(f"{field}: {source!r} does not exist", type="InvalidTask", non_retryable=True)
-        return resolved
+        if ref is None:
+            raise ApplicationError(f"{field}: {source[:200]!r} is not an upload (upload:<sha256>); the worker "
+                                   "reads no path", type="InvalidTask", non_retryable=True)
+        try:
+            return await asyncio.to_thread(self.uploads.path, ref)
+        except UploadUnusable as err:
+            raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None

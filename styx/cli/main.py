@@ -81,13 +81,14 @@ def worker() -> None:
 
     Example:  `TEMPORAL_ADDRESS=temporal.internal:7233 styx worker`
     """
+    from styx.ssh import ClientKeyMissing
     from styx.temporal import SearchAttributesMissing, TemporalUnavailable
     from styx.workers.worker import run_worker
 
     _setup_logging()
     try:
         asyncio.run(run_worker(settings_or_exit()))
-    except (SearchAttributesMissing, TemporalUnavailable) as err:
+    except (SearchAttributesMissing, TemporalUnavailable, ClientKeyMissing) as err:
         raise fail(str(err)) from None
 
 
