@@ -37,6 +37,7 @@ from typing import Iterator
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from styx.contracts.jobs import job_workflow_id
@@ -55,7 +56,7 @@ pytestmark = pytest.mark.slow
 CLUSTERS = ("mh-a", "mh-b", "mh-c", "mh-d")
 JOBS = 200
 #: Every SLOW_EVERY-th job sleeps SLOW_SECONDS, so that some run when the worker dies.
-SLOW_EVERY, SLOW_SECONDS = 8, 5
+SLOW_EVERY, SLOW_SECONDS = 8, 6
 #: run_phase's heartbeat timeout (styx/workflows/job.py): the dead worker's activities move
 #: to the other worker this long after the kill at most (plus the retry's first backoff).
 HEARTBEAT_TIMEOUT = 10.0
@@ -123,7 +124,7 @@ class Deployment:
 
     def host(self, name: str, **env: str) -> Host:
         home = self.root / name
-        home.mkdir(parents=True)
+        home.mkdir(parents=True, exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("STYX_", "TEMPORAL_"))}
         host = Host(name, home, {**base, **self.shared, "STYX_HOME": str(home), **env})
         self.hosts.append(host)
@@ -214,11 +215,20 @@ def _run(coro):
         loop.close()
 
 
-def run_phase_worker(temporal: WorkflowEnvironment, cluster: str, job_id: int) -> str | None:
-    """The identity (``pid@host``) of the worker running the job's run activity, if one is."""
-    desc = _run(temporal.client.get_workflow_handle(job_workflow_id(cluster, job_id)).describe())
+def run_phase_worker(temporal: WorkflowEnvironment, cluster: str, job_id: int,
+                     started_within: float | None = None) -> str | None:
+    """The identity (``pid@host``) of the worker running the job's run activity, if one is
+    (a job still queued has no workflow yet); with ``started_within``, only if that attempt
+    started at most so many seconds ago."""
+    try:
+        desc = _run(temporal.client.get_workflow_handle(job_workflow_id(cluster, job_id)).describe())
+    except RPCError:
+        return None
     for pending in desc.raw_description.pending_activities:
         if pending.activity_type.name == "run_phase" and pending.last_worker_identity:
+            if started_within is not None and (
+                    time.time() - pending.last_started_time.ToNanoseconds() / 1e9 > started_within):
+                continue
             return pending.last_worker_identity
     return None
 
@@ -276,8 +286,9 @@ def test_two_workers_and_two_apis_sharing_only_temporal_and_postgres_survive_a_k
     slow = [(c, j, t) for i, (_, c, j, t) in enumerate(jobs) if i % SLOW_EVERY == 0]
 
     def on_worker_a() -> list[tuple[str, int, str]]:
+        # Started lately: the job still sleeps when the kill lands.
         return [(c, j, t) for c, j, t in slow
-                if (run_phase_worker(temporal_env, c, j) or "").startswith(f"{pid_a}@")]
+                if (run_phase_worker(temporal_env, c, j, SLOW_SECONDS / 3) or "").startswith(f"{pid_a}@")]
 
     candidates = wait_for(on_worker_a, 120, "worker-a to run a slow job", interval=0.2)
     survivor = deployment.client(apis[0])
