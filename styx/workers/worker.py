@@ -112,6 +112,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
 
 async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> None:
     settings.ensure_home()
+    client_key(settings)  # a missing STYX_SSH_KEY stops the worker before anything else
     styx_db.migrate(settings.db_url)
     client = await connect(settings, wait_seconds=wait_for_temporal)
     # Before polling: a workflow that sets an unknown search attribute fails its task for ever.
