@@ -3,11 +3,15 @@ worker. Both read the archive as a stream, bounded in what it may unpack to, and
 ``ArchiveError`` (a message a user can act on) anything tarfile's ``data`` filter refuses:
 absolute names, ``..``, links out of the tree, devices.
 
-The client side (packing, deterministic) is ``styx.sdk.uploads``.
+The client side (packing, deterministic) is ``styx.sdk.uploads``; ``pack_tree`` packs a
+pushed commit's tree on the git server's side the same way.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -65,3 +69,31 @@ def unpack(archive: Path, dest: Path, max_unpacked: int) -> None:
             tar.extractall(dest, members=_members(tar, str(dest), max_unpacked), filter="data")
     except (tarfile.TarError, zlib.error, EOFError) as err:
         raise ArchiveError(f"not a .tar.gz archive: {err}") from None
+
+
+
+def pack_tree(root: Path, out: IO[bytes]) -> None:
+    """Write the directory ``root`` to ``out`` as a ``.tar.gz`` that depends only on its
+    content (names sorted, times, owners and the gzip header zeroed), so packing one tree
+    twice names one upload. Files, directories and symbolic links; modes 0755 or 0644."""
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        # Depth first, in name order, without recursion (a tree may nest deeply).
+        todo = [(child, child.name) for child in sorted(root.iterdir(), key=lambda p: p.name, reverse=True)]
+        while todo:
+            path, name = todo.pop()
+            st = path.lstat()
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+                tar.addfile(info)
+            elif stat.S_ISDIR(st.st_mode):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+                todo.extend((child, f"{name}/{child.name}")
+                            for child in sorted(path.iterdir(), key=lambda p: p.name, reverse=True))
+            elif stat.S_ISREG(st.st_mode):
+                info.size, info.mode = st.st_size, 0o755 if st.st_mode & 0o111 else 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)

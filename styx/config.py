@@ -170,6 +170,10 @@ class Settings:
     #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as
     #: root (``STYX_LOCAL_ISOLATION=0`` turns it off).
     local_isolation: bool = False
+    #: ``STYX_SSH_KEY``: Styx's SSH client key (the private key file), which every node lets
+    #: in. Unset: ``STYX_HOME/ssh/id_ed25519``, made on first use. Several worker hosts must
+    #: use one key: give each a copy and point this at it.
+    ssh_key_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -206,6 +210,7 @@ class Settings:
                                   if os.environ.get("STYX_LOCAL_NODES_DIR") else None),
             local_allow_nonadmin=bool(_env_flag("STYX_LOCAL_ALLOW_NONADMIN")),
             local_isolation=_local_isolation(),
+            ssh_key_file=Path(os.environ["STYX_SSH_KEY"]).expanduser() if os.environ.get("STYX_SSH_KEY") else None,
         )
 
     @property
@@ -225,6 +230,11 @@ class Settings:
         if self.external_temporal:
             return None
         return f"http://{self.host}:{self.temporal_ui_port}"
+
+    @property
+    def client_key_path(self) -> Path:
+        """Styx's SSH client key: ``STYX_SSH_KEY``, or ``STYX_HOME/ssh/id_ed25519``."""
+        return self.ssh_key_file or self.home / "ssh" / "id_ed25519"
 
     @property
     def logs_dir(self) -> Path:

@@ -123,17 +123,17 @@ def test_a_malformed_or_unknown_upload_is_refused_naming_the_field(stack: StyxSt
 
 def test_the_worker_itself_copies_no_path_a_client_named(tmp_path: Path):
     """Behind the API: even a task that reached the worker another way gets nothing but uploads
-    and the trees exported for pushes."""
+    (a pushed commit's tree is one too), never a path of the worker's host."""
     runs = tmp_path / "git-runs"
     (runs / "abc").mkdir(parents=True)
-    activities = SshActivities(tmp_path, pool=None, db=None, local_roots=[runs])  # type: ignore[arg-type]
+    activities = SshActivities(tmp_path, pool=None, db=None)  # type: ignore[arg-type]
     import asyncio
 
-    for source in ["/etc/passwd", str(tmp_path / "ssh" / "id_ed25519"), f"{runs}/abc/../../x", "relative"]:
+    for source in ["/etc/passwd", str(tmp_path / "ssh" / "id_ed25519"), f"{runs}/abc/../../x", "relative",
+                   str(runs / "abc")]:
         with pytest.raises(ApplicationError) as err:
             asyncio.run(activities._source("file_mounts./x", source))
         assert err.value.non_retryable and err.value.message.startswith("file_mounts./x: "), err.value
-    assert asyncio.run(activities._source("workdir", str(runs / "abc"))) == (runs / "abc").resolve()
 
 
 # ------------------------------------------------------------------------------ the CLI

@@ -1,9 +1,12 @@
 """Activities of PushWorkflow: plan (record, read ``.styx.yaml``, export the tree), queue,
 wait, tear down, record.
 
-Built once in the worker as ``GitActivities(settings)``; ``all()`` lists them for
-registration. The repositories are read from ``STYX_HOME/git`` (the worker and the git
-server share ``STYX_HOME``), the exported trees land in ``STYX_HOME/git-runs/<sha>``.
+Built once in a process as ``GitActivities(settings)``. ``push_plan`` and ``push_submit``
+(``repo_activities()``) read the repositories in ``STYX_HOME/git``, so the git server, which
+keeps them, runs them on its own task queue (``styx.workers.gitqueue``); the others
+(``all()``) run on any worker. The commit's tree is exported to ``STYX_HOME/git-runs/<sha>``
+on the git server's host (where its paths are checked) and stored as an upload, in the
+database, which any worker syncs to the nodes as it does a client's files.
 Every submission carries a Temporal update id derived from the push, so a retried
 ``push_submit`` never queues a job twice. Jobs run as the pusher: on a named cluster only
 if the pusher may use it (``styx.services.access``; otherwise the job fails as if the
@@ -13,9 +16,12 @@ cluster did not exist), and a ``managed`` cluster is the pusher's own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from styx.archives import pack_tree
 from styx.config import Settings
 from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
@@ -40,6 +47,7 @@ from styx.contracts.pushes import (
     WaitJobInput,
     WaitJobResult,
 )
+from styx.contracts.uploads import UPLOAD_CHUNK_BYTES, UPLOAD_SCHEME
 from styx.db import Database
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import InvalidName, RepoName, is_sha
@@ -71,8 +79,13 @@ class GitActivities:
         self._lock = asyncio.Lock()
 
     def all(self) -> list[Any]:
-        return [self.push_plan, self.push_submit, self.push_wait_job,
-                self.push_down_cluster, self.push_record]
+        """What any worker runs (with ``repo_activities()`` too, for push runs started
+        before the git server had a queue of its own: on a single host they still work)."""
+        return [*self.repo_activities(), self.push_wait_job, self.push_down_cluster, self.push_record]
+
+    def repo_activities(self) -> list[Any]:
+        """The activities that read the repositories: the git server's task queue."""
+        return [self.push_plan, self.push_submit]
 
     async def _temporal(self) -> Client:
         from styx.temporal import connect
@@ -98,7 +111,7 @@ class GitActivities:
                                 workflow_id=wid, status=PushRunStatus.PENDING)
         plan = await asyncio.to_thread(self._plan, inp)
         if plan.jobs:
-            plan.workdir = await asyncio.to_thread(self._export, ExportInput(inp.owner, inp.repo, inp.sha))
+            plan.workdir = await asyncio.to_thread(self._tree_upload, inp)
         return plan
 
     def _plan(self, inp: PushInput) -> PushPlan:
@@ -148,6 +161,33 @@ class GitActivities:
                 raise
         return str(dest)
 
+    def _tree_upload(self, push: PushInput) -> str:
+        """The commit's tree as an upload (``upload:<sha256>``), stored in the database as the
+        pusher's: any worker host syncs it to the nodes. Packed deterministically, so a
+        retried or repeated plan names the same upload."""
+        tree = Path(self._export(ExportInput(push.owner, push.repo, push.sha)))
+        limit = self.settings.max_upload_bytes
+        self.config.runs_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.config.runs_root) as packed:
+            pack_tree(tree, packed)
+            size = packed.tell()
+            if size > limit:
+                raise ApplicationError(f"the commit's files pack to {size} bytes; a push's workdir may be at most "
+                                       f"{limit} (STYX_MAX_UPLOAD_BYTES)", type="InvalidPush", non_retryable=True)
+            packed.seek(0)
+            digest = hashlib.sha256()
+            for block in iter(lambda: packed.read(UPLOAD_CHUNK_BYTES), b""):
+                digest.update(block)
+            sha256 = digest.hexdigest()
+
+            def chunks() -> Iterator[bytes]:
+                packed.seek(0)
+                yield from iter(lambda: packed.read(UPLOAD_CHUNK_BYTES), b"")
+
+            self.db.uploads.store(sha256, size, chunks(), owner=push.pusher or "admin",
+                                  quota=self.settings.upload_quota_bytes)
+        return f"{UPLOAD_SCHEME}{sha256}"
+
     # ------------------------------------------------------------------ submit
 
     @activity.defn(name="push_submit")
@@ -155,21 +195,27 @@ class GitActivities:
         job = inp.job
         spec = await asyncio.to_thread(self._spec, inp.push, job.name)
         data = spec.task.to_dict(include_secrets=True)
-        # The job's files are paths of the tree this worker exported, never one a pusher named:
-        # relative paths that resolve (symlinks followed) inside the commit.
-        if not inp.workdir:
-            raise ApplicationError("the commit was not exported", type="InvalidTask", non_retryable=True)
-        root = Path(inp.workdir).resolve()
-        data["workdir"] = str(_in_commit(root, data.get("workdir"), f"jobs.{job.name}.workdir", directory=True))
+        # The job's files are paths of the commit, never one a pusher named: relative paths
+        # that resolve (symlinks followed) inside the tree exported here, named as members of
+        # the tree's upload, which is what the worker syncs.
+        tree = inp.workdir if inp.workdir.startswith(UPLOAD_SCHEME) else ""
+        if not tree:  # a run planned before trees were uploads
+            tree = await asyncio.to_thread(self._tree_upload, inp.push)
+        tree_sha = tree.removeprefix(UPLOAD_SCHEME)
+        root = Path(await asyncio.to_thread(self._export, ExportInput(inp.push.owner, inp.push.repo,
+                                                                      inp.push.sha))).resolve()
+        data["workdir"] = _member(tree, root, _in_commit(root, data.get("workdir"), f"jobs.{job.name}.workdir",
+                                                        directory=True))
         for dst, source in (data.get("file_mounts") or {}).items():
             field = f"jobs.{job.name}.file_mounts.{dst}"
             if not isinstance(source, str):
                 raise ApplicationError(f"{field}: storage mounts are not supported yet", type="InvalidTask",
                                        non_retryable=True)
-            data["file_mounts"][dst] = str(_in_commit(root, source, field, directory=False))
+            data["file_mounts"][dst] = _member(tree, root, _in_commit(root, source, field, directory=False))
         data.setdefault("name", job.name)
         try:
-            task = load_task(Task.from_dict(data).to_dict(include_secrets=True), files_root=root)
+            task = load_task(Task.from_dict(data).to_dict(include_secrets=True),
+                             may_use_upload=lambda sha256: sha256 == tree_sha)
         except InvalidRequest as err:
             raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
         client = await self._temporal()
@@ -265,6 +311,12 @@ class GitActivities:
         if rec.jobs is not None:
             fields["jobs"] = json.dumps([asdict(j) for j in rec.jobs])
         await asyncio.to_thread(self.db.repos.upsert_push_run, rec.repo_id, rec.sha, **fields)
+
+
+def _member(tree: str, root: Path, path: Path) -> str:
+    """``path`` (inside the exported ``root``) as a member of the tree's upload."""
+    relative = path.relative_to(root).as_posix()
+    return tree if relative == "." else f"{tree}/{relative}"
 
 
 def _in_commit(root: Path, relative: str | None, field: str, *, directory: bool) -> Path:

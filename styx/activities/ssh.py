@@ -1,16 +1,17 @@
 """Job execution on nodes over SSH: the same code for local nodes, AWS instances and SSH hosts.
 
 ``run_phase`` starts a job phase detached on the node (idempotently: a retried activity
-re-attaches to the process an earlier attempt started) and copies its log to the Styx side,
-heartbeating the offset, until the phase exits. ``sync_files`` copies a job's workdir and
+re-attaches to the process an earlier attempt started) and copies its log into the database
+(``db.joblogs``, rows of at most 256 KB) until the phase exits, resuming from what the
+database holds, so a retry on another worker host neither loses nor repeats a byte. ``sync_files`` copies a job's workdir and
 file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
-``styx.activities.uploads``) or files of a commit this worker exported for a push.
+``styx.activities.uploads``; a pushed commit's tree is one too), never a path on the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
 from pathlib import Path
 
 import asyncssh
@@ -18,13 +19,13 @@ import asyncssh
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from styx import joblogs
 from styx.config import Settings
 from styx.contracts.jobs import JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
 from styx.activities.heartbeat import heartbeating
 from styx.activities.uploads import UploadCache, UploadUnusable
-from styx.db import Database
+from styx.db import Database, LogMoved
+from styx.db.joblogs import MAX_CHUNK_BYTES
 from styx.secrets import unseal
 from styx.ssh import (
     JobCancelled,
@@ -38,21 +39,21 @@ from styx.ssh import (
     upload_file,
 )
 
-LOG_CHUNK = 1 << 20
+#: Read from a node and stored in one database row at most (bounds the worker's memory too).
+LOG_CHUNK = MAX_CHUNK_BYTES
+#: How often a trickle of output is stored (and so how far behind ``logs --follow`` may be).
+STORE_EVERY = 0.5
 POLL_MIN, POLL_MAX = 0.01, 0.5
 
 
 class SshActivities:
-    """``uploads`` is where ``sync_files`` gets uploads; ``local_roots`` the only directories it
-    copies local files from (the trees exported for pushes, ``STYX_HOME/git-runs``)."""
+    """``uploads`` is where ``sync_files`` gets uploads: the only files it copies."""
 
-    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None,
-                 local_roots: Sequence[Path] = ()) -> None:
+    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None) -> None:
         self.home = home
         self.pool = pool
         self.db = db
         self.uploads = uploads or UploadCache(home / "uploads", db, Settings.max_unpacked_bytes)
-        self.local_roots = tuple(local_roots)
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
@@ -70,32 +71,51 @@ class SshActivities:
         except JobCancelled:
             raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
                                    non_retryable=True) from None
-        path = joblogs.phase_log(self.home, inp.cluster, inp.job_id, inp.phase, inp.rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        store = self.db.joblogs
+        key = (inp.cluster, inp.job_id, inp.phase, inp.rank)
+        # What the database holds is the offset, on whichever worker this attempt runs: what
+        # an earlier attempt stored is never copied again, and what it did not store is.
+        offset = await asyncio.to_thread(store.size, *key)
+        pending = bytearray()  # read from the node, not yet stored: at most LOG_CHUNK bytes
+        last_store = time.monotonic()
+
+        async def store_pending() -> None:
+            nonlocal offset, last_store
+            try:
+                offset = await asyncio.to_thread(store.append, *key, offset, bytes(pending))
+            except LogMoved as moved:
+                # Another attempt of this phase stored these bytes (or more) first; the node's
+                # log only grows, so continue after what it stored.
+                offset = moved.size
+            pending.clear()
+            last_store = time.monotonic()
+            activity.heartbeat(offset)
+
         sftp: asyncssh.SFTPClient | None = None  # opened on the first output: `true` needs none
-        # The local copy is the offset: what an earlier attempt copied is never copied again.
         try:
-            with open(path, "ab") as out:
-                offset = out.tell()
-                delay = POLL_MIN
-                while True:
-                    # State first: for a job that already ended, one call says so and sizes its log.
-                    state = await phase_state(conn, job_id, inp.phase)
-                    while offset < state.log_size:
-                        sftp = sftp or await conn.start_sftp_client()
-                        chunk = await read_log(sftp, job_id, inp.phase, offset, LOG_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        out.flush()
-                        offset += len(chunk)
-                        activity.heartbeat(offset)
-                        delay = POLL_MIN
-                    if not state.running:
+            delay = POLL_MIN
+            while True:
+                # State first: for a job that already ended, one call says so and sizes its log.
+                state = await phase_state(conn, job_id, inp.phase)
+                while offset + len(pending) < state.log_size:
+                    sftp = sftp or await conn.start_sftp_client()
+                    chunk = await read_log(sftp, job_id, inp.phase, offset + len(pending),
+                                           LOG_CHUNK - len(pending))
+                    if not chunk:
                         break
-                    activity.heartbeat(offset)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, POLL_MAX)
+                    pending += chunk
+                    delay = POLL_MIN
+                    if len(pending) >= LOG_CHUNK:
+                        await store_pending()
+                # A trickle of output is stored every STORE_EVERY seconds, not on every poll:
+                # fewer, larger rows; the phase's end stores the rest at once.
+                if pending and (not state.running or time.monotonic() - last_store >= STORE_EVERY):
+                    await store_pending()
+                if not state.running:
+                    break
+                activity.heartbeat(offset)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, POLL_MAX)
         finally:
             if sftp is not None:
                 sftp.exit()
@@ -144,23 +164,16 @@ class SshActivities:
 
     async def _source(self, field: str, source: str) -> Path:
         """Where on this worker the files ``source`` names are: an upload, fetched from the
-        database; or a tree this worker exported for a push. Never another path: the worker
-        never reads a path a client named."""
+        database (cached in ``STYX_HOME/uploads``). Never another path: the worker never reads
+        a path a client named, and keeps nothing another worker host would need."""
         try:
             ref = UploadRef.parse(source)
         except InvalidUploadRef as err:
             raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
-        if ref is not None:
-            try:
-                return await asyncio.to_thread(self.uploads.path, ref)
-            except UploadUnusable as err:
-                raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None
-        path = Path(source)
-        resolved = path.resolve()
-        if not path.is_absolute() or not any(resolved.is_relative_to(root.resolve()) for root in self.local_roots):
-            raise ApplicationError(f"{field}: {source[:200]!r} is neither an upload nor a file of a pushed "
-                                   "commit; the worker reads no other path", type="InvalidTask",
-                                   non_retryable=True)
-        if not resolved.exists():
-            raise ApplicationError(f"{field}: {source!r} does not exist", type="InvalidTask", non_retryable=True)
-        return resolved
+        if ref is None:
+            raise ApplicationError(f"{field}: {source[:200]!r} is not an upload (upload:<sha256>); the worker "
+                                   "reads no path", type="InvalidTask", non_retryable=True)
+        try:
+            return await asyncio.to_thread(self.uploads.path, ref)
+        except UploadUnusable as err:
+            raise ApplicationError(f"{field}: {err}", type="InvalidTask", non_retryable=True) from None

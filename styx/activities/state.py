@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
-from styx import joblogs
 from styx.contracts.clusters import ClusterRecord
 from styx.contracts.jobs import JobRecord
 from styx.db import Database, utcnow
@@ -24,9 +21,8 @@ def _node_row(node: dict[str, Any]) -> dict[str, Any]:
 
 
 class StateActivities:
-    def __init__(self, db: Database, home: Path) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.home = home
 
     @activity.defn(name="record_cluster")
     async def record_cluster(self, rec: ClusterRecord) -> None:
@@ -35,9 +31,9 @@ class StateActivities:
     def _record_cluster(self, rec: ClusterRecord) -> None:
         if rec.fresh:
             # A new cluster under a name used before: its job ids start again at 1, so the
-            # old run's jobs and copied logs must not be mistaken for the new ones.
+            # old run's jobs and their logs must not be mistaken for the new ones.
             self.db.clusters.delete(rec.name)
-            shutil.rmtree(joblogs.cluster_dir(self.home, rec.name), ignore_errors=True)
+            self.db.joblogs.delete_cluster(rec.name)
         fields: dict[str, Any] = dict(
             provider=rec.provider, status=rec.status, num_nodes=rec.num_nodes, resources=rec.resources,
             workflow_id=rec.workflow_id, autostop_minutes=rec.autostop_minutes,

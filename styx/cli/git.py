@@ -332,9 +332,10 @@ def gitserver() -> None:
     Example:  `styx gitserver`   then  `git clone http://127.0.0.1:7781/alice/ml.git`
     """
     from styx.gitserver.server import run_gitserver
+    from styx.workers.gitqueue import serve_repo_activities
 
     try:
-        run_gitserver(settings_or_exit())
+        run_gitserver(settings_or_exit(), companions=[serve_repo_activities])
     except (OSError, ValueError) as err:
         raise fail(str(err)) from None
     sys.exit(0)

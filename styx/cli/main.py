@@ -79,13 +79,14 @@ def worker() -> None:
 
     Example:  `TEMPORAL_ADDRESS=temporal.internal:7233 styx worker`
     """
+    from styx.ssh import ClientKeyMissing
     from styx.temporal import SearchAttributesMissing, TemporalUnavailable
     from styx.workers.worker import run_worker
 
     _setup_logging()
     try:
         asyncio.run(run_worker(settings_or_exit()))
-    except SearchAttributesMissing as err:
+    except (SearchAttributesMissing, ClientKeyMissing) as err:
         raise fail(str(err)) from None
     except TemporalUnavailable as err:
         raise fail(f"{err}; is Temporal running? (`styx up` starts one; STYX_TEMPORAL_ADDRESS points elsewhere)") from None

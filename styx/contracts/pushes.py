@@ -33,6 +33,13 @@ def push_workflow_id(owner: str, repo: str, sha: str) -> str:
     return f"push/{owner}/{repo}/{sha}"
 
 
+def git_task_queue(task_queue: str) -> str:
+    """The task queue of the activities that read repositories (``push_plan``,
+    ``push_submit``): the git server polls it, on the host whose disk holds the repositories,
+    so that worker hosts need none of them."""
+    return f"{task_queue}-git"
+
+
 @dataclass
 class PushInput:
     owner: str
@@ -43,6 +50,9 @@ class PushInput:
     #: The ref's previous value (zeros for a new branch): path filters diff against it.
     before: str
     pusher: str
+    #: Where ``push_plan`` and ``push_submit`` run: the git server's queue
+    #: (``git_task_queue``). Empty in runs started before there was one: the workflow's own.
+    git_task_queue: str = ""
 
 
 @dataclass
@@ -64,7 +74,8 @@ class PushPlan:
     #: A bad ``.styx.yaml``: the message names the field.
     error: str | None = None
     field: str | None = None
-    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``), when jobs run.
+    #: The commit's tree as an upload (``upload:<sha256>``, in the database: any worker
+    #: syncs it), when jobs run.
     workdir: str | None = None
 
 
@@ -112,7 +123,7 @@ class SubmitPushJobInput:
     push: PushInput
     index: int
     job: PushJobPlan
-    #: The exported tree on the worker (``STYX_HOME/git-runs/<sha>``).
+    #: The commit's tree as an upload (``upload:<sha256>``); see ``PushPlan.workdir``.
     workdir: str
     #: Idempotency key of the submission (a Temporal update id).
     key: str

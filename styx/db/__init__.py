@@ -27,6 +27,7 @@ The package:
   revocation), SSH keys.
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 - ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
+- ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from styx.db.clusters import ClusterStore
+from styx.db.joblogs import JobLogStore, LogMoved, LogStream
 from styx.db.engine import dispose_engine, get_engine, normalize_url, utcnow
 from styx.db.migrator import current_revision, head_revision, migrate
 from styx.db.models import (
@@ -75,8 +77,11 @@ __all__ = [
     "Database",
     "Job",
     "JobBase",
+    "JobLogStore",
     "JobNotFound",
     "LimitReached",
+    "LogMoved",
+    "LogStream",
     "Node",
     "NodeBase",
     "PushRun",
@@ -119,6 +124,7 @@ class Database:
         self.users = UserStore(self.engine)
         self.repos = RepoDb(self.engine)
         self.uploads = UploadStore(self.engine)
+        self.joblogs = JobLogStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -11,6 +11,8 @@
   ``PushRun``.
 - Uploads (migration 0006_uploads): ``Upload``, ``UploadChunk`` (its bytes, 4 MB a row),
   ``UploadOwner`` (who may name it in a task).
+- Job logs (migration 0008_job_logs): ``JobLog`` (one node's log of one phase, its size),
+  ``JobLogChunk`` (its bytes, 256 KB a row at most).
 - Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
   ``LimitReached``.
 
@@ -297,3 +299,35 @@ class UploadOwner(SQLModel, table=True):
     user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
     created_at: datetime = timestamp(default_factory=utcnow)
     last_used_at: datetime = timestamp(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- job logs
+
+
+class JobLog(SQLModel, table=True):
+    """One node's log of one phase of a job: ``size`` bytes are stored, in ``JobLogChunk``
+    rows that follow each other without gap or overlap. ``size`` is what the run activity
+    resumes from, on whichever worker; it only moves by compare-and-set (``db.joblogs``)."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (sa.PrimaryKeyConstraint("cluster_name", "job_id", "phase", "rank"),)
+
+    cluster_name: str = Field(max_length=255)
+    job_id: int = Field(sa_column_kwargs={"autoincrement": False})
+    phase: str = Field(max_length=16)
+    rank: int = Field(sa_column_kwargs={"autoincrement": False})
+    size: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class JobLogChunk(SQLModel, table=True):
+    """Bytes ``offset`` to ``offset + len(data)`` of a ``JobLog`` (at most 256 KB a row)."""
+
+    __tablename__ = "job_log_chunks"
+    __table_args__ = (sa.PrimaryKeyConstraint("cluster_name", "job_id", "phase", "rank", "offset"),)
+
+    cluster_name: str = Field(max_length=255)
+    job_id: int = Field(sa_column_kwargs={"autoincrement": False})
+    phase: str = Field(max_length=16)
+    rank: int = Field(sa_column_kwargs={"autoincrement": False})
+    offset: int = Field(sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    data: bytes = Field(sa_type=sa.LargeBinary)

@@ -31,6 +31,7 @@ from styx.contracts.pushes import (
     PushInput,
     PushRunStatus,
     PushSummary,
+    git_task_queue,
     push_workflow_id,
 )
 from styx.contracts.search import REPO_KEY
@@ -92,7 +93,8 @@ class PushStarter:
                 continue
             await self._start(session, PushInput(
                 owner=session.repo.owner, repo=session.repo.name, repo_id=session.repo_id, sha=sha, ref=ref,
-                before=old, pusher=session.user.name if session.user is not None else ""), emit)
+                before=old, pusher=session.user.name if session.user is not None else "",
+                git_task_queue=git_task_queue(self.settings.task_queue)), emit)
 
     async def _start(self, session: PushSession, inp: PushInput, emit: Emit) -> None:
         wid = push_workflow_id(inp.owner, inp.repo, inp.sha)

@@ -9,6 +9,9 @@ Listens on ``STYX_HOST`` (default 127.0.0.1), HTTP on ``STYX_GIT_HTTP_PORT`` (77
 on ``STYX_GIT_SSH_PORT`` (7722); see :mod:`styx.gitserver.config` for the rest. When
 ``STYX_READY_FILE`` is set, writes ``{"pid", "http_port", "ssh_port"}`` there once both
 listen (for supervisors and tests).
+
+Beside the transports, the process polls the git task queue for the push runs' activities
+that read repositories (``styx.workers.gitqueue``), since only this host has them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +113,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+#: Something that runs beside the server until ``stop`` is set (its task queue's worker).
+Companion = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None,
+                companions: Sequence[Companion] = ()) -> None:
     server = GitServer(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    beside: list[asyncio.Task] = []
     try:
         await server.start()
         ready = os.environ.get("STYX_READY_FILE")
@@ -126,14 +136,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         host_key = server.ssh.host_key.get_fingerprint("sha256") if server.ssh else "-"
         print(f"styx git server: {server.config.http_url}  {server.config.ssh_url}  (host key {host_key})",
               flush=True)
+        beside = [asyncio.create_task(companion(settings, stop)) for companion in companions]
         await stop.wait()
     finally:
+        stop.set()
+        if beside:
+            await asyncio.wait(beside, timeout=15)
         await server.stop()
 
 
-def run_gitserver(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM."""
+def run_gitserver(settings: Settings, companions: Sequence[Companion] = ()) -> None:
+    """Serve until SIGINT or SIGTERM, with ``companions`` running beside (the entry points
+    pass ``styx.workers.gitqueue.serve_repo_activities``: the push runs' repository reads)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, companions=companions))

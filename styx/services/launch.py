@@ -3,8 +3,8 @@ and what the job asks for. Pure functions, shared by the API and the git server'
 
 ``load_task`` is also where a task's files are checked: the worker never reads a path a
 client named. From the API, a ``workdir`` or ``file_mounts`` source must be an upload the
-caller may use (``upload:<sha256>``, see ``styx.contracts.uploads``); from a push, a path
-inside the commit the worker exported (``files_root``).
+caller may use (``upload:<sha256>``, see ``styx.contracts.uploads``); from a push, a member
+of the commit's tree, which the git server stored as an upload.
 """
 
 from __future__ import annotations
@@ -47,14 +47,13 @@ def check_cluster_name(name: str) -> ClusterName:
         raise InvalidRequest("cluster", str(err)) from None
 
 
-def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None,
-              files_root: Path | None = None) -> Task:
+def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None) -> Task:
     """A task from its JSON form, refused (``InvalidRequest`` naming the field) when invalid
     or larger than a task file may be (``styx.task.MAX_TASK_BYTES``).
 
     Its ``workdir`` and every ``file_mounts`` source must be an upload that
-    ``may_use_upload(sha256)`` allows, or (for a push, whose commit the worker exported
-    itself) a path inside ``files_root``; with neither given, a task may name no files."""
+    ``may_use_upload(sha256)`` allows (a push's are members of its commit's tree, stored as
+    an upload); without it, a task may name no files."""
     size = len(json.dumps(data, default=str))
     if size > task_module.MAX_TASK_BYTES:
         biggest = max(data, key=lambda k: len(json.dumps(data[k], default=str)), default=None) \
@@ -67,12 +66,12 @@ def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None
     except TaskValidationError as err:
         raise InvalidRequest(f"task.{err.field}" if err.field else "task", str(err)) from None
     if task.workdir is not None:
-        _check_source("task.workdir", task.workdir, may_use_upload, files_root)
+        _check_source("task.workdir", task.workdir, may_use_upload)
     for dst, mount in task.file_mounts.items():
         if not mount.is_plain_copy or "://" in (mount.source or ""):
             raise InvalidRequest(f"task.file_mounts.{dst}", "storage (bucket) mounts are not supported yet; "
                                  "mount a local path")
-        _check_source(f"task.file_mounts.{dst}", mount.source or "", may_use_upload, files_root)
+        _check_source(f"task.file_mounts.{dst}", mount.source or "", may_use_upload)
     missing = task.missing_envs()
     if missing:
         raise InvalidRequest(f"task.envs.{missing[0]}",
@@ -80,8 +79,7 @@ def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None
     return task
 
 
-def _check_source(field: str, source: str, may_use_upload: Callable[[str], bool] | None,
-                  files_root: Path | None) -> None:
+def _check_source(field: str, source: str, may_use_upload: Callable[[str], bool] | None) -> None:
     try:
         ref = UploadRef.parse(source)
     except InvalidUploadRef as err:
@@ -91,11 +89,6 @@ def _check_source(field: str, source: str, may_use_upload: Callable[[str], bool]
             raise InvalidRequest(field, f"upload {ref.sha256} is not one you sent (or is no longer stored); "
                                  "`styx launch` and the SDK send local files as uploads")
         return
-    if files_root is not None:
-        path = Path(source)
-        if path.is_absolute() and path.resolve().is_relative_to(files_root.resolve()):
-            return
-        raise InvalidRequest(field, f"{source!r} is not inside the pushed commit")
     raise InvalidRequest(field, f"{source[:200]!r} is a path on the server, which a task may not name: "
                          "name local files in the task and launch it with `styx launch` or the SDK, "
                          "which send them as uploads (upload:<sha256>)")

@@ -39,7 +39,7 @@ from styx.ssh.connection import (
     env_prefix,
     run,
 )
-from styx.ssh.keys import ensure_client_key, public_key_line
+from styx.ssh.keys import ClientKeyMissing, ensure_client_key, public_key_line, read_client_key
 from styx.ssh.phases import (
     CANCELLED_EXIT_CODE,
     JobCancelled,
@@ -55,6 +55,7 @@ from styx.ssh.sftp import upload_dir, upload_file
 
 __all__ = [
     "CANCELLED_EXIT_CODE",
+    "ClientKeyMissing",
     "CommandTimeout",
     "JobCancelled",
     "NodeEndpoint",
@@ -70,6 +71,7 @@ __all__ = [
     "kill_phase",
     "phase_state",
     "public_key_line",
+    "read_client_key",
     "read_log",
     "run",
     "start_phase",

@@ -31,7 +31,7 @@ from styx.providers.aws.provider import AwsProvider
 from styx.providers.local.provider import LocalProvider
 from styx.providers.registry import ProviderRegistry
 from styx.providers.ssh.provider import SshPoolProvider
-from styx.ssh import SshPool, ensure_client_key, public_key_line
+from styx.ssh import SshPool, ensure_client_key, public_key_line, read_client_key
 from styx.temporal import connect, ensure_search_attributes
 from styx.workers.metrics import ActivityMetrics, SdkMetrics, serving
 from styx.workflows.check import CheckWorkflow
@@ -46,7 +46,15 @@ log = logging.getLogger("styx.worker")
 
 def client_key_path(settings: Settings) -> Path:
     """Styx's own SSH key: what every node (local, AWS, SSH pool) lets in."""
-    return settings.home / "ssh" / "id_ed25519"
+    return settings.client_key_path
+
+
+def client_key(settings: Settings) -> asyncssh.SSHKey:
+    """The key at ``STYX_SSH_KEY`` (which must exist: every worker host has a copy of the one
+    key), or the one in ``STYX_HOME/ssh``, made on first use (a single host)."""
+    if settings.ssh_key_file is not None:
+        return read_client_key(settings.ssh_key_file)
+    return ensure_client_key(settings.client_key_path)
 
 
 def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider | None = None) -> ProviderRegistry:
@@ -71,19 +79,17 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
                  aws: AwsProvider | None = None, metrics: WorkerMetrics | None = None) -> Worker:
     """The worker with every workflow and activity registered (tests use this too, and may
     hand in an AWS provider whose boto3 client they instrument), counting into ``metrics``."""
-    key_path = client_key_path(settings)
-    key = ensure_client_key(key_path)
+    key = client_key(settings)
     pool = pool or SshPool(key)
     registry = build_providers(settings, key, aws)
     metrics = metrics or WorkerMetrics()
     providers = ProviderActivities(registry, metrics)
     db = Database(settings.db_url)
-    state = StateActivities(db, settings.home)
+    state = StateActivities(db)
     git = GitActivities(settings, db)
     reconcile = ReconcileActivities(db, registry.lookup("aws"))
     ssh = SshActivities(settings.home, pool, db,
-                        uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes),
-                        local_roots=[git.config.runs_root])
+                        uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes))
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -110,6 +116,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
 
 async def run_worker(settings: Settings, wait_for_temporal: float = 60.0) -> None:
     settings.ensure_home()
+    client_key(settings)  # a missing STYX_SSH_KEY stops the worker before anything else
     keep_off_instance_metadata()  # before the AWS provider builds any boto3 client
     styx_db.migrate(settings.db_url)
     # /metrics (STYX_WORKER_METRICS_PORT): the SDK's metrics, through this runtime, and Styx's.

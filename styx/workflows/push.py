@@ -1,13 +1,17 @@
 """PushWorkflow ``push/<owner>/<repo>/<sha>``: the runs one pushed commit triggers.
 
 Started by the git server after the refs moved (its id makes a commit run at most once),
-it records the run, reads ``.styx.yaml`` at the commit, matches its triggers and exports
-the commit's tree as the jobs' workdir (activity ``push_plan``), queues each job as the
-pusher on its cluster, or on a fresh cluster of its own for ``managed: true``
+it records the run, reads ``.styx.yaml`` at the commit, matches its triggers and stores
+the commit's tree as an upload, the jobs' workdir (activity ``push_plan``), queues each job
+as the pusher on its cluster, or on a fresh cluster of its own for ``managed: true``
 (``push_submit``), answers the ``submitted`` update with what it queued (the git server
 prints that on the pusher's terminal), waits for the jobs to end (``push_wait_job``),
 takes managed clusters down (``push_down_cluster``) and records the commit's status
 (``push_record``) at every step. Everything with a side effect is an activity.
+
+``push_plan`` and ``push_submit`` read the repository, so they run on the git server's task
+queue (``PushInput.git_task_queue``), on the host whose disk holds it; the others run on
+any worker.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class PushWorkflow:
         try:
             plan = await workflow.execute_activity_method(
                 GitActivities.push_plan, inp, start_to_close_timeout=timedelta(minutes=10),
-                retry_policy=QUICK_RETRY)
+                retry_policy=QUICK_RETRY, task_queue=inp.git_task_queue or None)
         except ActivityError as err:
             # A commit that cannot be read or exported (an absolute symlink, a missing commit)
             # fails the run with the reason; it is never left PENDING.
@@ -80,7 +84,8 @@ class PushWorkflow:
             try:
                 ref = await workflow.execute_activity_method(
                     GitActivities.push_submit, SubmitPushJobInput(inp, index, job, workdir, f"{wid}/{index}"),
-                    start_to_close_timeout=timedelta(minutes=2), retry_policy=SUBMIT_RETRY)
+                    start_to_close_timeout=timedelta(minutes=2), retry_policy=SUBMIT_RETRY,
+                    task_queue=inp.git_task_queue or None)
             except ActivityError as err:
                 ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
                                  message=_reason(err))

@@ -232,7 +232,8 @@ async def job_logs(name: str, job_id: PathId, state: StateDep, user: CurrentUser
                    follow: bool = Query(False, description="stream until the job ends")) -> StreamingResponse:
     await _authorized(state, user, name, ClusterAccess.USE)
     job = _job_or_404(state, name, job_id)
-    reader = LogReader(state.settings.home, name, job_id, job.num_nodes)
+    # From the database: any API replica serves any job's log, whichever worker copied it.
+    reader = LogReader(state.db, name, job_id, job.num_nodes)
 
     async def stream() -> AsyncIterator[bytes]:
         delay = 0.02

@@ -17,8 +17,8 @@ another owner there, first kills and deletes what that owner left: job ids resta
 for every cluster, so a stale ``~/.styx/jobs/1`` would otherwise be re-attached to.
 
 A pool host must not be the Styx server's own ``STYX_HOME`` (``localhost`` with the same
-user and the default ``~/.styx``): Styx keeps job logs in ``STYX_HOME/jobs``, which
-``terminate`` would delete. ``provision`` detects that case (a random id in
+user and the default ``~/.styx``): the Styx server keeps its state there (keys, uploads
+cache, the git server's repositories), which ``terminate`` would delete. ``provision`` detects that case (a random id in
 ``STYX_HOME/ssh_pool_home_id``) and refuses the host.
 
 Keys
