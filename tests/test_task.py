@@ -232,7 +232,8 @@ resources:
     ("file_mount_bad_mode", "file_mounts:\n  /ck:\n    source: s3://b\n    mode: SYNC\n",
      "file_mounts./ck.mode", 4),
     ("autostop_word", "resources:\n  autostop: soon\n", "resources.autostop", 2),
-    ("service_unsupported", "service:\n  readiness_probe: /\nrun: echo\n", "service", 1),
+    ("service_not_mapping", "service: yes\nrun: echo\n", "service", 1),
+    ("volumes_unsupported", "volumes:\n  /data: vol\nrun: echo\n", "volumes", 1),
     ("top_level_list", "- run: echo\n", None, 1),
 ]
 
@@ -259,7 +260,7 @@ def test_unknown_key_suggests_the_closest_field() -> None:
 
 def test_unsupported_skypilot_feature_says_so() -> None:
     with pytest.raises(TaskValidationError, match="not support"):
-        Task.from_yaml("service:\n  replicas: 2\n")
+        Task.from_yaml("pool:\n  workers: 2\n")
 
 
 def test_every_problem_is_reported_in_file_order() -> None:
