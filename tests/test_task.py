@@ -434,7 +434,7 @@ def test_module_docstring_example_runs() -> None:
 
 def _corpus_header(path: Path) -> tuple[str, int | None]:
     lines = path.read_text().splitlines()
-    kind = re.fullmatch(r"# styx-corpus: (runs-locally|load-only|rejected)", lines[0])
+    kind = re.fullmatch(r"# styx-corpus: (runs-locally|load-only|rejected|cli)", lines[0])
     assert kind, f"{path.name}: first line must be '# styx-corpus: <kind>'"
     exit_code = next((int(m.group(1)) for line in lines[:5]
                       if (m := re.fullmatch(r"# expect-exit: (\d+)", line))), None)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 
 import asyncssh
 
@@ -70,9 +71,11 @@ mv -Tf "$tmp" {name} 2>/dev/null || {{ rm -f {name} && mv -f "$tmp" {name}; }}
 """, "point_sky_workdir")
 
 
-async def git_clone(conn: asyncssh.SSHClientConnection, url: str, ref: str | None, target: str) -> None:
-    """Clone ``url`` at ``ref`` into ``~/<target>`` (replacing what was there). The url and ref
-    were validated not to start with ``-``, and are passed after ``--`` or as values anyway."""
+async def git_clone(conn: asyncssh.SSHClientConnection, url: str, ref: str | None, target: str,
+                    *, env: Mapping[str, str] | None = None) -> None:
+    """Clone ``url`` at ``ref`` into ``~/<target>`` (replacing what was there), with ``env``
+    exported first. The url and ref were validated not to start with ``-``, and are passed
+    after ``--`` or as option values anyway."""
     u, tgt = shlex.quote(url), _home_word(target)
     checkout = ""
     if ref:
@@ -101,7 +104,7 @@ if [ -e "$dst" ] || [ -L "$dst" ]; then mv "$dst" "$old" || exit 91; fi
 mv "$t" "$dst" || exit 92
 rm -rf "$old"
 echo CLONED
-""", timeout=GIT_CLONE_TIMEOUT)
+""", env=env, timeout=GIT_CLONE_TIMEOUT)
     words = out.decode(errors="replace").split()
     if words[:1] == ["NOGIT"]:
         raise GitMissing("git is not installed on the node")
