@@ -1086,8 +1086,7 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
                 "are not supported yet; put one task in the file",
                 line=documents[1].start_mark.line + 1)
         if not documents:
-            raise TaskValidationError("the task YAML is empty" if header is None else
-                                      "the pipeline has a header but no task")
+            raise TaskValidationError("the task YAML is empty")
         data = loader.construct_document(documents[0])
         if isinstance(data, dict) and isinstance(header, dict) and data.get("name") is None \
                 and header.get("name") is not None:
