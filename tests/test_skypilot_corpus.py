@@ -12,7 +12,7 @@ Headers (first lines of the file):
 - ``# launch-args: ARGS``: added to the command line;
 - ``# cancel-after-output: TEXT``: launched detached, cancelled once TEXT is in its log.
 
-The git workdir file names ``__REPO_URL__``, filled in with a repository this test makes.
+The git workdir file names ``__REPO_URL__``, filled in with a repository this test serves.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.stack import StyxStack, wait_for
+from tests.fixtures.temporal import free_port
 
 pytestmark = pytest.mark.slow
 CORPUS = Path(__file__).parent / "skypilot_corpus"
@@ -41,9 +43,13 @@ def _headers(path: Path) -> dict[str, list[str]]:
     return found
 
 
-def _git_repo(tmp_path: Path) -> str:
-    """A repository with VERSION 'v1' at tag v1 and 'v2' on main, as a file:// URL."""
-    work, bare = tmp_path / "repo-work", tmp_path / "repo.git"
+@pytest.fixture(scope="module")
+def git_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A repository with VERSION 'v1' at tag v1 and 'v2' on main, served by ``git daemon`` on
+    loopback (as a remote the nodes clone from; a file:// URL would be another user's
+    repository to the job's user, which git refuses)."""
+    root = tmp_path_factory.mktemp("git-served")
+    work, bare = root / "work", root / "served" / "repo.git"
     work.mkdir()
 
     def git(*args: str, cwd: Path = work) -> None:
@@ -57,9 +63,19 @@ def _git_repo(tmp_path: Path) -> str:
     git("tag", "v1")
     (work / "VERSION").write_text("v2\n")
     git("commit", "-q", "-am", "v2")
-    git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
-    bare.chmod(0o755)
-    return f"file://{bare}"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
+    port = free_port()
+    daemon = subprocess.Popen(["git", "daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1",
+                               f"--port={port}", f"--base-path={root / 'served'}", str(root / "served")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"git://127.0.0.1:{port}/repo.git"
+        wait_for(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0, 30,
+                 "git daemon to serve")
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=15)
 
 
 def test_the_corpus_has_a_file_for_each_compatibility_point() -> None:
@@ -71,15 +87,15 @@ def test_the_corpus_has_a_file_for_each_compatibility_point() -> None:
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_skypilot_file_launches_on_local_nodes_as_its_header_says(stack: StyxStack, path: Path,
-                                                                   tmp_path: Path) -> None:
+def test_skypilot_file_launches_on_local_nodes_as_its_header_says(stack: StyxStack, path: Path, tmp_path: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
     headers = _headers(path)
     status = headers["expect-status"][0]
     text = path.read_text()
     task_file = path
     if "__REPO_URL__" in text:
         task_file = CORPUS / f".{path.stem}-{tmp_path.name}.yaml"
-        task_file.write_text(text.replace("__REPO_URL__", _git_repo(tmp_path)))
+        task_file.write_text(text.replace("__REPO_URL__", request.getfixturevalue("git_url")))
     cluster = "sky-" + re.sub(r"[^a-z0-9]", "-", path.stem)[:40]
     args = ["launch", "-y", "-c", cluster, task_file.name, *shlex.split(" ".join(headers.get("launch-args", [])))]
     cancel_after = headers.get("cancel-after-output", [None])[0]
