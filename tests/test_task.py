@@ -676,3 +676,10 @@ def test_local_nodes_refuse_absolute_mounts_and_warn_of_an_instance_type() -> No
     assert check_for_provider(typed, "local") == [
         "resources.instance_type: m5.xlarge ignored: local nodes are processes on this machine, sized by "
         "resources.cpus"]
+
+
+def test_a_fractional_request_on_aws_gets_the_type_with_one_whole_device() -> None:
+    from styx.catalog import optimizer
+
+    half = optimizer.cheapest({"accelerators": "A10G:0.5"})
+    assert half and half[0] == optimizer.cheapest({"accelerators": "A10G:1"})[0]
