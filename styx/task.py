@@ -51,6 +51,7 @@ from pydantic import (
     SecretStr,
     StrictBool,
     ValidationError,
+    PrivateAttr,
     ValidationInfo,
     field_serializer,
     field_validator,
@@ -58,7 +59,7 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["FileMount", "Problem", "Resources", "Task", "TaskValidationError"]
+__all__ = ["FileMount", "GitWorkdir", "Problem", "Resources", "Task", "TaskValidationError"]
 
 DEFAULT_JOB_CPUS = 0.5  # SkyPilot's CPU demand for a job that asks for no CPUs.
 REDACTED = "<redacted>"
@@ -92,6 +93,12 @@ MAX_NUM_NODES = 10_000
 MAX_CPUS = 100_000.0
 MAX_MEMORY_GB = 100_000_000.0
 MAX_ACCELERATORS = 100_000
+#: Smallest share of one accelerator a job may ask for (`T4:0.01`).
+MIN_ACCELERATOR_FRACTION = 0.01
+#: Most candidates `accelerators` x `any_of` may expand to.
+MAX_RESOURCE_CANDIDATES = 256
+#: Most paths one file mount's list of sources may name.
+MAX_LIST_SOURCES = 1000
 
 
 # --------------------------------------------------------------------------- errors
@@ -210,8 +217,9 @@ def _parse_amount(value: Any, field: str, units: bool) -> tuple[float, bool]:
     return number, at_least
 
 
-def _parse_accel_spec(spec: Any, count: Any = 1) -> tuple[str, int]:
-    """Parse one accelerator request, `"A100:2"` / `"A100"`, or a name with a separate count."""
+def _parse_accel_spec(spec: Any, count: Any = 1) -> tuple[str, int | float]:
+    """Parse one accelerator request, `"A100:2"` / `"A100"` / `"T4:0.5"`, or a name with a
+    separate count. Whole counts come back as int, fractions as float."""
     if not isinstance(spec, str):
         raise _Invalid(f"accelerator must be a string like 'A100:2' (got {spec!r})")
     name = spec.strip()
@@ -224,14 +232,18 @@ def _parse_accel_spec(spec: Any, count: Any = 1) -> tuple[str, int]:
     except (TypeError, ValueError):
         number = None
     if number is None or number <= 0 or not math.isfinite(number) or number > MAX_ACCELERATORS:
-        raise _Invalid(f"accelerator count for {name} must be a positive integer up to "
+        raise _Invalid(f"accelerator count for {name} must be a positive number up to "
                        f"{MAX_ACCELERATORS} (got {count!r})")
     if number != int(number):
-        raise _Invalid(f"fractional accelerator counts are not supported (got {count!r} for {name})")
+        # A fraction (`T4:0.5`) shares a device: the job holds that much of a node's count.
+        if number < MIN_ACCELERATOR_FRACTION:
+            raise _Invalid(f"accelerator count for {name} must be at least {MIN_ACCELERATOR_FRACTION} "
+                           f"(got {count!r})")
+        return name, number
     return name, int(number)
 
 
-def _parse_accelerators(value: Any) -> tuple[list[tuple[str, int]], bool]:
+def _parse_accelerators(value: Any) -> tuple[list[tuple[str, int | float]], bool]:
     """Return the accelerator options and whether their order is a preference."""
     if isinstance(value, str):
         return [_parse_accel_spec(value)], True
@@ -257,6 +269,22 @@ def _parse_accelerators(value: Any) -> tuple[list[tuple[str, int]], bool]:
                 raise _Invalid(e.message, i) from None
         return options, isinstance(value, list | tuple)
     raise _Invalid(f"accelerators must be like 'A100:2', {{A100: 2}} or a list of those (got {value!r})")
+
+
+def _cross(options: list[tuple[str, int | float]], candidates: list[Any]) -> list[Any]:
+    """Every accelerator option laid over every any_of candidate, without duplicates."""
+    product: list[Any] = []
+    for name, count in options:
+        for candidate in candidates:
+            merged = candidate
+            if isinstance(candidate, Mapping) and candidate.get("accelerators", candidate.get("gpus")) is None:
+                merged = {**candidate, "accelerators": {name: count}}
+            if merged not in product:
+                product.append(merged)
+            if len(product) > MAX_RESOURCE_CANDIDATES:
+                raise _Invalid(f"accelerators x any_of makes more than {MAX_RESOURCE_CANDIDATES} "
+                               "candidates; list fewer", "any_of")
+    return product
 
 
 def _parse_port_item(item: Any) -> str:
@@ -392,7 +420,7 @@ class _Model(BaseModel):
 class FileMount(_Model):
     """A file mount destination's source: a local path / bucket URI, or a storage spec."""
 
-    source: str | None = None
+    source: str | list[str] | None = None
     name: str | None = None
     store: str | None = None
     mode: Literal["MOUNT", "COPY", "MOUNT_CACHED"] | None = None
@@ -421,6 +449,28 @@ class FileMount(_Model):
         return self.name is None and self.store is None and self.mode is None
 
 
+class GitWorkdir(_Model):
+    """``workdir: {url, ref}``: a git repository the node clones, at ``ref`` (a branch, tag or
+    commit; the remote's default branch when absent), into the job's working directory."""
+
+    url: str
+    ref: str | None = None
+
+    @field_validator("url", "ref", mode="before")
+    @classmethod
+    def _git_word(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value  # the type check says what is wrong
+        text = value.strip()
+        if not text or text.startswith("-") or any(c.isspace() or ord(c) < 32 for c in text):
+            what = "a repository URL" if info.field_name == "url" else "a branch, tag or commit"
+            raise _Invalid(f"{info.field_name} must be {what}: not empty, no spaces, not starting "
+                           f"with '-' (got {value!r})")
+        if len(text) > 2048:
+            raise _Invalid(f"{info.field_name} is longer than 2048 characters")
+        return text
+
+
 class Resources(_Model):
     """Per-node resource request. Location fields are normalised: `infra` and the legacy
     `cloud`/`region`/`zone` always agree after validation (`k8s` becomes cloud `kubernetes`)."""
@@ -432,7 +482,8 @@ class Resources(_Model):
     instance_type: str | None = None
     cpus: str | None = Field(None, description='Normalised, e.g. "4" or "4+" (at least 4).')
     memory: str | None = Field(None, description='GB, normalised, e.g. "32" or "32+".')
-    accelerators: dict[str, int] | None = Field(None, description="One entry, e.g. {'A100': 8}.")
+    accelerators: dict[str, int | float] | None = Field(
+        None, description="One entry, e.g. {'A100': 8}; a fraction shares a device: {'T4': 0.5}.")
     accelerator_args: dict[str, Any] | None = None
     use_spot: StrictBool | None = None
     disk_size: int | None = Field(None, description="GB.")
@@ -484,9 +535,18 @@ class Resources(_Model):
                 raise _Invalid(e.message, "accelerators", *e.subpath) from None
             if len(options) == 1:
                 data["accelerators"] = dict(options)
-            elif "any_of" in data or "ordered" in data:
-                raise _Invalid("a choice of accelerators cannot be combined with any_of/ordered; "
-                               "put one accelerator in each candidate", "accelerators")
+            elif "ordered" in data:
+                raise _Invalid("a choice of several accelerators cannot be combined with ordered; "
+                               "put one accelerator in each ordered candidate", "accelerators")
+            elif "any_of" in data and ordered:
+                raise _Invalid("a preference list of accelerators cannot be combined with any_of; "
+                               "give them as a set ({A100, H100}) or one per any_of candidate",
+                               "accelerators")
+            elif "any_of" in data:
+                # SkyPilot: a set of accelerators with any_of means any accelerator of the set
+                # with any candidate (a candidate naming its own accelerator keeps it).
+                del data["accelerators"]
+                data["any_of"] = _cross(options, data["any_of"])
             else:  # SkyPilot semantics: a list is an ordered preference, a set is any_of.
                 del data["accelerators"]
                 data["ordered" if ordered else "any_of"] = [
@@ -581,7 +641,7 @@ class Resources(_Model):
         return next(iter(self.accelerators), None) if self.accelerators else None
 
     @property
-    def accelerator_count(self) -> int:
+    def accelerator_count(self) -> int | float:
         return next(iter(self.accelerators.values())) if self.accelerators else 0
 
     def port_ranges(self) -> list[tuple[int, int]]:
@@ -624,7 +684,7 @@ class Task(_Model):
     """A unit of work: setup and run scripts, executed on `num_nodes` nodes."""
 
     name: str | None = None
-    workdir: str | None = None
+    workdir: str | GitWorkdir | None = None
     num_nodes: int = 1
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str | None] = Field(default_factory=dict)
@@ -634,8 +694,22 @@ class Task(_Model):
     run: str | None = None
     config: dict[str, Any] | None = None
     event_callback: str | None = None
+    #: SkyServe's section. Kept for a future ``serve up``; ``launch`` ignores it with a warning.
+    service: dict[str, Any] | None = None
 
-    _UNSUPPORTED = frozenset({"service", "volumes", "pool", "inputs", "outputs", "experimental"})
+    _UNSUPPORTED = frozenset({"volumes", "pool", "inputs", "outputs", "experimental"})
+    #: ``file_mounts`` as written, before ``${VAR}`` substitution and list expansion: an
+    #: override of ``envs`` fills the paths in again from it, as SkyPilot does.
+    _file_mounts_template: Any = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The template is how the task was written, not what it is: two tasks that resolve
+        # to the same fields are equal (a task equals its own `to_dict` round trip).
+        if not isinstance(other, Task):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     # ---- loading
 
@@ -672,9 +746,16 @@ class Task(_Model):
     @classmethod
     def _validate(cls, data: Any, lines: Mapping[str, int]) -> Task:
         try:
-            return cls.model_validate(data)
+            return cls._build(data)
         except ValidationError as exc:
             raise TaskValidationError(problems=_problems_from(exc, lines)) from None
+
+    @classmethod
+    def _build(cls, data: Any) -> Task:
+        task = cls.model_validate(data)
+        if isinstance(data, Mapping) and isinstance(data.get("file_mounts"), Mapping):
+            task._file_mounts_template = _copy_json(data["file_mounts"])
+        return task
 
     # ---- field validation
 
@@ -703,17 +784,56 @@ class Task(_Model):
 
     @field_validator("file_mounts", mode="before")
     @classmethod
-    def _file_mounts(cls, value: Any) -> Any:
+    def _file_mounts(cls, value: Any, info: ValidationInfo) -> Any:
+        """Fill ``${VAR}`` in from ``envs`` (SkyPilot does it at parse time), and turn a list
+        of sources into one mount per source, each under the destination directory."""
         if not isinstance(value, Mapping):
             raise _Invalid(f"file_mounts must be a mapping of destination: source (got {value!r})")
-        mounts = {}
-        for dst, src in value.items():
-            if not isinstance(dst, str) or not dst.strip():
-                raise _Invalid(f"destination must be a non-empty path (got {dst!r})", str(dst))
-            if not isinstance(src, str | Mapping | FileMount):
-                raise _Invalid(f"source must be a path/URI or a storage mapping (got {src!r})", dst)
-            mounts[dst] = {"source": src} if isinstance(src, str) else src
+        envs = {k: v for k, v in (info.data.get("envs") or {}).items() if v is not None}
+        mounts: dict[str, Any] = {}
+
+        def add(dst: str, src: Any, field: str) -> None:
+            if dst in mounts:
+                raise _Invalid(f"destination {dst!r} is given twice", field)
+            mounts[dst] = src
+
+        for raw_dst, raw_src in value.items():
+            if not isinstance(raw_dst, str) or not raw_dst.strip():
+                raise _Invalid(f"destination must be a non-empty path (got {raw_dst!r})", str(raw_dst))
+            dst = _fill_envs(raw_dst, envs)
+            src = raw_src if isinstance(raw_src, FileMount) else _fill_envs(raw_src, envs)
+            if not isinstance(src, str | list | Mapping | FileMount):
+                raise _Invalid(f"source must be a path/URI, a list of them or a storage mapping "
+                               f"(got {raw_src!r})", raw_dst)
+            sources = src if isinstance(src, list) else None
+            if isinstance(src, Mapping) and isinstance(src.get("source"), list) and \
+                    not (src.get("name") or src.get("store")) and \
+                    str(src.get("mode") or "COPY").upper() == "COPY":
+                sources = src["source"]  # no bucket: the same as the short list form
+            if sources is None:
+                add(dst, {"source": src} if isinstance(src, str) else src, raw_dst)
+                continue
+            for item in _list_sources(sources, raw_dst):
+                add(f"{dst.rstrip('/') or '/'}/{_source_name(item)}".replace("//", "/"), {"source": item},
+                    raw_dst)
         return mounts
+
+    @field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir(cls, value: Any) -> Any:
+        if isinstance(value, str | GitWorkdir):
+            return value
+        if isinstance(value, Mapping):
+            return GitWorkdir.model_validate(value)
+        raise _Invalid("workdir must be a directory path or a git repository {url: ..., ref: ...} "
+                       f"(got {value!r})")
+
+    @field_validator("service", mode="before")
+    @classmethod
+    def _service(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"service must be a mapping (SkyServe's service section; got {value!r})")
+        return dict(value)
 
     @field_serializer("secrets")
     def _redact(self, secrets: dict[str, SecretStr | None]) -> dict[str, str | None]:
@@ -786,13 +906,15 @@ class Task(_Model):
             ("--gpus", gpus), ("--num-nodes", num_nodes), ("--infra", infra),
             ("--workdir", workdir), ("--name", name)]
         data = self.to_dict(include_secrets=True)
+        if self._file_mounts_template is not None:
+            data["file_mounts"] = _copy_json(self._file_mounts_template)  # re-filled from new envs
         task = self
         for option, value in steps:
             if value is None:
                 continue
             try:
                 data = _apply_override(data, option, value)
-                task = Task.model_validate(data)
+                task = Task._build(data)
             except (_Invalid, ValidationError) as exc:
                 problems = [Problem(option, None, exc.message)] if isinstance(exc, _Invalid) else [
                     Problem(option, None, p.message) for p in _problems_from(exc, {})]
@@ -827,6 +949,52 @@ def _apply_override(data: dict[str, Any], option: str, value: Any) -> dict[str, 
             if kept:
                 resources[list_key] = kept
     return data
+
+
+_ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _fill_envs(value: Any, envs: Mapping[str, str]) -> Any:
+    """``${VAR}`` in every string of ``value`` replaced by ``envs[VAR]``; unknown names (and
+    ``$VAR`` without braces) are left as written, as SkyPilot leaves them."""
+    if isinstance(value, str):
+        return _ENV_REF_RE.sub(lambda m: envs.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [_fill_envs(item, envs) for item in value]
+    if isinstance(value, Mapping):
+        return {k: _fill_envs(v, envs) for k, v in value.items()}
+    return value
+
+
+def _list_sources(sources: list[Any], field: str) -> list[str]:
+    if not sources:
+        raise _Invalid("a list of sources must not be empty", field)
+    if len(sources) > MAX_LIST_SOURCES:
+        raise _Invalid(f"a list of sources holds at most {MAX_LIST_SOURCES} paths (got {len(sources)})", field)
+    for i, item in enumerate(sources):
+        if not isinstance(item, str) or not item.strip():
+            raise _Invalid(f"each source must be a non-empty path (got {item!r})", field, i)
+        _source_name(item, field, i)
+    return sources
+
+
+def _source_name(source: str, *where: str | int) -> str:
+    """The name a listed source takes inside the destination directory: its last component."""
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    if name in ("", ".", "..", "~"):
+        raise _Invalid(f"{source!r} has no name to copy it under; name a file or directory "
+                       "(a list copies each source into the destination by its name)", *where)
+    return name
+
+
+def _copy_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    return value
 
 
 def _parse_key_values(value: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
@@ -904,6 +1072,14 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
             node = loader.get_node()
             if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
                 documents.append(node)
+        header: Any = None
+        if len(documents) > 1 and _is_pipeline_header(documents[0]):
+            # SkyPilot's pipeline: a header naming the pipeline, then its tasks.
+            header = loader.construct_document(documents.pop(0))
+            if len(documents) > 1:
+                raise TaskValidationError(
+                    f"this pipeline has {len(documents)} tasks: multi-task pipelines are not supported "
+                    "yet; a pipeline file of one task runs as that task", line=documents[1].start_mark.line + 1)
         if len(documents) > 1:
             raise TaskValidationError(
                 f"found {len(documents)} YAML documents separated by '---': multi-task pipelines "
@@ -912,6 +1088,9 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
         if not documents:
             raise TaskValidationError("the task YAML is empty")
         data = loader.construct_document(documents[0])
+        if isinstance(data, dict) and isinstance(header, dict) and data.get("name") is None \
+                and header.get("name") is not None:
+            data["name"] = header["name"]  # the job takes the pipeline's name
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -922,6 +1101,12 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
     lines = {"": documents[0].start_mark.line + 1}
     _record_lines(documents[0], [], lines, set())
     return data, lines
+
+
+def _is_pipeline_header(node: yaml.Node) -> bool:
+    """A pipeline's first document: a mapping that holds only the pipeline's ``name``."""
+    return isinstance(node, yaml.MappingNode) and bool(node.value) and all(
+        isinstance(key, yaml.ScalarNode) and key.value == "name" for key, _ in node.value)
 
 
 def _record_lines(node: yaml.Node, path: list[str | int], lines: dict[str, int],

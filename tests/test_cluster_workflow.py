@@ -12,6 +12,7 @@ condition (a recorded status, a query answer), never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -88,8 +89,9 @@ class FakeActivities:
         self.messages: dict[int, str | None] = {}
         #: Every status recorded for a job, in order (the read model keeps the furthest).
         self.recorded: dict[int, list[str]] = {}
-        #: Host of each node a job's run phase ran on.
+        #: Host of each node a job's run phase ran on, and the environment it was given.
         self.hosts: dict[int, list[str]] = {}
+        self.envs: dict[int, list[dict[str, str]]] = {}
         #: Exit code of a job's setup phase (default 0: setup does not block).
         self.setup_exit: dict[int, int] = {}
         self.killed: list[int] = []
@@ -192,6 +194,7 @@ class FakeActivities:
 
         def change() -> None:
             self.hosts.setdefault(inp.job_id, []).append(inp.node["host"])
+            self.envs.setdefault(inp.job_id, []).append(dict(inp.env))
             if inp.rank == 0:  # as the real activity records it
                 self.jobs[inp.job_id] = _advance(self.jobs.get(inp.job_id), JobStatus.RUNNING)
 
@@ -214,10 +217,12 @@ class Cloud:
 
     async def launch(self, name: str = "c", num_nodes: int = 1, node_cpus: float = 1.0,
                      autostop_minutes: int | None = None, autostop_down: bool = False,
-                     state: ClusterState | None = None) -> WorkflowHandle:
+                     state: ClusterState | None = None,
+                     node_accelerators: dict[str, float] | None = None) -> WorkflowHandle:
         """Start ``cluster/<name>``; a fresh one is returned once UP."""
         spec = ClusterSpec(name, "fake", num_nodes=num_nodes, resources={"cpus": node_cpus},
-                           node_cpus=node_cpus, autostop_minutes=autostop_minutes, autostop_down=autostop_down)
+                           node_cpus=node_cpus, autostop_minutes=autostop_minutes, autostop_down=autostop_down,
+                           node_accelerators=node_accelerators or {})
         handle = await self.env.client.start_workflow(
             ClusterWorkflow.run, ClusterInput(spec, state), id=cluster_workflow_id(name), task_queue=self.task_queue)
         if state is None:
@@ -282,6 +287,25 @@ async def test_jobs_share_a_node_by_cpus_and_a_job_that_fits_nowhere_waits(cloud
     fake.finish(2)  # node-0 is free again
     await fake.until(lambda: fake.status(4) == JobStatus.RUNNING, "job 4 to run")
     assert fake.hosts[4] == ["node-0"]
+
+
+async def test_two_half_gpu_jobs_share_one_device_and_a_third_waits(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(node_cpus=4, node_accelerators={"T4": 1})
+    ids = [await cloud.submit(cluster, cpus=1, accelerators={"T4": 0.5}) for _ in range(3)]
+    await fake.until(lambda: [fake.status(j) for j in ids[:2]] == [JobStatus.RUNNING] * 2, "two halves to run")
+    described = await cloud.described(cluster, lambda d: d.running == ids[:2], "the two halves running")
+    assert described.queued == [ids[2]] and fake.status(ids[2]) == JobStatus.PENDING  # 0.5 stayed 0.5
+
+    env = fake.envs[ids[0]][0]
+    assert env["SKYPILOT_NUM_GPUS_PER_NODE"] == "1"  # as SkyPilot: a fraction rounded up
+    assert json.loads(env["SKYPILOT_CLUSTER_INFO"]) == {
+        "cluster_name": "c", "cloud": "fake", "region": "fake", "zone": "fake-1a"}
+    assert env["SKYPILOT_TASK_ID"].startswith("sky-") and env["SKYPILOT_TASK_ID"].endswith(f"_c_{ids[0]}")
+    assert env["SKYPILOT_SETUP_NODE_RANK"] == env["SKYPILOT_NODE_RANK"] == "0"
+
+    fake.finish(ids[0])
+    await fake.until(lambda: fake.status(ids[2]) == JobStatus.RUNNING, "the third to take the freed half")
 
 
 async def test_a_big_job_at_the_head_of_the_queue_holds_back_a_small_one(cloud: Cloud) -> None:

@@ -81,9 +81,10 @@ def test_launch_exec_logs_cancel_stop_start_exec_down_through_cli(stack: StyxSta
 
     r = stack.cli("start", "life", check=True)
     assert "UP" in r.stdout
-    # The nodes came back on the same home directories: the synced workdir is still there.
-    r = stack.cli("exec", "life", "cat styx_workdir/1/data.txt", check=True)
-    assert "payload-from-workdir" in r.stdout
+    # The nodes came back on the same home directories: the synced workdir is still there, and
+    # a job without a workdir runs in it (~/sky_workdir, the last one synced), as `sky exec` does.
+    r = stack.cli("exec", "life", "pwd; cat data.txt ~/styx_workdir/1/data.txt", check=True)
+    assert r.stdout.count("payload-from-workdir") == 2 and "/sky_workdir\n" in r.stdout
 
     r = stack.cli("down", "-y", "life", check=True)
     assert "TERMINATED" in r.stdout

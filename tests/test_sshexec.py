@@ -388,3 +388,118 @@ async def test_uploads_cannot_escape_a_local_node_home(cluster, conn, tmp_path):
     await ssh.upload_file(conn, one, "/../../escaped.txt")
     assert not Path("/escaped.txt").exists()
     assert (_home(cluster) / "escaped.txt").read_text() == "x"
+
+
+# -- SkyPilot's node conventions: ~/.bashrc, ~/sky_workdir, git workdirs, absolute mounts --
+
+
+async def test_an_export_setup_appends_to_bashrc_reaches_run_and_python_is_unbuffered(cluster, conn):
+    await ssh.start_phase(conn, "rc1", "setup", 'echo "export FROM_SETUP=yes-$STYX_NODE_RANK" >> ~/.bashrc',
+                          {"STYX_NODE_RANK": "0"})
+    assert (await _wait_ended(conn, "rc1", "setup")).exit_code == 0
+    await ssh.start_phase(conn, "rc1", "run", 'echo "$FROM_SETUP $PYTHONUNBUFFERED"; echo "$-" | grep -q i && echo interactive')
+    state = await _wait_ended(conn, "rc1")
+    log = await ssh.read_log(conn, "rc1", "run", 0, 4096)
+    assert state.exit_code == 0 and log == b"yes-0 1\ninteractive\n"  # no "no job control" noise
+    await ssh.run(conn, "sed -i '/FROM_SETUP/d' ~/.bashrc")
+
+
+async def test_a_cancelled_interactive_script_stops_at_once_and_runs_nothing_after(cluster, conn):
+    await ssh.start_phase(conn, "rc2", "run", "echo started; sleep 300; echo after-the-sleep > ~/rc2-after")
+    await wait_for_async(lambda: _log_has(conn, "rc2", b"started"), 20, "the script to start")
+    killed = await ssh.kill_phase(conn, "rc2", grace=30)
+    assert killed == ["run"]
+    assert not (_home(cluster) / "rc2-after").exists()
+
+
+async def _log_has(conn, job: str, text: bytes) -> bool:
+    return text in await ssh.read_log(conn, job, "run", 0, 1 << 16)
+
+
+async def test_sky_workdir_names_the_last_synced_workdir_and_a_running_job_keeps_its_own(cluster, conn, tmp_path):
+    home = _home(cluster)
+    for job in ("sw1", "sw2"):
+        src = tmp_path / job
+        src.mkdir()
+        (src / "who.txt").write_text(f"{job}\n")
+    (home / "sky_workdir").mkdir(exist_ok=True)  # a real directory someone made: kept aside
+    (home / "sky_workdir" / "mine.txt").write_text("keep me")
+
+    await ssh.upload_dir(conn, tmp_path / "sw1", "styx_workdir/sw1")
+    await ssh.point_sky_workdir(conn, "styx_workdir/sw1")
+    await ssh.start_phase(conn, "sw1", "run", 'pwd; cat who.txt; while [ ! -e ~/sw-go ]; do sleep 0.05; done; cat who.txt')
+    await wait_for_async(lambda: _log_has(conn, "sw1", b"sw1\n"), 20, "job sw1 to start")
+
+    await ssh.upload_dir(conn, tmp_path / "sw2", "styx_workdir/sw2")
+    await ssh.point_sky_workdir(conn, "styx_workdir/sw2")
+    assert os.readlink(home / "sky_workdir") == "styx_workdir/sw2"
+    (home / "sw-go").touch()
+    assert (await _wait_ended(conn, "sw1")).exit_code == 0
+    log = (await ssh.read_log(conn, "sw1", "run", 0, 4096)).decode()
+    assert log == f"{home}/sky_workdir\nsw1\nsw1\n"  # entered as ~/sky_workdir, its own files to the end
+
+    await ssh.start_phase(conn, "sw3", "run", "pwd; cat who.txt")  # no workdir of its own: the last one
+    await _wait_ended(conn, "sw3")
+    assert await ssh.read_log(conn, "sw3", "run", 0, 4096) == f"{home}/sky_workdir\nsw2\n".encode()
+    kept = [p for p in home.iterdir() if p.name.startswith("sky_workdir.replaced-")]
+    assert len(kept) == 1 and (kept[0] / "mine.txt").read_text() == "keep me"
+
+
+def _repo(tmp_path: Path) -> tuple[str, str]:
+    """A bare repository (file:// URL) with tag v1, and the commit id of v1."""
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=work,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    (work / "VERSION").write_text("v1\n")
+    git("add", "VERSION")
+    git("commit", "-q", "-m", "v1")
+    git("tag", "v1")
+    first = git("rev-parse", "HEAD")
+    (work / "VERSION").write_text("v2\n")
+    git("commit", "-q", "-am", "v2")
+    git("clone", "-q", "--bare", str(work), str(tmp_path / "r.git"))
+    return f"file://{tmp_path / 'r.git'}", first
+
+
+async def test_git_clone_checks_out_a_tag_a_commit_or_the_default_branch(cluster, conn, tmp_path):
+    url, first = _repo(tmp_path)
+    dest = _home(cluster) / "styx_workdir" / "g1"
+    for ref, version in (("v1", "v1"), (first, "v1"), (None, "v2"), ("main", "v2")):
+        await ssh.git_clone(conn, url, ref, "styx_workdir/g1")
+        assert (dest / "VERSION").read_text() == f"{version}\n", ref
+    assert not [p for p in dest.parent.iterdir() if ".styx-" in p.name]  # no temporary left
+
+
+async def test_git_clone_says_what_failed_and_when_the_node_has_no_git(cluster, conn, tmp_path):
+    url, _ = _repo(tmp_path)
+    with pytest.raises(ssh.GitCloneFailed, match="at no-such-tag"):
+        await ssh.git_clone(conn, url, "no-such-tag", "styx_workdir/g2")
+    with pytest.raises(ssh.GitCloneFailed, match="could not clone file:///nowhere"):
+        await ssh.git_clone(conn, "file:///nowhere", None, "styx_workdir/g2")
+    with pytest.raises(ssh.GitMissing):
+        await ssh.git_clone(conn, url, None, "styx_workdir/g2", env={"PATH": str(tmp_path / "empty")})
+    assert not (_home(cluster) / "styx_workdir" / "g2").exists()
+
+
+async def test_a_mount_to_an_absolute_path_is_a_link_to_files_in_the_home(cluster, conn, tmp_path):
+    # On a node whose exec is not confined (an AWS or SSH host): the link is made outside the home.
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "weights.bin").write_text("w")
+    outside = tmp_path / "outside" / "checkpoint" / "13b"
+    await ssh.upload_dir(conn, src, f"{ssh.FILE_MOUNTS_ROOT}{outside}")
+    await ssh.link_absolute_mount(conn, str(outside), f"{ssh.FILE_MOUNTS_ROOT}{outside}")
+    assert outside.is_symlink() and (outside / "weights.bin").read_text() == "w"
+    await ssh.link_absolute_mount(conn, str(outside), f"{ssh.FILE_MOUNTS_ROOT}{outside}")  # again: same link
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(ssh.MountRefused, match="already exists"):
+        await ssh.link_absolute_mount(conn, str(taken), f"{ssh.FILE_MOUNTS_ROOT}{taken}")

@@ -8,13 +8,15 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import styx.task
-from styx.task import Resources, Task, TaskValidationError
+from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, load_task
+from styx.task import GitWorkdir, Resources, Task, TaskValidationError
 
 CORPUS = Path(__file__).parent / "skypilot_corpus"
 
@@ -232,7 +234,8 @@ resources:
     ("file_mount_bad_mode", "file_mounts:\n  /ck:\n    source: s3://b\n    mode: SYNC\n",
      "file_mounts./ck.mode", 4),
     ("autostop_word", "resources:\n  autostop: soon\n", "resources.autostop", 2),
-    ("service_unsupported", "service:\n  readiness_probe: /\nrun: echo\n", "service", 1),
+    ("service_not_mapping", "service: yes\nrun: echo\n", "service", 1),
+    ("volumes_unsupported", "volumes:\n  /data: vol\nrun: echo\n", "volumes", 1),
     ("top_level_list", "- run: echo\n", None, 1),
 ]
 
@@ -259,7 +262,7 @@ def test_unknown_key_suggests_the_closest_field() -> None:
 
 def test_unsupported_skypilot_feature_says_so() -> None:
     with pytest.raises(TaskValidationError, match="not support"):
-        Task.from_yaml("service:\n  replicas: 2\n")
+        Task.from_yaml("pool:\n  workers: 2\n")
 
 
 def test_every_problem_is_reported_in_file_order() -> None:
@@ -433,7 +436,7 @@ def test_module_docstring_example_runs() -> None:
 
 def _corpus_header(path: Path) -> tuple[str, int | None]:
     lines = path.read_text().splitlines()
-    kind = re.fullmatch(r"# styx-corpus: (runs-locally|load-only|rejected)", lines[0])
+    kind = re.fullmatch(r"# styx-corpus: (runs-locally|load-only|rejected|cli)", lines[0])
     assert kind, f"{path.name}: first line must be '# styx-corpus: <kind>'"
     exit_code = next((int(m.group(1)) for line in lines[:5]
                       if (m := re.fullmatch(r"# expect-exit: (\d+)", line))), None)
@@ -556,3 +559,127 @@ def test_numeric_fields_are_finite_and_bounded(text, field):
     with pytest.raises(TaskValidationError) as err:
         Task.from_yaml(text + "\nrun: echo\n")
     assert err.value.field == field
+
+
+# ------------------------------------------------------ SkyPilot files Styx used to refuse
+
+
+def test_a_fraction_of_an_accelerator_is_kept_as_asked_and_nodes_get_whole_ones() -> None:
+    task = Task.from_yaml("resources: {infra: ssh/lab, accelerators: 'T4:0.5'}\nrun: nvidia-smi\n")
+    assert task.job_accelerators() == {"T4": 0.5}
+    assert task.resources.accelerator_count == 0.5
+    assert Task.from_dict(task.to_dict(include_secrets=False)) == task
+    spec = cluster_spec(task, "lab")
+    assert spec.node_accelerators == {"T4": 1}  # a node holds whole devices
+    assert Task.from_yaml("resources: {accelerators: {A100: 2}}").job_accelerators() == {"A100": 2}
+    with pytest.raises(TaskValidationError) as err:
+        Task.from_yaml("resources: {accelerators: 'T4:0.001'}")
+    assert err.value.field == "resources.accelerators" and "at least 0.01" in str(err.value)
+
+
+def test_a_set_of_accelerators_with_any_of_means_any_accelerator_with_any_candidate() -> None:
+    task = Task.from_yaml(textwrap.dedent("""\
+        resources:
+          accelerators: {A100:8, H100:8}
+          any_of:
+            - use_spot: true
+            - use_spot: false
+            - {use_spot: false, accelerators: L4:1}
+        run: train
+    """))
+    pairs = [(c.accelerator_name, c.accelerator_count, c.use_spot) for c in task.resources.candidates()]
+    assert pairs == [("A100", 8, True), ("A100", 8, False), ("L4", 1, False), ("H100", 8, True),
+                     ("H100", 8, False)]
+    with pytest.raises(TaskValidationError, match="preference list of accelerators cannot be combined with any_of"):
+        Task.from_yaml("resources: {accelerators: [A100, H100], any_of: [{use_spot: true}]}")
+    with pytest.raises(TaskValidationError, match="cannot be combined with ordered"):
+        Task.from_yaml("resources: {accelerators: {A100, H100}, ordered: [{use_spot: true}]}")
+
+
+def test_a_service_section_is_kept_for_serving_and_launch_warns_it_is_ignored() -> None:
+    task = Task.from_yaml("service:\n  readiness_probe: /health\n  replicas: 2\nrun: python serve.py\n")
+    assert task.service == {"readiness_probe": "/health", "replicas": 2}
+    assert task.to_dict(include_secrets=False)["service"] == task.service
+    warnings = check_for_provider(task, "local")
+    assert len(warnings) == 1 and warnings[0].startswith("service: ignored")
+
+
+def test_a_pipeline_of_one_task_loads_as_that_task_named_by_the_header() -> None:
+    task = Task.from_yaml("name: pipe\n---\nrun: echo one\n")
+    assert (task.name, task.run) == ("pipe", "echo one")
+    assert Task.from_yaml("name: pipe\n---\nname: own\nrun: echo\n").name == "own"
+    with pytest.raises(TaskValidationError) as err:
+        Task.from_yaml("name: pipe\n---\nrun: a\n---\nrun: b\n")
+    assert "this pipeline has 2 tasks" in str(err.value) and err.value.line == 5
+
+
+def test_a_list_of_sources_copies_each_into_the_destination_by_name() -> None:
+    task = Task.from_yaml(textwrap.dedent("""\
+        file_mounts:
+          ~/inputs: [data/train/, ~/extra.txt]
+          /mnt/more:
+            source: [notes.md]
+        run: ls
+    """))
+    assert {dst: m.source for dst, m in task.file_mounts.items()} == {
+        "~/inputs/train": "data/train/", "~/inputs/extra.txt": "~/extra.txt", "/mnt/more/notes.md": "notes.md"}
+    for text, message in (("~/x: [a/one, b/one]", "given twice"), ("~/x: [.]", "no name to copy it under"),
+                          ("~/x: []", "must not be empty")):
+        with pytest.raises(TaskValidationError, match=message) as err:
+            Task.from_yaml(f"file_mounts:\n  {text}\nrun: ls\n")
+        assert err.value.field.startswith("file_mounts.~/x")
+    # A storage mount (named bucket) with several sources stays a storage mount: refused at launch.
+    storage = Task.from_yaml("file_mounts:\n  /d: {name: bkt, source: [a, b]}\nrun: ls\n")
+    assert storage.file_mounts["/d"].source == ["a", "b"]
+    with pytest.raises(InvalidRequest, match="storage"):
+        load_task(storage.to_dict(include_secrets=False))
+
+
+def test_env_vars_fill_in_file_mount_paths_and_an_override_fills_them_again() -> None:
+    task = Task.from_yaml(textwrap.dedent("""\
+        envs: {MODEL_SIZE: 13b, LOCAL: ckpt}
+        file_mounts:
+          /checkpoint/${MODEL_SIZE}: ~/${LOCAL}/${MODEL_SIZE}
+          ~/raw/${UNKNOWN}: $LOCAL
+        run: ls
+    """))
+    assert {d: m.source for d, m in task.file_mounts.items()} == {
+        "/checkpoint/13b": "~/ckpt/13b", "~/raw/${UNKNOWN}": "$LOCAL"}  # braces only, as SkyPilot
+    small = task.with_overrides(envs=["MODEL_SIZE=7b"])
+    assert list(small.file_mounts) == ["/checkpoint/7b", "~/raw/${UNKNOWN}"]
+    assert small.file_mounts["/checkpoint/7b"].source == "~/ckpt/7b"
+    assert Task.from_dict(task.to_dict(include_secrets=True)) == task
+    # A value given only at launch fills the path then.
+    later = Task.from_yaml("envs: {SIZE: null}\nfile_mounts:\n  ~/c/${SIZE}: x\nrun: ls\n")
+    assert list(later.with_overrides(envs={"SIZE": "1b"}).file_mounts) == ["~/c/1b"]
+
+
+def test_a_git_workdir_loads_and_a_bad_one_names_the_field() -> None:
+    task = Task.from_yaml("workdir:\n  url: https://example.com/org/repo.git\n  ref: v1.2\nrun: make\n")
+    assert task.workdir == GitWorkdir(url="https://example.com/org/repo.git", ref="v1.2")
+    assert Task.from_dict(task.to_dict(include_secrets=False)) == task
+    assert load_task(task.to_dict(include_secrets=False)).workdir == task.workdir  # no upload needed
+    for text, field in (("{url: --upload-pack=evil}", "workdir.url"), ("{url: x, ref: -b}", "workdir.ref"),
+                        ("{ref: main}", "workdir.url"), ("{url: x, branch: y}", "workdir.branch")):
+        with pytest.raises(TaskValidationError) as err:
+            Task.from_yaml(f"workdir: {text}\nrun: make\n")
+        assert err.value.field == field, str(err.value)
+
+
+def test_local_nodes_refuse_absolute_mounts_and_warn_of_an_instance_type() -> None:
+    task = Task.from_yaml("file_mounts:\n  /checkpoint/13b: ckpt\nrun: ls\n")
+    with pytest.raises(InvalidRequest) as err:
+        check_for_provider(task, "local")
+    assert err.value.field == "task.file_mounts./checkpoint/13b" and "~/checkpoint/13b" in str(err.value)
+    assert check_for_provider(task, "ssh") == [] and check_for_provider(task, "aws") == []
+    typed = Task.from_yaml("resources: {instance_type: m5.xlarge}\nrun: ls\n")
+    assert check_for_provider(typed, "local") == [
+        "resources.instance_type: m5.xlarge ignored: local nodes are processes on this machine, sized by "
+        "resources.cpus"]
+
+
+def test_a_fractional_request_on_aws_gets_the_type_with_one_whole_device() -> None:
+    from styx.catalog import optimizer
+
+    half = optimizer.cheapest({"accelerators": "A10G:0.5"})
+    assert half and half[0] == optimizer.cheapest({"accelerators": "A10G:1"})[0]

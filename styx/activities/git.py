@@ -56,7 +56,7 @@ from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, selec
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, resolve_cluster_access
 from styx.services import policy
-from styx.services.launch import InvalidRequest, cluster_spec, load_task, submit_input
+from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, load_task, submit_input
 from styx.task import Task
 
 #: A managed cluster is taken down by its push run; this idle autodown is the safety net.
@@ -204,8 +204,9 @@ class GitActivities:
         tree_sha = tree.removeprefix(UPLOAD_SCHEME)
         root = Path(await asyncio.to_thread(self._export, ExportInput(inp.push.owner, inp.push.repo,
                                                                       inp.push.sha))).resolve()
-        data["workdir"] = _member(tree, root, _in_commit(root, data.get("workdir"), f"jobs.{job.name}.workdir",
-                                                        directory=True))
+        if not isinstance(data.get("workdir"), dict):  # a git workdir ({url, ref}) is cloned by the nodes
+            data["workdir"] = _member(tree, root, _in_commit(root, data.get("workdir"), f"jobs.{job.name}.workdir",
+                                                            directory=True))
         for dst, source in (data.get("file_mounts") or {}).items():
             field = f"jobs.{job.name}.file_mounts.{dst}"
             if not isinstance(source, str):
@@ -244,6 +245,11 @@ class GitActivities:
                                     bool(pusher and pusher.is_admin))
         except policy.NotAllowed as err:
             raise ApplicationError(f"{inp.push.pusher}: {err}", type="Forbidden", non_retryable=True) from None
+        try:  # what the nodes cannot honour fails the run before anything starts (warnings: none shown)
+            check_for_provider(task, launch.provider if launch else row.provider)
+        except InvalidRequest as err:
+            raise ApplicationError(f"jobs.{job.name}.{err}".replace(".task.", "."), type="InvalidTask",
+                                   non_retryable=True) from None
         try:
             result = await service.submit_job(client, self.settings.task_queue, cluster, submit,
                                               launch=launch, update_id=inp.key)

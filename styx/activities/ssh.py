@@ -3,9 +3,12 @@
 ``run_phase`` starts a job phase detached on the node (idempotently: a retried activity
 re-attaches to the process an earlier attempt started) and copies its log into the database
 (``db.joblogs``, rows of at most 256 KB) until the phase exits, resuming from what the
-database holds, so a retry on another worker host neither loses nor repeats a byte. ``sync_files`` copies a job's workdir and
-file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
-``styx.activities.uploads``; a pushed commit's tree is one too), never a path on the worker.
+database holds, so a retry on another worker host neither loses nor repeats a byte.
+``sync_files`` copies a job's workdir and file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
+``styx.activities.uploads``; a pushed commit's tree is one too), never a path on the worker;
+a git workdir is cloned by the node itself. The workdir lands in ``~/styx_workdir/<job_id>`` and
+``~/sky_workdir`` is pointed at it (see ``styx.ssh.nodefiles``); a mount to an absolute path
+is copied under ``~/.styx/file_mounts`` and linked from the path (refused on local nodes).
 """
 
 from __future__ import annotations
@@ -28,11 +31,19 @@ from styx.db import Database, LogMoved
 from styx.db.joblogs import MAX_CHUNK_BYTES
 from styx.secrets import unseal
 from styx.ssh import (
+    FILE_MOUNTS_ROOT,
+    WORKDIR_ROOT,
+    GitCloneFailed,
+    GitMissing,
     JobCancelled,
+    MountRefused,
     NodeEndpoint,
     SshPool,
+    git_clone,
     kill_phase,
+    link_absolute_mount,
     phase_state,
+    point_sky_workdir,
     read_log,
     start_phase,
     upload_dir,
@@ -43,7 +54,15 @@ from styx.ssh import (
 LOG_CHUNK = MAX_CHUNK_BYTES
 #: How often a trickle of output is stored (and so how far behind ``logs --follow`` may be).
 STORE_EVERY = 0.5
+#: Why a local node refuses a mount to an absolute path.
+LOCAL_ABSOLUTE_MOUNT = ("local nodes keep a job's files under the node's home (their SFTP is confined "
+                        "there); mount under ~ instead (e.g. ~/checkpoint)")
 POLL_MIN, POLL_MAX = 0.01, 0.5
+
+
+def _invalid(message: str) -> ApplicationError:
+    """A task the node cannot honour: retrying does not help."""
+    return ApplicationError(message, type="InvalidTask", non_retryable=True)
 
 
 class SshActivities:
@@ -148,19 +167,54 @@ class SshActivities:
             await self._sync_files(inp)
 
     async def _sync_files(self, inp: SyncFilesInput) -> None:
-        conn = await self.pool.get(NodeEndpoint.from_dict(inp.node))
+        node = NodeEndpoint.from_dict(inp.node)
+        conn = await self.pool.get(node)
         if inp.workdir:
-            src = await self._source("workdir", inp.workdir)
-            if not src.is_dir():
-                raise ApplicationError(f"workdir: {inp.workdir!r} is not a directory", type="InvalidTask",
-                                       non_retryable=True)
-            await upload_dir(conn, src, f"styx_workdir/{inp.job_id}")
+            # Each job its own copy (jobs of a cluster run at once); ~/sky_workdir names the last.
+            target = f"{WORKDIR_ROOT}/{inp.job_id}"
+            if isinstance(inp.workdir, dict):
+                await self._clone(conn, node, inp.workdir, target)
+            else:
+                src = await self._source("workdir", inp.workdir)
+                if not src.is_dir():
+                    raise _invalid(f"workdir: {inp.workdir!r} is not a directory")
+                await upload_dir(conn, src, target)
+            await point_sky_workdir(conn, target)
+        local = None
         for remote, source in inp.file_mounts.items():
             src = await self._source(f"file_mounts.{remote}", source)
+            absolute = remote.startswith("/")
+            if absolute:
+                if local is None:
+                    row = await asyncio.to_thread(self.db.clusters.get, inp.cluster)
+                    local = row is not None and row.provider == "local"
+                if local:  # its SFTP is confined to the node's home: refuse, never misplace
+                    raise _invalid(f"file_mounts.{remote}: {LOCAL_ABSOLUTE_MOUNT}")
+            # An absolute destination: copied into the home, and linked from the path (as SkyPilot).
+            target = f"{FILE_MOUNTS_ROOT}/{remote.lstrip('/')}" if absolute else remote
             if src.is_dir():
-                await upload_dir(conn, src, remote)
+                await upload_dir(conn, src, target)
             else:
-                await upload_file(conn, src, remote)
+                await upload_file(conn, src, target)
+            if absolute:
+                try:
+                    await link_absolute_mount(conn, remote, target)
+                except MountRefused as err:
+                    raise _invalid(f"file_mounts.{remote}: on node {node.rank} ({node.host}): {err}") from None
+
+    @staticmethod
+    async def _clone(conn: asyncssh.SSHClientConnection, node: NodeEndpoint, workdir: dict, target: str) -> None:
+        url, ref = workdir.get("url"), workdir.get("ref")
+        if not isinstance(url, str) or not url or url.startswith("-") or (ref is not None and (
+                not isinstance(ref, str) or ref.startswith("-"))):
+            raise _invalid(f"workdir: not a git repository {{url, ref}}: {workdir!r}")
+        try:
+            await git_clone(conn, url, ref, target)
+        except GitMissing:
+            raise _invalid(f"workdir.url: node {node.rank} ({node.host}) has no git to clone {url}; "
+                           "install git on the nodes (in the image) or send a local workdir") from None
+        except GitCloneFailed as err:
+            raise _invalid(f"workdir: {err}") from None
 
     async def _source(self, field: str, source: str) -> Path:
         """Where on this worker the files ``source`` names are: an upload, fetched from the

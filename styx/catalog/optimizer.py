@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,7 +133,8 @@ def _fits(offer: Offer, res: Resources) -> bool:
     accelerators = res.accelerators or {}
     if accelerators:
         name, count = next(iter(accelerators.items()))
-        if (offer.accelerator_name or "").lower() != name.lower() or offer.accelerator_count != count:
+        # A fraction (T4:0.5) shares a device: it fits a type with one.
+        if (offer.accelerator_name or "").lower() != name.lower() or offer.accelerator_count != math.ceil(count):
             return False
     elif offer.accelerator_count:
         return False  # never hand a GPU machine to a CPU-only request

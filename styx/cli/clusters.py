@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from styx.cli.console import api, console, fail
+from styx.cli.console import api, console, err_console, fail
 from styx.cli.uploads import upload_progress
-from styx.contracts.rest import JobInfo
+from styx.contracts.rest import JobInfo, JobSubmitted
 from styx.sdk.client import Client
 from styx.sdk.transport import StyxError
 from styx.task import Task, TaskValidationError
@@ -86,6 +87,14 @@ def _job_exit(job: JobInfo) -> int:
     return {"SUCCEEDED": EXIT_SUCCEEDED, "CANCELLED": EXIT_CANCELLED}.get(job.status, EXIT_FAILED)
 
 
+def _queued(submitted: JobSubmitted, cluster: str) -> None:
+    """The warnings of a submission (yellow, one line each), then where the job is."""
+    for warning in submitted.warnings:
+        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
+    console.print(f"job {submitted.job_id} queued on cluster {cluster}"
+                  + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+
+
 def _report(job: JobInfo) -> None:
     colour = "green" if job.status == "SUCCEEDED" else "red"
     extra = f" (exit codes {job.exit_codes})" if job.exit_codes and job.status != "SUCCEEDED" else ""
@@ -139,8 +148,7 @@ def launch(
         with upload_progress() as progress:
             submitted = client.launch(task, cluster, idle_minutes_to_autostop=idle_minutes_to_autostop, down=down,
                                       progress=progress, idempotency_key=idempotency_key)
-        console.print(f"job {submitted.job_id} queued on cluster {cluster}"
-                      + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+        _queued(submitted, cluster)
         if detach_run:
             return
         job = _follow(client, cluster, submitted.job_id)
@@ -172,8 +180,7 @@ def exec_(
     with api() as client:
         with upload_progress() as progress:
             submitted = client.exec(cluster, task, progress=progress, idempotency_key=idempotency_key)
-        console.print(f"job {submitted.job_id} queued on cluster {cluster}"
-                      + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+        _queued(submitted, cluster)
         if detach_run:
             return
         job = _follow(client, cluster, submitted.job_id)

@@ -68,7 +68,7 @@ class ClusterSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     #: Capacity of each node, for the job queue.
     node_cpus: float = 1.0
-    node_accelerators: dict[str, int] = field(default_factory=dict)
+    node_accelerators: dict[str, float] = field(default_factory=dict)
     autostop_minutes: int | None = None
     autostop_down: bool = False
     #: AWS region asked for, or the SSH pool's name.
@@ -83,7 +83,8 @@ class SubmitJobInput:
     task: dict[str, Any]
     name: str = ""
     cpus: float = 0.5
-    accelerators: dict[str, int] = field(default_factory=dict)
+    #: Per node; a fraction (``T4:0.5``) shares a device (float: Temporal would make 0.5 an int 0).
+    accelerators: dict[str, float] = field(default_factory=dict)
     num_nodes: int = 1
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
@@ -163,7 +164,7 @@ class QueuedJob:
     job_id: int
     name: str
     cpus: float
-    accelerators: dict[str, int]
+    accelerators: dict[str, float]
     num_nodes: int
     task: dict[str, Any]
     env: dict[str, str]
@@ -176,7 +177,7 @@ class RunningJob:
     workflow_id: str
     ranks: list[int]
     cpus: float
-    accelerators: dict[str, int]
+    accelerators: dict[str, float]
 
 
 @dataclass

@@ -40,8 +40,14 @@ class JobInput:
     cluster_workflow_id: str
     #: Environment (``envs`` and ``secrets`` of the task, and overrides), already merged.
     env: dict[str, str] = field(default_factory=dict)
-    accelerators: dict[str, int] = field(default_factory=dict)
+    #: Per node; a fraction (0.5) shares a device. Float: Temporal turns 0.5 into 0 for an int.
+    accelerators: dict[str, float] = field(default_factory=dict)
     sealed_secrets: str | None = None
+    #: Where the cluster is, for ``SKYPILOT_CLUSTER_INFO``: provider, region (an SSH pool's
+    #: name), zone.
+    provider: str = ""
+    region: str | None = None
+    zone: str | None = None
 
 
 @dataclass
@@ -62,7 +68,7 @@ class JobRecord:
     status: str
     name: str | None = None
     cpus: float | None = None
-    accelerators: dict[str, int] | None = None
+    accelerators: dict[str, float] | None = None
     num_nodes: int | None = None
     run_summary: str | None = None
     workflow_id: str | None = None
@@ -76,9 +82,10 @@ class SyncFilesInput:
     cluster: str
     job_id: int
     node: dict[str, Any]
-    #: Copied to ``~/styx_workdir/<job_id>`` on the node, or None: an upload
-    #: (``upload:<sha256>``) or a directory of a commit the worker exported for a push.
-    workdir: str | None = None
+    #: Copied to ``~/styx_workdir/<job_id>`` on the node (``~/sky_workdir`` then points at it),
+    #: or None: an upload (``upload:<sha256>``), a directory of a commit the worker exported
+    #: for a push, or a git repository ``{"url", "ref"}`` the node clones.
+    workdir: str | dict[str, Any] | None = None
     #: Remote path -> source, of the same two kinds.
     file_mounts: dict[str, str] = field(default_factory=dict)
 

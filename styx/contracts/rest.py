@@ -53,6 +53,9 @@ class JobSubmitted(BaseModel):
     job_id: int
     workflow_id: str
     workflow_url: str | None = None
+    warnings: list[str] = Field(default_factory=list, description=(
+        "what of the task Styx ignores or does differently from SkyPilot, one sentence each "
+        "(e.g. a service section that launch does not serve)"))
 
 
 def _json_text(value: Any) -> Any:

@@ -10,6 +10,7 @@ of the commit's tree, which the git server stored as an upload.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -65,10 +66,10 @@ def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None
         task = Task.from_dict(data)
     except TaskValidationError as err:
         raise InvalidRequest(f"task.{err.field}" if err.field else "task", str(err)) from None
-    if task.workdir is not None:
+    if isinstance(task.workdir, str):  # a git workdir ({url, ref}) is cloned by the nodes
         _check_source("task.workdir", task.workdir, may_use_upload)
     for dst, mount in task.file_mounts.items():
-        if not mount.is_plain_copy or "://" in (mount.source or ""):
+        if not mount.is_plain_copy or not isinstance(mount.source, str) or "://" in mount.source:
             raise InvalidRequest(f"task.file_mounts.{dst}", "storage (bucket) mounts are not supported yet; "
                                  "mount a local path")
         _check_source(f"task.file_mounts.{dst}", mount.source or "", may_use_upload)
@@ -94,6 +95,27 @@ def _check_source(field: str, source: str, may_use_upload: Callable[[str], bool]
                          "which send them as uploads (upload:<sha256>)")
 
 
+def check_for_provider(task: Task, provider: str) -> list[str]:
+    """What ``provider``'s nodes make of ``task``: ``InvalidRequest`` naming the field for what
+    they cannot honour (before anything starts), and a warning, one sentence each, for what
+    they ignore. Called for a launch, an exec and a push alike."""
+    warnings: list[str] = []
+    if task.service is not None:
+        warnings.append("service: ignored: launch runs the task as a job; serving it (replicas, "
+                        "readiness probe) is not supported yet")
+    if provider == "local":
+        for dst in task.file_mounts:
+            if dst.startswith("/"):
+                raise InvalidRequest(f"task.file_mounts.{dst}",
+                                     "local nodes keep a job's files under the node's home (their SFTP is "
+                                     f"confined there); mount under ~ instead (e.g. ~{dst})")
+        types = sorted({c.instance_type for c in task.resources.candidates() if c.instance_type})
+        if types:
+            warnings.append(f"resources.instance_type: {', '.join(types)} ignored: local nodes are "
+                            "processes on this machine, sized by resources.cpus")
+    return warnings
+
+
 def provider_of(task: Task) -> str:
     resources = task.resources.candidates()[0]
     cloud = resources.cloud or "local"
@@ -117,7 +139,8 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
     if provider == "aws":
         cpus, accelerators = _aws_node_size(resources)
     else:
-        accelerators = dict(resources.accelerators or {})
+        # A node holds whole devices: a fractional request (T4:0.5) needs a node with one.
+        accelerators = {k: math.ceil(v - 1e-9) for k, v in (resources.accelerators or {}).items()}
         cpus = resources.cpus_min()
         if cpus is None:
             # A local node offers this machine's CPUs; an SSH host a modest default.

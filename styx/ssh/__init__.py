@@ -18,6 +18,8 @@ The package, by module (everything public is importable from ``styx.ssh`` itself
   ``kill_phase``, ``read_log``; ``JobCancelled``, ``PhaseStartFailed``) and the node-side
   scripts behind them; its docstring maps a job's directory on the node.
 - ``sftp``: files over SFTP (``upload_file``, ``upload_dir``).
+- ``nodefiles``: ``~/sky_workdir`` (``point_sky_workdir``), git workdirs (``git_clone``)
+  and mounts to absolute paths (``link_absolute_mount``).
 
 Example::
 
@@ -40,8 +42,18 @@ from styx.ssh.connection import (
     run,
 )
 from styx.ssh.keys import ClientKeyMissing, ensure_client_key, public_key_line, read_client_key
+from styx.ssh.nodefiles import (
+    FILE_MOUNTS_ROOT,
+    GitCloneFailed,
+    GitMissing,
+    MountRefused,
+    git_clone,
+    link_absolute_mount,
+    point_sky_workdir,
+)
 from styx.ssh.phases import (
     CANCELLED_EXIT_CODE,
+    WORKDIR_ROOT,
     JobCancelled,
     PhaseStartFailed,
     PhaseState,
@@ -56,7 +68,12 @@ from styx.ssh.sftp import upload_dir, upload_file
 __all__ = [
     "CANCELLED_EXIT_CODE",
     "ClientKeyMissing",
+    "FILE_MOUNTS_ROOT",
+    "WORKDIR_ROOT",
     "CommandTimeout",
+    "GitCloneFailed",
+    "GitMissing",
+    "MountRefused",
     "JobCancelled",
     "NodeEndpoint",
     "NodeUnreachable",
@@ -68,8 +85,11 @@ __all__ = [
     "connect",
     "ensure_client_key",
     "env_prefix",
+    "git_clone",
     "kill_phase",
+    "link_absolute_mount",
     "phase_state",
+    "point_sky_workdir",
     "public_key_line",
     "read_client_key",
     "read_log",

@@ -5,6 +5,7 @@ has::
 
     <phase>.lock/     mkdir'ed once, by the one start_phase call that launches the phase
     <phase>.sh        generated wrapper: exports env, cds to the workdir, runs the script
+                      in an interactive-style bash that reads ~/.bashrc (as SkyPilot's do)
     <phase>.env       the secrets (0600), only between the start and the moment the
                       wrapper has read them: it deletes the file, and so does the state
                       check (once the phase ended or died) and kill_phase
@@ -50,6 +51,7 @@ from styx.ssh.sftp import read_range, sftp_path
 __all__ = [
     "CANCELLED_EXIT_CODE",
     "JOBS_DIR",
+    "SKY_WORKDIR",
     "WORKDIR_ROOT",
     "JobCancelled",
     "PhaseStartFailed",
@@ -61,7 +63,10 @@ __all__ = [
 ]
 
 JOBS_DIR = ".styx/jobs"
+#: Each job's workdir is synced to ``~/styx_workdir/<job_id>``; ``~/sky_workdir`` is a
+#: symlink to the one synced last (SkyPilot's path: last writer wins, as there).
 WORKDIR_ROOT = "styx_workdir"
+SKY_WORKDIR = "sky_workdir"
 
 #: Exit code recorded for a phase that kill_phase ended (128 + SIGTERM, as a shell reports).
 CANCELLED_EXIT_CODE = 143
@@ -120,14 +125,38 @@ def _shell_path(path: str) -> str:
     return '"$HOME"/' + shlex.quote(p)
 
 
+#: How the user's script runs, as SkyPilot runs it (``bash -i``, which reads ``~/.bashrc``,
+#: where a setup's ``export`` reaches the run phase). ``--norc`` and the explicit sourcing
+#: keep bash's "no job control in this shell" start-up noise out of the log (stderr is on fd
+#: 3 until the rc files are read); the TERM trap, set first, lets a cancel end the script (an
+#: interactive shell otherwise ignores SIGTERM and would go on to its next command). The
+#: script is sourced after a ``cd`` to ``$1``, with ``$0`` its path.
+_INTERACTIVE = (
+    'exec 2>&3 3>&-; trap "exit 143" TERM; '
+    "[ -f /etc/bash.bashrc ] && . /etc/bash.bashrc; [ -f ~/.bashrc ] && . ~/.bashrc; "
+    'unset HISTFILE; cd -- "$1" || exit; shift; . "$0"'
+)
+
+
 def _wrapper_script(
     job_id: str, phase: str, script: str, env: Mapping[str, str] | None, workdir: str | None
 ) -> str:
-    """The ``<phase>.sh`` that runs detached: pid file, env, cd, script, exit code."""
+    """The ``<phase>.sh`` that runs detached: pid file, env, cd, script, exit code.
+
+    The script runs in ``workdir`` if given; else in the job's own synced workdir
+    (``~/styx_workdir/<job_id>``), entered as ``~/sky_workdir`` while that still points at
+    it; else in ``~/sky_workdir`` (the workdir synced last, as ``sky exec`` runs in it) if
+    there is one; else in the home.
+    """
     d = _job_dir(job_id)
     if workdir is None:
-        wd = f'"$HOME"/{WORKDIR_ROOT}/{job_id}'
-        cd = f'if [ -d {wd} ]; then cd {wd}; else cd "$HOME"; fi'
+        own = f'"$HOME"/{WORKDIR_ROOT}/{job_id}'
+        sky = f'"$HOME"/{SKY_WORKDIR}'
+        cd = (
+            f"if [ -d {own} ]; then "
+            f'{{ cd {sky} 2>/dev/null && [ "$(pwd -P)" = "$(cd {own} && pwd -P)" ]; }} || cd {own}; '
+            f"elif [ -d {sky} ]; then cd {sky}; else cd \"$HOME\"; fi"
+        )
     else:
         cd = f"cd {_shell_path(workdir)}"
     delim = f"__STYX_SCRIPT_{uuid.uuid4().hex}__"
@@ -139,6 +168,8 @@ def _wrapper_script(
             # The wrapper's own pid is the process group id (it runs under setsid).
             f'echo $$ > "$d/{p}.pid.tmp" && mv -f "$d/{p}.pid.tmp" "$d/{p}.pid"',
             f'export STYX_PHASE_TOKEN="$(cat "$d/{p}.token")"',
+            # A Python job's prints reach the log as they happen, and so survive a cancel.
+            "export PYTHONUNBUFFERED=1",
             env_prefix(env).rstrip(" ").rstrip(";") or ":",
             # The secrets, if any: read, then gone from the disk before the script starts.
             f'if [ -f "$d/{p}.env" ]; then . "$d/{p}.env"; rm -f "$d/{p}.env"; fi',
@@ -146,7 +177,7 @@ def _wrapper_script(
             script[:-1] if script.endswith("\n") else script,
             delim,
             cd,
-            f'bash "$d/{p}.script"',
+            f'bash --norc -i -c {shlex.quote(_INTERACTIVE)} "$d/{p}.script" "$PWD" 3>&2 2>/dev/null',
             "rc=$?",
             f'echo "$rc" > "$d/{p}.exit.$$" && mv -f "$d/{p}.exit.$$" "$d/{p}.exit"',
             'exit "$rc"',
@@ -228,9 +259,9 @@ async def start_phase(
 
     Idempotent and race-safe: only the caller that creates ``<phase>.lock`` launches the
     phase; any other call (a retried activity, a concurrent one) returns the pid of the
-    phase already started. The script runs in ``~/styx_workdir/<job_id>`` if that exists,
-    else in the home (or in ``workdir``), with ``env`` and then ``secrets`` exported (the
-    secrets never sit in a file beyond the script's start; see the module's docstring).
+    phase already started. The script runs in the job's workdir (see ``_wrapper_script``),
+    after ``~/.bashrc``, with ``PYTHONUNBUFFERED=1``, ``env`` and then ``secrets`` exported
+    (the secrets never sit in a file beyond the script's start; see the module's docstring).
 
     Raises ``JobCancelled`` if the job or phase was cancelled on the node, and
     ``PhaseStartFailed`` if the phase is locked but never wrote a pid.

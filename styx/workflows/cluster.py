@@ -188,6 +188,8 @@ class ClusterWorkflow:
                     nodes=[self.state.nodes[r] for r in ranks],
                     cluster_workflow_id=workflow.info().workflow_id, env=job.env,
                     accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
+                    provider=self.spec.provider, region=self.state.region or self.spec.region,
+                    zone=self.state.zone,
                 ),
                 id=wid,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -276,10 +278,10 @@ class ClusterWorkflow:
                 f"the job asks for {req.cpus:g} CPUs per node but nodes of {spec.name!r} have {spec.node_cpus:g}",
                 type="JobTooLarge")
         for acc, n in req.accelerators.items():
-            if n > spec.node_accelerators.get(acc, 0):
+            if n > spec.node_accelerators.get(acc, 0) + 1e-9:
+                have = ", ".join(f"{k}:{v:g}" for k, v in spec.node_accelerators.items()) or "no accelerators"
                 raise ApplicationError(
-                    f"the job asks for {acc}:{n} but nodes of {spec.name!r} have "
-                    f"{spec.node_accelerators or 'no accelerators'}", type="JobTooLarge")
+                    f"the job asks for {acc}:{n:g} but nodes of {spec.name!r} have {have}", type="JobTooLarge")
 
     @workflow.update
     async def cancel_job(self, req: CancelJobInput) -> CancelJobResult:
@@ -445,7 +447,7 @@ def _launch_key(spec: ClusterSpec) -> tuple:
 
 
 def _describe_spec(spec: ClusterSpec) -> str:
-    acc = ",".join(f"{k}:{v}" for k, v in spec.node_accelerators.items())
+    acc = ",".join(f"{k}:{v:g}" for k, v in spec.node_accelerators.items())
     return f"{spec.provider}, {spec.num_nodes} node(s) of {spec.node_cpus:g} CPUs" + (f", {acc}" if acc else "")
 
 

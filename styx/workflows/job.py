@@ -48,9 +48,22 @@ async def record(activity: Callable[[Any, Any], Awaitable[None]], row: Any) -> N
 
 
 def job_env(inp: JobInput, rank: int) -> dict[str, str]:
-    """What a job sees on node ``rank``: Styx's variables, SkyPilot's aliases, then the task's."""
+    """What a job sees on node ``rank``: Styx's variables, SkyPilot's native ones, then the task's.
+
+    SkyPilot's are those its documentation lists, in setup and run alike (SkyPilot gives
+    setup only the ``SKYPILOT_SETUP_*`` pair; a superset harms no script):
+    ``SKYPILOT_NODE_RANK``/``SKYPILOT_SETUP_NODE_RANK``, ``SKYPILOT_NODE_IPS``/
+    ``SKYPILOT_SETUP_NODE_IPS`` (the job's nodes, one IP a line, in rank order: setup runs per
+    job, on the job's nodes), ``SKYPILOT_NUM_NODES``, ``SKYPILOT_NUM_GPUS_PER_NODE`` (a
+    fraction rounded up), ``SKYPILOT_TASK_ID`` (``sky-<start time>_<cluster>_<job id>``, the
+    same in both phases) and ``SKYPILOT_CLUSTER_INFO`` (JSON: cluster_name, cloud, region, zone).
+    """
+    import json  # here, not at the top: this function is the part of the module that needs them
+    import math
+
+    cloud_names = {"aws": "AWS", "ssh": "SSH", "local": "Local"}  # as SkyPilot spells them
     ips = "\n".join(str(n.get("ip") or n["host"]) for n in inp.nodes)
-    gpus = sum(inp.accelerators.values())
+    gpus = math.ceil(sum(inp.accelerators.values()) - 1e-9)  # SkyPilot rounds a fraction up
     base = {
         "STYX_NODE_RANK": str(rank),
         "STYX_NODE_IPS": ips,
@@ -60,7 +73,19 @@ def job_env(inp: JobInput, rank: int) -> dict[str, str]:
         "STYX_NUM_GPUS_PER_NODE": str(gpus),
     }
     aliases = {k.replace("STYX_", "SKYPILOT_", 1): v for k, v in base.items()}
-    aliases["SKYPILOT_TASK_ID"] = f"styx-{inp.cluster}-{inp.job_id}"
+    try:  # the job's start, as SkyPilot's ids carry the submission time: stable across phases
+        started = workflow.info().start_time.strftime("%Y-%m-%d-%H-%M-%S-%f")
+    except Exception:  # called outside a workflow (a test)
+        started = "0000-00-00-00-00-00-000000"
+    aliases.update({
+        "SKYPILOT_SETUP_NODE_RANK": str(rank),
+        "SKYPILOT_SETUP_NODE_IPS": ips,
+        "SKYPILOT_TASK_ID": f"sky-{started}_{inp.cluster}_{inp.job_id}",
+        "SKYPILOT_CLUSTER_INFO": json.dumps({
+            "cluster_name": inp.cluster, "cloud": cloud_names.get(inp.provider, inp.provider),
+            "region": inp.region, "zone": inp.zone,
+        }),
+    })
     return {**base, **aliases, **inp.env}
 
 

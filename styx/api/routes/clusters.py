@@ -58,7 +58,14 @@ from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
 from styx.services import policy
-from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, submit_input
+from styx.services.launch import (
+    InvalidRequest,
+    check_cluster_name,
+    check_for_provider,
+    cluster_spec,
+    load_task,
+    submit_input,
+)
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 
@@ -139,9 +146,9 @@ def job_info(state: StateDep, job: Job) -> JobInfo:
     return JobInfo.model_validate(job).model_copy(update={"workflow_url": state.settings.workflow_url(job.workflow_id)})
 
 
-def _submitted(state: StateDep, cluster: str, result: SubmitJobResult) -> JobSubmitted:
+def _submitted(state: StateDep, cluster: str, result: SubmitJobResult, warnings: list[str]) -> JobSubmitted:
     return JobSubmitted(cluster=cluster, job_id=result.job_id, workflow_id=result.workflow_id,
-                        workflow_url=state.settings.workflow_url(result.workflow_id))
+                        workflow_url=state.settings.workflow_url(result.workflow_id), warnings=warnings)
 
 
 @router.post("", status_code=201, response_model=JobSubmitted, summary="Launch a cluster and run a task")
@@ -169,13 +176,14 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     owner = existing.owner if live and existing is not None else user.name
     try:
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner)
+        warnings = check_for_provider(task, spec.provider)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
     except InvalidRequest as err:
         raise _bad(err) from None
     _check_local_jobs(state, spec.provider, user.is_admin)
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec, update_id=service.submission_id(user.name, key)))
-    return _submitted(state, req.cluster, result)
+    return _submitted(state, req.cluster, result, warnings)
 
 
 @router.get("", response_model=list[ClusterInfo], summary="List clusters")
@@ -202,6 +210,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
     cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
     try:
         task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
+        warnings = check_for_provider(task, cluster.provider)
         submit = submit_input(task, user.name, state.settings.home)
     except InvalidRequest as err:
         raise _bad(err) from None
@@ -210,7 +219,7 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit,
                                                       update_id=service.submission_id(user.name, key)))
-    return _submitted(state, name, result)
+    return _submitted(state, name, result, warnings)
 
 
 @router.get("/{name}/jobs", response_model=list[JobInfo], summary="The cluster's job queue")
