@@ -42,6 +42,8 @@ class JobInput:
     env: dict[str, str] = field(default_factory=dict)
     accelerators: dict[str, int] = field(default_factory=dict)
     sealed_secrets: str | None = None
+    #: False for an exec: ``setup`` is skipped (files are still synced).
+    run_setup: bool = True
 
 
 @dataclass
