@@ -263,13 +263,13 @@ def repo_status(name: str = typer.Argument(..., help="owner/name"),
     with api() as client:
         run = client.commit_status(name, rev)
     console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""),
-                  markup=False)
+                  markup=False, soft_wrap=True)
     for j in run.jobs:
         if j.job_id:
             line = f"  {j.name}: cluster {j.cluster} job {j.job_id} {j.status}" + (f" ({j.message})" if j.message else "")
         else:  # refused before it was queued: there is no job, only the reason
             line = f"  {j.name}: not queued ({j.status})" + (f": {j.message}" if j.message else "")
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit({"SUCCEEDED": 0, "SKIPPED": 0, "FAILED": 1}.get(run.status, 2))
 
 
