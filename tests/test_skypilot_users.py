@@ -73,20 +73,23 @@ def test_exec_skips_setup_and_launch_reuses_a_cluster_the_task_fits(stack: StyxS
     r = stack.cli("launch", "-y", "-c", "sky", str(task))
     assert r.returncode == 0 and "setups=1" in r.stdout, r.stdout + r.stderr
 
-    # As SkyPilot's exec: the setup does not run again.
+    # As SkyPilot's exec: the setup does not run again (from the CLI, nor the SDK).
     r = stack.cli("exec", "sky", str(task))
     assert r.returncode == 0 and "setups=1" in r.stdout, r.stdout + r.stderr
+    client = stack.client()
+    job = client.exec("sky", str(task)).job_id
+    assert client.wait("sky", job, timeout=60).status == "SUCCEEDED"
+    assert "setups=1" in client.logs("sky", job)
 
     # A launch onto the cluster reuses it (a task that fits) and runs the setup.
-    before = [c.launched_at for c in stack.client().status() if c.name == "sky"]
+    before = [c.launched_at for c in client.status() if c.name == "sky"]
     r = stack.cli("launch", "-y", "-c", "sky", str(task))
     assert r.returncode == 0 and "setups=2" in r.stdout, r.stdout + r.stderr
     # A bare command asks for no particular size: it fits too.
     r = stack.cli("launch", "-y", "-c", "sky", "echo bare-ok")
     assert r.returncode == 0 and "bare-ok" in r.stdout, r.stdout + r.stderr
-    client = stack.client()
     assert [c.launched_at for c in client.status() if c.name == "sky"] == before  # not launched again
-    assert [j.status for j in client.queue("sky")] == ["SUCCEEDED"] * 4
+    assert [j.status for j in client.queue("sky")] == ["SUCCEEDED"] * 5
 
     # A task the nodes cannot fit is refused, naming the requirement; nothing is queued.
     r = stack.cli("launch", "-y", "-c", "sky", "--cpus", "2", "echo never")
@@ -94,7 +97,7 @@ def test_exec_skips_setup_and_launch_reuses_a_cluster_the_task_fits(stack: StyxS
     assert "the task asks for 2 CPUs per node; nodes of 'sky' have 1" in r.stderr, r.stderr
     r = stack.cli("launch", "-y", "-c", "sky", "--num-nodes", "2", "echo never")
     assert r.returncode == 1 and "the task asks for 2 nodes; cluster 'sky' has 1" in r.stderr, r.stderr
-    assert len(client.queue("sky")) == 4
+    assert len(client.queue("sky")) == 5
 
     # `sky start -y` works as typed (start asks nothing anyway).
     r = stack.cli("start", "-y", "sky")

@@ -125,14 +125,16 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False,
                progress: Progress | None = None) -> JobSubmitted:
-        """Launch ``cluster`` (if it does not exist) and queue ``task`` on it. Its local
-        workdir and file mounts are sent first as uploads (``styx.sdk.uploads``;
-        ``progress`` is told how that goes)."""
+        """Launch ``cluster`` (if it does not exist; one that exists is reused when ``task``
+        fits its nodes, else ``Conflict`` names what does not) and queue ``task`` on it,
+        ``setup`` first. Its local workdir and file mounts are sent first as uploads
+        (``styx.sdk.uploads``; ``progress`` is told how that goes)."""
         body = send_files(self, _as_task(task), progress)
         return JobSubmitted(**self._send(_Routes.launch(body, cluster, idle_minutes_to_autostop, down)))
 
     def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None) -> JobSubmitted:
-        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster."""
+        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster.
+        As SkyPilot's ``exec``, its ``setup`` is not run (``launch`` runs it)."""
         return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress))))
 
     def status(self, all: bool = False) -> list[ClusterInfo]:
