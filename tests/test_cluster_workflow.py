@@ -36,6 +36,7 @@ from styx.contracts.clusters import (
     ClusterSpec,
     ClusterState,
     ClusterStatus,
+    NodeRequest,
     QueuedJob,
     RunningJob,
     SubmitJobInput,
@@ -218,11 +219,12 @@ class Cloud:
     async def launch(self, name: str = "c", num_nodes: int = 1, node_cpus: float = 1.0,
                      autostop_minutes: int | None = None, autostop_down: bool = False,
                      state: ClusterState | None = None,
-                     node_accelerators: dict[str, float] | None = None) -> WorkflowHandle:
-        """Start ``cluster/<name>``; a fresh one is returned once UP."""
+                     node_accelerators: dict[str, float] | None = None,
+                     node_memory_gb: float | None = None) -> WorkflowHandle:
+        """Start ``cluster/<name>``; a fresh one is returned once UP (in region "fake", zone "fake-1a")."""
         spec = ClusterSpec(name, "fake", num_nodes=num_nodes, resources={"cpus": node_cpus},
                            node_cpus=node_cpus, autostop_minutes=autostop_minutes, autostop_down=autostop_down,
-                           node_accelerators=node_accelerators or {})
+                           node_accelerators=node_accelerators or {}, node_memory_gb=node_memory_gb)
         handle = await self.env.client.start_workflow(
             ClusterWorkflow.run, ClusterInput(spec, state), id=cluster_workflow_id(name), task_queue=self.task_queue)
         if state is None:
@@ -350,6 +352,18 @@ async def test_a_failed_setup_ends_the_job_before_its_run(cloud: Cloud) -> None:
     await fake.until(lambda: fake.status(job) == JobStatus.FAILED_SETUP, "the job to fail its setup")
     assert fake.messages[job] == "setup exited with [2]" and job not in fake.hosts
     await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
+
+
+async def test_an_exec_skips_setup_but_still_gets_its_files(cloud: Cloud) -> None:
+    """As SkyPilot's `exec`: only a launch runs `setup`."""
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    job = await cloud.submit(cluster, task={"setup": "pip install -e .", "run": "train", "workdir": "/src"},
+                             run_setup=False)
+    await fake.until(lambda: job in fake.hosts, "the job to run")
+    assert "run_phase:setup" not in fake.calls and fake.calls.count("sync_files") == 1
+    fake.finish(job)
+    await fake.until(lambda: fake.status(job) == JobStatus.SUCCEEDED, "the job to succeed")
 
 
 # -- cancel ---------------------------------------------------------------------------
@@ -513,6 +527,47 @@ async def test_a_launch_expecting_another_owner_is_refused_and_queues_nothing(cl
     refused = await _refusal(cluster.execute_update(
         ClusterWorkflow.submit_job, SubmitJobInput(task={"run": "x"}, user="bob", launch_spec=theirs)))
     assert refused.type == "NameTaken"
+    assert cloud.fake.jobs == {} and (await cluster.query(ClusterWorkflow.describe)).next_job_id == 1
+
+
+#: What `styx launch -c c 'cmd'` sends: a spec of its own defaults (local nodes of this
+#: machine's CPUs), which differs from the cluster's and must not matter.
+BARE_LAUNCH = ClusterSpec("c", "local", node_cpus=64.0)
+
+
+async def test_a_launch_onto_a_cluster_the_task_fits_is_queued_there_and_runs_setup(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2, node_cpus=4, node_memory_gb=16)
+    asks = [NodeRequest(), NodeRequest(provider="fake", region="fake", zone="fake-1a", memory_gb=16)]
+    jobs = []
+    for ask in asks:
+        submitted: SubmitJobResult = await cluster.execute_update(ClusterWorkflow.submit_job, SubmitJobInput(
+            task={"setup": "pip install -e .", "run": "train"}, cpus=2, num_nodes=2, launch_spec=BARE_LAUNCH,
+            node_request=ask))
+        jobs.append(submitted.job_id)
+    assert jobs == [1, 2]
+    await fake.until(lambda: all(len(fake.hosts.get(j, [])) == 2 for j in jobs), "both jobs to run on both nodes")
+    assert fake.calls.count("run_phase:setup") == 4 and "provision" in fake.calls
+    assert fake.calls.count("provision") == 1  # the cluster was reused, not launched again
+
+
+@pytest.mark.parametrize(("ask", "says"), [
+    ({"cpus": 8}, "the task asks for 8 CPUs per node; nodes of 'c' have 4"),
+    ({"num_nodes": 3}, "the task asks for 3 nodes; cluster 'c' has 2"),
+    ({"accelerators": {"A100": 1}}, "the task asks for A100:1 per node; nodes of 'c' have no accelerators"),
+    ({"node_request": NodeRequest(provider="aws")}, "the task asks for aws; cluster 'c' is on fake"),
+    ({"node_request": NodeRequest(region="elsewhere")}, "the task asks for region elsewhere; cluster 'c' is in fake"),
+    ({"node_request": NodeRequest(zone="fake-1b")}, "the task asks for zone fake-1b; cluster 'c' is in fake-1a"),
+    ({"node_request": NodeRequest(memory_gb=32)},
+     "the task asks for 32 GB of memory per node; nodes of 'c' have 16"),
+], ids=["cpus", "nodes", "accelerators", "provider", "region", "zone", "memory"])
+async def test_a_launch_the_cluster_cannot_fit_is_refused_naming_what_does_not_fit(
+        cloud: Cloud, ask: dict, says: str) -> None:
+    cluster = await cloud.launch(num_nodes=2, node_cpus=4, node_memory_gb=16)
+    refused = await _refusal(cluster.execute_update(ClusterWorkflow.submit_job, SubmitJobInput(
+        **{"task": {"run": "x"}, "cpus": 1.0, "launch_spec": BARE_LAUNCH, **ask})))
+    assert refused.type == "ResourceMismatch"
+    assert refused.message == f"{says}; launch under another name, or `styx down c` first"
     assert cloud.fake.jobs == {} and (await cluster.query(ClusterWorkflow.describe)).next_job_id == 1
 
 

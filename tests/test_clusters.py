@@ -168,7 +168,8 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(stack: StyxStack):
 
     first = client.launch({"resources": {"cpus": 1}, "run": "true"}, cluster="fixed")
     client.wait("fixed", first.job_id, timeout=60)
-    with pytest.raises(Conflict, match="different resources"):
+    # A launch onto the cluster that its nodes cannot fit: refused, naming the requirement.
+    with pytest.raises(Conflict, match="the task asks for 2 CPUs per node; nodes of 'fixed' have 1"):
         client.launch({"resources": {"cpus": 2}, "run": "true"}, cluster="fixed")
     assert [j.job_id for j in client.queue("fixed")] == [first.job_id]
     with pytest.raises(Conflict, match="already finished"):

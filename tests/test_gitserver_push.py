@@ -41,6 +41,7 @@ jobs:
 MANAGED = """\
 managed: true
 resources: {cpus: 1}
+setup: echo managed-setup-ran
 run: echo managed-run-ok
 """
 
@@ -190,6 +191,10 @@ def test_skip_ci_and_unmatched_filters_record_a_skipped_run(git_stack: GitStyxSt
     with _client(git_stack, alice) as client:
         assert client.wait_commit("alice/ml", skipped, timeout=60).status == "SKIPPED"
         assert client.wait_commit("alice/ml", unmatched, timeout=60).status == "SKIPPED"
+    # What the user wrote is printed as written, not read as rich markup.
+    runs = git_stack.cli("repo", "runs", "alice/ml", env={"STYX_TOKEN": alice.token or "", "COLUMNS": "300"},
+                         check=True).stdout
+    assert "skipped: [skip ci] in the commit message" in runs, runs
 
 
 def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: GitStyxStack, people,
@@ -205,7 +210,8 @@ def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: 
     [job] = run.jobs
     assert job.managed and job.cluster.startswith("push-")
     admin = git_stack.client()
-    assert "managed-run-ok" in admin.logs(job.cluster, job.job_id)
+    log = admin.logs(job.cluster, job.job_id)
+    assert "managed-run-ok" in log and "managed-setup-ran" in log  # launched: its setup runs
     assert admin.cluster(job.cluster).status == "TERMINATED"
     assert admin.cluster(job.cluster).owner == "alice"  # the pusher's own cluster
     repo = RepoName("alice", "ml")
@@ -310,6 +316,9 @@ def test_a_pushed_mount_of_a_path_missing_from_the_commit_fails_the_job_naming_t
     [job] = run.jobs
     assert job.job_id == 0 and job.status == "FAILED"  # never queued
     assert "file_mounts.~/x: 'missing.txt' is not a file or directory of the commit" in (job.message or ""), job
+    status = git_stack.cli("repo", "status", "alice/ml", sha[:10], env={"STYX_TOKEN": alice.token or ""})
+    assert status.returncode == 1 and "job 0" not in status.stdout, status.stdout
+    assert f"{job.name}: not queued (FAILED): " in status.stdout and "'missing.txt' is not a file" in status.stdout
 
 
 def test_a_push_that_would_run_a_non_admins_job_on_unisolated_local_nodes_fails_naming_the_setting(

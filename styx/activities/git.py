@@ -220,8 +220,9 @@ class GitActivities:
         except InvalidRequest as err:
             raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
         client = await self._temporal()
-        # The run is the pusher's: the job is recorded as theirs, never the repo owner's.
-        submit = submit_input(task, inp.push.pusher, self.settings.home)
+        # The run is the pusher's: the job is recorded as theirs, never the repo owner's. On a
+        # named cluster it runs as `styx exec` does (no setup); a managed one is launched.
+        submit = submit_input(task, inp.push.pusher, self.settings.home, run_setup=False)
         launch = None
         if job.managed:
             cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
@@ -229,7 +230,7 @@ class GitActivities:
                 launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher)
             except InvalidRequest as err:
                 raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
-            submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch)
+            submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch, run_setup=True)
         else:
             cluster = job.cluster or ""
             row, access = await asyncio.to_thread(self._access, inp.push.pusher, cluster)

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from styx.cli.console import console
+from styx.cli.console import console, esc
 from styx.cli.git import api
 
 app = typer.Typer()
@@ -58,7 +58,7 @@ def token_list(user: Optional[str] = UserOpt) -> None:
     table = Table("ID", "DESCRIPTION", "CREATED", "EXPIRES", "LAST USED")
     for t in tokens:
         expires = _when(t.expires_at, "never") + (" (expired)" if t.expired else "")
-        table.add_row(t.id, t.description or "", _when(t.created_at), expires, _when(t.last_used_at, "never"))
+        table.add_row(esc(t.id), esc(t.description or ""), _when(t.created_at), expires, _when(t.last_used_at, "never"))
     console.print(table)
 
 
@@ -75,7 +75,7 @@ def token_create(
     with api() as client:
         made = client.create_token(user, description=description, expires=expires)
     until = f", expires {made.expires_at:%Y-%m-%d %H:%M} UTC" if made.expires_at else ", never expires"
-    console.print(f"created token [bold]{made.id}[/bold] for {made.user}{until}")
+    console.print(f"created token [bold]{esc(made.id)}[/bold] for {esc(made.user)}{until}")
     console.print("the token (shown once; use it as STYX_TOKEN, or as the password for git over HTTP):")
     print(made.token)
 
@@ -89,7 +89,7 @@ def token_revoke(token_id: str = typer.Argument(..., help="the token's id (see `
     """
     with api() as client:
         client.revoke_token(token_id, user)
-    console.print(f"revoked token {token_id}")
+    console.print(f"revoked token {token_id}", markup=False)
 
 
 # ------------------------------------------------------------------------------ sharing
@@ -110,7 +110,7 @@ def cluster_share(cluster: str = typer.Argument(..., help="your cluster"),
     """
     with api() as client:
         info = client.share(cluster, user)
-    console.print(_shared(info.name, info.shared_with))
+    console.print(_shared(info.name, info.shared_with), markup=False)
 
 
 @cluster_app.command("unshare")
@@ -122,4 +122,4 @@ def cluster_unshare(cluster: str = typer.Argument(..., help="your cluster"),
     """
     with api() as client:
         info = client.unshare(cluster, user)
-    console.print(_shared(info.name, info.shared_with))
+    console.print(_shared(info.name, info.shared_with), markup=False)

@@ -7,6 +7,7 @@ the SDK; nothing here touches SSH, a cloud or Temporal. The commands hang on ``a
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -15,15 +16,16 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
-from styx.cli.console import api, console, err_console, fail
+from styx.cli.console import api, console, err_console, esc, fail
 from styx.cli.uploads import upload_progress
 from styx.contracts.rest import JobInfo, JobSubmitted
 from styx.sdk.client import Client
 from styx.sdk.transport import StyxError
-from styx.task import Task, TaskValidationError
+from styx.task import MAX_TASK_BYTES, Task, TaskValidationError
 
 app = typer.Typer()
 
@@ -41,10 +43,55 @@ def _load_task(entrypoint: list[str], **overrides) -> Task:
             task = Task.from_yaml(path)
         else:
             task = Task.from_command(" ".join(entrypoint))
-        overrides = {k: v for k, v in overrides.items() if v not in (None, [], ())}
+        overrides = {k: v for k, v in overrides.items() if v is not None and v not in ([], (), {})}
         return task.with_overrides(**overrides) if overrides else task  # the SDK sends the local files
     except TaskValidationError as err:
         raise fail(str(err)) from None
+
+
+def _key_values(option: str, items: list[str] | None) -> dict[str, str]:
+    """``KEY=VALUE`` words; a bare ``KEY`` takes its value from the caller's environment (as
+    SkyPilot's ``--env KEY``), and one that is not set there is a one-line error naming it."""
+    values: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if key not in os.environ:
+                raise fail(f"{option} {key}: {key} is not set in your environment; "
+                           f"export it, or pass {option} {key}=VALUE")
+            value = os.environ[key]
+        values[key] = value
+    return values
+
+
+def _env_file(path: str | None) -> dict[str, str]:
+    """The variables of a dotenv file (``KEY=VALUE`` lines, ``#`` comments, quotes, ``export``);
+    a line with a bare ``KEY`` takes its value from the caller's environment, as ``--env KEY``."""
+    if path is None:
+        return {}
+    from dotenv import dotenv_values
+
+    file = Path(path)
+    if not file.is_file():
+        raise fail(f"--env-file: no such file {path!r}")
+    if file.stat().st_size > MAX_TASK_BYTES:
+        raise fail(f"--env-file {path}: {file.stat().st_size} bytes; at most {MAX_TASK_BYTES} are accepted "
+                   "(STYX_MAX_TASK_BYTES)")
+    try:
+        values = dotenv_values(file)
+    except (OSError, UnicodeDecodeError) as err:
+        raise fail(f"--env-file {path}: {err}") from None
+    found: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None and key not in os.environ:
+            raise fail(f"--env-file {path}: {key} is not set in your environment; export it, or write {key}=VALUE")
+        found[key] = os.environ[key] if value is None else value
+    return found
+
+
+def _envs(env: list[str] | None, env_file: str | None) -> dict[str, str]:
+    """The job's variables from the command line: the env file's, then ``--env`` over them."""
+    return {**_env_file(env_file), **_key_values("--env", env)}
 
 
 def _age(then: datetime | None) -> str:
@@ -66,7 +113,7 @@ def _duration(job: JobInfo) -> str:
 
 def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
     """Wait (with a spinner) until the job starts, stream its log, return it once finished."""
-    with console.status(f"job {job_id} on {cluster}: waiting…") as spinner:
+    with console.status(f"job {job_id} on {esc(cluster)}: waiting…") as spinner:
         while True:
             job = client.job(cluster, job_id)
             if job.status != "PENDING":
@@ -74,7 +121,7 @@ def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
             info = client.cluster(cluster)
             if info.status in ("FAILED", "TERMINATED"):
                 break
-            spinner.update(f"job {job_id} PENDING; cluster {cluster} is {info.status}…")
+            spinner.update(f"job {job_id} PENDING; cluster {esc(cluster)} is {esc(info.status)}…")
             time.sleep(0.2)
     out = sys.stdout.buffer
     for chunk in client.stream_logs(cluster, job_id, follow=True):
@@ -90,20 +137,26 @@ def _job_exit(job: JobInfo) -> int:
 def _queued(submitted: JobSubmitted, cluster: str) -> None:
     """The warnings of a submission (yellow, one line each), then where the job is."""
     for warning in submitted.warnings:
-        err_console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
-    console.print(f"job {submitted.job_id} queued on cluster {cluster}"
-                  + (f" — {submitted.workflow_url}" if submitted.workflow_url else ""))
+        err_console.print(f"[yellow]warning: {esc(warning)}[/yellow]", highlight=False, soft_wrap=True)
+    console.print(f"job {submitted.job_id} queued on cluster {esc(cluster)}"
+                  + (f" — {esc(submitted.workflow_url)}" if submitted.workflow_url else ""))
 
 
 def _report(job: JobInfo) -> None:
     colour = "green" if job.status == "SUCCEEDED" else "red"
     extra = f" (exit codes {job.exit_codes})" if job.exit_codes and job.status != "SUCCEEDED" else ""
-    console.print(f"job {job.job_id} on {job.cluster}: [{colour}]{job.status}[/{colour}]{extra}"
-                  + (f" — {job.message}" if job.message and job.status != "SUCCEEDED" else ""))
+    console.print(f"job {job.job_id} on {esc(job.cluster)}: [{colour}]{job.status}[/{colour}]{extra}"
+                  + (f" — {esc(job.message)}" if job.message and job.status != "SUCCEEDED" else ""))
 
 
-EnvOpt = typer.Option(None, "--env", help="KEY=VALUE for the job's environment (repeatable).")
-SecretOpt = typer.Option(None, "--secret", help="KEY=VALUE, like --env but never shown or logged.")
+EnvOpt = typer.Option(None, "--env", metavar="KEY[=VALUE]",
+                      help="a variable of the job's environment (repeatable); KEY alone takes its value "
+                      "from your environment")
+SecretOpt = typer.Option(None, "--secret", metavar="KEY[=VALUE]",
+                         help="like --env, but never shown or logged; KEY alone takes its value from your "
+                         "environment")
+EnvFileOpt = typer.Option(None, "--env-file", metavar="FILE",
+                          help="a dotenv file of KEY=VALUE lines for the job's environment (--env wins)")
 KeyOpt = typer.Option(
     None, "--idempotency-key", help="names this submission (up to 64 letters, digits, '_', '-'): run again with "
     "the same key, the command queues nothing new and follows the first job. Default: a new key each time.")
@@ -117,11 +170,12 @@ def launch(
     yes: bool = typer.Option(False, "-y", "--yes", help="do not ask for confirmation"),
     env: Optional[List[str]] = EnvOpt,
     secret: Optional[List[str]] = SecretOpt,
+    env_file: Optional[str] = EnvFileOpt,
     cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs per node, e.g. 4 or 4+ (at least 4)"),
     memory: Optional[str] = typer.Option(None, "--memory", help="GB per node, e.g. 16+"),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1"),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="number of nodes"),
-    infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/<pool>"),
+    infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/POOL"),
     workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes "
                                           "(.skyignore / .gitignore honoured)"),
     name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
@@ -130,16 +184,20 @@ def launch(
     down: bool = typer.Option(False, "--down", help="with -i: tear down instead of stopping"),
     idempotency_key: Optional[str] = KeyOpt,
 ) -> None:
-    """Launch a cluster (if needed) and run a task on it, streaming its output.
+    """Launch a cluster (if needed) and run a task on it, `setup` first, streaming its output.
+
+    A cluster of that name that exists is reused when the task fits its nodes, as in SkyPilot.
 
     Examples:
 
       `styx launch examples/hello.yaml -c dev`
 
       `styx launch -c dev --num-nodes 2 --env GREETING=hi 'echo $GREETING from $STYX_NODE_RANK'`
+
+      `HF_TOKEN=... styx launch -c dev train.yaml --secret HF_TOKEN --env-file .env`
     """
-    task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, memory=memory, gpus=gpus,
-                      num_nodes=num_nodes, infra=infra, workdir=workdir, name=name)
+    task = _load_task(entrypoint, envs=_envs(env, env_file), secrets=_key_values("--secret", secret), cpus=cpus,
+                      memory=memory, gpus=gpus, num_nodes=num_nodes, infra=infra, workdir=workdir, name=name)
     cluster = cluster or f"styx-{secrets.token_hex(2)}"
     with api() as client:
         exists = any(c.name == cluster for c in client.status())
@@ -163,6 +221,7 @@ def exec_(
     detach_run: bool = typer.Option(False, "-d", "--detach-run", help="return once the job is queued"),
     env: Optional[List[str]] = EnvOpt,
     secret: Optional[List[str]] = SecretOpt,
+    env_file: Optional[str] = EnvFileOpt,
     cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs the job needs per node"),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators the job needs per node"),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="nodes the job runs on"),
@@ -173,10 +232,13 @@ def exec_(
 ) -> None:
     """Queue a job on an existing cluster; prints its id and streams its output.
 
+    As SkyPilot's `exec`, the task's `setup` is not run (its workdir and files are sent):
+    `styx launch -c CLUSTER task.yaml` runs it.
+
     Examples:  `styx exec dev 'python -c "print(42)"'`    `styx exec dev train.yaml --idempotency-key nightly-0601`
     """
-    task = _load_task(entrypoint, envs=env, secrets=secret, cpus=cpus, gpus=gpus, num_nodes=num_nodes,
-                      workdir=workdir, name=name)
+    task = _load_task(entrypoint, envs=_envs(env, env_file), secrets=_key_values("--secret", secret), cpus=cpus,
+                      gpus=gpus, num_nodes=num_nodes, workdir=workdir, name=name)
     with api() as client:
         with upload_progress() as progress:
             submitted = client.exec(cluster, task, progress=progress, idempotency_key=idempotency_key)
@@ -207,7 +269,8 @@ def status(
             return
         table = Table("INSTANCE", "CLUSTER TAG", "STATE", "REGION", "TERMINATED")
         for o in found:
-            table.add_row(o.instance_id, o.cluster or "-", o.state, o.region or "-", "yes" if o.terminated else "no")
+            table.add_row(esc(o.instance_id), esc(o.cluster or "-"), esc(o.state), esc(o.region or "-"),
+                          "yes" if o.terminated else "no")
         console.print(table)
         return
     with api() as client:
@@ -217,12 +280,15 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI")
+    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE")
+    # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
+    table.add_column("TEMPORAL UI", no_wrap=True)
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
-        table.add_row(c.name, c.owner or "(admins)", c.provider, str(c.num_nodes),
-                      c.status + (f": {c.status_message}" if c.status_message else ""),
-                      autostop, _age(c.created_at), c.workflow_url or "-")
+        link = Text("open", style=Style(link=c.workflow_url)) if c.workflow_url else Text("-")
+        table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider), str(c.num_nodes),
+                      esc(c.status + (f": {c.status_message}" if c.status_message else "")),
+                      autostop, _age(c.created_at), link)
     console.print(table)
 
 
@@ -237,8 +303,8 @@ def queue(cluster: str = typer.Argument(..., help="the cluster")) -> None:
     table = Table("ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND")
     for j in jobs:
         codes = "-" if not j.exit_codes else ",".join("?" if c is None else str(c) for c in j.exit_codes)
-        table.add_row(str(j.job_id), j.name or "-", _age(j.submitted_at) + " ago", j.status, _duration(j), codes,
-                      j.run_summary or "")
+        table.add_row(str(j.job_id), esc(j.name or "-"), _age(j.submitted_at) + " ago", esc(j.status), _duration(j),
+                      codes, esc(j.run_summary or ""))
     console.print(table)
 
 
@@ -295,10 +361,10 @@ def cancel(
             owns = me.is_admin or client.cluster(cluster).owner == me.name
             ids = [j.job_id for j in client.queue(cluster) if not j.finished and (owns or j.user == me.name)]
             if not ids:
-                console.print(f"no running or waiting job on {cluster}")
+                console.print(f"no running or waiting job on {esc(cluster)}")
                 return
         result = client.cancel(cluster, ids)
-    console.print(f"cancelled job(s) {', '.join(map(str, result.cancelled))} on {cluster}")
+    console.print(f"cancelled job(s) {', '.join(map(str, result.cancelled))} on {esc(cluster)}")
 
 
 def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> list[str]:
@@ -321,9 +387,9 @@ def _lifecycle(verb: str, names: list[str] | None, all_: bool, yes: bool) -> Non
         if verb != "start" and not yes and sys.stdin.isatty() and targets:
             typer.confirm(f"{verb.capitalize()} cluster(s) {', '.join(targets)}?", default=True, abort=True)
         for name in targets:
-            with console.status(f"{verb} {name}…"):
+            with console.status(f"{verb} {esc(name)}…"):
                 info = getattr(client, verb)(name)
-            console.print(f"cluster {name}: {info.status}")
+            console.print(f"cluster {esc(name)}: {esc(info.status)}")
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -343,10 +409,11 @@ def stop(
 def start(
     clusters: Optional[List[str]] = typer.Argument(None, help="clusters to start"),
     all_: bool = typer.Option(False, "-a", "--all", help="every cluster you own"),
+    yes: bool = typer.Option(False, "-y", "--yes", help="accepted for SkyPilot's `sky start -y`; start asks nothing"),
 ) -> None:
     """Start stopped clusters on the same nodes (same home directories).
 
-    Example:  `styx start dev`
+    Example:  `styx start dev -y`
     """
     _lifecycle("start", clusters, all_, True)
 
@@ -379,7 +446,8 @@ def autostop(
         raise fail("give --idle-minutes N, or --cancel")
     with api() as client:
         info = client.autostop(cluster, None if cancel_ else idle_minutes, down)
-    console.print(f"cluster {cluster}: autostop {'off' if info.autostop_minutes is None else f'after {info.autostop_minutes} idle minutes'}")
+    console.print(f"cluster {esc(cluster)}: autostop "
+                  f"{'off' if info.autostop_minutes is None else f'after {info.autostop_minutes} idle minutes'}")
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -392,5 +460,5 @@ def check(region: Optional[str] = typer.Option(None, "--region", help="AWS regio
         results = client.check(region)
     table = Table("PROVIDER", "USABLE", "WHY")
     for r in results:
-        table.add_row(r.provider, "[green]yes[/green]" if r.ok else "[red]no[/red]", r.reason)
+        table.add_row(esc(r.provider), "[green]yes[/green]" if r.ok else "[red]no[/red]", esc(r.reason))
     console.print(table)

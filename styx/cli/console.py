@@ -1,12 +1,19 @@
 """What every `styx` command prints with: ``console`` / ``err_console``, ``fail()`` for a
 one-line error and its exit code, ``settings_or_exit()`` for the settings or such an error,
 and ``api()``: an SDK client whose every failure (an error answer, an API that does not
-answer, bad input) becomes such a one-line error, never a traceback."""
+answer, bad input) becomes such a one-line error, never a traceback; and ``esc()`` for text
+that is not ours.
+
+Rich reads ``[...]`` in what it prints as markup: a commit message "[skip ci]" or a job name
+"[x]" would vanish or break the line. Every user-supplied string (names, messages, paths,
+descriptions, anything the API answers) goes through ``esc()`` (``rich.markup.escape``)
+before it is printed or put in a table cell.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import typer
 from rich.console import Console
@@ -20,10 +27,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def esc(value: Any) -> str:
+    """``value`` as text rich prints verbatim (no markup)."""
+    return escape(str(value))
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error and return the Exit to raise."""
-    # Escaped: a message may quote input with [brackets]; unwrapped: one line, however long.
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print a one-line error and return the Exit to raise; ``message`` is printed verbatim."""
+    err_console.print(f"[red]error:[/red] {esc(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -48,3 +59,26 @@ def api() -> Iterator[Client]:
         raise fail(str(err)) from None
     finally:
         client.close()
+
+
+def _hide_flag_types() -> None:
+    """Typer (0.2x) shows ``<bool>`` as the type of every flag, ``--help`` included, as if it
+    took a value; a flag takes none, so its type column is left empty."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - an older typer, which shows no type for flags
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "styx_hides_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and getattr(self, "metavar", None) is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.styx_hides_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()

@@ -13,7 +13,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from styx.cli.console import api, console, fail, settings_or_exit
+from styx.cli.console import api, console, esc, fail, settings_or_exit
+from styx.sdk.client import Client
+from styx.sdk.transport import StyxError
 
 app = typer.Typer()
 
@@ -52,7 +54,7 @@ def user_create(name: str = typer.Argument(..., help="the new user's name"),
     """
     with api() as client:
         created = client.create_user(name, admin=admin)
-    console.print(f"created user [bold]{created.name}[/bold]{' (admin)' if created.is_admin else ''}")
+    console.print(f"created user [bold]{esc(created.name)}[/bold]{' (admin)' if created.is_admin else ''}")
     console.print("their API token (shown once; `git clone http://<user>:<token>@...` or STYX_TOKEN):")
     print(created.token)
 
@@ -67,7 +69,7 @@ def user_list() -> None:
         users = client.users()
     table = Table("NAME", "ADMIN", "CREATED", "DISABLED")
     for u in users:
-        table.add_row(u.name, "yes" if u.is_admin else "", _age(u.created_at), "yes" if u.disabled else "")
+        table.add_row(esc(u.name), "yes" if u.is_admin else "", _age(u.created_at), "yes" if u.disabled else "")
     console.print(table)
 
 
@@ -80,7 +82,7 @@ def user_disable(name: str = typer.Argument(..., help="the user")) -> None:
     """
     with api() as client:
         client.disable_user(name)
-    console.print(f"disabled user {name}: their tokens and SSH keys are refused")
+    console.print(f"disabled user {esc(name)}: their tokens and SSH keys are refused")
 
 
 @user_app.command("enable")
@@ -91,7 +93,7 @@ def user_enable(name: str = typer.Argument(..., help="the user")) -> None:
     """
     with api() as client:
         client.enable_user(name)
-    console.print(f"enabled user {name}")
+    console.print(f"enabled user {esc(name)}")
 
 
 # ------------------------------------------------------------------------------ keys
@@ -107,7 +109,7 @@ def key_add(public_key: str = typer.Argument(..., help="a .pub file, e.g. ~/.ssh
     """
     with api() as client:
         key = client.add_key(public_key, user=user, title=title)
-    console.print(f"added key {key.id} {key.fingerprint} for {key.user}")
+    console.print(f"added key {key.id} {esc(key.fingerprint)} for {esc(key.user)}")
 
 
 @key_app.command("list")
@@ -120,7 +122,7 @@ def key_list(user: Optional[str] = typer.Option(None, "--user")) -> None:
         keys = client.keys(user)
     table = Table("ID", "FINGERPRINT", "TITLE", "ADDED")
     for k in keys:
-        table.add_row(str(k.id), k.fingerprint, k.title or "", _age(k.created_at))
+        table.add_row(str(k.id), esc(k.fingerprint), esc(k.title or ""), _age(k.created_at))
     console.print(table)
 
 
@@ -149,8 +151,8 @@ def repo_create(name: str = typer.Argument(..., help="owner/name, or name (yours
     """
     with api() as client:
         repo = client.create_repo(name, private=private, default_branch=default_branch, description=description)
-    console.print(f"created {'private' if repo.private else 'public'} repository [bold]{repo.full_name}[/bold]")
-    console.print(f"  git clone {repo.clone_http}\n  git clone {repo.clone_ssh}", highlight=False)
+    console.print(f"created {'private' if repo.private else 'public'} repository [bold]{esc(repo.full_name)}[/bold]")
+    console.print(f"  git clone {repo.clone_http}\n  git clone {repo.clone_ssh}", highlight=False, markup=False)
 
 
 @repo_app.command("list")
@@ -163,7 +165,8 @@ def repo_list(owner: Optional[str] = typer.Argument(None, help="only this owner'
         repos = client.repos(owner)
     table = Table("REPOSITORY", "VISIBILITY", "DEFAULT", "YOUR ACCESS", "CLONE")
     for r in repos:
-        table.add_row(r.full_name, "private" if r.private else "public", r.default_branch, r.permission, r.clone_http)
+        table.add_row(esc(r.full_name), "private" if r.private else "public", esc(r.default_branch), esc(r.permission),
+                      esc(r.clone_http))
     console.print(table)
 
 
@@ -176,13 +179,13 @@ def repo_show(name: str = typer.Argument(..., help="owner/name")) -> None:
     with api() as client:
         repo = client.repo(name)
         branches = client.branches(name)
-    console.print(f"[bold]{repo.full_name}[/bold] ({'private' if repo.private else 'public'}, "
-                  f"your access: {repo.permission})")
+    console.print(f"[bold]{esc(repo.full_name)}[/bold] ({'private' if repo.private else 'public'}, "
+                  f"your access: {esc(repo.permission)})")
     if repo.description:
-        console.print(repo.description)
-    console.print(f"  {repo.clone_http}\n  {repo.clone_ssh}", highlight=False)
+        console.print(repo.description, markup=False)
+    console.print(f"  {repo.clone_http}\n  {repo.clone_ssh}", highlight=False, markup=False)
     for b in branches:
-        console.print(f"  {'*' if b.default else ' '} {b.name} {b.sha[:10]}")
+        console.print(f"  {'*' if b.default else ' '} {b.name} {b.sha[:10]}", markup=False)
 
 
 @repo_app.command("update")
@@ -196,7 +199,8 @@ def repo_update(name: str = typer.Argument(..., help="owner/name"),
     """
     with api() as client:
         repo = client.update_repo(name, private=private, default_branch=default_branch, description=description)
-    console.print(f"{repo.full_name}: {'private' if repo.private else 'public'}, default branch {repo.default_branch}")
+    console.print(f"{repo.full_name}: {'private' if repo.private else 'public'}, default branch {repo.default_branch}",
+                  markup=False)
 
 
 @repo_app.command("delete")
@@ -210,7 +214,7 @@ def repo_delete(name: str = typer.Argument(..., help="owner/name"),
         raise typer.Exit(1)
     with api() as client:
         client.delete_repo(name)
-    console.print(f"deleted {name}")
+    console.print(f"deleted {name}", markup=False)
 
 
 @repo_app.command("runs")
@@ -227,8 +231,8 @@ def repo_runs(name: str = typer.Argument(..., help="owner/name"),
         jobs = ", ".join(f"{j.name}: {j.cluster}#{j.job_id} {j.status}" if j.job_id else f"{j.name}: {j.status}"
                          for j in r.jobs)
         colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(r.status, "yellow")
-        table.add_row(r.sha[:10], r.ref.removeprefix("refs/heads/"), r.pusher, f"[{colour}]{r.status}[/{colour}]",
-                      jobs, _age(r.created_at), r.message or "")
+        table.add_row(esc(r.sha[:10]), esc(r.ref.removeprefix("refs/heads/")), esc(r.pusher),
+                      f"[{colour}]{esc(r.status)}[/{colour}]", esc(jobs), _age(r.created_at), esc(r.message or ""))
     console.print(table)
 
 
@@ -241,10 +245,14 @@ def repo_status(name: str = typer.Argument(..., help="owner/name"),
     """
     with api() as client:
         run = client.commit_status(name, rev)
-    console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""))
+    console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""),
+                  markup=False, soft_wrap=True)
     for j in run.jobs:
-        console.print(f"  {j.name}: cluster {j.cluster} job {j.job_id} {j.status}"
-                      + (f" ({j.message})" if j.message else ""), highlight=False)
+        if j.job_id:
+            line = f"  {j.name}: cluster {j.cluster} job {j.job_id} {j.status}" + (f" ({j.message})" if j.message else "")
+        else:  # refused before it was queued: there is no job, only the reason
+            line = f"  {j.name}: not queued ({j.status})" + (f": {j.message}" if j.message else "")
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit({"SUCCEEDED": 0, "SKIPPED": 0, "FAILED": 1}.get(run.status, 2))
 
 
@@ -261,7 +269,7 @@ def collab_add(name: str = typer.Argument(..., help="owner/name"), user: str = t
     level = "admin" if admin else "read" if read else "write"
     with api() as client:
         c = client.set_collaborator(name, user, level)
-    console.print(f"{c.user} has {c.level} access to {name}")
+    console.print(f"{c.user} has {c.level} access to {name}", markup=False)
 
 
 @collab_app.command("list")
@@ -273,7 +281,7 @@ def collab_list(name: str = typer.Argument(..., help="owner/name")) -> None:
     with api() as client:
         rows = client.collaborators(name)
     for c in rows:
-        console.print(f"{c.user}\t{c.level}")
+        console.print(f"{c.user}\t{c.level}", markup=False)
 
 
 @collab_app.command("remove")
@@ -284,7 +292,7 @@ def collab_remove(name: str = typer.Argument(..., help="owner/name"), user: str 
     """
     with api() as client:
         client.remove_collaborator(name, user)
-    console.print(f"{user} removed from {name}")
+    console.print(f"{user} removed from {name}", markup=False)
 
 
 # ------------------------------------------------------------------------------ branches
@@ -299,7 +307,7 @@ def branch_list(name: str = typer.Argument(..., help="owner/name")) -> None:
     with api() as client:
         branches = client.branches(name)
     for b in branches:
-        console.print(f"{'*' if b.default else ' '} {b.name}\t{b.sha}", highlight=False)
+        console.print(f"{'*' if b.default else ' '} {b.name}\t{b.sha}", highlight=False, markup=False)
 
 
 @branch_app.command("create")
@@ -308,7 +316,7 @@ def branch_create(name: str = typer.Argument(..., help="owner/name"), branch: st
     """Example:  `styx branch create alice/ml feature --from main`"""
     with api() as client:
         b = client.create_branch(name, branch, from_)
-    console.print(f"created {b.name} at {b.sha[:10]}")
+    console.print(f"created {b.name} at {b.sha[:10]}", markup=False)
 
 
 @branch_app.command("delete")
@@ -319,7 +327,7 @@ def branch_delete(name: str = typer.Argument(..., help="owner/name"), branch: st
     """
     with api() as client:
         client.delete_branch(name, branch)
-    console.print(f"deleted {branch}")
+    console.print(f"deleted {branch}", markup=False)
 
 
 # ------------------------------------------------------------------------------ server

@@ -21,7 +21,7 @@ import typer
 from styx import __version__
 from styx.cli import access, clusters, git, uploads
 from styx.cli import console as cli_console
-from styx.cli.console import console, fail, settings_or_exit
+from styx.cli.console import console, esc, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
 
 app = typer.Typer(
@@ -66,7 +66,7 @@ def up(
     try:
         code = Supervisor(settings, then=then).run()
     except AlreadyRunning as err:
-        console.print(str(err))
+        console.print(str(err), markup=False)
         raise typer.Exit(0) from None
     except (RuntimeError, FileNotFoundError) as err:
         raise fail(str(err)) from None
@@ -119,9 +119,9 @@ def doctor() -> None:
         report = client.doctor()
 
     def show(name: str, check: ComponentCheck, ok: str) -> None:
-        console.print(f"{name}: {ok}" if check.ok else f"{name}: [red]{check.detail}[/red]")
+        console.print(f"{name}: {esc(ok)}" if check.ok else f"{name}: [red]{esc(check.detail)}[/red]")
 
-    console.print(f"API {client.url}: styx {report.version}")
+    console.print(f"API {client.url}: styx {report.version}", markup=False)
     show("database", report.database, "ok")
     show("Temporal", report.temporal, "ok")
     show("search attributes", report.search_attributes, "registered")

@@ -12,7 +12,7 @@ from rich.filesize import decimal
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from styx.cli.console import console, err_console
+from styx.cli.console import console, err_console, esc
 from styx.sdk.uploads import UploadEvent
 
 app = typer.Typer()
@@ -31,12 +31,12 @@ def upload_progress() -> Iterator[object]:
 
     def on_event(event: UploadEvent) -> None:
         if event.state == "packing":
-            tasks[event.field] = bar.add_task(f"packing {event.field}", total=None)
+            tasks[event.field] = bar.add_task(f"packing {esc(event.field)}", total=None)
         elif event.state == "sending":
             task = tasks.get(event.field)
             if task is None:
-                task = tasks[event.field] = bar.add_task(f"sending {event.field}", total=event.size)
-            bar.update(task, description=f"sending {event.field}", total=event.size, completed=event.sent)
+                task = tasks[event.field] = bar.add_task(f"sending {esc(event.field)}", total=event.size)
+            bar.update(task, description=f"sending {esc(event.field)}", total=event.size, completed=event.sent)
         else:
             task = tasks.pop(event.field, None)
             if task is not None:
@@ -45,7 +45,7 @@ def upload_progress() -> Iterator[object]:
             skipped = f"; left out symlinks pointing outside: {', '.join(event.skipped_links[:3])}" \
                 + ("…" if len(event.skipped_links) > 3 else "") if event.skipped_links else ""
             console.print(f"{event.field}: {event.source} ({files}, {decimal(event.size)} packed{skipped}) "
-                          f"{event.state}", highlight=False, soft_wrap=True)
+                          f"{event.state}", highlight=False, soft_wrap=True, markup=False)
 
     with bar:
         yield on_event
@@ -78,4 +78,4 @@ def remove(sha256: str = typer.Argument(..., help="the upload's sha256 (see `sty
 
     with api() as client:
         client.delete_upload(sha256)
-    console.print(f"upload {sha256} removed")
+    console.print(f"upload {sha256} removed", markup=False)

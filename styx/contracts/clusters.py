@@ -59,7 +59,7 @@ def cluster_workflow_id(name: str) -> str:
 
 @dataclass
 class ClusterSpec:
-    """What was asked for at launch; a later launch of the same name must ask the same."""
+    """What was asked for at launch; a later launch of the same name must fit its nodes."""
 
     name: str
     provider: str
@@ -76,6 +76,21 @@ class ClusterSpec:
     #: The user who launched it (None: from before owners; the admins'). Not part of what a
     #: later launch must match: a user the cluster is shared with launches onto it too.
     owner: str | None = None
+    #: Memory of each node in GB, where it is known (an AWS instance type's); None: unknown,
+    #: so no memory request is refused (local nodes share this machine's).
+    node_memory_gb: float | None = None
+
+
+@dataclass
+class NodeRequest:
+    """What a launch asks of where and on what its nodes run, as the task wrote it: a field
+    left None fits any cluster. The CPUs, accelerators and node count a job needs are the
+    submission's own fields (``SubmitJobInput.cpus`` ...)."""
+
+    provider: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    memory_gb: float | None = None
 
 
 @dataclass
@@ -88,13 +103,18 @@ class SubmitJobInput:
     num_nodes: int = 1
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
-    #: Given by ``launch``: the cluster must have been launched with this spec.
+    #: Given by ``launch``: the spec a new cluster is launched with; an existing cluster
+    #: takes the job when ``node_request`` and the job's size fit its nodes.
     launch_spec: ClusterSpec | None = None
     #: The task's secrets, encrypted (``styx.secrets``): never in clear in the history.
     sealed_secrets: str | None = None
     #: A retried submission sends the same key: the cluster returns the first one's job
     #: instead of queueing another (scoped by the caller, e.g. ``submit/<user>/<key>``).
     idempotency_key: str | None = None
+    #: Run the task's ``setup`` before ``run``: a launch does, an exec does not (as SkyPilot).
+    run_setup: bool = True
+    #: Given by ``launch``: where and on what the task asks to run (None: anywhere).
+    node_request: NodeRequest | None = None
 
 
 @dataclass
@@ -169,6 +189,7 @@ class QueuedJob:
     task: dict[str, Any]
     env: dict[str, str]
     sealed_secrets: str | None = None
+    run_setup: bool = True
 
 
 @dataclass

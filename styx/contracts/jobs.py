@@ -48,6 +48,8 @@ class JobInput:
     provider: str = ""
     region: str | None = None
     zone: str | None = None
+    #: False for an exec: ``setup`` is skipped (files are still synced).
+    run_setup: bool = True
 
 
 @dataclass

@@ -163,9 +163,10 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False,
                progress: Progress | None = None, idempotency_key: str | None = None) -> JobSubmitted:
-        """Launch ``cluster`` (if it does not exist) and queue ``task`` on it. Its local
-        workdir and file mounts are sent first as uploads (``styx.sdk.uploads``;
-        ``progress`` is told how that goes).
+        """Launch ``cluster`` (if it does not exist; one that exists is reused when ``task``
+        fits its nodes, else ``Conflict`` names what does not) and queue ``task`` on it,
+        ``setup`` first. Its local workdir and file mounts are sent first as uploads
+        (``styx.sdk.uploads``; ``progress`` is told how that goes).
 
         ``idempotency_key`` (up to 64 letters, digits, '_' or '-'; default: a new uuid4) names
         this submission: sent again with the same key, it returns the first one's job."""
@@ -175,7 +176,8 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
 
     def exec(self, cluster: str, task: Task | dict | str | Path, *, progress: Progress | None = None,
              idempotency_key: str | None = None) -> JobSubmitted:
-        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster;
+        """Queue ``task`` (a Task, dict, YAML path or bare command) on an existing cluster.
+        As SkyPilot's ``exec``, its ``setup`` is not run (``launch`` runs it);
         ``idempotency_key`` as for :meth:`launch`."""
         key = _key(idempotency_key)
         return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress), key)))

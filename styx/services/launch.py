@@ -24,6 +24,7 @@ from styx.contracts.clusters import (
     ClusterName,
     ClusterSpec,
     InvalidClusterName,
+    NodeRequest,
     SubmitJobInput,
 )
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
@@ -75,8 +76,11 @@ def load_task(data: dict, *, may_use_upload: Callable[[str], bool] | None = None
         _check_source(f"task.file_mounts.{dst}", mount.source or "", may_use_upload)
     missing = task.missing_envs()
     if missing:
-        raise InvalidRequest(f"task.envs.{missing[0]}",
-                             f"no value given for {', '.join(missing)}; pass it with --env {missing[0]}=...")
+        first = missing[0]
+        kind, option = ("secrets", "--secret") if first in task.secrets else ("envs", "--env")
+        raise InvalidRequest(f"task.{kind}.{first}",
+                             f"no value given for {', '.join(missing)}; pass it with {option} {first} "
+                             f"(from your environment) or {option} {first}=VALUE")
     return task
 
 
@@ -136,8 +140,9 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
         raise InvalidRequest("task.resources.accelerators",
                              "local nodes have no accelerators; launch on a cloud with --infra")
     region = resources.region
+    memory: float | None = None
     if provider == "aws":
-        cpus, accelerators = _aws_node_size(resources)
+        cpus, accelerators, memory = _aws_node_size(resources)
     else:
         # A node holds whole devices: a fractional request (T4:0.5) needs a node with one.
         accelerators = {k: math.ceil(v - 1e-9) for k, v in (resources.accelerators or {}).items()}
@@ -154,11 +159,28 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
         name=cluster, provider=provider, num_nodes=task.num_nodes,
         resources=task.resources.to_dict(), node_cpus=cpus, node_accelerators=accelerators,
         autostop_minutes=autostop_minutes, autostop_down=autostop_down, region=region, owner=owner,
+        node_memory_gb=memory,
     )
 
 
-def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int]]:
-    """What one node offers: the cheapest catalog type that fits (checked here, offline, so a
+def onto_existing(task: Task, provider: str, region: str | None, resources: dict | None = None) -> Task:
+    """``task`` launched onto a cluster that exists: a task that names no provider asks for
+    the cluster's provider and region (as SkyPilot fills what a task leaves out from the
+    cluster it reuses), so `styx launch -c gpu --gpus A100:1 cmd` reuses an AWS cluster
+    instead of asking local nodes for a GPU. A task that names one is left for the cluster
+    to check. ``resources`` is what the cluster was launched with: its ``infra`` says where
+    a cluster still being provisioned (no region recorded yet) is."""
+    if task.resources.candidates()[0].cloud is not None:
+        return task
+    infra = f"{provider}/{region}" if region else str((resources or {}).get("infra") or provider)
+    try:
+        return task.with_overrides(infra=infra)
+    except TaskValidationError as err:
+        raise InvalidRequest("task.resources.infra", str(err)) from None
+
+
+def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int], float]:
+    """What one node offers (vCPUs, accelerators, GB of memory): the cheapest catalog type that fits (checked here, offline, so a
     bad request fails before any workflow starts; the worker re-plans with the same catalog)."""
     from styx.catalog import optimizer
 
@@ -181,7 +203,7 @@ def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int]]:
         offers = optimizer.offers_for(fits[0][0])
     offer = offers[0]
     accelerators = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
-    return float(offer.vcpus), accelerators
+    return float(offer.vcpus), accelerators, float(offer.memory_gib)
 
 
 def _aws_credentials_configured() -> bool:
@@ -204,12 +226,22 @@ def _task_autostop(value: object) -> tuple[int | None, bool]:
     return int(float(text.rstrip("m"))), False
 
 
-def submit_input(task: Task, user: str | None, home: Path,
-                 launch_spec: ClusterSpec | None = None) -> SubmitJobInput:
-    """The ``submit_job`` update's input; the task's secrets are sealed (see ``styx.secrets``)."""
+def submit_input(task: Task, user: str | None, home: Path, launch_spec: ClusterSpec | None = None,
+                 *, run_setup: bool) -> SubmitJobInput:
+    """The ``submit_job`` update's input; the task's secrets are sealed (see ``styx.secrets``).
+
+    ``run_setup``: a launch runs the task's ``setup``, an exec does not (as SkyPilot). With
+    ``launch_spec`` (a launch), the submission also says where the task asks to run, so that
+    a cluster that exists takes the job only if it fits."""
+    node_request = None
+    if launch_spec is not None:
+        resources = task.resources.candidates()[0]
+        node_request = NodeRequest(provider=resources.cloud, region=resources.region, zone=resources.zone,
+                                   memory_gb=resources.memory_min_gb())
     return SubmitJobInput(
         task=task.to_dict(include_secrets=False), name=task.name or "", cpus=task.job_cpus(),
         accelerators=task.job_accelerators(), num_nodes=task.num_nodes,
         env={k: v for k, v in task.envs.items() if v is not None}, user=user,
         launch_spec=launch_spec, sealed_secrets=seal(home, task.secret_values()),
+        run_setup=run_setup, node_request=node_request,
     )

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterSpec,
         ClusterState,
         ClusterStatus,
+        NodeRequest,
         QueuedJob,
         RunningJob,
         SubmitJobInput,
@@ -190,6 +191,7 @@ class ClusterWorkflow:
                     accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
                     provider=self.spec.provider, region=self.state.region or self.spec.region,
                     zone=self.state.zone,
+                    run_setup=job.run_setup,
                 ),
                 id=wid,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -229,7 +231,7 @@ class ClusterWorkflow:
             self._remember(key, SubmitJobResult(job_id, wid))
             self._recording.add(key)
         self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
-                                          req.task, dict(req.env), req.sealed_secrets))
+                                          req.task, dict(req.env), req.sealed_secrets, req.run_setup))
         self._mark_busy()
         self._poke()  # the job may start while its row is written: the DB keeps the later status
         try:
@@ -251,37 +253,62 @@ class ClusterWorkflow:
 
     @submit_job.validator
     def _validate_submit(self, req: SubmitJobInput) -> None:
+        """Refuse a job the cluster cannot take. A launch onto an existing cluster is taken when
+        the task fits its nodes (a field the task leaves out fits anything), as SkyPilot reuses
+        a cluster; it is refused naming the first requirement that does not fit."""
         if req.idempotency_key and req.idempotency_key in self.state.submissions:
             return  # a retry of an accepted submission is answered whatever the cluster is now
         spec = self.spec
         if req.launch_spec is not None and req.launch_spec.owner != spec.owner:
             raise ApplicationError(f"cluster: the name {spec.name!r} is not available; choose another name",
                                    type="NameTaken")
-        if req.launch_spec is not None and _launch_key(req.launch_spec) != _launch_key(spec):
-            raise ApplicationError(
-                f"cluster {spec.name!r} exists with different resources "
-                f"({_describe_spec(spec)}; asked for {_describe_spec(req.launch_spec)}); "
-                f"launch under another name, or `styx down {spec.name}` first",
-                type="ResourceMismatch",
-            )
+        if req.launch_spec is not None:
+            # As SkyPilot: a launch reuses the cluster whenever the task fits its nodes.
+            misfit = self._placement_misfit(req.node_request) or self._size_misfit(req)
+            if misfit:
+                raise ApplicationError(
+                    f"{misfit}; launch under another name, or `styx down {spec.name}` first",
+                    type="ResourceMismatch")
         if self.state.status == ClusterStatus.STOPPED:
             raise ApplicationError(
                 f"cluster {spec.name!r} is STOPPED; run `styx start {spec.name}` first", type="ClusterStopped")
         if self.state.status not in (ClusterStatus.INIT, ClusterStatus.UP):
             raise ApplicationError(f"cluster {spec.name!r} is {self.state.status}", type="ClusterNotUp")
+        misfit = self._size_misfit(req)
+        if misfit:
+            raise ApplicationError(misfit, type="JobTooLarge")
+
+    def _size_misfit(self, req: SubmitJobInput) -> str | None:
+        """What of the job's size the cluster's nodes cannot give, or None."""
+        spec = self.spec
         if req.num_nodes > spec.num_nodes:
-            raise ApplicationError(
-                f"the job asks for {req.num_nodes} nodes but cluster {spec.name!r} has {spec.num_nodes}",
-                type="JobTooLarge")
+            return f"the task asks for {req.num_nodes} nodes; cluster {spec.name!r} has {spec.num_nodes}"
         if req.cpus > spec.node_cpus + 1e-9:
-            raise ApplicationError(
-                f"the job asks for {req.cpus:g} CPUs per node but nodes of {spec.name!r} have {spec.node_cpus:g}",
-                type="JobTooLarge")
+            return f"the task asks for {req.cpus:g} CPUs per node; nodes of {spec.name!r} have {spec.node_cpus:g}"
         for acc, n in req.accelerators.items():
             if n > spec.node_accelerators.get(acc, 0) + 1e-9:
                 have = ", ".join(f"{k}:{v:g}" for k, v in spec.node_accelerators.items()) or "no accelerators"
-                raise ApplicationError(
-                    f"the job asks for {acc}:{n:g} but nodes of {spec.name!r} have {have}", type="JobTooLarge")
+                return f"the task asks for {acc}:{n:g} per node; nodes of {spec.name!r} have {have}"
+        return None
+
+    def _placement_misfit(self, ask: NodeRequest | None) -> str | None:
+        """Where (provider, region, zone) and what memory a launch asks that the cluster's
+        nodes are not, or None; what the task leaves out fits anything."""
+        if ask is None:
+            return None
+        spec, name = self.spec, self.spec.name
+        if ask.provider is not None and ask.provider != spec.provider:
+            return f"the task asks for {ask.provider}; cluster {name!r} is on {spec.provider}"
+        region = self.state.region or spec.region
+        if ask.region is not None and ask.region != region:
+            return f"the task asks for region {ask.region}; cluster {name!r} is in {region or 'no region'}"
+        if ask.zone is not None and self.state.zone is not None and ask.zone != self.state.zone:
+            return f"the task asks for zone {ask.zone}; cluster {name!r} is in {self.state.zone}"
+        if ask.memory_gb is not None and spec.node_memory_gb is not None \
+                and ask.memory_gb > spec.node_memory_gb + 1e-9:
+            return (f"the task asks for {ask.memory_gb:g} GB of memory per node; nodes of {name!r} "
+                    f"have {spec.node_memory_gb:g}")
+        return None
 
     @workflow.update
     async def cancel_job(self, req: CancelJobInput) -> CancelJobResult:
@@ -439,16 +466,6 @@ def _where(attempt: dict[str, Any]) -> str:
     parts = [attempt.get("zone") or attempt.get("region"), attempt.get("instance_type"),
              "spot" if attempt.get("use_spot") else None]
     return ", ".join(str(p) for p in parts if p) or "default"
-
-
-def _launch_key(spec: ClusterSpec) -> tuple:
-    return (spec.provider, spec.region, spec.num_nodes, spec.node_cpus, tuple(sorted(spec.node_accelerators.items())),
-            tuple(sorted((k, str(v)) for k, v in spec.resources.items() if v is not None)))
-
-
-def _describe_spec(spec: ClusterSpec) -> str:
-    acc = ",".join(f"{k}:{v:g}" for k, v in spec.node_accelerators.items())
-    return f"{spec.provider}, {spec.num_nodes} node(s) of {spec.node_cpus:g} CPUs" + (f", {acc}" if acc else "")
 
 
 def _summary(run: Any) -> str | None:

@@ -1,8 +1,8 @@
 """JobWorkflow ``cluster/<name>/job/<n>``: one job on the nodes its cluster gave it.
 
-Uploads the workdir and file mounts, runs ``setup`` then ``run`` on every node (detached on
-the node, so a worker crash does not kill it), records exit codes, and tells its cluster
-when it ends. Cancelling the workflow kills the job's process groups on every node.
+Uploads the workdir and file mounts, runs ``setup`` (for a launch's job, not an exec's, as
+SkyPilot) then ``run`` on every node (detached on the node, so a worker crash does not kill
+it), records exit codes, and tells its cluster when it ends. Cancelling the workflow kills the job's process groups on every node.
 """
 
 import asyncio
@@ -116,7 +116,8 @@ class JobWorkflow:
         exit_codes: list[int | None] = []
         message: str | None = None
         try:
-            setup = inp.task.get("setup")
+            # An exec skips setup, as SkyPilot's does; its files are synced all the same.
+            setup = inp.task.get("setup") if inp.run_setup else None
             if setup or self._has_files(inp):
                 await self._set_status(inp, JobStatus.SETTING_UP)
                 await self._sync_files(inp)

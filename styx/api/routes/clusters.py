@@ -10,6 +10,7 @@ owner and the admins may also stop, start, down, set autostop, cancel any job an
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -64,6 +65,7 @@ from styx.services.launch import (
     check_for_provider,
     cluster_spec,
     load_task,
+    onto_existing,
     submit_input,
 )
 
@@ -91,6 +93,14 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
         raise HTTPException(404, str(err)) from None
     except (service.ClusterBusy, service.SearchAttributesNotRegistered) as err:
         raise HTTPException(503, str(err)) from None
+
+
+def _json_dict(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _not_found(name: str) -> HTTPException:
@@ -154,9 +164,11 @@ def _submitted(state: StateDep, cluster: str, result: SubmitJobResult, warnings:
 @router.post("", status_code=201, response_model=JobSubmitted, summary="Launch a cluster and run a task")
 async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user: CurrentUser,
                  key: IdempotencyKey = None) -> JobSubmitted:
-    """Provision ``cluster`` if it does not exist (a cluster of that name that exists must have
-    been launched with the same resources), then queue the task on it. Returns at once with
-    the job id; follow it with ``GET .../jobs/{id}/logs?follow=true``.
+    """Provision ``cluster`` if it does not exist, then queue the task on it, ``setup`` first.
+    A cluster of that name that exists is reused when the task fits its nodes (CPUs, memory,
+    accelerators, node count, provider, region, zone; what the task leaves out fits), and
+    refused with 409 naming what does not. Returns at once with the job id; follow it with
+    ``GET .../jobs/{id}/logs?follow=true``.
 
     A new cluster is the caller's. Onto an existing one the caller needs its use (owner,
     shared with, or admin); anyone else gets a 409 that the name is not available, which
@@ -175,9 +187,11 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     # be someone else's (two launches of one new name racing each other).
     owner = existing.owner if live and existing is not None else user.name
     try:
+        if live and existing is not None:
+            task = onto_existing(task, existing.provider, existing.region, _json_dict(existing.resources))
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner)
         warnings = check_for_provider(task, spec.provider)
-        submit = submit_input(task, user.name, state.settings.home, launch_spec=spec)
+        submit = submit_input(task, user.name, state.settings.home, launch_spec=spec, run_setup=True)
     except InvalidRequest as err:
         raise _bad(err) from None
     _check_local_jobs(state, spec.provider, user.is_admin)
@@ -206,12 +220,14 @@ async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterI
 @router.post("/{name}/jobs", status_code=201, response_model=JobSubmitted, summary="Queue a task on a cluster")
 async def exec_job(name: str, req: ExecRequest, state: StateDep, client: TemporalDep,
                    user: CurrentUser, key: IdempotencyKey = None) -> JobSubmitted:
-    """Sent again with the same ``Idempotency-Key``, it returns the first job and queues nothing."""
+    """Queue the task on a cluster that exists. Its ``setup`` is not run (as `sky exec`):
+    launch the task onto the cluster to run it. Sent again with the same ``Idempotency-Key``,
+    it returns the first job and queues nothing."""
     cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
     try:
         task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
         warnings = check_for_provider(task, cluster.provider)
-        submit = submit_input(task, user.name, state.settings.home)
+        submit = submit_input(task, user.name, state.settings.home, run_setup=False)  # as `sky exec`
     except InvalidRequest as err:
         raise _bad(err) from None
     _check_local_jobs(state, cluster.provider, user.is_admin)
