@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from styx.gitserver.storage import RepoStore
 from styx.sdk.client import Client
 from styx.workers.credentials import ensure_admin_credentials
 from tests.fixtures.git import REPO_ROOT, make_git_user
-from tests.fixtures.stack import kill_local_nodes, settings_for, wait_for
+from tests.fixtures.stack import kill_local_nodes, settings_for, traversable_tmp_dir, wait_for
 from tests.fixtures.temporal import UI_PORT, free_port
 
 pytestmark = pytest.mark.slow
@@ -137,7 +138,10 @@ class Deployment:
         own_key.write_bytes(self.key_file.read_bytes())
         own_key.chmod(0o600)
         ready = self.root / f"{name}.ready"
-        host = self.host(name, STYX_SSH_KEY=str(own_key), STYX_READY_FILE=str(ready))
+        # Its local nodes where the (per-cluster, when root) job users can walk to their homes.
+        nodes = traversable_tmp_dir() / "nodes"
+        host = self.host(name, STYX_SSH_KEY=str(own_key), STYX_READY_FILE=str(ready),
+                         STYX_LOCAL_NODES_DIR=str(nodes))
         host.spawn("-m", "styx", "worker")
         wait_for(lambda: ready.exists() or host.proc.poll() is not None, 60, f"{name} to poll")
         assert host.proc.poll() is None, host.log_tail()
@@ -179,7 +183,10 @@ class Deployment:
         for host in self.hosts:
             host.stop()
         for host in self.hosts:
-            kill_local_nodes(host.home / "nodes")
+            if "STYX_LOCAL_NODES_DIR" in host.env:
+                nodes = Path(host.env["STYX_LOCAL_NODES_DIR"])
+                kill_local_nodes(nodes)
+                shutil.rmtree(nodes.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -338,7 +345,8 @@ def test_two_workers_and_two_apis_sharing_only_temporal_and_postgres_survive_a_k
     assert statuses == {"SUCCEEDED": JOBS + len(CLUSTERS)}, statuses
     appended = Counter()
     for host in (worker_a, worker_b):
-        for done in host.home.glob("nodes/*/node-*/home/done.txt"):
+        nodes = Path(host.env.get("STYX_LOCAL_NODES_DIR") or host.home / "nodes")
+        for done in nodes.glob("*/node-*/home/done.txt"):
             appended.update(done.read_text().split())
     assert appended == Counter({token: 1 for *_, token in jobs}), "a job ran twice or never"
 

@@ -161,4 +161,4 @@ def test_every_operation_answers_what_its_openapi_document_says(stack: StyxStack
     # Nothing started work: no cluster but the ghost, no job but its own, no node.
     assert [c.name for c in stack.client().status(all=True)] == ["ghost"]
     assert [j.job_id for j in stack.client().queue("ghost")] == [1]
-    assert not list((stack.home / "nodes").glob("*/node-*"))
+    assert not list(stack.nodes_root.glob("*/node-*"))
