@@ -54,6 +54,7 @@ from styx.contracts.jobs import (
     job_workflow_id,
 )
 from styx.contracts.providers import PlanOutput, ProviderInput, ProviderOutput
+from styx.services import clusters as service
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
 
@@ -233,8 +234,11 @@ class Cloud:
 
     async def submit(self, cluster: WorkflowHandle, cpus: float = 1.0, task: dict[str, Any] | None = None,
                      **kwargs: Any) -> int:
-        result: SubmitJobResult = await cluster.execute_update(
-            ClusterWorkflow.submit_job, SubmitJobInput(task=task or {"run": "train"}, cpus=cpus, **kwargs))
+        # Through the service the API and the push trigger use: it re-sends an update the
+        # workflow never accepted (e.g. one that met a continue-as-new).
+        name = cluster.id.removeprefix("cluster/")
+        result = await service.submit_job(self.env.client, self.task_queue, name,
+                                          SubmitJobInput(task=task or {"run": "train"}, cpus=cpus, **kwargs))
         return result.job_id
 
     async def described(self, cluster: WorkflowHandle, predicate: Callable[[ClusterDescription], bool],

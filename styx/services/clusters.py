@@ -106,16 +106,22 @@ async def _update(client: Client, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await _update_once(client, call)
         except RPCError as err:
-            # Too many updates in flight, or aborted because the workflow continued as new:
-            # either way the update was never accepted, so nothing happened and it is safe to
-            # send again (the new run takes it).
-            if err.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+            # Too many updates in flight, aborted because the workflow continued as new, or the
+            # workflow task carrying it did not complete (WorkflowNotReady): in every case the
+            # update was never accepted, so nothing happened and it is safe to send again.
+            if not _never_accepted(err):
                 raise
             if waited > BUSY_WAIT_SECONDS:
                 raise ClusterBusy(f"the cluster is busy, try again: {err.message}") from None
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
+
+
+def _never_accepted(err: RPCError) -> bool:
+    if err.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+        return True
+    return err.status == RPCStatusCode.FAILED_PRECONDITION and "workflow task failure" in err.message
 
 
 async def _update_once(client: Client, call: Callable[[], Awaitable[T]]) -> T:
