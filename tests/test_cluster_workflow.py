@@ -255,8 +255,11 @@ class Cloud:
 
 
 async def _refusal(update: Any) -> ApplicationError:
-    with pytest.raises(WorkflowUpdateFailedError) as failed:
+    """What the workflow answered an update it refused (sent raw, or through the service)."""
+    with pytest.raises((WorkflowUpdateFailedError, service.ClusterRefused)) as failed:
         await update
+    if isinstance(failed.value, service.ClusterRefused):
+        return ApplicationError(failed.value.message, type=failed.value.type)
     assert isinstance(failed.value.cause, ApplicationError)
     return failed.value.cause
 
