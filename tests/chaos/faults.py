@@ -108,7 +108,7 @@ class Faults:
         if not pushed or not pushed[0]:
             inj.detail += "; the push failed, pushed again"
             assert self.pusher.push(sub), f"push of {sub.key} failed after the git server came back:\n{sub.detail}"
-        sub.outcome = "accepted"
+        sub.outcome, sub.pushed_at = "accepted", time.monotonic()
         return inj
 
     # -- a node ---------------------------------------------------------------------------
@@ -119,8 +119,8 @@ class Faults:
             return [(c, ndir) for c in self.node_clusters for ndir in sorted((root / c).glob("node-*"))
                     if running_phases(ndir / "home")]
 
-        candidates = wait_for(busy_nodes, 120, "a node running a job")
         self._delay()
+        candidates = wait_for(busy_nodes, 120, "a node running a job", interval=0.02)
         cluster, ndir = self.rng.choice(candidates)
         home = str(ndir / "home")
         servers = [pid for pid, argv in procs.scan_cmdlines()

@@ -18,6 +18,7 @@ from collections import Counter
 import pytest
 
 from styx.contracts.rest import JobInfo
+from styx.sdk.transport import NotFound
 from tests.chaos.faults import FAULTS, Faults, Injection, user_stop_start
 from tests.chaos.upstack import UpStack
 from tests.chaos.verify import (
@@ -29,7 +30,7 @@ from tests.chaos.verify import (
     table,
     temporal_view,
 )
-from tests.chaos.workload import Pusher, Submitter, Workload
+from tests.chaos.workload import REPO, Pusher, Submitter, Workload
 from tests.fixtures.stack import wait_for
 
 ROUNDS = int(os.environ.get("STYX_CHAOS_ROUNDS") or 1)
@@ -97,19 +98,21 @@ def test_kill_9_of_each_part_at_random_points_loses_duplicates_and_leaks_nothing
             rows = workload.rows(client, list(CLUSTERS))
             workload.note_ended(rows)
             waiting = [k for k, s in workload.submissions.items()
-                       if s.outcome in ("accepted", "ambiguous", "pending")
+                       if s.kind != "push" and s.outcome in ("accepted", "ambiguous", "pending")
                        and (s.outcome == "accepted" and k not in rows or any(not j.finished for j in rows.get(k, [])))]
             return rows if not waiting else None
 
         try:
-            rows = wait_for(settled, 180 + 60 * ROUNDS, "every job to end", interval=1.0)
+            wait_for(settled, 180 + 60 * ROUNDS, "every job to end", interval=1.0)
         except AssertionError:
-            rows = workload.rows(client, list(CLUSTERS))  # the checks below say which did not end
-        for sub in faults.pushes:
+            pass  # the checks below say which did not end
+        for sub in faults.pushes:  # its run is recorded as it starts, then waits for its job
             try:
-                client.wait_commit("admin/chaos", sub.sha, timeout=60)
-            except TimeoutError:
-                pass  # check_push reports it
+                wait_for(lambda: _has_run(client, sub.sha or ""), 30, f"the run of {sub.key}", interval=0.5)
+                client.wait_commit(REPO, sub.sha or "", timeout=120)
+            except (AssertionError, TimeoutError):
+                sub.ended_at = sub.ended_at or sub.pushed_at  # counts against the faults of its push
+        rows = workload.rows(client, list(CLUSTERS))
 
         # Jobs: once, whole, agreed on by the DB and Temporal.
         all_rows = [j for jobs in rows.values() for j in jobs]
@@ -165,6 +168,8 @@ def test_kill_9_of_each_part_at_random_points_loses_duplicates_and_leaks_nothing
             + "\n".join(details[:40]) + f"\n{summary}")
         assert statuses["SUCCEEDED"] >= len(all_rows) // 2, f"seed {SEED}: too few jobs succeeded: {statuses}"
         known = [m for p in problems.values() for m in p.known]
+        for message in known:
+            say(f"known bug: {message}")
     finally:
         if submitter is not None and submitter.is_alive():
             submitter.stop()
@@ -172,6 +177,13 @@ def test_kill_9_of_each_part_at_random_points_loses_duplicates_and_leaks_nothing
         if left:
             say(f"left behind after stopping everything: {left}")
     assert not left, f"seed {SEED}: processes outlived the stack and its nodes: {left}"
-    if known:  # the one assertion left failing on purpose: see verify.CANCEL_RACE
-        pytest.xfail(f"seed {SEED}: known bug, DB and Temporal disagree on a job cancelled as it ended: "
-                     + "; ".join(known))
+    if known:  # the one assertion left failing on purpose: see verify.CANCEL_RACE and LOST_PUSH
+        pytest.xfail(f"seed {SEED}: known bug(s) seen, all else held: " + "; ".join(known))
+
+
+def _has_run(client, sha: str) -> bool:
+    try:
+        client.commit_status(REPO, sha)
+        return True
+    except NotFound:
+        return False

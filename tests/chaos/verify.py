@@ -31,6 +31,11 @@ from tests.chaos.workload import REPO, Submission, Workload
 #: (`styx stop`, `styx cancel`, `styx down`) ends the workflow CANCELLED — the DB keeps the
 #: first terminal status, so the DB and Temporal disagree about that job.
 CANCEL_RACE = "a job that ended as it was cancelled: DB {db}, its workflow CANCELLED"
+#: A known bug, reported and left for another change: the git server killed after a push has
+#: updated the branch but before its post-receive hook started the run. The pusher's git says
+#: the push failed; pushing again says "Everything up-to-date" and runs nothing: the commit
+#: never runs.
+LOST_PUSH = "the git server died between the ref update and the run's start: commit {sha} never ran"
 
 
 @dataclass
@@ -125,6 +130,8 @@ def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: 
     if len(rows) > 1:
         p.duplicated.append(f"{key}: {len(rows)} jobs for one submission: {[r.job_id for r in rows]}")
     if not rows:
+        if sub.kind == "push":
+            return p  # check_push says whether the push's run exists and lists a job
         if sub.outcome == "accepted":
             p.lost.append(f"{key}: accepted as job {sub.job_id} on {sub.cluster} but no such job exists")
         elif effects[key]:
@@ -198,7 +205,11 @@ def check_push(sub: Submission, client: Client, rows: list[JobInfo]) -> Problems
     try:
         run = client.commit_status(REPO, sub.sha or "")
     except NotFound:
-        p.lost.append(f"{sub.key}: commit {sub.sha} was pushed but has no run\n{sub.detail}")
+        # Pushes are made only as the git server is killed: a first push that failed was cut off.
+        if not sub.detail.startswith("push exit 0"):
+            p.known.append(f"{sub.key}: " + LOST_PUSH.format(sha=sub.sha))
+        else:
+            p.lost.append(f"{sub.key}: commit {sub.sha} was pushed but has no run\n{sub.detail}")
         return p
     if run.status not in ("SUCCEEDED", "FAILED"):
         p.lost.append(f"{sub.key}: the run of {sub.sha[:10]} is {run.status}: {run.message}")

@@ -44,6 +44,7 @@ class Submission:
     ended_at: float | None = None
     detail: str = ""
     sha: str | None = None  # pushes: the commit
+    pushed_at: float | None = None  # pushes: when git last said the push went through
 
     def window(self, now: float) -> tuple[float, float]:
         return self.submitted_at, self.ended_at or now
