@@ -20,17 +20,21 @@ from temporalio.service import RPCError
 from styx.contracts.clusters import cluster_workflow_id
 from styx.contracts.rest import JobInfo
 from styx.providers.local import procs
+from styx.ssh import CANCELLED_EXIT_CODE
 from styx.sdk.client import Client
 from styx.sdk.transport import NotFound
 from tests.chaos.faults import Injection
 from tests.chaos.workload import REPO, Submission, Workload
 
 
-#: A known bug, reported and left for another change: a job whose run phase ends (and whose
-#: activity records SUCCEEDED or FAILED in the DB) just as a cancel reaches its workflow
-#: (`styx stop`, `styx cancel`, `styx down`) ends the workflow CANCELLED — the DB keeps the
-#: first terminal status, so the DB and Temporal disagree about that job.
-CANCEL_RACE = "a job that ended as it was cancelled: DB {db}, its workflow CANCELLED"
+#: A known bug, reported and left for another change: a job whose run phase has ended on its
+#: node, but before Styx took in that end (the activity copying its log was between workers,
+#: or its result not yet processed by the workflow), and which is then cancelled (`styx stop`,
+#: `styx cancel`, `styx down`): the cancel wins over the real end. The workflow ends CANCELLED
+#: — even when the activity had already recorded SUCCEEDED in the DB, which keeps the first
+#: terminal status (DB and Temporal then disagree) — and the rest of the log is never copied
+#: (Styx's copy stops short of the node's).
+CANCEL_RACE = "a job that had ended on its node when it was cancelled"
 #: A known bug, reported and left for another change: the git server killed after a push has
 #: updated the branch but before its post-receive hook started the run. The pusher's git says
 #: the push failed; pushing again says "Everything up-to-date" and runs nothing: the commit
@@ -107,14 +111,30 @@ def _split_ranks(text: str, num_nodes: int) -> dict[int, list[str]]:
     return ranks
 
 
-def _node_logs(home: Path, cluster: str, job_id: int) -> list[tuple[str, bytes]]:
-    """(node, run.log) for every node of ``cluster`` where the job's run phase started."""
+@dataclass
+class NodeRun:
+    """A job's run phase as its node's disk keeps it."""
+
+    node: str
+    log: bytes
+    exit_code: str | None  # None: no exit file (the phase's process died with its node)
+    cancelled: bool
+
+    @property
+    def ended_by_itself(self) -> bool:
+        return self.exit_code is not None and self.exit_code != str(CANCELLED_EXIT_CODE)
+
+
+def _node_runs(home: Path, cluster: str, job_id: int) -> list[NodeRun]:
+    """The run phase on every node of ``cluster`` where it started."""
     out = []
     for ndir in sorted((home / "nodes" / cluster).glob("node-*")):
         job_dir = ndir / "home" / ".styx" / "jobs" / str(job_id)
         if (job_dir / "run.lock").exists():
-            log = job_dir / "run.log"
-            out.append((ndir.name, log.read_bytes() if log.exists() else b""))
+            log, exit_file = job_dir / "run.log", job_dir / "run.exit"
+            out.append(NodeRun(ndir.name, log.read_bytes() if log.exists() else b"",
+                               exit_file.read_text().strip() if exit_file.exists() else None,
+                               (job_dir / "cancelled").exists() or (job_dir / "run.cancelled").exists()))
     return out
 
 
@@ -139,8 +159,7 @@ def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: 
         return p
     for job in rows:
         for message in _check_row(job, temporal, clusters):
-            known = message.startswith(CANCEL_RACE.split(":")[0])
-            (p.known if known else p.lost).append(f"{key} (job {job.job_id}): {message}")
+            (p.known if message.startswith(CANCEL_RACE) else p.lost).append(f"{key} (job {job.job_id}): {message}")
     job = rows[0]
     if sub.job_id is not None and job.job_id != sub.job_id:
         p.lost.append(f"{key}: accepted as job {sub.job_id}, recorded as job {job.job_id}")
@@ -166,16 +185,23 @@ def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: 
         elif job.status == "SUCCEEDED" and len(lines) != len(expected):
             p.lost.append(f"{where}: {len(lines)} of {len(expected)} lines")
     # Where it ran: each rank on one node, and Styx's copy of the log is the node's log.
-    nodes = _node_logs(workload.stack.home, job.cluster, job.job_id)
+    nodes = _node_runs(workload.stack.home, job.cluster, job.job_id)
     if len(nodes) > job.num_nodes:
-        p.duplicated.append(f"{key}: its run phase started on {len(nodes)} nodes: {[n for n, _ in nodes]}")
+        p.duplicated.append(f"{key}: its run phase started on {len(nodes)} nodes: {[n.node for n in nodes]}")
     copies = sorted((workload.stack.home / "jobs" / job.cluster / str(job.job_id)).glob("run-rank*.log"))
     mine = sorted(c.read_bytes() for c in copies)
-    theirs = sorted(log for _, log in nodes)
+    theirs = sorted(n.log for n in nodes)
     if nodes and len(nodes) <= job.num_nodes and mine != theirs:
         sizes = f"Styx {[len(m) for m in mine]} bytes, nodes {[len(t) for t in theirs]} bytes"
-        bigger = sum(map(len, mine)) > sum(map(len, theirs))
-        (p.duplicated if bigger else p.lost).append(f"{key}: Styx's copy of the log is not the node's ({sizes})")
+        message = f"{key}: Styx's copy of the log is not the node's ({sizes})"
+        short = len(mine) == len(theirs) and all(t.startswith(m) for m, t in zip(mine, theirs))
+        if job.status == "CANCELLED" and short and all(n.ended_by_itself and n.cancelled for n in nodes):
+            p.known.append(f"{key} (job {job.job_id}): {CANCEL_RACE} (exit {[n.exit_code for n in nodes]}): "
+                           f"CANCELLED, {message}")
+        elif sum(map(len, mine)) > sum(map(len, theirs)):
+            p.duplicated.append(message)
+        else:
+            p.lost.append(message)
     return p
 
 
@@ -191,7 +217,7 @@ def _check_row(job: JobInfo, temporal: dict[str, tuple[str, str | None]],
     elif status != "COMPLETED":
         out.append(f"its workflow is {status} (DB: {job.status})")
     elif result == "CANCELLED" and job.status in ("SUCCEEDED", "FAILED") and job.message is None:
-        out.append(CANCEL_RACE.format(db=job.status))
+        out.append(f"{CANCEL_RACE}: DB {job.status}, its workflow ended CANCELLED")
     elif result != job.status:
         out.append(f"DB says {job.status}, its workflow ended {result}")
     cluster = clusters.get(job.cluster)
