@@ -128,12 +128,9 @@ class Faults:
         assert servers, f"no server for {ndir}"
         ready = json.loads((ndir / "ready.json").read_text())
         jobs = running_phases(ndir / "home")
-        victims = set(servers) | set(procs.processes_of([home], procs.job_groups([home])))
-        # Frozen first, so that no process sees another die (a shell would log its child's
-        # death): a VM lost stops everything at once.
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in victims:
-                procs.kill(pid, sig)
+        victims = self._freeze(home, servers)
+        for pid in victims:
+            procs.kill(pid, signal.SIGKILL)
         inj = Injection("node", time.monotonic(),
                         f"kill -9 {cluster}/{ndir.name} (server {servers}, {len(victims)} processes, "
                         f"running jobs {sorted(jobs, key=int)})")
@@ -146,6 +143,22 @@ class Faults:
             f"{ndir.name} came back at {back} instead of {ready}: jobs placed there cannot reach it"
         inj.detail += f"; booted again as pid {back['pid']}"
         return inj
+
+    @staticmethod
+    def _freeze(home: str, servers: list[int]) -> set[int]:
+        """SIGSTOP the node's server, then everything on the node, until nothing new appears
+        (a process forked between two looks is caught by the next): a VM lost stops at once,
+        and no process may see another die (a shell would log its child's death) or outlive it."""
+        frozen: set[int] = set()
+        found = set(servers)
+        for _ in range(100):
+            for pid in found - frozen:
+                procs.kill(pid, signal.SIGSTOP)
+            frozen |= found
+            found = set(procs.processes_of([home], procs.job_groups([home])))
+            if found <= frozen:
+                return frozen
+        raise AssertionError(f"the processes of {home} kept changing while being frozen")
 
 
 def user_stop_start(stack: UpStack, cluster: str, rng: random.Random, say: Callable[[str], None]) -> Injection:
