@@ -1,10 +1,11 @@
-# `make run`: set up and start the embedded stack.  `make test`: set up and run the tests.
+# `make run`: set up and start the embedded stack.  `make test`: set up and run the tests
+# (one round of the faults suite).  `make chaos`: the faults suite's ten rounds.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.styx-installed
 
-.PHONY: run test install bench clean
+.PHONY: run test chaos install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest -q
+
+# The faults suite's long run: ten rounds of kill -9 of each part (tests/chaos/).
+chaos: $(STAMP)
+	AWS_EC2_METADATA_DISABLED=true STYX_CHAOS_ROUNDS=$${STYX_CHAOS_ROUNDS:-10} $(BIN)/python -m pytest -q -s -rxX tests/chaos
 
 bench: $(STAMP)
 	$(BIN)/python bench/exec_latency.py

@@ -97,6 +97,8 @@ class FakeActivities:
         #: Exit code of a job's setup phase (default 0: setup does not block).
         self.setup_exit: dict[int, int] = {}
         self.killed: list[int] = []
+        #: While set and not yet released, ``kill_job`` waits for it (a slow kill).
+        self.kill_gate: asyncio.Event | None = None
         self._ends: dict[int, asyncio.Future[int]] = {}
         self._changed = asyncio.Condition()
 
@@ -206,6 +208,8 @@ class FakeActivities:
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: KillJobInput) -> None:
         await self._note("kill_job", lambda: self.killed.append(inp.job_id))
+        if self.kill_gate is not None:
+            await self.kill_gate.wait()
         self.finish(inp.job_id, KILLED)
 
 
@@ -436,6 +440,24 @@ async def test_stop_cancels_the_jobs_then_stops_the_nodes(cloud: Cloud) -> None:
 
     refused = await _refusal(cloud.submit(cluster))
     assert refused.type == "ClusterStopped" and "styx start c" in refused.message
+
+
+async def test_a_job_submitted_while_the_cluster_stops_is_refused_and_nothing_new_starts(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(node_cpus=1)
+    running = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(running) == JobStatus.RUNNING, "the job to run")
+    fake.kill_gate = asyncio.Event()  # the stop drains: the running job takes a while to die
+    stopping = asyncio.ensure_future(cluster.execute_update(ClusterWorkflow.stop))
+    await fake.until(lambda: running in fake.killed, "the stop to kill the running job")
+
+    refused = await _refusal(cloud.submit(cluster))
+    assert refused.type == "ClusterNotUp" and "shutting down (cluster stopped)" in refused.message
+    fake.kill_gate.set()
+    stopped = await stopping
+    assert stopped.status == ClusterStatus.STOPPED and stopped.queued == stopped.running == []
+    assert list(fake.hosts) == [running], "a job started on a stopping cluster"
+    assert (await cluster.query(ClusterWorkflow.describe)).next_job_id == running + 1
 
 
 async def test_down_cancels_the_jobs_then_terminates_the_nodes(cloud: Cloud) -> None:

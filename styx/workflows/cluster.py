@@ -71,6 +71,8 @@ class ClusterWorkflow:
         self._lifecycle = asyncio.Lock()
         #: Idempotency keys whose submission is still writing its job row.
         self._recording: set[str] = set()
+        #: Why the cluster is stopping or going down, while it drains: no job starts or is taken.
+        self._halting: str | None = None
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
@@ -174,7 +176,7 @@ class ClusterWorkflow:
 
     async def _schedule(self) -> None:
         """Start waiting jobs, in submission order, while the head of the queue fits."""
-        while self.state.status == ClusterStatus.UP and self.state.queue:
+        while self.state.status == ClusterStatus.UP and self._halting is None and self.state.queue:
             job = self.state.queue[0]
             ranks = self._place(job)
             if ranks is None:
@@ -274,6 +276,10 @@ class ClusterWorkflow:
                 f"cluster {spec.name!r} is STOPPED; run `styx start {spec.name}` first", type="ClusterStopped")
         if self.state.status not in (ClusterStatus.INIT, ClusterStatus.UP):
             raise ApplicationError(f"cluster {spec.name!r} is {self.state.status}", type="ClusterNotUp")
+        if self._halting is not None:
+            raise ApplicationError(
+                f"cluster {spec.name!r} is shutting down ({self._halting}) and takes no new job",
+                type="ClusterNotUp")
         misfit = self._size_misfit(req)
         if misfit:
             raise ApplicationError(misfit, type="JobTooLarge")
@@ -410,15 +416,23 @@ class ClusterWorkflow:
             workflow.logger.warning("jobs %s did not end in time", [j.job_id for j in self.state.running])
 
     async def _terminate(self, reason: str) -> None:
-        await self._drain(reason)
-        await self._provider(ProviderActivities.terminate)
+        self._halting = reason
+        try:
+            await self._drain(reason)
+            await self._provider(ProviderActivities.terminate)
+        finally:
+            self._halting = None
         self.state.status = ClusterStatus.TERMINATED
         self.state.nodes = []
         await self._record_cluster(nodes=[])
 
     async def _stop_nodes(self, reason: str) -> None:
-        await self._drain(reason)
-        await self._provider(ProviderActivities.stop)
+        self._halting = reason
+        try:
+            await self._drain(reason)
+            await self._provider(ProviderActivities.stop)
+        finally:
+            self._halting = None
         self.state.status = ClusterStatus.STOPPED
         await self._record_cluster()
 
