@@ -9,18 +9,26 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+import uuid
+
 import httpx
 import pytest
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 from temporalio.client import WorkflowExecutionStatus
 
 from styx.config import LOCAL_NODES_PER_CPU, local_node_capacity
 from styx.contracts.clusters import ClusterStatus
+from styx.contracts.providers import ProviderErrors, ProviderInput, ProviderOutput, TeardownInput
 from styx.db import Database
 from styx.providers.base import InvalidProviderRequest
 from styx.providers.local import procs
 from styx.providers.local.provider import LocalProvider
 from styx.sdk.client import Client
 from styx.sdk.transport import Forbidden
+from styx.services import clusters as service
+from styx.workflows.teardown import TeardownWorkflow
 from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
 from tests.fixtures.stack import wait_for, wait_for_async
 
@@ -60,6 +68,43 @@ def test_usage_counts_an_owners_live_clusters_and_their_nodes(database: Database
     assert (user.max_clusters, user.max_nodes) == (3, None)
     user = database.users.set_limits("erin", max_nodes=8, max_clusters=None)
     assert (user.max_clusters, user.max_nodes) == (None, 8)
+
+
+class FakeTeardown:
+    """The provider's ``terminate`` and the state's ``record_teardown``, recording their calls."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+
+    @activity.defn(name="terminate")
+    async def terminate(self, inp: ProviderInput) -> ProviderOutput:
+        self.calls.append(("terminate", inp.cluster))
+        if self.fail:
+            raise ApplicationError(self.fail, type=ProviderErrors.FAILED, non_retryable=True)
+        return ProviderOutput()
+
+    @activity.defn(name="record_teardown")
+    async def record_teardown(self, inp: TeardownInput) -> None:
+        self.calls.append(("record_teardown", inp.message))
+
+
+@pytest.mark.parametrize("fail", [None, "the nodes directory is not writable"])
+async def test_teardown_terminates_then_records_and_a_provider_failure_is_said(time_skipping_env, fail):
+    fake = FakeTeardown(fail)
+    queue = f"teardown-{uuid.uuid4().hex[:8]}"
+    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[TeardownWorkflow],
+                      activities=[fake.terminate, fake.record_teardown]):
+        call = service.teardown(time_skipping_env.client, queue, "gone", "local", None, "taken down")
+        if fail is None:
+            assert (await call).status == ClusterStatus.TERMINATED
+            assert fake.calls == [("terminate", "gone"), ("record_teardown", "taken down")]
+        else:
+            with pytest.raises(service.ClusterRefused) as refused:
+                await call
+            assert refused.value.type == "TeardownFailed"
+            assert fail in refused.value.message and "run `styx down` again" in refused.value.message
+            assert fake.calls == [("terminate", "gone")]  # not recorded TERMINATED
 
 
 # ------------------------------------------------------------------------------ the stack
