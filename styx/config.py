@@ -43,6 +43,76 @@ def _env_count(name: str, default: int) -> int:
     return int(raw)
 
 
+def _env_limit(name: str, default: int | None) -> int | None:
+    """A limit from the environment: a whole number (0 allowed), or ``none`` for no limit."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("none", "unlimited"):
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number or 'none' (no limit), got {raw!r}")
+    return int(raw)
+
+
+#: What one local node is budgeted: a node server measures ~41 MB RSS idle (asyncssh is most
+#: of it); the rest is headroom for the sessions it serves.
+LOCAL_NODE_BYTES = 64 << 20
+#: Local node servers per CPU at most: past this, starting them alone takes the machine.
+LOCAL_NODES_PER_CPU = 8
+#: The share of the memory available now that one local cluster's node servers may take.
+LOCAL_MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new processes now (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """How many local nodes one cluster may have, and why (for the refusal's message)."""
+
+    nodes: int
+    why: str
+
+    def refusal(self, asked: int) -> str:
+        return (f"{asked} local nodes asked for, but this machine can host at most {self.nodes} local "
+                f"node{'s' if self.nodes != 1 else ''} ({self.why}); ask for fewer, or launch on a cloud "
+                "with --infra")
+
+
+def local_node_capacity(configured: int | None, running: int = 0) -> NodeCapacity:
+    """The most nodes one local cluster may have: ``configured`` (``STYX_LOCAL_MAX_NODES``),
+    else what the machine can take now — ``LOCAL_NODE_BYTES`` per node in
+    ``LOCAL_MEMORY_SHARE`` of the memory available, and at most ``LOCAL_NODES_PER_CPU`` per
+    CPU; at least 1. ``running``: nodes of this cluster already up (a retried provision),
+    whose memory is in use already and counts as theirs."""
+    if configured is not None:
+        return NodeCapacity(configured, f"STYX_LOCAL_MAX_NODES={configured}")
+    cpus = os.cpu_count() or 1
+    by_cpu = LOCAL_NODES_PER_CPU * cpus
+    memory = available_memory()
+    if memory is None:
+        return NodeCapacity(max(1, by_cpu), f"{LOCAL_NODES_PER_CPU} per CPU on {cpus} CPUs; "
+                                            "STYX_LOCAL_MAX_NODES sets another limit")
+    by_memory = int(memory * LOCAL_MEMORY_SHARE) // LOCAL_NODE_BYTES + running
+    nodes = max(1, min(by_cpu, by_memory))
+    return NodeCapacity(nodes, f"{LOCAL_NODES_PER_CPU} per CPU on {cpus} CPUs, and "
+                               f"{LOCAL_NODE_BYTES >> 20} MB each in half of the {memory / (1 << 30):.1f} GB "
+                               "of memory available; STYX_LOCAL_MAX_NODES sets another limit")
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -174,6 +244,17 @@ class Settings:
     #: in. Unset: ``STYX_HOME/ssh/id_ed25519``, made on first use. Several worker hosts must
     #: use one key: give each a copy and point this at it.
     ssh_key_file: Path | None = None
+    #: ``STYX_LOCAL_MAX_NODES``: the most nodes one local cluster may have. None: derived from
+    #: the machine when a cluster is launched (``local_node_capacity``).
+    local_max_nodes: int | None = None
+    #: ``STYX_AWS_MAX_NODES``: the most instances one AWS cluster may have (a typo in
+    #: ``num_nodes`` must not start a fleet).
+    aws_max_nodes: int = 64
+    #: ``STYX_DEFAULT_MAX_CLUSTERS`` / ``STYX_DEFAULT_MAX_NODES``: what a non-admin may hold
+    #: at once (live clusters; nodes summed over them) unless an admin set the user's own
+    #: limits (``styx user limits``). ``none``: no limit. Admins are never limited.
+    default_max_clusters: int | None = 10
+    default_max_nodes: int | None = 64
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -211,6 +292,11 @@ class Settings:
             local_allow_nonadmin=bool(_env_flag("STYX_LOCAL_ALLOW_NONADMIN")),
             local_isolation=_local_isolation(),
             ssh_key_file=Path(os.environ["STYX_SSH_KEY"]).expanduser() if os.environ.get("STYX_SSH_KEY") else None,
+            local_max_nodes=(_env_count("STYX_LOCAL_MAX_NODES", 1)
+                             if os.environ.get("STYX_LOCAL_MAX_NODES") else None),
+            aws_max_nodes=_env_count("STYX_AWS_MAX_NODES", 64),
+            default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
+            default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
         )
 
     @property
@@ -274,6 +360,10 @@ class Settings:
             self.home.mkdir(parents=True, exist_ok=True)
             # If another process made it first, its id is the one kept and returned.
             return create_once(path, uuid.uuid4().hex[:12] + "\n", mode=0o644).decode().strip()
+
+    def local_capacity(self) -> NodeCapacity:
+        """The most nodes one local cluster may have now (see ``local_node_capacity``)."""
+        return local_node_capacity(self.local_max_nodes)
 
     def local_nodes_dir(self) -> Path:
         """Where the local provider keeps its clusters (``STYX_LOCAL_NODES_DIR``).

@@ -10,7 +10,9 @@ database, which any worker syncs to the nodes as it does a client's files.
 Every submission carries a Temporal update id derived from the push, so a retried
 ``push_submit`` never queues a job twice. Jobs run as the pusher: on a named cluster only
 if the pusher may use it (``styx.services.access``; otherwise the job fails as if the
-cluster did not exist), and a ``managed`` cluster is the pusher's own.
+cluster did not exist), and a ``managed`` cluster is the pusher's own: it counts against
+their limits (``styx.services.quotas``), and one that would take them over fails its job
+with the limit named.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from temporalio.exceptions import ApplicationError
 
 from styx.archives import pack_tree
 from styx.config import Settings
-from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, cluster_workflow_id
+from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, ClusterSpec, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
 from styx.contracts.pushes import (
     DownClusterInput,
@@ -55,7 +57,7 @@ from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, resolve_cluster_access
-from styx.services import policy
+from styx.services import policy, quotas
 from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, load_task, submit_input
 from styx.task import Task
 
@@ -228,8 +230,10 @@ class GitActivities:
             cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
             try:
                 launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher)
+                quotas.check_provider_nodes(self.settings, launch)
             except InvalidRequest as err:
                 raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+            await asyncio.to_thread(self._check_limits, inp.push.pusher, launch)
             submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch, run_setup=True)
         else:
             cluster = job.cluster or ""
@@ -261,6 +265,19 @@ class GitActivities:
             raise ApplicationError(f"cluster {cluster!r} is not running", type="ClusterNotFound",
                                    non_retryable=True) from None
         return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
+
+    def _check_limits(self, pusher: str, launch: ClusterSpec) -> None:
+        """A managed cluster counts against the pusher's limits like one they launched; a
+        retried submission finds its cluster already there, counted once."""
+        user = self.db.users.get(pusher)
+        row = self.db.clusters.get(launch.name)
+        if user is None or (row is not None and row.status not in CLUSTER_GONE):
+            return
+        try:
+            quotas.check_user_limits(self.db, self.settings, user, launch)
+        except quotas.LimitExceeded as err:
+            raise ApplicationError(f"managed cluster refused: {err}", type="LimitExceeded",
+                                   non_retryable=True) from None
 
     def _access(self, pusher: str, cluster: str) -> tuple[Any, ClusterAccess]:
         user = self.db.users.get(pusher) if pusher else None

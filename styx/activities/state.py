@@ -7,7 +7,9 @@ from typing import Any
 
 from temporalio import activity
 
-from styx.contracts.clusters import ClusterRecord
+from styx import joblogs
+from styx.contracts.clusters import ClusterRecord, ClusterStatus
+from styx.contracts.providers import TeardownInput
 from styx.contracts.jobs import JobRecord
 from styx.db import Database, utcnow
 
@@ -50,6 +52,18 @@ class StateActivities:
         self.db.clusters.upsert(rec.name, **fields)
         if rec.nodes is not None:
             self.db.clusters.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
+
+    @activity.defn(name="record_teardown")
+    async def record_teardown(self, inp: TeardownInput) -> None:
+        """The cluster is TERMINATED with no node (``TeardownWorkflow``, after the provider's
+        ``terminate``); a cluster with no row is left without one."""
+        await asyncio.to_thread(self._record_teardown, inp)
+
+    def _record_teardown(self, inp: TeardownInput) -> None:
+        if self.db.clusters.get(inp.cluster) is None:
+            return
+        self.db.clusters.upsert(inp.cluster, status=ClusterStatus.TERMINATED, status_message=inp.message)
+        self.db.clusters.delete_nodes(inp.cluster)
 
     @activity.defn(name="record_job")
     async def record_job(self, rec: JobRecord) -> None:

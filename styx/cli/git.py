@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from types import EllipsisType
 from typing import Optional
 
 import typer
@@ -94,6 +95,59 @@ def user_enable(name: str = typer.Argument(..., help="the user")) -> None:
     with api() as client:
         client.enable_user(name)
     console.print(f"enabled user {esc(name)}")
+
+
+def _limit_value(option: str, raw: str | None) -> int | None | EllipsisType:
+    """``--clusters 5`` -> 5, ``none`` -> None (clear), not given -> ... (keep)."""
+    if raw is None:
+        return ...
+    if raw.strip().lower() == "none":
+        return None
+    if not raw.strip().isdigit():
+        raise fail(f"{option}: expected a whole number, or none to clear it, got {raw!r}")
+    return int(raw)
+
+
+def _one_limit(what: str, own: int | None, default: int | None, name: str) -> str:
+    if own is not None:
+        return f"{what} {own} (set for {name})"
+    env = f"STYX_DEFAULT_MAX_{what.upper()}"
+    return f"{what} {'no limit' if default is None else default} (the default, {env})"
+
+
+@user_app.command("limits")
+def user_limits(
+    name: Optional[str] = typer.Argument(None, help="the user (default: you)"),
+    clusters: Optional[str] = typer.Option(None, "--clusters", help="live clusters they may hold; none: the default"),
+    nodes: Optional[str] = typer.Option(None, "--nodes", help="nodes over their live clusters; none: the default"),
+) -> None:
+    """Show a user's limits and what they hold now; with --clusters/--nodes, set them (admin).
+
+    A launch that would take a user over a limit is refused, naming it. `none` clears the
+    user's own limit, so the default applies again. Admins are not limited.
+
+    Examples:  `styx user limits alice --clusters 3 --nodes 16`    `styx user limits alice`
+    """
+    max_clusters, max_nodes = _limit_value("--clusters", clusters), _limit_value("--nodes", nodes)
+    with api() as client:
+        if max_clusters is ... and max_nodes is ...:
+            limits = client.user_limits(name)
+        else:
+            if name is None:
+                raise fail("name the user whose limits to set: `styx user limits <name> --clusters N`")
+            limits = client.set_user_limits(name, max_clusters=max_clusters, max_nodes=max_nodes)
+
+    def of(used: int, most: int | None, what: str) -> str:
+        return f"{used} {what}" if most is None else f"{used} of {most} {what}"
+
+    if limits.is_admin:
+        console.print(f"{limits.user} is an admin: not limited (holds {limits.clusters} clusters, "
+                      f"{limits.nodes} nodes)")
+        return
+    console.print(f"{limits.user} holds {of(limits.clusters, limits.effective_max_clusters, 'clusters')} and "
+                  f"{of(limits.nodes, limits.effective_max_nodes, 'nodes')}")
+    console.print("limits: " + _one_limit("clusters", limits.max_clusters, limits.default_max_clusters, limits.user)
+                  + "; " + _one_limit("nodes", limits.max_nodes, limits.default_max_nodes, limits.user))
 
 
 # ------------------------------------------------------------------------------ keys

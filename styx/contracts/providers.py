@@ -1,5 +1,5 @@
 """What the provider activities take and return (plan, provision, start, stop, terminate,
-check, reconcile)."""
+check, reconcile), and the small workflows built on them (check, reconcile, teardown)."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -8,6 +8,11 @@ from typing import Any
 #: Workflow type names, for the front doors that start them without importing workflow code.
 CHECK_WORKFLOW = "CheckWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
+TEARDOWN_WORKFLOW = "TeardownWorkflow"
+
+
+def teardown_workflow_id(cluster: str) -> str:
+    return f"teardown/{cluster}"
 
 
 @dataclass
@@ -62,6 +67,23 @@ class ReconcileOutput:
     #: Instances of this deployment whose cluster is not live (id, state, region, cluster …).
     orphans: list[dict[str, Any]] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TeardownInput:
+    """A cluster to take down without its workflow (one that died, or whose launch failed
+    half way): what the provider needs to find its nodes, and the message to record."""
+
+    cluster: str
+    provider: str
+    region: str | None = None
+    message: str = "taken down"
+
+
+@dataclass
+class TeardownOutput:
+    cluster: str
+    status: str
 
 
 class ProviderErrors:

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class UserCreate(BaseModel):
@@ -24,6 +24,36 @@ class UserInfo(BaseModel):
 
 class UserCreated(UserInfo):
     token: str = Field(description="the user's first API token: shown once, store it")
+
+
+#: The largest per-user limit an admin may set (clusters or nodes).
+MAX_USER_LIMIT = 100_000
+
+
+class UserLimitsUpdate(BaseModel):
+    """Fields left out keep their value; null clears the user's own limit (the default applies)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt limit is an error, not a no-op
+
+    max_clusters: int | None = Field(default=None, ge=0, le=MAX_USER_LIMIT,
+                                     description="live clusters the user may hold; null: the default")
+    max_nodes: int | None = Field(default=None, ge=0, le=MAX_USER_LIMIT,
+                                  description="nodes over the user's live clusters; null: the default")
+
+
+class UserLimits(BaseModel):
+    """A user's limits and what they hold now."""
+
+    user: str
+    is_admin: bool = Field(description="admins are not limited")
+    max_clusters: int | None = Field(description="set on the user; null: the default applies")
+    max_nodes: int | None = Field(description="set on the user; null: the default applies")
+    default_max_clusters: int | None = Field(description="STYX_DEFAULT_MAX_CLUSTERS; null: no limit")
+    default_max_nodes: int | None = Field(description="STYX_DEFAULT_MAX_NODES; null: no limit")
+    effective_max_clusters: int | None = Field(description="what applies; null: no limit")
+    effective_max_nodes: int | None = Field(description="what applies; null: no limit")
+    clusters: int = Field(description="live clusters the user holds now")
+    nodes: int = Field(description="nodes over those clusters")
 
 
 #: The longest lifetime a new API token may be given.

@@ -10,6 +10,8 @@
 - Jobs: ``upsert_job`` and ``set_job_status``, where the status only moves forward
   (PENDING, SETTING_UP, RUNNING, then the first terminal status wins) and RUNNING and the
   end stamp ``started_at`` and ``ended_at`` once; ``get_job``, ``list_jobs``.
+- Usage (for per-user limits, ``styx.services.quotas``): ``usage`` (an owner's live
+  clusters and their nodes, one query).
 - Counts for metrics: ``job_counts`` (jobs by status, one grouped query) and
   ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
 """
@@ -25,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from styx.contracts.clusters import ClusterStatus
+from styx.contracts.clusters import CLUSTER_GONE, ClusterStatus
 from styx.contracts.jobs import JOB_TERMINAL, JobStatus
 from styx.db.base import Store
 from styx.db.engine import UTCDateTime, utcnow
@@ -281,6 +283,18 @@ class ClusterStore(Store):
             query = query.limit(limit)
         with self._session() as session:
             return list(session.exec(query).all())
+
+    # --- usage
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """``(clusters, nodes)``: how many live clusters (status not in ``CLUSTER_GONE``)
+        ``owner`` holds, and their nodes summed (as launched: ``num_nodes``)."""
+        table: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
+        query = (sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.num_nodes), 0))
+                 .where(table.c.owner == owner, table.c.status.notin_(sorted(CLUSTER_GONE))))
+        with self.engine.connect() as conn:
+            clusters, nodes = conn.execute(query).one()
+        return int(clusters), int(nodes)
 
     # --- counts (the API's /metrics, at every scrape: one grouped query each)
 

@@ -9,6 +9,7 @@
 - Owners (migration 0005_owners): ``Cluster.owner`` (NULL: the admins'), ``ClusterShare``.
 - The git server (migration 0004_git): ``Repo``, ``RepoCollaborator`` (with a ``RepoLevel``),
   ``PushRun``.
+- Per-user limits (migration 0010_user_limits): ``User.max_clusters``, ``User.max_nodes``.
 - Uploads (migration 0006_uploads): ``Upload``, ``UploadChunk`` (its bytes, 4 MB a row),
   ``UploadOwner`` (who may name it in a task).
 - Job logs (migration 0008_job_logs): ``JobLog`` (one node's log of one phase, its size),
@@ -174,6 +175,10 @@ class User(SQLModel, table=True):
     created_at: datetime = timestamp(default_factory=utcnow)
     #: A disabled user's tokens and SSH keys are refused (by ``styx.db.users.UserStore``).
     disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    #: Live clusters / nodes over them this user may hold (migration 0010_user_limits); None:
+    #: the deployment's default (``Settings.default_max_clusters`` / ``default_max_nodes``).
+    max_clusters: int | None = None
+    max_nodes: int | None = None
 
 
 class ApiToken(SQLModel, table=True):

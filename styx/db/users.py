@@ -1,7 +1,8 @@
 """Users, their API tokens and their SSH keys: ``UserStore`` (``db.users``).
 
 - Users: ``ensure`` (idempotent), ``create`` (``AlreadyExists`` if taken), ``get``, ``list``,
-  ``set_disabled``: a disabled user's tokens and keys are refused at once.
+  ``set_disabled``: a disabled user's tokens and keys are refused at once; ``set_limits``:
+  the clusters and nodes they may hold (``styx.services.quotas`` enforces them).
 - API tokens: ``add_token`` stores a salted hash made by ``styx.auth`` (bounded per user,
   optionally expiring); ``check_token`` checks a presented token against it and says why
   it is refused (unknown or revoked, expired, disabled user); ``authenticate_token`` is its
@@ -65,6 +66,23 @@ class UserStore(Store):
         table: sa.Table = User.__table__  # type: ignore[attr-defined]
         with self._write() as conn:
             if conn.execute(sa.update(table).where(table.c.name == name).values(disabled=disabled)).rowcount == 0:
+                raise UserNotFound(name)
+            return self._fetch(User, name, conn=conn)
+
+    def set_limits(self, name: str, **limits: int | None) -> User:
+        """Set ``max_clusters`` and/or ``max_nodes`` of ``name`` (those given; None: the
+        default applies again); raises ``UserNotFound``."""
+        unknown = set(limits) - {"max_clusters", "max_nodes"}
+        if unknown:
+            raise TypeError(f"not a user limit: {', '.join(sorted(unknown))}")
+        table: sa.Table = User.__table__  # type: ignore[attr-defined]
+        with self._write() as conn:
+            query = sa.update(table).where(table.c.name == name)
+            if limits:
+                query = query.values(**limits)
+            else:
+                query = query.values(name=table.c.name)  # nothing to change: still say whether it exists
+            if conn.execute(query).rowcount == 0:
                 raise UserNotFound(name)
             return self._fetch(User, name, conn=conn)
 

@@ -9,6 +9,8 @@ Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncRepos
         client.add_key("~/.ssh/id_ed25519.pub")
         made = client.create_token(expires="30d", description="CI")   # made.token: shown once
         client.revoke_token(made.id)
+        client.set_user_limits("bob", max_clusters=3, max_nodes=None)   # admin; None: the default
+        print(client.user_limits("bob").clusters)        # live clusters bob holds now
         print(client.repo("alice/ml").clone_ssh)
         run = client.wait_commit("alice/ml", "main")      # after `git push`
         print(run.status, [(j.cluster, j.job_id, j.status) for j in run.jobs])
@@ -20,6 +22,7 @@ import asyncio
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -34,6 +37,7 @@ from styx.contracts.rest_repos import (
     TokenInfo,
     UserCreated,
     UserInfo,
+    UserLimits,
     parse_duration,
 )
 from styx.sdk.transport import Invalid, NotFound, Request, WaitTimeout
@@ -112,6 +116,16 @@ class _RepoRoutes:
     @staticmethod
     def set_disabled(user: str, disabled: bool) -> Request:
         return Request("POST", f"/api/v1/users/{quote(user)}/{'disable' if disabled else 'enable'}")
+
+    @staticmethod
+    def limits(user: str) -> Request:
+        return Request("GET", f"/api/v1/users/{quote(user)}/limits")
+
+    @staticmethod
+    def set_limits(user: str, max_clusters: int | None | EllipsisType,
+                   max_nodes: int | None | EllipsisType) -> Request:
+        body = {k: v for k, v in (("max_clusters", max_clusters), ("max_nodes", max_nodes)) if v is not ...}
+        return Request("PUT", f"/api/v1/users/{quote(user)}/limits", body)
 
     @staticmethod
     def create_repo(name: str, private: bool, default_branch: str, description: str | None) -> Request:
@@ -213,6 +227,17 @@ class ReposMixin:
 
     def enable_user(self, name: str) -> UserInfo:
         return UserInfo(**self._send(_RepoRoutes.set_disabled(name, False)))
+
+    # limits
+    def user_limits(self, name: str | None = None) -> UserLimits:
+        """Your limits (an admin: ``name``'s) and what you hold now: live clusters, nodes."""
+        return UserLimits(**self._send(_RepoRoutes.limits(name or self.me().name)))
+
+    def set_user_limits(self, name: str, *, max_clusters: int | None | EllipsisType = ...,
+                        max_nodes: int | None | EllipsisType = ...) -> UserLimits:
+        """(Admin) set how many live clusters, and nodes over them, ``name`` may hold.
+        Leave a limit out to keep it; ``None`` clears it (the deployment's default applies)."""
+        return UserLimits(**self._send(_RepoRoutes.set_limits(name, max_clusters, max_nodes)))
 
     # repositories
     def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
@@ -320,6 +345,13 @@ class AsyncReposMixin:
 
     async def enable_user(self, name: str) -> UserInfo:
         return UserInfo(**await self._send(_RepoRoutes.set_disabled(name, False)))
+
+    async def user_limits(self, name: str | None = None) -> UserLimits:
+        return UserLimits(**await self._send(_RepoRoutes.limits(name or (await self.me()).name)))
+
+    async def set_user_limits(self, name: str, *, max_clusters: int | None | EllipsisType = ...,
+                              max_nodes: int | None | EllipsisType = ...) -> UserLimits:
+        return UserLimits(**await self._send(_RepoRoutes.set_limits(name, max_clusters, max_nodes)))
 
     async def create_repo(self, name: str, private: bool = False, default_branch: str = "main",
                           description: str | None = None) -> RepoInfo:

@@ -1,7 +1,8 @@
 """Acting on a cluster's workflow: submit a job (launching the cluster first if asked) and
 send the lifecycle updates. Shared by every front door — the REST API, the git push
 trigger and, next, managed jobs — so update-with-start, Temporal's in-flight update limit
-and the refusals a workflow answers are handled in one place.
+and the refusals a workflow answers are handled in one place. ``teardown`` takes down a
+cluster whose workflow is gone (``TeardownWorkflow``, started by type name).
 
 Errors are this module's own (``ClusterRefused``, ``ClusterNotRunning``, ``ClusterBusy``);
 each caller turns them into its own kind (an HTTP status, a non-retryable activity error).
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from typing import Any, Awaitable, Callable, TypeVar
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -26,6 +28,7 @@ from styx.contracts.clusters import (
     SubmitJobResult,
     cluster_workflow_id,
 )
+from styx.contracts.providers import TEARDOWN_WORKFLOW, TeardownInput, TeardownOutput, teardown_workflow_id
 from styx.contracts.search import CLUSTER_KEY, SEARCH_ATTRIBUTES
 from styx.temporal import create_command
 
@@ -98,6 +101,30 @@ async def update_cluster(client: Client, workflow_id: str, update: str, arg: Any
     handle = client.get_workflow_handle(workflow_id)
     args = [] if arg is None else [arg]
     return await _update(client, lambda: handle.execute_update(update, args=args, result_type=result_type))
+
+
+#: How long ``teardown`` waits for the provider to remove a cluster's nodes.
+TEARDOWN_TIMEOUT = timedelta(minutes=30)
+
+
+async def teardown(client: Client, task_queue: str, cluster: str, provider: str, region: str | None,
+                   message: str) -> TeardownOutput:
+    """Take down a cluster whose own workflow no longer runs (``TeardownWorkflow``): the
+    provider removes whatever it holds of it, and the cluster is recorded TERMINATED with
+    ``message``. Two calls at once share one run. ``ClusterRefused("TeardownFailed", …)``
+    if the provider could not."""
+    try:
+        return await client.execute_workflow(
+            TEARDOWN_WORKFLOW, TeardownInput(cluster, provider, region, message), id=teardown_workflow_id(cluster),
+            task_queue=task_queue, result_type=TeardownOutput, execution_timeout=TEARDOWN_TIMEOUT,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=cluster_search_attributes(cluster))
+    except WorkflowFailureError as err:
+        cause = err.cause
+        while getattr(cause, "cause", None) is not None:  # activity error -> the provider's error
+            cause = cause.cause
+        raise ClusterRefused("TeardownFailed", f"cluster {cluster!r} could not be taken down: {cause}; "
+                                               "run `styx down` again") from None
 
 
 async def _update(client: Client, call: Callable[[], Awaitable[T]]) -> T:

@@ -40,6 +40,7 @@ from styx.workflows.job import JobWorkflow
 from styx.workflows.ping import PingWorkflow
 from styx.workflows.push import PushWorkflow
 from styx.workflows.reconcile import ReconcileWorkflow
+from styx.workflows.teardown import TeardownWorkflow
 
 log = logging.getLogger("styx.worker")
 
@@ -60,7 +61,8 @@ def client_key(settings: Settings) -> asyncssh.SSHKey:
 def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider | None = None) -> ProviderRegistry:
     """Every provider this worker serves, by the name tasks use (``infra: <name>/…``).
     A new provider is one package under ``styx/providers/`` and one line here."""
-    local = LocalProvider(settings.local_nodes_dir(), public_key_line(key), isolate=settings.local_isolation)
+    local = LocalProvider(settings.local_nodes_dir(), public_key_line(key), isolate=settings.local_isolation,
+                          max_nodes=settings.local_max_nodes)
     aws = aws or AwsProvider(
         deployment_id=settings.deployment_id(), public_key=public_key_line(key),
         # Emulated instances are reached through local nodes on 127.x (see providers/aws/loopback.py).
@@ -93,12 +95,13 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow, ReconcileWorkflow],
+        workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow, ReconcileWorkflow,
+                   TeardownWorkflow],
         activities=[
             ping,
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
             providers.check_providers,
-            state.record_cluster, state.record_job,
+            state.record_cluster, state.record_job, state.record_teardown,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
             *git.all(),
             reconcile.find_orphans,

@@ -58,7 +58,7 @@ from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFo
 from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
-from styx.services import policy
+from styx.services import policy, quotas
 from styx.services.launch import (
     InvalidRequest,
     check_cluster_name,
@@ -75,7 +75,7 @@ router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 _ERROR_STATUS = {
     "JobNotFound": 404, "NoActiveJob": 404, "JobFinished": 409, "ClusterStopped": 409,
     "ClusterNotUp": 409, "InvalidState": 409, "ResourceMismatch": 409, "JobTooLarge": 422,
-    "InvalidRequest": 422, "NameTaken": 409,
+    "InvalidRequest": 422, "NameTaken": 409, "TeardownFailed": 503,
 }
 
 
@@ -173,7 +173,11 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     A new cluster is the caller's. Onto an existing one the caller needs its use (owner,
     shared with, or admin); anyone else gets a 409 that the name is not available, which
     says nothing of whose it is. Sent again with the same ``Idempotency-Key``, it returns
-    the first job and queues nothing."""
+    the first job and queues nothing.
+
+    A new cluster larger than its provider allows is a 422 naming ``task.num_nodes`` (and how
+    many would fit); one that would take a non-admin over their limits (``styx user limits``)
+    a 403 naming the limit and what they hold. Either way nothing starts."""
     try:
         check_cluster_name(req.cluster)
         task = await asyncio.to_thread(load_task, req.task, may_use_upload=upload_access(state, user))
@@ -192,9 +196,16 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner)
         warnings = check_for_provider(task, spec.provider)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec, run_setup=True)
+        if not live or existing is None or spec.num_nodes != existing.num_nodes:
+            quotas.check_provider_nodes(state.settings, spec)  # nothing starts beyond what the provider takes
     except InvalidRequest as err:
         raise _bad(err) from None
     _check_local_jobs(state, spec.provider, user.is_admin)
+    if not live:
+        try:
+            await asyncio.to_thread(quotas.check_user_limits, state.db, state.settings, user, spec)
+        except quotas.LimitExceeded as err:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from None
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
                                                       launch=spec, update_id=service.submission_id(user.name, key)))
     return _submitted(state, req.cluster, result, warnings)
@@ -332,12 +343,25 @@ async def _lifecycle(name: str, action: str, state: StateDep, client: TemporalDe
             raise HTTPException(404, f"cluster {name!r} not found")
         await _update(lambda: service.update_cluster(client, handle.id, action, result_type=ClusterDescription))
         return cluster_info(state, _cluster_or_404(state, name))
-    if action == "down" and cluster.status in CLUSTER_GONE:
-        # Its workflow has ended and left no node; just retire the row.
-        await asyncio.to_thread(state.db.clusters.upsert, name, status=ClusterStatus.TERMINATED)
+    if action == "down" and cluster.status == ClusterStatus.TERMINATED:
+        pass  # its workflow took it down already and left no node
+    elif action == "down":
+        await _update(lambda: _down(state, client, cluster))
     else:
         await _update(lambda: service.update_cluster(client, handle.id, action, result_type=ClusterDescription))
     return cluster_info(state, _cluster_or_404(state, name))
+
+
+async def _down(state: StateDep, client: TemporalDep, cluster: Cluster) -> Any:
+    """Through the cluster's workflow while it runs; when it does not (terminated, died mid
+    launch, or its launch failed), a teardown workflow removes what the provider holds."""
+    try:
+        return await service.update_cluster(client, cluster.workflow_id, "down", result_type=ClusterDescription)
+    except service.ClusterNotRunning:
+        message = f"taken down after its workflow had ended (it was {cluster.status.value}" + (
+            f": {cluster.status_message[:300]})" if cluster.status_message else ")")
+        return await service.teardown(client, state.settings.task_queue, cluster.name, cluster.provider,
+                                      cluster.region, message)
 
 
 @router.post("/{name}/stop", response_model=ClusterInfo, summary="Stop a cluster's nodes")

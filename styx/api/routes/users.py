@@ -4,6 +4,10 @@ Only an admin creates, disables and enables users (never themselves); the new us
 token is in the answer, once. A user manages their own keys and tokens (list, create with an
 optional expiry, revoke); an admin anyone's. A revoked or expired token, or a disabled user,
 is refused from the next request on (``styx.db.users.UserStore.check_token``).
+
+Limits (``/users/{name}/limits``): an admin sets how many live clusters, and nodes over
+them, a user may hold (``styx.services.quotas`` enforces them at launch); a user reads their
+own, with what they hold now.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from styx.contracts.rest_repos import (
     UserCreate,
     UserCreated,
     UserInfo,
+    UserLimits,
+    UserLimitsUpdate,
 )
+from styx.services import quotas
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -176,3 +183,33 @@ async def delete_key(name: str, key_id: PathId, state: StateDep, caller: Current
     target = await _self_or_admin(state, caller, name)
     if not await asyncio.to_thread(state.db.users.delete_ssh_key, target.name, key_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} has no key {key_id}")
+
+
+def _limits(state: StateDep, user: User) -> UserLimits:
+    now = quotas.limits_of(state.db, state.settings, user)
+    return UserLimits(user=user.name, is_admin=user.is_admin, max_clusters=user.max_clusters,
+                      max_nodes=user.max_nodes, default_max_clusters=state.settings.default_max_clusters,
+                      default_max_nodes=state.settings.default_max_nodes, effective_max_clusters=now.max_clusters,
+                      effective_max_nodes=now.max_nodes, clusters=now.clusters, nodes=now.nodes)
+
+
+@router.get("/{name}/limits", response_model=UserLimits, summary="A user's limits and usage")
+async def get_limits(name: str, state: StateDep, caller: CurrentUser) -> UserLimits:
+    """How many live clusters, and nodes over them, the user may hold and holds now (the
+    user themselves or an admin)."""
+    target = await _self_or_admin(state, caller, name)
+    return await asyncio.to_thread(_limits, state, target)
+
+
+@router.put("/{name}/limits", response_model=UserLimits, summary="Set a user's limits (admin)")
+async def set_limits(name: str, req: UserLimitsUpdate, state: StateDep, caller: CurrentUser) -> UserLimits:
+    """Fields sent are set (null: back to the default, ``STYX_DEFAULT_MAX_CLUSTERS`` /
+    ``STYX_DEFAULT_MAX_NODES``); fields left out keep their value. Clusters the user holds
+    already are left alone; a limit only refuses new launches. Admins are never limited."""
+    _require_admin(caller)
+    changes = req.model_dump(include=req.model_fields_set)
+    try:
+        user = await asyncio.to_thread(state.db.users.set_limits, name, **changes)
+    except UserNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {name!r} not found") from None
+    return await asyncio.to_thread(_limits, state, user)

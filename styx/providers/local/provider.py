@@ -32,7 +32,10 @@ name) when the system lets us bind it — Linux does for all of 127.0.0.0/8 — 
 distinct node IPs; otherwise every node uses 127.0.0.1 with its own port.
 
 One process per node costs ~41 MB RSS (asyncssh's import is most of it) but gives real
-failure isolation: stopping a node is killing its process, as with a VM. The server
+failure isolation: stopping a node is killing its process, as with a VM. So a cluster may
+have at most ``max_nodes`` nodes (``STYX_LOCAL_MAX_NODES``), by default what the machine can
+host (``styx.config.local_node_capacity``); ``provision`` refuses a larger one
+(``InvalidProviderRequest``) before it makes anything. The server
 program is ``nodeserver``; ``procs`` reads the process table.
 
 Usage (the worker registers it as the ``local`` provider)::
@@ -67,7 +70,8 @@ import asyncssh
 import styx
 from styx.contracts.clusters import ClusterName
 from styx.files import async_flock, atomic_write
-from styx.providers.base import ProvisionError, Provisioned
+from styx.config import local_node_capacity
+from styx.providers.base import InvalidProviderRequest, ProvisionError, Provisioned
 from styx.providers.local import procs, users
 from styx.providers.local.users import JobUser
 from styx.ssh import NodeEndpoint
@@ -110,9 +114,13 @@ class LocalProvider:
         ready_timeout: float = 20.0,
         stop_grace: float = 3.0,
         isolate: bool = False,
+        max_nodes: int | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.isolate = isolate
+        #: The most nodes one cluster may have (``STYX_LOCAL_MAX_NODES``); None: what the
+        #: machine can host when the cluster is provisioned (``styx.config.local_node_capacity``).
+        self.max_nodes = max_nodes
         self.client_pubkey = client_pubkey.strip()
         self.python = python
         self.extra_env = dict(extra_env or {})
@@ -139,6 +147,11 @@ class LocalProvider:
             raise ValueError("num_nodes must be at least 1")
         cdir = self._cluster_dir(cluster)
         async with self._cluster_lock(cluster):
+            # The API refuses such a cluster already; this is the last line of defence, before
+            # anything is made: ~930 node servers once took the whole machine down.
+            capacity = local_node_capacity(self.max_nodes, running=self._running_nodes(cdir))
+            if num_nodes > capacity.nodes:
+                raise InvalidProviderRequest(f"num_nodes: {capacity.refusal(num_nodes)}")
             _mkdir(cdir, 0o711)
             return await self._ensure_nodes(cluster, list(range(num_nodes)), None)
 
@@ -195,10 +208,11 @@ class LocalProvider:
         return out
 
     async def check(self, region: str | None) -> tuple[bool, str]:
+        most = f"at most {local_node_capacity(self.max_nodes).nodes} nodes per cluster now"
         if self.isolate:
-            return True, f"local SSH nodes on loopback under {self.root}; jobs run as a per-cluster user"
+            return True, f"local SSH nodes on loopback under {self.root}; jobs run as a per-cluster user; {most}"
         return True, (f"local SSH nodes on loopback under {self.root}; jobs run as {self.user} "
-                      "(not isolated from Styx)")
+                      f"(not isolated from Styx); {most}")
 
     # -- beyond the protocol -----------------------------------------------------------
 
@@ -229,6 +243,10 @@ class LocalProvider:
             if m and p.is_dir():
                 ranks.append(int(m.group(1)))
         return sorted(ranks)
+
+    def _running_nodes(self, cdir: Path) -> int:
+        """Nodes of the cluster whose server wrote its ready file (they hold memory already)."""
+        return sum((self._node_dir(cdir, r) / "ready.json").exists() for r in self._ranks(cdir))
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:
