@@ -43,6 +43,20 @@ def _env_count(name: str, default: int) -> int:
     return int(raw)
 
 
+#: The longest ``STYX_NODE_LOST_SECONDS`` may be: a job on a dead node must fail within the hour.
+MAX_NODE_LOST_SECONDS = 3600
+
+
+def _env_seconds(name: str, default: int, maximum: int) -> int:
+    """A whole number of seconds, 1 to ``maximum``, from the environment."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ValueError(f"{name} must be a whole number of seconds from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -170,6 +184,9 @@ class Settings:
     #: Whether local nodes run jobs as a per-cluster unprivileged user: when Styx runs as
     #: root (``STYX_LOCAL_ISOLATION=0`` turns it off).
     local_isolation: bool = False
+    #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
+    #: before the job fails and the node is marked DOWN (a shorter blip is retried).
+    node_lost_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -206,6 +223,7 @@ class Settings:
                                   if os.environ.get("STYX_LOCAL_NODES_DIR") else None),
             local_allow_nonadmin=bool(_env_flag("STYX_LOCAL_ALLOW_NONADMIN")),
             local_isolation=_local_isolation(),
+            node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
         )
 
     @property

@@ -5,6 +5,10 @@ re-attaches to the process an earlier attempt started) and copies its log to the
 heartbeating the offset, until the phase exits. ``sync_files`` copies a job's workdir and
 file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
 ``styx.activities.uploads``) or files of a commit this worker exported for a push.
+
+A node that does not answer (refused, reset, timed out) makes either activity fail with the
+non-retryable ``NodeUnreachable`` type carrying the worker's ``STYX_NODE_LOST_SECONDS``: the
+job workflow retries it on its own clock and gives the node up after that long.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
 from styx.config import Settings
-from styx.contracts.jobs import JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
+from styx.contracts.jobs import JobErrors, JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
 from styx.activities.heartbeat import heartbeating
 from styx.activities.uploads import UploadCache, UploadUnusable
 from styx.db import Database
 from styx.secrets import unseal
 from styx.ssh import (
+    CommandTimeout,
     JobCancelled,
     NodeEndpoint,
+    NodeUnreachable,
     SshPool,
     kill_phase,
     phase_state,
@@ -41,22 +47,43 @@ from styx.ssh import (
 LOG_CHUNK = 1 << 20
 POLL_MIN, POLL_MAX = 0.01, 0.5
 
+#: What a node that does not answer looks like (as opposed to one that answers "no").
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    NodeUnreachable, CommandTimeout, ConnectionError, asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost,
+)
+
 
 class SshActivities:
     """``uploads`` is where ``sync_files`` gets uploads; ``local_roots`` the only directories it
-    copies local files from (the trees exported for pushes, ``STYX_HOME/git-runs``)."""
+    copies local files from (the trees exported for pushes, ``STYX_HOME/git-runs``);
+    ``node_lost_seconds`` how long the job workflow lets a node stay unreachable."""
 
     def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None,
-                 local_roots: Sequence[Path] = ()) -> None:
+                 local_roots: Sequence[Path] = (), node_lost_seconds: int = Settings.node_lost_seconds) -> None:
         self.home = home
         self.pool = pool
         self.db = db
         self.uploads = uploads or UploadCache(home / "uploads", db, Settings.max_unpacked_bytes)
         self.local_roots = tuple(local_roots)
+        self.node_lost_seconds = node_lost_seconds
+
+    def _unreachable(self, what: str, node: NodeEndpoint, err: BaseException) -> ApplicationError:
+        """The error a job workflow reads as "node did not answer; retry until it is lost"."""
+        self.pool.discard(node)  # the next attempt connects afresh
+        return ApplicationError(
+            f"{what}: {node.host}:{node.port} does not answer: {str(err) or type(err).__name__}",
+            self.node_lost_seconds, type=JobErrors.NODE_UNREACHABLE, non_retryable=True,
+        )
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
         node = NodeEndpoint.from_dict(inp.node)
+        try:
+            return await self._run_phase(inp, node)
+        except UNREACHABLE_ERRORS as err:
+            raise self._unreachable(f"{inp.phase} of job {inp.job_id}", node, err) from None
+
+    async def _run_phase(self, inp: RunPhaseInput, node: NodeEndpoint) -> RunPhaseOutput:
         job_id = str(inp.job_id)
         conn = await self.pool.get(node)
         try:
@@ -105,13 +132,13 @@ class SshActivities:
                 "died without an exit code (node stopped or process killed)",
                 type="JobLost", non_retryable=True,
             )
-        if inp.record_end and not state.cancelled:
+        if inp.record_end and not state.cancelled and state.exit_code == 0:
             # A one-node job ends with its run phase: say so now rather than a workflow task
-            # later (the workflow records the same; the first terminal status wins). A phase
-            # ended by a cancel is left to the workflow, which records CANCELLED.
-            status = JobStatus.SUCCEEDED if state.exit_code == 0 else JobStatus.FAILED
-            await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id, status=status,
-                                    exit_codes=[state.exit_code])
+            # later (the workflow records the same; the first terminal status wins). A failure
+            # is left to the workflow, which records it with its message; so is a phase ended
+            # by a cancel (CANCELLED).
+            await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id,
+                                    status=JobStatus.SUCCEEDED, exit_codes=[state.exit_code])
         return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
 
     @activity.defn(name="kill_job")
@@ -125,7 +152,11 @@ class SshActivities:
     @activity.defn(name="sync_files")
     async def sync_files(self, inp: SyncFilesInput) -> None:
         async with heartbeating():
-            await self._sync_files(inp)
+            try:
+                await self._sync_files(inp)
+            except UNREACHABLE_ERRORS as err:
+                node = NodeEndpoint.from_dict(inp.node)
+                raise self._unreachable(f"copying files of job {inp.job_id}", node, err) from None
 
     async def _sync_files(self, inp: SyncFilesInput) -> None:
         conn = await self.pool.get(NodeEndpoint.from_dict(inp.node))
