@@ -117,6 +117,7 @@ class _NodeLost(Exception):
 
     def __init__(self, seconds: float, detail: str) -> None:
         super().__init__(f"node unreachable for {seconds:.0f} s ({detail})")
+        self.seconds = seconds
 
 
 @dataclass
@@ -283,7 +284,8 @@ class JobWorkflow:
                     except _NodeLost as lost:
                         failure = failure or _RankFailure(rank, node, reason=f"lost: {lost}")
                         self._lost.append(NodeDown(
-                            int(node.get("rank", rank)), f"{lost} during {what} job {inp.job_id}",
+                            int(node.get("rank", rank)),
+                            f"unreachable for {lost.seconds:.0f} s during {what} job {inp.job_id}",
                             since=workflow.now().isoformat(), jobs=[inp.job_id]))
                         continue
                     except ActivityError as err:
@@ -295,10 +297,12 @@ class JobWorkflow:
                     if isinstance(result, int) and result != 0 and failure is None:
                         failure = _RankFailure(rank, node, exit_code=result)
         finally:
+            # Not awaited: a finally that awaits breaks when the worker evicts the workflow.
+            # A cancelled task's activity gets its cancel request as the workflow goes on.
             for task in tasks:
                 if not task.done():
+                    task.add_done_callback(_consume)
                     task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
         return results, failure
 
     async def _on_node(self, inp: JobInput, rank: int, node: dict[str, Any], call: Callable[[], Awaitable[T]]) -> T:
@@ -337,6 +341,12 @@ class JobWorkflow:
         except Exception:  # the cluster workflow is gone (downed); the DB row is what matters
             workflow.logger.warning("cluster %s is gone; nothing to tell it", inp.cluster)
         return finished
+
+
+def _consume(task: "asyncio.Future[Any]") -> None:
+    """Retrieve a finished task's outcome so that an ignored failure is not logged."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _uncancellable(coro: Awaitable[T]) -> T:
