@@ -16,6 +16,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -183,3 +185,12 @@ def test_a_dead_node_fails_its_job_in_bounded_time_and_gets_no_more_jobs(stack: 
     stack.cli("cancel", "pair", str(both), check=True)
     stack.cli("down", "-y", "pair", check=True)
     assert not job_processes("pair", job), "down left the dead node's job running"
+
+
+@pytest.mark.parametrize("value", ["0", "3601", "soon"])
+def test_a_node_lost_bound_out_of_range_is_refused_naming_the_setting(stack: StyxStack, value: str):
+    env = {**stack.env, "STYX_NODE_LOST_SECONDS": value}
+    r = subprocess.run([sys.executable, "-m", "styx", "worker"], env=env, capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"STYX_NODE_LOST_SECONDS must be a whole number of seconds from 1 to 3600, got {value!r}" in r.stderr
