@@ -117,7 +117,7 @@ def test_worker_killed_while_a_cluster_provisions_leaves_exactly_its_nodes(stack
     client = stack.client()
     submitted = client.launch({"num_nodes": 3, "resources": {"cpus": 1}, "run": "echo provisioned"},
                               cluster="crash-launch")
-    nodes = stack.home / "nodes" / "crash-launch"
+    nodes = stack.nodes_root / "crash-launch"
     wait_for(lambda: any(nodes.glob("node-*/server.log")), 60, "node servers to start", interval=0.005)
     stack.kill_worker()
     # The window: the provision activity was under way in the dead worker.
