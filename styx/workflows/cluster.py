@@ -229,10 +229,10 @@ class ClusterWorkflow:
                 down[probe.rank] = NodeDown(probe.rank, probe.reason, since=now)
                 workflow.logger.warning("cluster %s: %s is DOWN: %s", self.spec.name,
                                         self._node_name(probe.rank), probe.reason)
-        self.state.down_nodes = sorted(down.values(), key=lambda d: d.rank)
         leftovers = [(node.rank, job_id) for node in revived for job_id in node.jobs]
-        if leftovers:
+        if leftovers:  # before a new job may be placed there
             await asyncio.gather(*(self._kill_leftover(rank, job_id) for rank, job_id in leftovers))
+        self.state.down_nodes = sorted(down.values(), key=lambda d: d.rank)
         await self._record_health()
         self._poke()
 
