@@ -113,6 +113,20 @@ def local_node_capacity(configured: int | None, running: int = 0) -> NodeCapacit
                                "of memory available; STYX_LOCAL_MAX_NODES sets another limit")
 
 
+#: The longest ``STYX_NODE_LOST_SECONDS`` may be: a job on a dead node must fail within the hour.
+MAX_NODE_LOST_SECONDS = 3600
+
+
+def _env_seconds(name: str, default: int, maximum: int) -> int:
+    """A whole number of seconds, 1 to ``maximum``, from the environment."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ValueError(f"{name} must be a whole number of seconds from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -255,6 +269,9 @@ class Settings:
     #: limits (``styx user limits``). ``none``: no limit. Admins are never limited.
     default_max_clusters: int | None = 10
     default_max_nodes: int | None = 64
+    #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
+    #: before the job fails and the node is marked DOWN (a shorter blip is retried).
+    node_lost_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -297,6 +314,7 @@ class Settings:
             aws_max_nodes=_env_count("STYX_AWS_MAX_NODES", 64),
             default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
+            node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
         )
 
     @property

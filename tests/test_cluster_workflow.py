@@ -4,15 +4,18 @@ first-come-first-served queue, cancelling, stop and down, autostop on workflow t
 updates a cluster refuses, and the state a continued run carries. No node, no SSH, no
 database; a test takes about a second.
 
-A job's run phase blocks until the test ends it (``cloud.fake.finish(job_id)``) or
-``kill_job`` kills it, so the test decides when a job ends. Waiting is always on a
-condition (a recorded status, a query answer), never on a sleep.
+A job's run phase blocks until the test ends it (``cloud.fake.finish(job_id)``, on every
+rank or one) or ``kill_job`` kills it, so the test decides when a job ends; a node the test
+cuts off (``cloud.fake.cut("node-1")``) answers every phase with ``NodeUnreachable`` until
+it is restored. Waiting is always on a condition (a recorded status, a query answer), or on
+the test server's clock (``env.sleep``), never on a real sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio import activity
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -44,6 +47,7 @@ from styx.contracts.clusters import (
     cluster_workflow_id,
 )
 from styx.contracts.jobs import (
+    JobErrors,
     JobFinished,
     JobRecord,
     JobStatus,
@@ -53,7 +57,14 @@ from styx.contracts.jobs import (
     SyncFilesInput,
     job_workflow_id,
 )
-from styx.contracts.providers import PlanOutput, ProviderInput, ProviderOutput
+from styx.contracts.providers import (
+    NodeProbe,
+    PlanOutput,
+    ProbeNodesInput,
+    ProbeNodesOutput,
+    ProviderInput,
+    ProviderOutput,
+)
 from styx.services import clusters as service
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
@@ -94,17 +105,29 @@ class FakeActivities:
         #: Host of each node a job's run phase ran on, and the environment it was given.
         self.hosts: dict[int, list[str]] = {}
         self.envs: dict[int, list[dict[str, str]]] = {}
-        #: Exit code of a job's setup phase (default 0: setup does not block).
-        self.setup_exit: dict[int, int] = {}
-        self.killed: list[int] = []
         #: While set and not yet released, ``kill_job`` waits for it (a slow kill).
         self.kill_gate: asyncio.Event | None = None
-        self._ends: dict[int, asyncio.Future[int]] = {}
+        #: Exit code of a job's setup phase (default 0: setup does not block): one for every
+        #: rank, or by rank (the ranks not named block until the job is killed).
+        self.setup_exit: dict[int, int | dict[int, int]] = {}
+        #: The last exit codes recorded for each job.
+        self.exit_codes: dict[int, list[int | None]] = {}
+        #: Each job's kill_job calls: the hosts they were asked to kill on.
+        self.killed_on: dict[int, list[list[str]]] = {}
+        self.killed: list[int] = []
+        #: Hosts that do not answer (``cut``), and hosts probe_nodes finds dead.
+        self.unreachable: set[str] = set()
+        self.dead: set[str] = set()
+        #: Each cluster record's node statuses, in rank order (when it carried nodes).
+        self.node_statuses: list[list[str]] = []
+        self.cluster_messages: list[str | None] = []
+        self._ends: dict[tuple[int, int | None], asyncio.Future[int]] = {}
+        self._cuts: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.provision, self.start, self.stop, self.terminate, self.record_cluster,
-                self.record_job, self.run_phase, self.sync_files, self.kill_job]
+                self.record_job, self.run_phase, self.sync_files, self.kill_job, self.probe_nodes]
 
     # -- what the test reads and does ---------------------------------------------------
     def status(self, job_id: int) -> str | None:
@@ -121,14 +144,42 @@ class FakeActivities:
             except TimeoutError:
                 raise AssertionError(f"timed out waiting for {what}; calls: {self.calls}, jobs: {self.jobs}") from None
 
-    def finish(self, job_id: int, exit_code: int = 0) -> None:
-        """End the job's run phase (now, or as soon as it starts)."""
-        end = self._end(job_id)
+    def finish(self, job_id: int, exit_code: int = 0, rank: int | None = None) -> None:
+        """End the job's run phase on every rank, or on ``rank`` (now, or as soon as it starts)."""
+        end = self._end(job_id, rank)
         if not end.done():
             end.set_result(exit_code)
 
-    def _end(self, job_id: int) -> asyncio.Future[int]:
-        return self._ends.setdefault(job_id, asyncio.get_running_loop().create_future())
+    def cut(self, host: str) -> None:
+        """``host`` stops answering: its phases fail with NodeUnreachable until ``restore``."""
+        self.unreachable.add(host)
+        self._cuts.setdefault(host, asyncio.Event()).set()
+
+    def restore(self, host: str) -> None:
+        self.unreachable.discard(host)
+        self._cuts.pop(host, None)
+
+    def _end(self, job_id: int, rank: int | None = None) -> asyncio.Future[int]:
+        return self._ends.setdefault((job_id, rank), asyncio.get_running_loop().create_future())
+
+    async def _until_end(self, inp: RunPhaseInput) -> int:
+        """The job's exit code on this rank, once the test (or a kill) ends it; NodeUnreachable
+        if the node is cut off first."""
+        cut = self._cuts.setdefault(inp.node["host"], asyncio.Event())
+        if inp.node["host"] in self.unreachable:
+            raise _unreachable(inp.node["host"])
+        waits = [asyncio.ensure_future(asyncio.shield(self._end(inp.job_id))),
+                 asyncio.ensure_future(asyncio.shield(self._end(inp.job_id, inp.rank))),
+                 asyncio.ensure_future(cut.wait())]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        ends = [w for w in waits[:2] if w in done]
+        if not ends:
+            raise _unreachable(inp.node["host"])
+        return ends[0].result()
 
     async def _note(self, name: str, change: Callable[[], None] = lambda: None) -> None:
         async with self._changed:
@@ -173,6 +224,10 @@ class FakeActivities:
             self.fresh_records += rec.fresh
             self.cluster_statuses.append(rec.status)
 
+            if rec.nodes is not None:
+                self.node_statuses.append([n.get("status", "UP") for n in rec.nodes])
+            self.cluster_messages.append(rec.status_message)
+
         await self._note("record_cluster", change)
 
     @activity.defn(name="record_job")
@@ -182,6 +237,8 @@ class FakeActivities:
             self.jobs[rec.job_id] = _advance(self.jobs.get(rec.job_id), rec.status)
             if rec.message is not None:
                 self.messages[rec.job_id] = rec.message
+            if rec.exit_codes is not None:
+                self.exit_codes[rec.job_id] = rec.exit_codes
 
         await self._note("record_job", change)
 
@@ -189,12 +246,19 @@ class FakeActivities:
     @activity.defn(name="sync_files")
     async def sync_files(self, inp: SyncFilesInput) -> None:
         await self._note("sync_files")
+        if inp.node["host"] in self.unreachable:
+            raise _unreachable(inp.node["host"])
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
         if inp.phase == "setup":
             await self._note("run_phase:setup")
-            return RunPhaseOutput(exit_code=self.setup_exit.get(inp.job_id, 0))
+            codes = self.setup_exit.get(inp.job_id, 0)
+            if isinstance(codes, int):
+                return RunPhaseOutput(exit_code=codes)
+            if inp.rank in codes:
+                return RunPhaseOutput(exit_code=codes[inp.rank])
+            return RunPhaseOutput(exit_code=await self._until_end(inp))
 
         def change() -> None:
             self.hosts.setdefault(inp.job_id, []).append(inp.node["host"])
@@ -203,14 +267,31 @@ class FakeActivities:
                 self.jobs[inp.job_id] = _advance(self.jobs.get(inp.job_id), JobStatus.RUNNING)
 
         await self._note("run_phase", change)
-        return RunPhaseOutput(exit_code=await asyncio.shield(self._end(inp.job_id)))
+        return RunPhaseOutput(exit_code=await self._until_end(inp))
 
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: KillJobInput) -> None:
-        await self._note("kill_job", lambda: self.killed.append(inp.job_id))
+        def change() -> None:
+            self.killed.append(inp.job_id)
+            self.killed_on.setdefault(inp.job_id, []).append([n["host"] for n in inp.nodes])
+
+        await self._note("kill_job", change)
         if self.kill_gate is not None:
             await self.kill_gate.wait()
         self.finish(inp.job_id, KILLED)
+
+    @activity.defn(name="probe_nodes")
+    async def probe_nodes(self, inp: ProbeNodesInput) -> ProbeNodesOutput:
+        await self._note("probe_nodes")
+        return ProbeNodesOutput([NodeProbe(n["rank"], n["host"] not in self.dead,
+                                           "" if n["host"] not in self.dead else "its node process is gone")
+                                 for n in inp.nodes])
+
+
+def _unreachable(host: str) -> ApplicationError:
+    """What the SSH activities raise for a node that does not answer (30 s: the worker's bound)."""
+    return ApplicationError(f"{host}:22 does not answer: connection refused", 30,
+                            type=JobErrors.NODE_UNREACHABLE, non_retryable=True)
 
 
 @dataclass
@@ -351,8 +432,9 @@ async def test_a_job_gets_its_files_and_setup_on_every_node_before_it_runs(cloud
     last_setup = max(i for i, name in enumerate(fake.calls) if name in ("sync_files", "run_phase:setup"))
     assert last_setup < fake.calls.index("run_phase")
     assert fake.recorded[job][:2] == [JobStatus.PENDING, JobStatus.SETTING_UP]
-    fake.finish(job, exit_code=3)
+    fake.finish(job, exit_code=3, rank=1)
     await fake.until(lambda: fake.status(job) == JobStatus.FAILED, "the job to fail")
+    assert fake.messages[job] == "rank 1 (node-1) exited 3" and fake.killed == [job]
 
 
 async def test_a_failed_setup_ends_the_job_before_its_run(cloud: Cloud) -> None:
@@ -361,8 +443,152 @@ async def test_a_failed_setup_ends_the_job_before_its_run(cloud: Cloud) -> None:
     fake.setup_exit[1] = 2
     job = await cloud.submit(cluster, task={"setup": "false", "run": "train"})
     await fake.until(lambda: fake.status(job) == JobStatus.FAILED_SETUP, "the job to fail its setup")
-    assert fake.messages[job] == "setup exited with [2]" and job not in fake.hosts
+    assert fake.messages[job] == "setup on rank 0 (node-0) exited 2" and job not in fake.hosts
+    assert fake.exit_codes[job] == [2]
     await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
+    assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.FAILED, JobErrors.SETUP_FAILED)
+
+
+# -- one rank fails: the job fails ------------------------------------------------------
+
+
+async def _closed_as(cloud: Cloud, job_id: int, cluster: str = "c") -> tuple[WorkflowExecutionStatus, str | None]:
+    """How the job's workflow closed in Temporal, and the type of its failure."""
+    handle = cloud.env.client.get_workflow_handle(job_workflow_id(cluster, job_id))
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        return (await handle.describe()).status, getattr(cause, "type", type(cause).__name__)
+    return (await handle.describe()).status, None
+
+
+async def _cancels_requested(cloud: Cloud, job_id: int) -> list[str]:
+    """The summaries of the job's activities the workflow asked to cancel."""
+    handle = cloud.env.client.get_workflow_handle(job_workflow_id("c", job_id))
+    summaries: dict[int, str] = {}
+    cancelled = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            summary = event.user_metadata.summary  # a JSON payload, as the UI shows it
+            summaries[event.event_id] = json.loads(summary.data) if summary.data else ""
+        if event.HasField("activity_task_cancel_requested_event_attributes"):
+            cancelled.append(summaries[event.activity_task_cancel_requested_event_attributes.scheduled_event_id])
+    return sorted(cancelled)
+
+
+async def test_a_rank_that_fails_fails_the_job_at_once_and_stops_the_other_ranks(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=3)
+    job = await cloud.submit(cluster, num_nodes=3)
+    await fake.until(lambda: len(fake.hosts.get(job, [])) == 3, "the job to run on the three nodes")
+
+    fake.finish(job, exit_code=1, rank=1)  # ranks 0 and 2 go on running
+    await fake.until(lambda: fake.status(job) == JobStatus.FAILED, "the job to fail")
+    assert fake.messages[job] == "rank 1 (node-1) exited 1"
+    assert fake.exit_codes[job] == [None, 1, None]  # the others were stopped, not ended by themselves
+    assert await _cancels_requested(cloud, job) == ["run on rank 0 (node-0)", "run on rank 2 (node-2)"]
+    assert fake.killed_on[job] == [["node-0", "node-1", "node-2"]]
+    assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.FAILED, JobErrors.JOB_FAILED)
+    await cloud.described(cluster, lambda d: not d.running and not d.down_nodes, "the cluster to hear of it")
+    after = await cloud.submit(cluster, num_nodes=3)  # every node is free again
+    await fake.until(lambda: len(fake.hosts.get(after, [])) == 3, "the next job to run")
+
+
+async def test_a_setup_failing_on_one_rank_fails_the_job_in_setup_and_stops_the_others(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    fake.setup_exit[1] = {1: 127}  # rank 0's setup goes on until it is killed
+    job = await cloud.submit(cluster, num_nodes=2, task={"setup": "pip install nothing", "run": "train"})
+    await fake.until(lambda: fake.status(job) == JobStatus.FAILED_SETUP, "the job to fail its setup")
+    assert fake.messages[job] == "setup on rank 1 (node-1) exited 127"
+    assert fake.exit_codes[job] == [None, 127] and job not in fake.hosts  # run never started
+    assert await _cancels_requested(cloud, job) == ["setup on rank 0 (node-0)"]
+    assert fake.killed == [job]
+    assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.FAILED, JobErrors.SETUP_FAILED)
+
+
+# -- a node that stops answering --------------------------------------------------------
+
+
+async def test_a_brief_blip_of_a_node_is_retried_and_the_job_goes_on(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    job = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(job) == JobStatus.RUNNING, "the job to run")
+    fake.cut("node-0")
+    await cloud.env.sleep(timedelta(seconds=10))  # under the 30 s bound
+    fake.restore("node-0")
+    await fake.until(lambda: fake.calls.count("run_phase") >= 3, "the run phase to be tried again")
+    fake.finish(job)
+    await fake.until(lambda: fake.status(job) == JobStatus.SUCCEEDED, "the job to succeed")
+    assert (await cluster.query(ClusterWorkflow.describe)).down_nodes == []
+
+
+async def test_a_node_unreachable_past_the_bound_fails_its_job_and_gets_no_more_jobs(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    lost_job = await cloud.submit(cluster)  # node-0
+    other = await cloud.submit(cluster)  # node-1
+    await fake.until(lambda: fake.hosts.get(other) == ["node-1"] and fake.hosts.get(lost_job) == ["node-0"],
+                     "a job on each node")
+    fake.cut("node-0")
+    await cloud.env.sleep(timedelta(seconds=20))
+    assert fake.status(lost_job) == JobStatus.RUNNING, "failed before the bound"
+    await cloud.env.sleep(timedelta(seconds=20))
+    await fake.until(lambda: fake.status(lost_job) == JobStatus.FAILED, "the job to fail")
+    assert re.fullmatch(r"rank 0 \(node-0\) lost: node unreachable for 3\d s \(.*node-0:22 does not answer.*\)",
+                        fake.messages[lost_job]), fake.messages[lost_job]
+    assert lost_job not in fake.killed  # nothing to reach on the one node it ran on
+    assert await _closed_as(cloud, lost_job) == (WorkflowExecutionStatus.FAILED, JobErrors.JOB_FAILED)
+
+    described = await cloud.described(cluster, lambda d: bool(d.down_nodes), "the cluster to mark node 0 down")
+    assert [(d.rank, d.jobs) for d in described.down_nodes] == [(0, [lost_job])]
+    assert "node 0 (node-0) is DOWN" in (described.message or "")
+    await fake.until(lambda: fake.node_statuses and fake.node_statuses[-1] == ["DOWN", "UP"], "node 0 recorded DOWN")
+    assert "node 0 (node-0) is DOWN" in (fake.cluster_messages[-1] or "")
+
+    # node-0 is free but DOWN: the next job waits for node-1, and runs there.
+    waiting = await cloud.submit(cluster)
+    await cloud.described(cluster, lambda d: d.queued == [waiting], "the next job to wait")
+    fake.finish(other)
+    await fake.until(lambda: fake.status(waiting) == JobStatus.RUNNING, "the next job to run")
+    assert fake.hosts[waiting] == ["node-1"]
+    too_big = await cloud.submit(cluster, num_nodes=2)  # needs both nodes: waits
+    await cloud.described(cluster, lambda d: d.queued == [too_big], "the two-node job to wait")
+
+
+async def test_refresh_marks_dead_nodes_down_and_brings_back_the_living(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    fake.dead.add("node-1")
+    described = await cluster.execute_update(ClusterWorkflow.refresh)
+    assert [(d.rank, d.reason) for d in described.down_nodes] == [(1, "its node process is gone")]
+    assert fake.node_statuses[-1] == ["UP", "DOWN"]
+    job = await cloud.submit(cluster, num_nodes=2)
+    await cloud.described(cluster, lambda d: d.queued == [job], "the two-node job to wait")
+
+    fake.dead.clear()
+    described = await cluster.execute_update(ClusterWorkflow.refresh)
+    assert described.down_nodes == [] and fake.node_statuses[-1] == ["UP", "UP"]
+    await fake.until(lambda: len(fake.hosts.get(job, [])) == 2, "the job to run on both nodes")
+
+
+async def test_a_node_that_comes_back_is_cleared_of_what_the_failed_job_left(cloud: Cloud) -> None:
+    fake = cloud.fake
+    cluster = await cloud.launch(num_nodes=2)
+    job = await cloud.submit(cluster, num_nodes=2)
+    await fake.until(lambda: len(fake.hosts.get(job, [])) == 2, "the job to run")
+    fake.cut("node-1")
+    await cloud.env.sleep(timedelta(seconds=40))
+    await fake.until(lambda: fake.status(job) == JobStatus.FAILED, "the job to fail")
+    assert fake.messages[job].startswith("rank 1 (node-1) lost: ")
+    assert fake.killed_on[job] == [["node-0"]]  # the lost node is not waited for
+    await cloud.described(cluster, lambda d: [n.rank for n in d.down_nodes] == [1], "node 1 down")
+
+    fake.restore("node-1")  # it answers again: whatever the job left there is killed
+    described = await cluster.execute_update(ClusterWorkflow.refresh)
+    assert described.down_nodes == [] and fake.killed_on[job] == [["node-0"], ["node-1"]]
 
 
 async def test_an_exec_skips_setup_but_still_gets_its_files(cloud: Cloud) -> None:
@@ -415,8 +641,7 @@ async def test_cancelling_a_running_job_kills_it_and_records_it_cancelled(cloud:
     await fake.until(lambda: fake.status(job) == JobStatus.CANCELLED, "the job to be recorded CANCELLED")
     assert fake.killed == [job] and fake.messages[job] == "cancelled"
     await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
-    child = cloud.env.client.get_workflow_handle_for(JobWorkflow.run, job_workflow_id("c", job))
-    assert (await child.result()).status == JobStatus.CANCELLED
+    assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.CANCELED, "CancelledError")
     next_job = await cloud.submit(cluster)  # its CPU is free again
     await fake.until(lambda: fake.status(next_job) == JobStatus.RUNNING, "the next job to run")
 

@@ -126,7 +126,7 @@ def test_another_users_cluster_is_a_404_on_every_route_exactly_like_a_missing_on
     carol = world.users["carol"].token
     job_id = max(j.job_id for j in world.admin.queue("alpha"))
     routes = [
-        ("GET", "", None), ("GET", "/jobs", None), ("GET", f"/jobs/{job_id}", None),
+        ("GET", "", None), ("GET", "?refresh=true", None), ("GET", "/jobs", None), ("GET", f"/jobs/{job_id}", None),
         ("GET", f"/jobs/{job_id}/logs", None), ("POST", "/jobs", {"task": {"run": "echo hijack"}}),
         ("POST", "/jobs/cancel", {"job_ids": [job_id]}), ("POST", "/jobs/cancel", {}),
         ("POST", "/stop", None), ("POST", "/start", None), ("POST", "/down", None),
@@ -152,6 +152,7 @@ def test_another_users_cluster_is_a_404_on_every_route_exactly_like_a_missing_on
 def test_listing_shows_only_the_clusters_a_user_may_see_and_an_admin_sees_all(world: World):
     with world.client("carol") as carol, world.client("alice") as alice:
         assert "alpha" not in [c.name for c in carol.status(all=True)]
+        assert "alpha" not in [c.name for c in carol.status(refresh=True)]  # nor probed for her
         [mine] = [c for c in alice.status() if c.name == "alpha"]
         assert mine.owner == "alice"
     assert world.admin.cluster("alpha").owner == "alice"

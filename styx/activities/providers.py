@@ -38,7 +38,7 @@ from styx.providers.registry import ProviderRegistry
 
 
 @contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
+def mapped_errors() -> Iterator[None]:
     """Provider errors -> ApplicationError types the cluster workflow understands."""
     try:
         yield
@@ -60,13 +60,13 @@ class ProviderActivities:
         self.metrics = metrics or WorkerMetrics()
 
     def _provider(self, name: str) -> Provider:
-        with _mapped_errors():
+        with mapped_errors():
             return self.registry.lookup(name)
 
     @activity.defn(name="plan")
     async def plan(self, inp: ProviderInput) -> PlanOutput:
         provider = self._provider(inp.provider)
-        with _mapped_errors():
+        with mapped_errors():
             return PlanOutput(attempts=await provider.plan(inp.resources, inp.num_nodes, inp.region))
 
     @activity.defn(name="provision")
@@ -74,7 +74,7 @@ class ProviderActivities:
         provider = self._provider(inp.provider)  # a known name from here on: a bounded label
         self.metrics.provision_attempts.labels(inp.provider).inc()
         try:
-            with _mapped_errors():
+            with mapped_errors():
                 async with heartbeating():
                     return _output(await provider.provision(inp.cluster, inp.num_nodes, inp.attempt))
         except Exception as err:
@@ -85,14 +85,14 @@ class ProviderActivities:
     @activity.defn(name="start")
     async def start(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._provider(inp.provider)
-        with _mapped_errors():
+        with mapped_errors():
             async with heartbeating():
                 return _output(await provider.start(inp.cluster, inp.region))
 
     @activity.defn(name="stop")
     async def stop(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._provider(inp.provider)
-        with _mapped_errors():
+        with mapped_errors():
             async with heartbeating():
                 await provider.stop(inp.cluster, inp.region)
         return ProviderOutput()
@@ -100,7 +100,7 @@ class ProviderActivities:
     @activity.defn(name="terminate")
     async def terminate(self, inp: ProviderInput) -> ProviderOutput:
         provider = self._provider(inp.provider)
-        with _mapped_errors():
+        with mapped_errors():
             async with heartbeating():
                 await provider.terminate(inp.cluster, inp.region)
         return ProviderOutput()

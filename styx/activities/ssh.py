@@ -4,11 +4,16 @@
 re-attaches to the process an earlier attempt started) and copies its log into the database
 (``db.joblogs``, rows of at most 256 KB) until the phase exits, resuming from what the
 database holds, so a retry on another worker host neither loses nor repeats a byte.
-``sync_files`` copies a job's workdir and file mounts to a node: uploads (``upload:<sha256>``, fetched from the database through
+``sync_files`` copies a job's workdir and file mounts to a node: uploads (``upload:<sha256>``,
+fetched from the database through
 ``styx.activities.uploads``; a pushed commit's tree is one too), never a path on the worker;
 a git workdir is cloned by the node itself. The workdir lands in ``~/styx_workdir/<job_id>`` and
 ``~/sky_workdir`` is pointed at it (see ``styx.ssh.nodefiles``); a mount to an absolute path
 is copied under ``~/.styx/file_mounts`` and linked from the path (refused on local nodes).
+
+A node that does not answer (refused, reset, timed out) makes either activity fail with the
+non-retryable ``NodeUnreachable`` type carrying the worker's ``STYX_NODE_LOST_SECONDS``: the
+job workflow retries it on its own clock and gives the node up after that long.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx.config import Settings
-from styx.contracts.jobs import JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
+from styx.contracts.jobs import JobErrors, JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
 from styx.activities.heartbeat import heartbeating
 from styx.activities.uploads import UploadCache, UploadUnusable
@@ -31,6 +36,7 @@ from styx.db import Database, LogMoved
 from styx.db.joblogs import MAX_CHUNK_BYTES
 from styx.secrets import unseal
 from styx.ssh import (
+    CommandTimeout,
     FILE_MOUNTS_ROOT,
     WORKDIR_ROOT,
     GitCloneFailed,
@@ -38,6 +44,7 @@ from styx.ssh import (
     JobCancelled,
     MountRefused,
     NodeEndpoint,
+    NodeUnreachable,
     SshPool,
     git_clone,
     kill_phase,
@@ -59,6 +66,11 @@ LOCAL_ABSOLUTE_MOUNT = ("local nodes keep a job's files under the node's home (t
                         "there); mount under ~ instead (e.g. ~/checkpoint)")
 POLL_MIN, POLL_MAX = 0.01, 0.5
 
+#: What a node that does not answer looks like (as opposed to one that answers "no").
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    NodeUnreachable, CommandTimeout, ConnectionError, asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost,
+)
+
 
 def _invalid(message: str) -> ApplicationError:
     """A task the node cannot honour: retrying does not help."""
@@ -66,17 +78,34 @@ def _invalid(message: str) -> ApplicationError:
 
 
 class SshActivities:
-    """``uploads`` is where ``sync_files`` gets uploads: the only files it copies."""
+    """``uploads`` is where ``sync_files`` gets uploads: the only files it copies;
+    ``node_lost_seconds`` how long the job workflow lets a node stay unreachable."""
 
-    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None) -> None:
+    def __init__(self, home: Path, pool: SshPool, db: Database, uploads: UploadCache | None = None,
+                 node_lost_seconds: int = Settings.node_lost_seconds) -> None:
         self.home = home
         self.pool = pool
         self.db = db
         self.uploads = uploads or UploadCache(home / "uploads", db, Settings.max_unpacked_bytes)
+        self.node_lost_seconds = node_lost_seconds
+
+    def _unreachable(self, what: str, node: NodeEndpoint, err: BaseException) -> ApplicationError:
+        """The error a job workflow reads as "node did not answer; retry until it is lost"."""
+        self.pool.discard(node)  # the next attempt connects afresh
+        return ApplicationError(
+            f"{what}: {node.host}:{node.port} does not answer: {str(err) or type(err).__name__}",
+            self.node_lost_seconds, type=JobErrors.NODE_UNREACHABLE, non_retryable=True,
+        )
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: RunPhaseInput) -> RunPhaseOutput:
         node = NodeEndpoint.from_dict(inp.node)
+        try:
+            return await self._run_phase(inp, node)
+        except UNREACHABLE_ERRORS as err:
+            raise self._unreachable(f"{inp.phase} of job {inp.job_id}", node, err) from None
+
+    async def _run_phase(self, inp: RunPhaseInput, node: NodeEndpoint) -> RunPhaseOutput:
         job_id = str(inp.job_id)
         conn = await self.pool.get(node)
         try:
@@ -144,13 +173,13 @@ class SshActivities:
                 "died without an exit code (node stopped or process killed)",
                 type="JobLost", non_retryable=True,
             )
-        if inp.record_end and not state.cancelled:
+        if inp.record_end and not state.cancelled and state.exit_code == 0:
             # A one-node job ends with its run phase: say so now rather than a workflow task
-            # later (the workflow records the same; the first terminal status wins). A phase
-            # ended by a cancel is left to the workflow, which records CANCELLED.
-            status = JobStatus.SUCCEEDED if state.exit_code == 0 else JobStatus.FAILED
-            await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id, status=status,
-                                    exit_codes=[state.exit_code])
+            # later (the workflow records the same; the first terminal status wins). A failure
+            # is left to the workflow, which records it with its message; so is a phase ended
+            # by a cancel (CANCELLED).
+            await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id,
+                                    status=JobStatus.SUCCEEDED, exit_codes=[state.exit_code])
         return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
 
     @activity.defn(name="kill_job")
@@ -164,7 +193,11 @@ class SshActivities:
     @activity.defn(name="sync_files")
     async def sync_files(self, inp: SyncFilesInput) -> None:
         async with heartbeating():
-            await self._sync_files(inp)
+            try:
+                await self._sync_files(inp)
+            except UNREACHABLE_ERRORS as err:
+                node = NodeEndpoint.from_dict(inp.node)
+                raise self._unreachable(f"copying files of job {inp.job_id}", node, err) from None
 
     async def _sync_files(self, inp: SyncFilesInput) -> None:
         node = NodeEndpoint.from_dict(inp.node)

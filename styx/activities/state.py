@@ -8,17 +8,18 @@ from typing import Any
 from temporalio import activity
 
 from styx import joblogs
-from styx.contracts.clusters import ClusterRecord, ClusterStatus
+from styx.contracts.clusters import ClusterRecord, ClusterStatus, NodeStatus
 from styx.contracts.providers import TeardownInput
 from styx.contracts.jobs import JobRecord
 from styx.db import Database, utcnow
 
 
 def _node_row(node: dict[str, Any]) -> dict[str, Any]:
+    info = {k: v for k, v in node.items() if k != "status"}
     return {
         "rank": node["rank"], "host": node["host"], "port": node["port"], "user": node.get("user") or "",
         "internal_ip": node.get("ip") or node["host"], "instance_id": node.get("instance_id"),
-        "info": node,
+        "status": node.get("status") or NodeStatus.UP, "info": info,
     }
 
 

@@ -143,10 +143,11 @@ def _queued(submitted: JobSubmitted, cluster: str) -> None:
 
 
 def _report(job: JobInfo) -> None:
-    colour = "green" if job.status == "SUCCEEDED" else "red"
-    extra = f" (exit codes {job.exit_codes})" if job.exit_codes and job.status != "SUCCEEDED" else ""
+    colour = "green" if job.status == "SUCCEEDED" else "red" if job.finished else "yellow"
+    codes = ",".join("-" if c is None else str(c) for c in job.exit_codes or [])
+    extra = f" (exit codes {codes})" if codes and job.status != "SUCCEEDED" else ""
     console.print(f"job {job.job_id} on {esc(job.cluster)}: [{colour}]{job.status}[/{colour}]{extra}"
-                  + (f" — {esc(job.message)}" if job.message and job.status != "SUCCEEDED" else ""))
+                  + (f" — {esc(job.message)}" if job.message and job.status != "SUCCEEDED" else ""), soft_wrap=True)
 
 
 EnvOpt = typer.Option(None, "--env", metavar="KEY[=VALUE]",
@@ -256,10 +257,13 @@ def status(
     all_: bool = typer.Option(False, "-a", "--all", help="include clusters taken down"),
     orphans: bool = typer.Option(False, "--orphans", help="list cloud instances that belong to no live cluster"),
     terminate: bool = typer.Option(False, "--terminate", help="with --orphans: terminate them"),
+    refresh: bool = typer.Option(False, "-r", "--refresh", help="probe the nodes now: those that do not "
+                                 "answer are marked DOWN (no job goes there), those that answer UP again"),
 ) -> None:
-    """Show clusters: provider, nodes, status, autostop, age and a Temporal UI link.
+    """Show clusters: provider, nodes (and how many are DOWN), status, autostop, age and a
+    Temporal UI link.
 
-    Examples:  `styx status`    `styx status --orphans`
+    Examples:  `styx status`    `styx status --refresh`    `styx status --orphans`
     """
     if orphans:
         with api() as client, console.status("looking for orphaned instances…"):
@@ -274,7 +278,11 @@ def status(
         console.print(table)
         return
     with api() as client:
-        rows = client.status(all=all_)
+        if refresh:
+            with console.status("probing the nodes…"):
+                rows = client.status(all=all_, refresh=True)
+        else:
+            rows = client.status(all=all_)
     if clusters:
         rows = [r for r in rows if r.name in clusters]
     if not rows:
@@ -286,7 +294,9 @@ def status(
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
         link = Text("open", style=Style(link=c.workflow_url)) if c.workflow_url else Text("-")
-        table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider), str(c.num_nodes),
+        down = sum(n.status != "UP" for n in c.nodes)
+        table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider),
+                      str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
                       esc(c.status + (f": {c.status_message}" if c.status_message else "")),
                       autostop, _age(c.created_at), link)
     console.print(table)
@@ -302,8 +312,10 @@ def queue(cluster: str = typer.Argument(..., help="the cluster")) -> None:
         jobs = client.queue(cluster)
     table = Table("ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND")
     for j in jobs:
-        codes = "-" if not j.exit_codes else ",".join("?" if c is None else str(c) for c in j.exit_codes)
-        table.add_row(str(j.job_id), esc(j.name or "-"), _age(j.submitted_at) + " ago", esc(j.status), _duration(j),
+        # One code per rank; "-" for a rank Styx stopped (killed when another failed, or lost).
+        codes = "-" if not j.exit_codes else ",".join("-" if c is None else str(c) for c in j.exit_codes)
+        status = j.status + (f": {j.message}" if j.message and j.status != "SUCCEEDED" else "")
+        table.add_row(str(j.job_id), esc(j.name or "-"), _age(j.submitted_at) + " ago", esc(status), _duration(j),
                       codes, esc(j.run_summary or ""))
     console.print(table)
 
@@ -314,8 +326,8 @@ def logs(
     job_id: Optional[int] = typer.Argument(None, help="the job (default: the latest)"),
     follow: bool = typer.Option(False, "-f", "--follow", help="keep streaming until the job ends"),
     status_only: bool = typer.Option(
-        False, "--status", help="print nothing; exit 0 succeeded, 100 failed, 101 not finished, "
-        "102 not found, 103 cancelled"),
+        False, "--status", help="print the job's status (and why it failed) instead of its log; exit 0 "
+        "succeeded, 100 failed, 101 not finished, 102 not found, 103 cancelled"),
 ) -> None:
     """Print a job's full log (every node, lines prefixed by node rank).
 
@@ -336,6 +348,7 @@ def logs(
                 if err.status_code == 404:
                     raise typer.Exit(EXIT_NOT_FOUND) from None
                 raise
+            _report(job)
             raise typer.Exit(_job_exit(job) if job.finished else EXIT_NOT_FINISHED)
         out = sys.stdout.buffer
         for chunk in client.stream_logs(cluster, job_id, follow=follow):

@@ -14,6 +14,15 @@ class ClusterStatus(enum.StrEnum):
     FAILED = "FAILED"
 
 
+class NodeStatus(enum.StrEnum):
+    """A node's health as the cluster workflow knows it (the ``nodes`` table's ``status``)."""
+
+    UP = "UP"
+    #: Stopped answering (a job's phase found it unreachable, or a refresh did): no job is
+    #: placed on it until a refresh or ``start`` finds it alive.
+    DOWN = "DOWN"
+
+
 class InvalidClusterName(ValueError):
     """Not a valid cluster name; the message says what is."""
 
@@ -94,6 +103,24 @@ class NodeRequest:
 
 
 @dataclass
+class NodeDown:
+    """A node of the cluster that stopped answering, why, and since when."""
+
+    #: The node's rank in the cluster (its ``rank`` key), not in a job.
+    rank: int
+    reason: str
+    #: ISO time it was found down (workflow time); "" when the finder did not say.
+    since: str = ""
+    #: Jobs that failed because of it: their processes may still run there, so they are
+    #: killed if the node comes back (bounded: the latest ``MAX_DOWN_JOBS``).
+    jobs: list[int] = field(default_factory=list)
+
+
+#: How many job ids a ``NodeDown`` keeps.
+MAX_DOWN_JOBS = 20
+
+
+@dataclass
 class SubmitJobInput:
     task: dict[str, Any]
     name: str = ""
@@ -154,6 +181,8 @@ class ClusterDescription:
     autostop_minutes: int | None
     autostop_down: bool
     message: str | None = None
+    #: Nodes that stopped answering: no job is placed on them.
+    down_nodes: list[NodeDown] = field(default_factory=list)
 
 
 @dataclass
@@ -219,6 +248,8 @@ class ClusterState:
     #: ``REMEMBERED_SUBMISSIONS``). Temporal forgets update ids when the run continues as new;
     #: this does not.
     submissions: dict[str, SubmitJobResult] = field(default_factory=dict)
+    #: Nodes that stopped answering, by cluster rank; placement skips them.
+    down_nodes: list[NodeDown] = field(default_factory=list)
 
 
 @dataclass

@@ -5,6 +5,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from styx.contracts.clusters import NodeDown
+
 
 class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
@@ -24,6 +26,22 @@ class JobStatus(enum.StrEnum):
 JOB_TERMINAL: frozenset[JobStatus] = frozenset({
     JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.FAILED_SETUP, JobStatus.CANCELLED,
 })
+
+
+class JobErrors:
+    """``ApplicationError`` types of the job activities and of a failed job workflow."""
+
+    #: A node did not answer (connection refused, reset or timed out). Not retried by the
+    #: activity's retry policy: the job workflow retries it on its own clock, and gives the
+    #: node up once it has been unreachable for the worker's ``STYX_NODE_LOST_SECONDS``
+    #: (the error's first detail).
+    NODE_UNREACHABLE = "NodeUnreachable"
+    #: A phase's process vanished without an exit code (node stopped, process killed).
+    JOB_LOST = "JobLost"
+    #: The job workflow's own failure: a rank's run failed (details: the exit codes).
+    JOB_FAILED = "JobFailed"
+    #: The job workflow's own failure: a rank's setup failed (details: the exit codes).
+    SETUP_FAILED = "JobSetupFailed"
 
 
 def job_workflow_id(cluster: str, job_id: int) -> str:
@@ -59,6 +77,8 @@ class JobFinished:
     job_id: int
     status: str
     exit_codes: list[int | None] = field(default_factory=list)
+    #: Nodes the job found unreachable for good: the cluster places no job on them.
+    lost_nodes: list[NodeDown] = field(default_factory=list)
 
 
 @dataclass

@@ -86,6 +86,30 @@ class TeardownOutput:
     status: str
 
 
+@dataclass
+class ProbeNodesInput:
+    """The nodes of a cluster to look at now (``refresh``)."""
+
+    cluster: str
+    provider: str
+    region: str | None = None
+    #: ``NodeEndpoint.to_dict()`` each, with its cluster ``rank``.
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class NodeProbe:
+    rank: int
+    alive: bool
+    #: Why it is not alive ("" when it is).
+    reason: str = ""
+
+
+@dataclass
+class ProbeNodesOutput:
+    nodes: list[NodeProbe] = field(default_factory=list)
+
+
 class ProviderErrors:
     """``ApplicationError`` types the provider activities raise and the cluster workflow reads."""
 

@@ -70,6 +70,8 @@ class NodeInfo(BaseModel):
     host: str
     port: int
     ip: str = Field(validation_alias=AliasChoices("ip", "internal_ip"))
+    #: UP, or DOWN: it stopped answering, and no job is placed on it (see ``styx status --refresh``).
+    status: str = "UP"
 
 
 class ClusterInfo(BaseModel):

@@ -103,12 +103,15 @@ class _Routes:
                        idempotency_key=_key(idempotency_key))
 
     @staticmethod
-    def status(all: bool) -> Request:
-        return Request("GET", "/api/v1/clusters", params={"all": str(all).lower()})
+    def status(all: bool, refresh: bool = False) -> Request:
+        params = {"all": str(all).lower()}
+        if refresh:
+            params["refresh"] = "true"
+        return Request("GET", "/api/v1/clusters", params=params)
 
     @staticmethod
-    def cluster(cluster: str) -> Request:
-        return Request("GET", f"/api/v1/clusters/{cluster}")
+    def cluster(cluster: str, refresh: bool = False) -> Request:
+        return Request("GET", f"/api/v1/clusters/{cluster}", params={"refresh": "true"} if refresh else None)
 
     @staticmethod
     def queue(cluster: str) -> Request:
@@ -182,12 +185,15 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
         key = _key(idempotency_key)
         return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress), key)))
 
-    def status(self, all: bool = False) -> list[ClusterInfo]:
-        """Clusters (with ``all``, also those taken down)."""
-        return [ClusterInfo(**c) for c in self._send(_Routes.status(all))]
+    def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
+        """Clusters (with ``all``, also those taken down). With ``refresh``, the nodes of each
+        UP cluster are probed first: those that do not answer show as DOWN (``nodes[].status``,
+        ``status_message``) and get no more jobs; those that answer again get jobs again."""
+        return [ClusterInfo(**c) for c in self._send(_Routes.status(all, refresh))]
 
-    def cluster(self, cluster: str) -> ClusterInfo:
-        return ClusterInfo(**self._send(_Routes.cluster(cluster)))
+    def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
+        """One cluster with its nodes (``refresh``: probe them first, as ``status``)."""
+        return ClusterInfo(**self._send(_Routes.cluster(cluster, refresh)))
 
     def queue(self, cluster: str) -> list[JobInfo]:
         return [JobInfo(**j) for j in self._send(_Routes.queue(cluster))]
@@ -275,11 +281,11 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
         body = await send_files_async(self, _as_task(task), progress)
         return JobSubmitted(**await self._send(_Routes.exec(cluster, body, key)))
 
-    async def status(self, all: bool = False) -> list[ClusterInfo]:
-        return [ClusterInfo(**c) for c in await self._send(_Routes.status(all))]
+    async def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
+        return [ClusterInfo(**c) for c in await self._send(_Routes.status(all, refresh))]
 
-    async def cluster(self, cluster: str) -> ClusterInfo:
-        return ClusterInfo(**await self._send(_Routes.cluster(cluster)))
+    async def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
+        return ClusterInfo(**await self._send(_Routes.cluster(cluster, refresh)))
 
     async def queue(self, cluster: str) -> list[JobInfo]:
         return [JobInfo(**j) for j in await self._send(_Routes.queue(cluster))]

@@ -21,6 +21,7 @@ from styx.activities.ping import ping
 from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
+from styx.activities.health import NodeHealthActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
@@ -91,7 +92,9 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     git = GitActivities(settings, db)
     reconcile = ReconcileActivities(db, registry.lookup("aws"))
     ssh = SshActivities(settings.home, pool, db,
-                        uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes))
+                        uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes),
+                        node_lost_seconds=settings.node_lost_seconds)
+    health = NodeHealthActivities(registry, pool)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -103,6 +106,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             providers.check_providers,
             state.record_cluster, state.record_job, state.record_teardown,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
+            health.probe_nodes,
             *git.all(),
             reconcile.find_orphans,
         ],

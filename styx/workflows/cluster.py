@@ -9,6 +9,13 @@ accelerators they ask for, then run as child ``JobWorkflow``s started with an AB
 parent-close policy and tracked by id, so continuing-as-new never kills them; a child
 reports its end with the ``job_finished`` signal, sent by workflow id.
 When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
+
+Node health: a node a job found unreachable for good (``JobFinished.lost_nodes``) is marked
+DOWN (``state.down_nodes``; the nodes table's status and the cluster's status message say
+so) and no job is placed on it; the ``refresh`` update probes every node now (the provider's
+``describe_nodes``, then SSH: ``probe_nodes``), marks the dead ones DOWN and places jobs
+again on those that came back (after killing what the jobs that lost them left there);
+``start`` brings every node back UP.
 """
 
 import asyncio
@@ -32,16 +39,29 @@ with workflow.unsafe.imports_passed_through():
         ClusterSpec,
         ClusterState,
         ClusterStatus,
+        MAX_DOWN_JOBS,
+        NodeDown,
         NodeRequest,
+        NodeStatus,
         QueuedJob,
         RunningJob,
         SubmitJobInput,
         SubmitJobResult,
     )
-    from styx.contracts.jobs import JobFinished, JobInput, JobRecord, JobStatus, job_workflow_id
-    from styx.contracts.providers import PlanOutput, ProviderErrors, ProviderInput, ProviderOutput
+    from styx.contracts.jobs import JobFinished, JobInput, JobRecord, JobStatus, KillJobInput, job_workflow_id
+    from styx.contracts.providers import (
+        NodeProbe,
+        PlanOutput,
+        ProbeNodesInput,
+        ProbeNodesOutput,
+        ProviderErrors,
+        ProviderInput,
+        ProviderOutput,
+    )
     from styx.contracts.search import CLUSTER_KEY
+    from styx.activities.health import NodeHealthActivities
     from styx.activities.providers import ProviderActivities
+    from styx.activities.ssh import SshActivities
     from styx.activities.state import StateActivities
     from styx.workflows.job import JobWorkflow, record
 
@@ -51,6 +71,11 @@ PROVIDER_RETRY = RetryPolicy(
 )
 #: How long ``stop``/``down`` wait for cancelled jobs to be killed before stopping the nodes.
 DRAIN_TIMEOUT = timedelta(seconds=60)
+#: ``refresh``: one look at the nodes, tried twice at most (the caller waits for it).
+PROBE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2,
+                          non_retryable_error_types=[ProviderErrors.INVALID, ProviderErrors.NO_CREDENTIALS])
+#: Killing what a failed job left on a node that came back: best effort, quickly.
+LEFTOVER_KILL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2)
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -73,6 +98,8 @@ class ClusterWorkflow:
         self._recording: set[str] = set()
         #: Why the cluster is stopping or going down, while it drains: no job starts or is taken.
         self._halting: str | None = None
+        #: Node health changed (a job lost a node): the main loop records it.
+        self._health_changed = False
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
@@ -82,6 +109,9 @@ class ClusterWorkflow:
             async with self._lifecycle:
                 await self._provision()
         while self.state.status not in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
+            if self._health_changed:
+                self._health_changed = False
+                await self._record_health()
             await self._schedule()
             timeout = self._autostop_remaining()
             try:
@@ -117,7 +147,7 @@ class ClusterWorkflow:
             name=spec.name, provider=spec.provider, status=self.state.status,
             num_nodes=spec.num_nodes, resources=spec.resources,
             workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
-            autostop_down=spec.autostop_down, status_message=self.state.message, owner=spec.owner, **extra,
+            autostop_down=spec.autostop_down, status_message=self._status_message(), owner=spec.owner, **extra,
         ))
 
     async def _provision(self) -> None:
@@ -156,6 +186,76 @@ class ClusterWorkflow:
         self._mark_busy()
         await self._record_cluster(nodes=out.nodes, region=out.region, zone=out.zone, mark_launched=True)
 
+    # -- node health ----------------------------------------------------------------------
+    def _down_ranks(self) -> set[int]:
+        return {d.rank for d in self.state.down_nodes}
+
+    def _node_name(self, rank: int) -> str:
+        node = self.state.nodes[rank] if 0 <= rank < len(self.state.nodes) else {}
+        address = node.get("ip") or node.get("host")
+        return f"node {rank}" + (f" ({address})" if address else "")
+
+    def _status_message(self) -> str | None:
+        """The launch's message, then one line per DOWN node."""
+        parts = [self.state.message] if self.state.message else []
+        if self.state.status == ClusterStatus.UP and self.state.down_nodes:
+            down = [f"{self._node_name(d.rank)} is DOWN: {d.reason}" for d in self.state.down_nodes]
+            up = len(self.state.nodes) - len(self.state.down_nodes)
+            where = f"jobs run on the {up} other node(s)" if up else "no node is UP: jobs wait"
+            parts.append("; ".join(down) + f" — {where}; `styx status --refresh` looks again")
+        return "; ".join(parts) or None
+
+    def _nodes_with_health(self) -> list[dict[str, Any]]:
+        down = self._down_ranks()
+        return [{**node, "status": NodeStatus.DOWN if rank in down else NodeStatus.UP}
+                for rank, node in enumerate(self.state.nodes)]
+
+    async def _record_health(self) -> None:
+        await self._record_cluster(nodes=self._nodes_with_health())
+
+    def _mark_down(self, lost: NodeDown) -> bool:
+        """Note ``lost`` (a node a job gave up on); True if it was not DOWN yet."""
+        if not 0 <= lost.rank < len(self.state.nodes) or self.state.status != ClusterStatus.UP:
+            return False  # a node of an earlier start, or the cluster stopped meanwhile
+        for known in self.state.down_nodes:
+            if known.rank == lost.rank:
+                known.jobs = (known.jobs + [j for j in lost.jobs if j not in known.jobs])[-MAX_DOWN_JOBS:]
+                return False
+        self.state.down_nodes = sorted([*self.state.down_nodes, lost], key=lambda d: d.rank)
+        workflow.logger.warning("cluster %s: %s is DOWN: %s", self.spec.name, self._node_name(lost.rank), lost.reason)
+        return True
+
+    async def _apply_probes(self, probes: list[NodeProbe]) -> None:
+        """Mark the nodes a probe found dead DOWN, and the DOWN ones it found alive UP again
+        (first killing there what the jobs that lost them may have left running)."""
+        now = workflow.now().isoformat()
+        down = {d.rank: d for d in self.state.down_nodes}
+        revived: list[NodeDown] = []
+        for probe in probes:
+            if probe.alive and probe.rank in down:
+                revived.append(down.pop(probe.rank))
+            elif not probe.alive and probe.rank not in down and 0 <= probe.rank < len(self.state.nodes):
+                down[probe.rank] = NodeDown(probe.rank, probe.reason, since=now)
+                workflow.logger.warning("cluster %s: %s is DOWN: %s", self.spec.name,
+                                        self._node_name(probe.rank), probe.reason)
+        leftovers = [(node.rank, job_id) for node in revived for job_id in node.jobs]
+        if leftovers:  # before a new job may be placed there
+            await asyncio.gather(*(self._kill_leftover(rank, job_id) for rank, job_id in leftovers))
+        self.state.down_nodes = sorted(down.values(), key=lambda d: d.rank)
+        await self._record_health()
+        self._poke()
+
+    async def _kill_leftover(self, rank: int, job_id: int) -> None:
+        try:
+            await workflow.execute_activity_method(
+                SshActivities.kill_job, KillJobInput(self.spec.name, job_id, [self.state.nodes[rank]]),
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=LEFTOVER_KILL_RETRY,
+                summary=f"kill what job {job_id} left on {self._node_name(rank)}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("cluster %s: could not kill job %s on %s: %s", self.spec.name, job_id,
+                                    self._node_name(rank), err.cause)
+
     # -- the queue ----------------------------------------------------------------------
     def _free(self) -> list[dict[str, float]]:
         free = [
@@ -171,7 +271,8 @@ class ClusterWorkflow:
 
     def _place(self, job: QueuedJob) -> list[int] | None:
         need = {"cpus": job.cpus, **{k: float(v) for k, v in job.accelerators.items()}}
-        ranks = [rank for rank, free in enumerate(self._free()) if _fits(free, need)]
+        down = self._down_ranks()
+        ranks = [rank for rank, free in enumerate(self._free()) if rank not in down and _fits(free, need)]
         return ranks[: job.num_nodes] if len(ranks) >= job.num_nodes else None
 
     async def _schedule(self) -> None:
@@ -184,7 +285,7 @@ class ClusterWorkflow:
             self.state.queue.pop(0)
             wid = job_workflow_id(self.spec.name, job.job_id)
             self.state.running.append(RunningJob(job.job_id, wid, ranks, job.cpus, job.accelerators))
-            await workflow.start_child_workflow(
+            child = await workflow.start_child_workflow(
                 JobWorkflow.run,
                 JobInput(
                     cluster=self.spec.name, job_id=job.job_id, task=job.task,
@@ -199,6 +300,8 @@ class ClusterWorkflow:
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 search_attributes=workflow.info().typed_search_attributes,
             )
+            # Its end comes by signal; a failed or cancelled child's result is not an error here.
+            child.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _fail_queued(self, message: str, status: str = JobStatus.FAILED) -> None:
         queued, self.state.queue = self.state.queue, []
@@ -213,7 +316,9 @@ class ClusterWorkflow:
     def job_finished(self, finished: JobFinished) -> None:
         before = len(self.state.running)
         self.state.running = [j for j in self.state.running if j.job_id != finished.job_id]
-        if len(self.state.running) != before:
+        for lost in finished.lost_nodes:
+            self._health_changed |= self._mark_down(lost)
+        if len(self.state.running) != before or self._health_changed:
             self._mark_busy()
             self._poke()
 
@@ -366,11 +471,29 @@ class ClusterWorkflow:
             out = await self._provider(ProviderActivities.start)
             self.state.nodes = out.nodes
             self.state.zone = out.zone or self.state.zone
+            self.state.down_nodes = []  # every node was started afresh
             self.state.status = ClusterStatus.UP
             self._mark_busy()
             await self._record_cluster(nodes=out.nodes)
             self._poke()
             return self.describe()
+
+    @workflow.update
+    async def refresh(self) -> ClusterDescription:
+        """Look at every node now (``styx status --refresh``): DOWN the dead, UP the revived.
+        A cluster that is not UP, or is stopping or starting, is described as it is."""
+        if self.state.status != ClusterStatus.UP or self._lifecycle.locked():
+            return self.describe()
+        out: ProbeNodesOutput = await workflow.execute_activity_method(
+            NodeHealthActivities.probe_nodes,
+            ProbeNodesInput(self.spec.name, self.spec.provider, self.state.region or self.spec.region,
+                            list(self.state.nodes)),
+            start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=PROBE_RETRY, summary=f"probe the {len(self.state.nodes)} node(s)",
+        )
+        if self.state.status == ClusterStatus.UP and not self._lifecycle.locked():
+            await self._apply_probes(out.nodes)
+        return self.describe()
 
     @workflow.update
     async def down(self) -> ClusterDescription:
@@ -472,7 +595,7 @@ class ClusterWorkflow:
             nodes=self.state.nodes, queued=[j.job_id for j in self.state.queue],
             running=[j.job_id for j in self.state.running], next_job_id=self.state.next_job_id,
             autostop_minutes=spec.autostop_minutes, autostop_down=spec.autostop_down,
-            message=self.state.message,
+            message=self._status_message(), down_nodes=list(self.state.down_nodes),
         )
 
 

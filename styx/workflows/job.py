@@ -2,19 +2,42 @@
 
 Uploads the workdir and file mounts, runs ``setup`` (for a launch's job, not an exec's, as
 SkyPilot) then ``run`` on every node (detached on the node, so a worker crash does not kill
-it), records exit codes, and tells its cluster when it ends. Cancelling the workflow kills the job's process groups on every node.
+it), records exit codes, and tells its cluster when it ends (the ``job_finished`` signal, by
+workflow id).
+
+A job fails as SkyPilot's do: as soon as one rank fails — its phase exits non-zero, its
+process vanishes (``JobLost``), or its node stops answering for good — the job is FAILED
+(FAILED_SETUP in setup), the other ranks' activities are cancelled, and the job's processes
+are killed on every node that still answers (``kill_job``). The job's ``message`` names the
+rank, its node and what happened (``rank 1 (127.0.3.4) exited 1``); ``exit_codes`` has one
+entry per rank: the exit code of a rank whose phase ended by itself, None for a rank that
+was stopped (killed because another failed, or on a lost node).
+
+A node that does not answer (``NodeUnreachable`` from the SSH activities) is retried on this
+workflow's clock — a blip costs nothing — until it has been unreachable for the worker's
+``STYX_NODE_LOST_SECONDS`` (the error carries it); then the job fails naming the node, and
+the cluster hears of it (``JobFinished.lost_nodes``) and places no more jobs there.
+
+Cancelling the workflow kills the job's process groups on every node. The workflow closes
+as Temporal's UI should show it, always after recording the status and telling the cluster:
+COMPLETED when the job SUCCEEDED, FAILED (a non-retryable ``JobFailed`` / ``JobSetupFailed``
+``ApplicationError`` with the exit codes as details) when it FAILED / FAILED_SETUP, and
+CANCELED when it was CANCELLED.
 """
 
 import asyncio
-from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from styx.contracts.clusters import NodeDown
     from styx.contracts.jobs import (
+        JobErrors,
         JobFinished,
         JobInput,
         JobRecord,
@@ -28,15 +51,23 @@ with workflow.unsafe.imports_passed_through():
     from styx.activities.ssh import SshActivities
     from styx.activities.state import StateActivities
 
+T = TypeVar("T")
+
 STATE_TIMEOUT = timedelta(seconds=30)
 STATE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 #: Killing is best effort: a node that is gone has no process left to kill.
 KILL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
-#: A node may be unreachable for a while (worker restart, network blip) before a job fails.
+#: Retries of a phase the server makes: a worker that died (heartbeat timeout) or an error
+#: no one classified. A node that does not answer is retried by ``_on_node`` instead.
 PHASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
-    maximum_attempts=30, non_retryable_error_types=["JobLost", "InvalidTask"],
+    maximum_attempts=30,
+    non_retryable_error_types=[JobErrors.JOB_LOST, "InvalidTask", JobErrors.NODE_UNREACHABLE],
 )
+#: Waits between tries of a node that does not answer.
+UNREACHABLE_RETRY_MIN, UNREACHABLE_RETRY_MAX = 1.0, 5.0
+#: How long a node may stay unreachable when the error does not say (the worker's setting does).
+DEFAULT_NODE_LOST_SECONDS = 30.0
 
 
 async def record(activity: Callable[[Any, Any], Awaitable[None]], row: Any) -> None:
@@ -89,23 +120,64 @@ def job_env(inp: JobInput, rank: int) -> dict[str, str]:
     return {**base, **aliases, **inp.env}
 
 
-def _is_cancellation(err: BaseException) -> bool:
-    if isinstance(err, asyncio.CancelledError):
-        return True
-    return isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+def _where(rank: int, node: dict[str, Any]) -> str:
+    """``rank 1 (127.0.3.4)``: a rank of the job and its node, as messages and the UI name it."""
+    return f"rank {rank} ({node.get('ip') or node.get('host')})"
 
 
-def _failure_message(err: ActivityError) -> str:
-    cause = err.cause
-    if cause is None:
-        return str(err)
-    return f"{getattr(cause, 'type', None) or type(cause).__name__}: {cause}"
+def _failure_message(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) and err.cause is not None else err
+    text = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return f"{getattr(cause, 'type', None) or type(cause).__name__}: {text}"
+
+
+def _lost_after(err: ApplicationError) -> float:
+    """The seconds a node may stay unreachable, as the worker that tried it says."""
+    if err.details and isinstance(err.details[0], (int, float)) and err.details[0] > 0:
+        return float(err.details[0])
+    return DEFAULT_NODE_LOST_SECONDS
+
+
+class _NodeLost(Exception):
+    """A node stayed unreachable past its bound (raised inside the workflow only)."""
+
+    def __init__(self, seconds: float, detail: str) -> None:
+        super().__init__(f"node unreachable for {seconds:.0f} s ({detail})")
+        self.seconds = seconds
+
+
+@dataclass
+class _RankFailure:
+    """The first rank that failed, and how."""
+
+    rank: int
+    node: dict[str, Any]
+    #: Its exit code, when its phase exited non-zero; else ``reason`` says what happened.
+    exit_code: int | None = None
+    reason: str = ""
+
+    def message(self, prefix: str = "") -> str:
+        """``rank 1 (127.0.3.4) exited 1``, after ``prefix`` ("setup on ")."""
+        what = self.reason or f"exited {self.exit_code}"
+        return f"{prefix}{_where(self.rank, self.node)} {what}"
+
+
+@dataclass
+class _Outcome:
+    status: str
+    exit_codes: list[int | None] = field(default_factory=list)
+    message: str | None = None
+    #: Nodes found unreachable for good, for the cluster.
+    lost: list[NodeDown] = field(default_factory=list)
+    #: The cancellation to re-raise once the job's end is recorded.
+    cancelled: BaseException | None = None
 
 
 @workflow.defn(name="JobWorkflow")
 class JobWorkflow:
     def __init__(self) -> None:
         self._status = JobStatus.PENDING
+        self._lost: list[NodeDown] = []
 
     @workflow.query
     def status(self) -> str:
@@ -113,39 +185,61 @@ class JobWorkflow:
 
     @workflow.run
     async def run(self, inp: JobInput) -> JobFinished:
-        exit_codes: list[int | None] = []
-        message: str | None = None
         try:
-            # An exec skips setup, as SkyPilot's does; its files are synced all the same.
-            setup = inp.task.get("setup") if inp.run_setup else None
-            if setup or self._has_files(inp):
-                await self._set_status(inp, JobStatus.SETTING_UP)
-                await self._sync_files(inp)
-            if setup:
-                exit_codes = await self._run_phase(inp, "setup", setup)
-                if any(code != 0 for code in exit_codes):
-                    status = JobStatus.FAILED_SETUP
-                    message = f"setup exited with {exit_codes}"
-                    return await self._finish(inp, status, exit_codes, message)
-            # The run activity records RUNNING in the DB once the job has started on rank 0.
-            self._status = JobStatus.RUNNING
-            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
-            exit_codes = await self._run_phase(inp, "run", inp.task.get("run") or "true")
-            status = JobStatus.SUCCEEDED if all(code == 0 for code in exit_codes) else JobStatus.FAILED
+            outcome = await self._execute(inp)
         except (asyncio.CancelledError, ActivityError) as err:
-            if _is_cancellation(err):
-                status, message = JobStatus.CANCELLED, "cancelled"
+            if not is_cancelled_exception(err):
+                outcome = _Outcome(JobStatus.FAILED, message=_failure_message(err))
             else:
-                status, message = JobStatus.FAILED, _failure_message(err)
-            # Cancelled, or one node failed: leave no process of the job on any node.
-            try:
-                await workflow.execute_activity_method(
-                    SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, inp.nodes),
-                    start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
-                )
-            except ActivityError as kill_err:  # a node that stays unreachable runs nothing
-                message = f"{message}; could not reach every node to kill the job: {kill_err.cause}"
-        return await self._finish(inp, status, exit_codes, message)
+                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled", cancelled=err)
+        outcome.lost = self._lost
+        # A cancel arriving now does not cut this short: the job ends as it was ending.
+        finished = await _uncancellable(self._conclude(inp, outcome))
+        if outcome.cancelled is not None:
+            raise outcome.cancelled
+        if outcome.status in (JobStatus.FAILED, JobStatus.FAILED_SETUP):
+            kind = JobErrors.SETUP_FAILED if outcome.status == JobStatus.FAILED_SETUP else JobErrors.JOB_FAILED
+            raise ApplicationError(outcome.message or outcome.status, {"exit_codes": outcome.exit_codes},
+                                   type=kind, non_retryable=True)
+        return finished
+
+    async def _execute(self, inp: JobInput) -> _Outcome:
+        """Files, setup, run: the first rank that fails ends the job."""
+        # An exec skips setup, as SkyPilot's does; its files are synced all the same.
+        setup = inp.task.get("setup") if inp.run_setup else None
+        if setup or self._has_files(inp):
+            await self._set_status(inp, JobStatus.SETTING_UP)
+            failure = await self._sync_files(inp)
+            if failure is not None:
+                return _Outcome(JobStatus.FAILED, [None] * len(inp.nodes), failure.message("copying files to "))
+        if setup:
+            codes, failure = await self._run_phase(inp, "setup", setup)
+            if failure is not None:
+                return _Outcome(JobStatus.FAILED_SETUP, codes, failure.message("setup on "))
+        # The run activity records RUNNING in the DB once the job has started on rank 0.
+        self._status = JobStatus.RUNNING
+        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
+        codes, failure = await self._run_phase(inp, "run", inp.task.get("run") or "true")
+        if failure is not None:
+            return _Outcome(JobStatus.FAILED, codes, failure.message())
+        return _Outcome(JobStatus.SUCCEEDED, codes)
+
+    async def _conclude(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
+        if outcome.status != JobStatus.SUCCEEDED:
+            # Cancelled, or one rank failed: leave no process of the job on any node that answers.
+            lost = {n.rank for n in outcome.lost}
+            reachable = [n for n in inp.nodes if n.get("rank") not in lost]
+            if reachable:
+                try:
+                    await workflow.execute_activity_method(
+                        SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, reachable),
+                        start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
+                        summary=f"kill job {inp.job_id} on {len(reachable)} node(s)",
+                    )
+                except ActivityError as kill_err:  # a node that stays unreachable runs nothing
+                    outcome.message = (f"{outcome.message}; could not reach every node to kill the job: "
+                                       f"{kill_err.cause}")
+        return await self._finish(inp, outcome)
 
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
         self._status = status
@@ -160,38 +254,113 @@ class JobWorkflow:
     def _has_files(self, inp: JobInput) -> bool:
         return bool(inp.task.get("workdir") or self._mounts(inp))
 
-    async def _sync_files(self, inp: JobInput) -> None:
+    async def _sync_files(self, inp: JobInput) -> _RankFailure | None:
         workdir = inp.task.get("workdir")
+        if not self._has_files(inp):
+            return None
         mounts = self._mounts(inp)
-        await asyncio.gather(*(
-            workflow.execute_activity_method(
+
+        def sync(rank: int, node: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+            return lambda: workflow.execute_activity_method(
                 SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=PHASE_RETRY,
+                retry_policy=PHASE_RETRY, summary=f"copy files to {_where(rank, node)}",
             )
-            for node in inp.nodes
-        ))
 
-    async def _run_phase(self, inp: JobInput, phase: str, script: str) -> list[int | None]:
-        results: list[RunPhaseOutput] = await asyncio.gather(*(
-            workflow.execute_activity_method(
-                SshActivities.run_phase,
-                RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
-                                sealed_secrets=inp.sealed_secrets,
-                                record_end=phase == "run" and len(inp.nodes) == 1),
-                # Jobs may run for weeks; the heartbeat is what detects a dead worker.
-                start_to_close_timeout=timedelta(days=365),
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=PHASE_RETRY,
-            )
-            for rank, node in enumerate(inp.nodes)
-        ))
-        return [r.exit_code for r in results]
+        _, failure = await self._on_every_node(inp, "copying files of", sync)
+        return failure
 
-    async def _finish(self, inp: JobInput, status: str, exit_codes: list[int | None],
-                      message: str | None) -> JobFinished:
-        await self._set_status(inp, status, exit_codes=exit_codes, message=message)
-        finished = JobFinished(inp.job_id, status, exit_codes)
+    async def _run_phase(self, inp: JobInput, phase: str, script: str) -> tuple[list[int | None], _RankFailure | None]:
+        def run(rank: int, node: dict[str, Any]) -> Callable[[], Awaitable[int | None]]:
+            async def call() -> int | None:
+                out: RunPhaseOutput = await workflow.execute_activity_method(
+                    SshActivities.run_phase,
+                    RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
+                                  sealed_secrets=inp.sealed_secrets,
+                                  record_end=phase == "run" and len(inp.nodes) == 1),
+                    # Jobs may run for weeks; the heartbeat is what detects a dead worker.
+                    start_to_close_timeout=timedelta(days=365),
+                    heartbeat_timeout=timedelta(seconds=10),
+                    retry_policy=PHASE_RETRY,
+                    summary=f"{phase} on {_where(rank, node)}",
+                )
+                return out.exit_code
+            return call
+
+        return await self._on_every_node(inp, f"{phase} of", run)
+
+    async def _on_every_node(
+        self, inp: JobInput, what: str, make: Callable[[int, dict[str, Any]], Callable[[], Awaitable[Any]]],
+    ) -> tuple[list[int | None], _RankFailure | None]:
+        """Run one activity per rank at once; return each rank's result (an exit code, or
+        None) and the first rank that failed — an exit code other than 0, an activity that
+        failed, a node lost — at which moment the others are cancelled."""
+        tasks = [asyncio.create_task(self._on_node(inp, rank, node, make(rank, node)))
+                 for rank, node in enumerate(inp.nodes)]
+        results: list[int | None] = [None] * len(tasks)
+        failure: _RankFailure | None = None
+        try:
+            pending = list(tasks)
+            while pending and failure is None:
+                done, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=tasks.index):  # the lowest rank first, whatever the order
+                    rank = tasks.index(task)
+                    node = inp.nodes[rank]
+                    try:
+                        result = task.result()
+                    except _NodeLost as lost:
+                        failure = failure or _RankFailure(rank, node, reason=f"lost: {lost}")
+                        self._lost.append(NodeDown(
+                            int(node.get("rank", rank)),
+                            f"unreachable for {lost.seconds:.0f} s during {what} job {inp.job_id}",
+                            since=workflow.now().isoformat(), jobs=[inp.job_id]))
+                        continue
+                    except ActivityError as err:
+                        if is_cancelled_exception(err):
+                            raise
+                        failure = failure or _RankFailure(rank, node, reason=f"failed: {_failure_message(err)}")
+                        continue
+                    results[rank] = result
+                    if isinstance(result, int) and result != 0 and failure is None:
+                        failure = _RankFailure(rank, node, exit_code=result)
+        finally:
+            # Not awaited: a finally that awaits breaks when the worker evicts the workflow.
+            # A cancelled task's activity gets its cancel request as the workflow goes on.
+            for task in tasks:
+                if not task.done():
+                    task.add_done_callback(_consume)
+                    task.cancel()
+        return results, failure
+
+    async def _on_node(self, inp: JobInput, rank: int, node: dict[str, Any], call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` (one activity on ``node``), tried again while the node does not answer;
+        ``_NodeLost`` once it has not answered for the bound the worker gives. The streak
+        starts again whenever an attempt lasted longer than the bound (it reached the node)."""
+        down_since: datetime | None = None
+        delay = UNREACHABLE_RETRY_MIN
+        while True:
+            started = workflow.now()
+            try:
+                return await call()
+            except ActivityError as err:
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == JobErrors.NODE_UNREACHABLE):
+                    raise
+                now = workflow.now()
+                bound = _lost_after(cause)
+                if down_since is None or (now - started).total_seconds() > bound:
+                    down_since, delay = now, UNREACHABLE_RETRY_MIN
+                down_for = (now - down_since).total_seconds()
+                if down_for >= bound:
+                    raise _NodeLost(down_for, cause.message) from None
+                workflow.logger.info("job %s: %s unreachable for %.0f s, trying again", inp.job_id,
+                                     _where(rank, node), down_for)
+                await workflow.sleep(min(delay, bound - down_for))
+                delay = min(delay * 2, UNREACHABLE_RETRY_MAX)
+
+    async def _finish(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
+        await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
+        finished = JobFinished(inp.job_id, outcome.status, outcome.exit_codes, lost_nodes=outcome.lost)
         # By workflow id, not run id: the cluster may have continued-as-new since it started us.
         try:
             await workflow.get_external_workflow_handle(inp.cluster_workflow_id).signal(
@@ -199,3 +368,20 @@ class JobWorkflow:
         except Exception:  # the cluster workflow is gone (downed); the DB row is what matters
             workflow.logger.warning("cluster %s is gone; nothing to tell it", inp.cluster)
         return finished
+
+
+def _consume(task: "asyncio.Future[Any]") -> None:
+    """Retrieve a finished task's outcome so that an ignored failure is not logged."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _uncancellable(coro: Awaitable[T]) -> T:
+    """Await ``coro`` to its end even if the workflow is cancelled meanwhile."""
+    task = asyncio.ensure_future(coro)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise

@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from temporalio.service import RPCError
 
-from styx.api.deps import CurrentUser, IdempotencyKey, PathId, StateDep, TemporalDep
+from styx.api.deps import CurrentUser, IdempotencyKey, PathId, StateDep, TemporalDep, get_temporal
 from styx.api.routes.uploads import upload_access
 from styx.contracts.clusters import (
     CLUSTER_GONE,
@@ -211,20 +211,50 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     return _submitted(state, req.cluster, result, warnings)
 
 
+#: How many clusters ``?refresh=true`` probes at once.
+REFRESH_CONCURRENCY = 8
+_REFRESH_QUERY = Query(False, description="probe the nodes now (the provider's view, then SSH) and mark "
+                                          "those that do not answer DOWN, those that do UP, before answering")
+
+
+async def _refresh(client: Any, cluster: Cluster) -> None:
+    """Ask the cluster's workflow to probe its nodes now (its ``refresh`` update)."""
+    await _update(lambda: service.update_cluster(client, cluster.workflow_id, "refresh",
+                                                 result_type=ClusterDescription))
+
+
 @router.get("", response_model=list[ClusterInfo], summary="List clusters")
 async def list_clusters(state: StateDep, user: CurrentUser,
-                        all: bool = Query(False, description="include clusters taken down")) -> list[ClusterInfo]:
-    """The clusters the caller may see: their own, those shared with them (admins: all)."""
+                        all: bool = Query(False, description="include clusters taken down"),
+                        refresh: bool = _REFRESH_QUERY) -> list[ClusterInfo]:
+    """The clusters the caller may see: their own, those shared with them (admins: all).
+    With ``refresh``, each UP one's nodes are probed first (a cluster whose probe fails is
+    shown as last known)."""
     rows = await asyncio.to_thread(state.db.clusters.list)
     rows = [c for c in rows if all or c.status != ClusterStatus.TERMINATED]
     shares = await asyncio.to_thread(state.db.clusters.shares_of, [c.name for c in rows])
-    return [cluster_info(state, c, shares.get(c.name, [])) for c in rows
-            if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
+    rows = [c for c in rows if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
+    if refresh:
+        client = await get_temporal(state)  # only now: a plain listing needs no Temporal
+        limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+        async def one(cluster: Cluster) -> None:
+            async with limit:
+                await _refresh(client, cluster)
+
+        await asyncio.gather(*(one(c) for c in rows if c.status == ClusterStatus.UP), return_exceptions=True)
+        fresh = {c.name: c for c in await asyncio.to_thread(state.db.clusters.list)}
+        rows = [fresh.get(c.name, c) for c in rows]
+    return [cluster_info(state, c, shares.get(c.name, [])) for c in rows]
 
 
 @router.get("/{name}", response_model=ClusterInfo, summary="One cluster, with its nodes")
-async def get_cluster(name: str, state: StateDep, user: CurrentUser) -> ClusterInfo:
+async def get_cluster(name: str, state: StateDep, user: CurrentUser,
+                      refresh: bool = _REFRESH_QUERY) -> ClusterInfo:
     cluster, _ = await _authorized(state, user, name, ClusterAccess.USE)
+    if refresh and cluster.status == ClusterStatus.UP:
+        await _refresh(await get_temporal(state), cluster)
+        cluster = _cluster_or_404(state, name)
     return cluster_info(state, cluster)
 
 
