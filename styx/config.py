@@ -207,6 +207,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _loopback_db_port(db_url: str) -> list[int]:
+    """The TCP port of a PostgreSQL on loopback named by ``db_url`` (none for SQLite, a
+    Unix socket, or a database on another host)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(db_url)
+    if not parts.scheme.split("+")[0] in ("postgresql", "postgres") or not parts.hostname:
+        return []
+    if not is_loopback(parts.hostname):
+        return []
+    try:
+        return [parts.port or 5432]
+    except ValueError:
+        return []
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Styx keeps its state and how its processes find each other."""
@@ -316,6 +332,23 @@ class Settings:
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
         )
+
+    def control_plane_ports(self) -> tuple[int, ...]:
+        """The TCP ports local nodes' jobs must not connect to (see the README's "Security
+        model"): the embedded Temporal dev server's gRPC and UI ports (or a loopback
+        ``STYX_TEMPORAL_ADDRESS``'s port), a loopback PostgreSQL's port, the worker's metrics
+        port. What authenticates its callers (the API, the git server) is not among them."""
+        ports: set[int] = set()
+        if self.external_temporal is None:
+            ports.update((self.temporal_port, self.temporal_ui_port))
+        else:
+            host, _, port = self.external_temporal.rpartition(":")
+            if port.isdigit() and is_loopback(host.strip("[]")):
+                ports.add(int(port))
+        ports.update(_loopback_db_port(self.db_url))
+        if self.worker_metrics_port:
+            ports.add(self.worker_metrics_port)
+        return tuple(sorted(p for p in ports if 0 < p < 65536))
 
     @property
     def temporal_address(self) -> str:

@@ -13,12 +13,14 @@ address.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import http.server
 import json
 import os
 import pwd
 import shutil
+import socket
 import stat
 import sys
 import threading
@@ -106,6 +108,61 @@ def test_a_non_admins_job_cannot_read_styx_credentials_keys_or_database(stack: S
     assert "Permission denied" in log
     assert stack.token not in log
     assert "user=styx-c-" in log and "uid=0" not in log
+
+
+def _landlock_net_abi() -> int:
+    from styx.providers.local import netguard
+
+    return netguard.abi_version()
+
+
+@needs_root
+@pytest.mark.skipif(_landlock_net_abi() < 4,
+                    reason="Landlock restricts TCP ports from ABI 4 (Linux 6.7) on; this kernel cannot")
+def test_a_non_admins_job_cannot_connect_to_temporal_but_reaches_other_loopback_ports(
+        stack: StyxStack, bob: Client):
+    temporal_port = int(stack.settings.temporal_address.rpartition(":")[2])
+    assert temporal_port in stack.settings.control_plane_ports()
+    with socket.socket() as other:  # some other loopback service: not the control plane's
+        other.bind(("127.0.0.1", 0))
+        other.listen(8)
+        other_port = other.getsockname()[1]
+        script = "\n".join([
+            "python3 - <<'EOF'",
+            "import socket",
+            f"for name, port in (('temporal', {temporal_port}), ('other', {other_port})):",
+            "    try:",
+            "        socket.create_connection(('127.0.0.1', port), timeout=10).close()",
+            "        print(name, 'CONNECTED')",
+            "    except OSError as exc:",
+            "        print(name, 'REFUSED', exc.errno, exc.strerror)",
+            "EOF",
+        ])
+        status, log = run_job(bob, "bob-box", script)
+
+    assert status == "SUCCEEDED", log
+    assert "temporal REFUSED 13 Permission denied" in log, log  # EACCES: Landlock, not the server
+    assert "other CONNECTED" in log, log
+
+
+def test_the_control_plane_ports_jobs_may_not_connect_to():
+    base = Settings(home=Path("/nonexistent"), db_url="sqlite:////x/styx.db", temporal_port=7733,
+                    temporal_ui_port=7734, worker_metrics_port=7790, api_port=7780)
+    # The embedded dev server's gRPC and UI ports, the worker's metrics; never the API's.
+    assert base.control_plane_ports() == (7733, 7734, 7790)
+    assert dataclasses.replace(base, worker_metrics_port=0).control_plane_ports() == (7733, 7734)
+    # A PostgreSQL on loopback (its port, or 5432), not one elsewhere nor over a Unix socket.
+    for url, ports in [
+        ("postgresql+psycopg://styx:pw@127.0.0.1:6543/styx", (6543,)),
+        ("postgresql://styx@localhost/styx", (5432,)),
+        ("postgresql://styx@[::1]:5433/styx", (5433,)),
+        ("postgresql://styx@db.example.com:5432/styx", ()),
+        ("postgresql:///styx?host=/var/run/postgresql", ()),
+    ]:
+        assert dataclasses.replace(base, db_url=url).control_plane_ports() == tuple(sorted((7733, 7734, 7790) + ports)), url
+    # Temporal run elsewhere: its port when that is loopback; no dev-server ports then.
+    assert dataclasses.replace(base, external_temporal="127.0.0.1:7233").control_plane_ports() == (7233, 7790)
+    assert dataclasses.replace(base, external_temporal="temporal.example.com:7233").control_plane_ports() == (7790,)
 
 
 @needs_root

@@ -63,7 +63,7 @@ def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider |
     """Every provider this worker serves, by the name tasks use (``infra: <name>/…``).
     A new provider is one package under ``styx/providers/`` and one line here."""
     local = LocalProvider(settings.local_nodes_dir(), public_key_line(key), isolate=settings.local_isolation,
-                          max_nodes=settings.local_max_nodes)
+                          max_nodes=settings.local_max_nodes, deny_ports=settings.control_plane_ports())
     aws = aws or AwsProvider(
         deployment_id=settings.deployment_id(), public_key=public_key_line(key),
         # Emulated instances are reached through local nodes on 127.x (see providers/aws/loopback.py).

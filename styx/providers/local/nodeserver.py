@@ -3,7 +3,8 @@
 Run as::
 
     python -m styx.providers.local.nodeserver --home DIR --host 127.0.0.1 --port 0 \\
-        --host-key FILE --ready-file FILE [--authorized-keys FILE] [--run-as USER]
+        --host-key FILE --ready-file FILE [--authorized-keys FILE] [--run-as USER] \\
+        [--deny-port PORT ...]
 
 It behaves like a freshly booted VM that the SSH client activities can reach: public-key
 login against ``--authorized-keys`` and ``DIR/.ssh/authorized_keys`` (both re-read on every
@@ -20,6 +21,11 @@ everything the server itself does in the home — SFTP operations, reading
 ``~/.ssh/authorized_keys`` — runs in threads whose file-system uid and gid are USER's
 (``setfsuid``), so files land owned by USER and a symlink USER planted reaches only what
 USER may reach. The server's own files (host key, ready file) stay root's.
+
+With ``--deny-port PORT`` (repeatable; the provider passes the control plane's loopback ports
+when jobs run as a job user) the server puts itself, before it starts anything, in a Landlock
+domain that refuses TCP connects to those ports (``netguard``); every session's command
+inherits it. Where Landlock cannot restrict ports (ABI < 4) it logs a warning and goes on.
 
 How commands are run follows measurements of asyncssh 2.24 (see the SSH node notes):
 children get raw ``os.pipe()`` descriptors that are handed to ``process.redirect`` with
@@ -55,6 +61,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from styx.files import atomic_write
+from styx.providers.local import netguard
 
 log = logging.getLogger("styx.providers.local.nodeserver")
 
@@ -577,6 +584,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ready-file", type=Path, required=True, help="JSON written when listening")
     p.add_argument("--authorized-keys", type=Path, help="keys let in besides ~/.ssh/authorized_keys")
     p.add_argument("--run-as", metavar="USER", help="run sessions as USER (the server runs as root)")
+    p.add_argument("--deny-port", type=int, action="append", default=[], metavar="PORT",
+                   help="refuse TCP connects to PORT from sessions (Landlock; repeatable)")
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -619,6 +628,13 @@ def main(argv: list[str] | None = None) -> None:
     # A client that sends stdin to a command which does not read it makes asyncio log a
     # warning per write to the closed pipe; sshd drops that data silently too.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    if args.deny_port:
+        # Before asyncio.run: no thread or child exists yet, so all of them inherit it.
+        try:
+            netguard.deny_tcp_connect(args.deny_port)
+        except netguard.NetGuardUnavailable as exc:
+            log.warning("jobs can connect to the control plane's ports %s: %s",
+                        sorted(set(args.deny_port)), exc)
     asyncio.run(serve(args))
 
 

@@ -52,6 +52,7 @@ import contextlib
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -61,7 +62,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,13 @@ from styx.contracts.clusters import ClusterName
 from styx.files import async_flock, atomic_write
 from styx.config import local_node_capacity
 from styx.providers.base import InvalidProviderRequest, ProvisionError, Provisioned
-from styx.providers.local import procs, users
+from styx.providers.local import netguard, procs, users
 from styx.providers.local.users import JobUser
 from styx.ssh import NodeEndpoint
 
 __all__ = ["ClusterNotFound", "LocalProvider", "NodeStartFailed"]
+
+log = logging.getLogger("styx.providers.local")
 
 _NODE_DIR_RE = re.compile(r"^node-(\d+)$")
 
@@ -115,9 +118,17 @@ class LocalProvider:
         stop_grace: float = 3.0,
         isolate: bool = False,
         max_nodes: int | None = None,
+        deny_ports: Iterable[int] = (),
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.isolate = isolate
+        #: TCP ports a job user's sessions may not connect to (``Settings.control_plane_ports``;
+        #: the node servers enforce it with Landlock, see ``netguard``).
+        self.deny_ports = tuple(sorted({int(p) for p in deny_ports}))
+        if isolate and self.deny_ports and netguard.abi_version() < netguard.NET_ABI:
+            log.warning("Landlock cannot restrict TCP ports on this kernel (ABI %d < %d): local jobs "
+                        "can connect to the control plane's ports %s", netguard.abi_version(),
+                        netguard.NET_ABI, list(self.deny_ports))
         #: The most nodes one cluster may have (``STYX_LOCAL_MAX_NODES``); None: what the
         #: machine can host when the cluster is provisioned (``styx.config.local_node_capacity``).
         self.max_nodes = max_nodes
@@ -379,6 +390,8 @@ class LocalProvider:
         ]  # fmt: skip
         if user is not None:
             argv += ["--run-as", user.name]
+            for port in self.deny_ports:
+                argv += ["--deny-port", str(port)]
         log_fd = os.open(ndir / "server.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(log_fd, "ab") as log:
             proc = subprocess.Popen(
