@@ -122,7 +122,7 @@ def test_a_failing_rank_fails_the_job_within_seconds_and_stops_the_others(stack:
         "setup": 'if [ "$STYX_NODE_RANK" = 2 ]; then sleep 0.5; exit 7; fi; sleep 300',
         "run": "echo never-runs",
     }))
-    r = stack.cli("exec", "trio", str(task))
+    r = stack.cli("launch", "-c", "trio", str(task))  # a launch runs setup (an exec does not)
     assert r.returncode == 100, r.stdout + r.stderr
     assert f"FAILED_SETUP (exit codes -,-,7) — setup on rank 2 ({ips[2]}) exited 7" in r.stdout, r.stdout
     setup_job = job_id_of(r.stdout)
