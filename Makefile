@@ -1,5 +1,6 @@
-# `make run`: set up and start the embedded stack.  `make test`: set up and run the tests
-# (one round of the faults suite).  `make chaos`: the faults suite's ten rounds.
+# `make run`: set up and start the embedded stack.  `make test`: set up and run the tests,
+# two test files at a time, but the suites of minutes.  `make chaos`: those — the multi-host
+# deployment and the faults suite (ten rounds).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,11 +20,12 @@ run: $(STAMP)
 	$(BIN)/styx up --launch examples/hello.yaml -c dev
 
 test: $(STAMP)
-	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest -q
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not long"
 
-# The faults suite's long run: ten rounds of kill -9 of each part (tests/chaos/).
+# The suites of minutes: the multi-host deployment, and ten rounds of kill -9 of each part
+# (tests/chaos/).
 chaos: $(STAMP)
-	AWS_EC2_METADATA_DISABLED=true STYX_CHAOS_ROUNDS=$${STYX_CHAOS_ROUNDS:-10} $(BIN)/python -m pytest -q -s -rxX tests/chaos
+	AWS_EC2_METADATA_DISABLED=true STYX_CHAOS_ROUNDS=$${STYX_CHAOS_ROUNDS:-10} $(BIN)/python -m pytest -q -s -rxX -m long
 
 bench: $(STAMP)
 	$(BIN)/python bench/exec_latency.py

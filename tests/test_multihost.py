@@ -52,7 +52,7 @@ from tests.fixtures.git import REPO_ROOT, make_git_user
 from tests.fixtures.stack import kill_local_nodes, settings_for, traversable_tmp_dir, wait_for
 from tests.fixtures.temporal import UI_PORT, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 CLUSTERS = ("mh-a", "mh-b", "mh-c", "mh-d")
 JOBS = 200

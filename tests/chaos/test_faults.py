@@ -47,7 +47,7 @@ IN_FLIGHT = 30
 #: Each job prints LINES lines, PAUSE seconds apart.
 LINES, PAUSE = 16, 0.25
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.long]
 
 
 def say(message: str) -> None:
