@@ -197,5 +197,5 @@ def test_check_reports_each_provider_from_the_worker(aws_stack: StyxStack):
     assert results["local"].ok
     assert results["aws"].ok, results["aws"].reason  # the emulator's fake credentials and default VPC
     assert not results["ssh"].ok and "ssh_pools.yaml" in results["ssh"].reason
-    r = aws_stack.cli("check", check=True)
+    r = aws_stack.cli("check", check=True, env={"COLUMNS": "200"})  # a wide terminal: no reason wrapped
     assert "aws" in r.stdout and "ssh_pools.yaml" in r.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from styx.gitserver.names import RepoName
 from styx.sdk.client import Client
-from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
+from tests.fixtures.git import GitServerProcess, GitStyxStack, GitUser, make_git_user
 
 pytestmark = pytest.mark.slow
 
@@ -323,16 +323,17 @@ def test_a_pushed_mount_of_a_path_missing_from_the_commit_fails_the_job_naming_t
 
 def test_a_push_that_would_run_a_non_admins_job_on_unisolated_local_nodes_fails_naming_the_setting(
         git_stack: GitStyxStack, people, tmp_path: Path):
-    # A worker whose local nodes run jobs as Styx's own user (as when Styx is not root).
+    # A deployment whose local nodes run jobs as Styx's own user (as when Styx is not root):
+    # the worker, and the git server (it queues a push's jobs), both so configured.
     alice = people["alice"]
     saved = dict(git_stack.env)
     git_stack.kill_worker()
     git_stack.env["STYX_LOCAL_ISOLATION"] = "0"
     git_stack.start_worker()
+    _restart_git_server(git_stack)
     try:
         work = _checkout(git_stack, alice, tmp_path / "w", "http")
-        alice.git("checkout", "-q", "--orphan", "feature/not-isolated", cwd=work)
-        alice.git("rm", "-rqf", ".", cwd=work)  # whatever earlier tests left on main
+        _orphan(alice, work, "feature/not-isolated")  # whatever earlier tests left on main
         sha = _commit(alice, work, {"README.md": "# ml\n", ".styx.yaml": GOOD, "data.txt": "44"},
                       "while local jobs share Styx's user")
         alice.git("push", "origin", "feature/not-isolated", cwd=work)
@@ -347,3 +348,10 @@ def test_a_push_that_would_run_a_non_admins_job_on_unisolated_local_nodes_fails_
         git_stack.env.clear()
         git_stack.env.update(saved)
         git_stack.start_worker()
+        _restart_git_server(git_stack)
+
+
+def _restart_git_server(stack: GitStyxStack) -> None:
+    assert stack.git is not None
+    stack.git.stop()
+    stack.git = GitServerProcess(stack.env, stack.home / "logs" / "gitserver.log")
