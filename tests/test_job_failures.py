@@ -75,6 +75,15 @@ def workflow_status(temporal: WorkflowEnvironment, cluster: str, job_id: int) ->
         loop.close()
 
 
+def wait_workflow_closed(temporal: WorkflowEnvironment, cluster: str, job_id: int,
+                         expected: WorkflowExecutionStatus) -> None:
+    """Wait for the job's workflow to close as ``expected``: the job's row turns terminal a moment
+    before its workflow closes, so reading the workflow at once can still find it RUNNING."""
+    wait_for(lambda: workflow_status(temporal, cluster, job_id) != WorkflowExecutionStatus.RUNNING, 15,
+             f"job {job_id}'s workflow to close")
+    assert workflow_status(temporal, cluster, job_id) == expected
+
+
 def job_id_of(output: str) -> int:
     return int(re.search(r"job (\d+) queued", output).group(1))
 
@@ -107,7 +116,7 @@ def test_a_failing_rank_fails_the_job_within_seconds_and_stops_the_others(stack:
     assert re.search(rf"{job} .*FAILED: rank 1 \({re.escape(ips[1])}\) exited 1 .* -,1,-", r.stdout), r.stdout
     r = stack.cli("logs", "trio", str(job), "--status")
     assert r.returncode == 100 and f"rank 1 ({ips[1]}) exited 1" in r.stdout, r.stdout
-    assert workflow_status(temporal_env, "trio", job) == WorkflowExecutionStatus.FAILED
+    wait_workflow_closed(temporal_env, "trio", job, WorkflowExecutionStatus.FAILED)
 
     # Every rank failing at once is one failure too, and as quick.
     everyone = client.exec("trio", {"num_nodes": 3, "run": "exit 3"}).job_id
@@ -128,15 +137,14 @@ def test_a_failing_rank_fails_the_job_within_seconds_and_stops_the_others(stack:
     setup_job = job_id_of(r.stdout)
     assert "never-runs" not in client.logs("trio", setup_job)
     wait_for(lambda: not job_processes("trio", setup_job), 15, "the other ranks' setups to be killed")
-    assert workflow_status(temporal_env, "trio", setup_job) == WorkflowExecutionStatus.FAILED
+    wait_workflow_closed(temporal_env, "trio", setup_job, WorkflowExecutionStatus.FAILED)
 
     # A cancelled job's workflow is CANCELED in Temporal, not failed.
     long = client.exec("trio", {"run": "sleep 300"}).job_id
     wait_for(lambda: client.job("trio", long).status == "RUNNING", 30, "the long job to run")
     stack.cli("cancel", "trio", str(long), check=True)
     assert client.wait("trio", long, timeout=30).status == "CANCELLED"
-    wait_for(lambda: workflow_status(temporal_env, "trio", long) == WorkflowExecutionStatus.CANCELED, 15,
-             "the cancelled job's workflow to be CANCELED")
+    wait_workflow_closed(temporal_env, "trio", long, WorkflowExecutionStatus.CANCELED)
     stack.cli("down", "-y", "trio", check=True)
 
 
@@ -160,7 +168,7 @@ def test_a_dead_node_fails_its_job_in_bounded_time_and_gets_no_more_jobs(stack: 
     assert failed.status == "FAILED", failed
     assert failed.message.startswith(f"rank 0 ({victim.ip}) lost: node unreachable for "), failed.message
     assert NODE_LOST_SECONDS <= took < NODE_LOST_SECONDS + 30, took
-    assert workflow_status(temporal_env, "pair", job) == WorkflowExecutionStatus.FAILED
+    wait_workflow_closed(temporal_env, "pair", job, WorkflowExecutionStatus.FAILED)
 
     # The cluster says so: the node is DOWN, in the nodes, the NODES column and the message.
     info = client.cluster("pair")
