@@ -267,6 +267,25 @@ class PushRun(SQLModel, table=True):
     updated_at: datetime = timestamp(default_factory=utcnow)
 
 
+class PushIntent(SQLModel, table=True):
+    """A ref update that pre-receive accepted, kept until the run of its commit has started.
+
+    post-receive deletes it once the run is started (or there is nothing to run). One left
+    behind — the git server died between the ref update and post-receive, or Temporal was
+    down — is found by the git server's sweeper, which starts the run if the ref did move.
+    """
+
+    __tablename__ = "push_intents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE", index=True)
+    ref: str = Field(max_length=255)
+    old: str = Field(max_length=64)
+    new: str = Field(max_length=64)
+    pusher: str = Field(default="", max_length=64)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
 # --------------------------------------------------------------------------- uploads
 
 
