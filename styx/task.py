@@ -683,7 +683,7 @@ class Resources(_Model):
 class Task(_Model):
     """A unit of work: setup and run scripts, executed on `num_nodes` nodes."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)
     workdir: str | GitWorkdir | None = None
     num_nodes: int = 1
     resources: Resources = Field(default_factory=Resources)
