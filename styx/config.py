@@ -23,24 +23,27 @@ TASK_QUEUE = "styx"
 
 
 
-def _env_size(name: str, default: int) -> int:
-    """A positive byte count from the environment."""
-    raw = os.environ.get(name) or ""
+def _env_whole(name: str, default: int, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number from ``minimum`` to ``maximum`` from the environment, or ``default``
+    when unset; anything else is a ``ValueError`` naming the variable and ``what`` it holds."""
+    raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive number of bytes, got {raw!r}")
-    return int(raw)
+    value = int(raw) if raw.isdigit() else None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise ValueError(f"{name} must be a whole number of {what} {bounds}, got {raw!r}")
+    return value
+
+
+def _env_size(name: str, default: int) -> int:
+    """A positive byte count from the environment."""
+    return _env_whole(name, default, "bytes")
 
 
 def _env_count(name: str, default: int) -> int:
     """A positive count (a limit) from the environment."""
-    raw = os.environ.get(name) or ""
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
-    return int(raw)
+    return _env_whole(name, default, "items")
 
 
 def _env_limit(name: str, default: int | None) -> int | None:
@@ -119,12 +122,7 @@ MAX_NODE_LOST_SECONDS = 3600
 
 def _env_seconds(name: str, default: int, maximum: int) -> int:
     """A whole number of seconds, 1 to ``maximum``, from the environment."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ValueError(f"{name} must be a whole number of seconds from 1 to {maximum}, got {raw!r}")
-    return int(raw)
+    return _env_whole(name, default, "seconds", maximum=maximum)
 
 
 def running_as_root() -> bool:
