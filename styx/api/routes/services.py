@@ -155,9 +155,12 @@ async def update(name: str, req: ServeUpdateRequest, state: StateDep, client: Te
     version = await asyncio.to_thread(
         state.db.services.add_version, name, task=task.to_dict(include_secrets=False),
         sealed_secrets=seal(state.settings.home, task.secret_values()), spec=serve.spec_dict(spec), mode=req.mode)
-    await _refused(serve.update(client, name, "update_version", UpdateServiceInput(version, spec, req.mode),
-                                result_type=ServiceDescription))
-    return service_info(state, await asyncio.to_thread(_authorized, state, user, name), warnings)
+    desc = await _refused(serve.update(client, name, "update_version", UpdateServiceInput(version, spec, req.mode),
+                                       result_type=ServiceDescription))
+    info = service_info(state, await asyncio.to_thread(_authorized, state, user, name), warnings)
+    # The workflow's answer is newer than its last record.
+    return info.model_copy(update={"status": desc.status if desc.target_version == info.target_version else "UPDATING",
+                                   "target_version": desc.target_version, "message": desc.message})
 
 
 @router.post("/{name}/down", response_model=ServiceInfo, summary="Take a service down")
