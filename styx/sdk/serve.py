@@ -67,8 +67,9 @@ class _Routes:
 
 def _ready(info: ServiceInfo, ready: int | None, version: int | None) -> bool:
     serving = [r for r in info.replicas if r.status == "READY" and (version is None or r.version == version)]
-    if version is not None and (info.version != version or info.status == "UPDATING"):
-        return False
+    if version is not None and (info.version != version or info.status == "UPDATING"
+                                or any(r.version != version for r in info.replicas)):
+        return False  # the update is done when the old replicas are gone, not only out of the set
     return len(serving) >= (ready if ready is not None else max(info.target_replicas, 1))
 
 
@@ -90,8 +91,9 @@ class ServeMixin(SyncTransport):
 
     def serve_wait(self, name: str, *, ready: int | None = None, version: int | None = None,
                    timeout: float = 600.0, poll: float = 0.5) -> ServiceInfo:
-        """Until ``ready`` replicas (default: the target count) are READY (of ``version``, and
-        the update to it done, if given); ``WaitTimeout`` after ``timeout`` seconds."""
+        """Until ``ready`` replicas (default: the target count) are READY (with ``version``:
+        of that version, and no replica of another left); ``WaitTimeout`` after ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.service(name)
