@@ -36,6 +36,7 @@ import http.server, json, os, sys
 body = json.dumps({"replica": os.environ["STYX_SERVE_REPLICA_ID"], "version": os.environ["VERSION"]}).encode()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def do_GET(self):
         self.send_response(200)
         self.send_header("content-type", "application/json")

@@ -120,7 +120,7 @@ class Proxy:
             assert route is not None
             route.inflight[endpoint] = route.inflight.get(endpoint, 0) + 1
             try:
-                request = self.http.build_request(method, endpoint + target, headers=headers, content=body)
+                request = self.http.build_request(method, endpoint + target, headers=headers, content=body or None)  # b"" would add a Content-Length: 0 write
                 try:
                     response = await self.http.send(request, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as err:
