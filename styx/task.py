@@ -694,7 +694,8 @@ class Task(_Model):
     run: str | None = None
     config: dict[str, Any] | None = None
     event_callback: str | None = None
-    #: SkyServe's section. Kept for a future ``serve up``; ``launch`` ignores it with a warning.
+    #: SkyServe's section: what ``styx serve up`` serves (``styx.contracts.services.ServiceSpec``);
+    #: ``launch`` ignores it with a warning.
     service: dict[str, Any] | None = None
 
     _UNSUPPORTED = frozenset({"volumes", "pool", "inputs", "outputs", "experimental"})
