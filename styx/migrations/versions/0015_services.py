@@ -2,7 +2,7 @@
 request counts and log lines.
 
 Revision ID: 0015_services
-Revises: 0010_user_limits
+Revises: 0016_push_intents
 Create Date: 2026-12-10
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 
 
 revision: str = "0015_services"
-down_revision: str | None = "0010_user_limits"
+down_revision: str | None = "0016_push_intents"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
