@@ -81,13 +81,7 @@ def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
 
 
 def _cli(stack: GitStyxStack, env: dict[str, str], *args: str):
-    saved = dict(stack.env)
-    stack.env.update(env)
-    try:
-        return stack.cli(*args, check=True)
-    finally:
-        stack.env.clear()
-        stack.env.update(saved)
+    return stack.cli(*args, check=True, env=env)
 
 
 def _client(stack: GitStyxStack, user: GitUser) -> Client:
@@ -169,16 +163,11 @@ def test_a_broken_styx_yaml_is_accepted_and_recorded_as_failed_naming_the_field(
     assert run.message is not None and "jobs.test.resources.cpus" in run.message
     status = _cli(git_stack, {"STYX_TOKEN": alice.token or ""}, "repo", "runs", "alice/ml").stdout
     assert "FAILED" in status
-    saved = dict(git_stack.env)
-    git_stack.env["STYX_TOKEN"] = alice.token or ""
-    try:
-        refused = git_stack.cli("branch", "delete", "alice/ml", "main")
-        assert refused.returncode == 1 and "is the default branch of alice/ml" in refused.stderr
-        failed = git_stack.cli("repo", "status", "alice/ml", sha[:10])
-        assert failed.returncode == 1 and "FAILED" in failed.stdout
-    finally:
-        git_stack.env.clear()
-        git_stack.env.update(saved)
+    as_alice = {"STYX_TOKEN": alice.token or ""}
+    refused = git_stack.cli("branch", "delete", "alice/ml", "main", env=as_alice)
+    assert refused.returncode == 1 and "is the default branch of alice/ml" in refused.stderr
+    failed = git_stack.cli("repo", "status", "alice/ml", sha[:10], env=as_alice)
+    assert failed.returncode == 1 and "FAILED" in failed.stdout
 
 
 def test_skip_ci_and_unmatched_filters_record_a_skipped_run(git_stack: GitStyxStack, people, tmp_path: Path):
