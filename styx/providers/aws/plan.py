@@ -68,6 +68,9 @@ def plan_attempts(resources: Mapping[str, Any] | Resources, num_nodes: int) -> l
     if not candidates:
         raise InvalidResources("no resource candidate targets AWS (set infra: aws or leave the cloud unset)",
                                field="resources.infra")
+    if res.any_of:
+        # Any candidate will do: the cheapest first (as ``styx launch --dryrun`` shows).
+        candidates.sort(key=_cheapest_price)
     attempts: list[Attempt] = []
     seen: set[tuple[Any, ...]] = set()
     unfit: list[InvalidResources] = []
@@ -86,6 +89,11 @@ def plan_attempts(resources: Mapping[str, Any] | Resources, num_nodes: int) -> l
     if not attempts:
         raise unfit[0]
     return attempts
+
+
+def _cheapest_price(res: Resources) -> float:
+    offers = optimizer.matching_offers(res, use_spot=bool(res.use_spot))
+    return offers[0].hourly(bool(res.use_spot)) or float("inf") if offers else float("inf")
 
 
 def _plan_candidate(res: Resources) -> list[Attempt]:
