@@ -127,6 +127,22 @@ def _env_seconds(name: str, default: int, maximum: int) -> int:
     return int(raw)
 
 
+#: The longest failsafe grace: a day.
+MAX_FAILSAFE_GRACE_SECONDS = 86_400
+
+
+def _failsafe_grace_seconds() -> int:
+    if (os.environ.get("STYX_FAILSAFE_GRACE_SECONDS") or "").strip():
+        return _env_seconds("STYX_FAILSAFE_GRACE_SECONDS", 600, MAX_FAILSAFE_GRACE_SECONDS)
+    raw = (os.environ.get("STYX_FAILSAFE_GRACE_MINUTES") or "").strip()
+    if not raw:
+        return 600
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_FAILSAFE_GRACE_SECONDS // 60:
+        raise ValueError(f"STYX_FAILSAFE_GRACE_MINUTES must be a whole number of minutes from 1 to "
+                         f"{MAX_FAILSAFE_GRACE_SECONDS // 60}, got {raw!r}")
+    return int(raw) * 60
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -288,6 +304,10 @@ class Settings:
     #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
     #: before the job fails and the node is marked DOWN (a shorter blip is retried).
     node_lost_seconds: int = 30
+    #: ``STYX_FAILSAFE_GRACE_MINUTES`` (default 10), or ``STYX_FAILSAFE_GRACE_SECONDS`` (which
+    #: wins; for tests): how long after its pushed deadline an autostopped cluster's node acts
+    #: on its own when no Styx process pushes it any more (``styx.contracts.failsafe``).
+    failsafe_grace_seconds: int = 600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -331,6 +351,7 @@ class Settings:
             default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
+            failsafe_grace_seconds=_failsafe_grace_seconds(),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ The package:
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 - ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 - ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
+- ``uptime``: ``UptimeStore`` (``db.uptime``): every node's intervals up, for the cost report.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from styx.db.models import (
 from styx.db.repos import RepoDb
 from styx.db.uploads import UploadGone, UploadStore
 from styx.db.users import TokenCheck, UserStore
+from styx.db.uptime import UptimeStore
 
 __all__ = [
     "AlreadyExists",
@@ -94,6 +96,7 @@ __all__ = [
     "Upload",
     "UploadGone",
     "UploadStore",
+    "UptimeStore",
     "User",
     "UserNotFound",
     "UserStore",
@@ -125,6 +128,7 @@ class Database:
         self.repos = RepoDb(self.engine)
         self.uploads = UploadStore(self.engine)
         self.joblogs = JobLogStore(self.engine)
+        self.uptime = UptimeStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -41,8 +41,12 @@ class Attempt:
     disk_size: int
     ports: list[str] = field(default_factory=list)
     attempt_no: int = 1
-    #: Catalog price per node-hour in USD (spot price for spot), for display.
+    #: Catalog price per node-hour in USD (spot price for spot), for display and the cost report.
     hourly_price: float | None = None
+    #: Set by the cluster workflow for a cluster launched with autostop: the instance's own
+    #: failsafe timer starts with this window (``failsafe_script.aws_user_data``).
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
