@@ -125,6 +125,8 @@ class FakeActivities:
         #: the push; and what the next push answers (the nodes acted on their own).
         self.deadlines: list[tuple[datetime, str | None]] = []
         self.failsafe_answer: FailsafeOutput = FailsafeOutput()
+        #: What ``plan`` answers.
+        self.plan_attempts: list[dict[str, Any]] = [{"zone": "fake-1a"}]
         #: Each cluster record's autostop_at and stopped_by.
         self.autostop_ats: list[str | None] = []
         self.stopped_by: list[str | None] = []
@@ -202,7 +204,7 @@ class FakeActivities:
     @activity.defn(name="plan")
     async def plan(self, inp: ProviderInput) -> PlanOutput:
         await self._note("plan")
-        return PlanOutput(attempts=[{"zone": "fake-1a"}])
+        return PlanOutput(attempts=list(self.plan_attempts))
 
     @activity.defn(name="provision")
     async def provision(self, inp: ProviderInput) -> ProviderOutput:
