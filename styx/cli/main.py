@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from styx import __version__
-from styx.cli import access, clusters, git, uploads
+from styx.cli import access, clusters, costs, git, uploads
 from styx.cli import console as cli_console
 from styx.cli.console import console, esc, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
@@ -142,3 +142,4 @@ app.add_typer(clusters.app)
 app.add_typer(git.app)
 app.add_typer(access.app)
 app.add_typer(uploads.app)
+app.add_typer(costs.app)

@@ -7,6 +7,7 @@ or spot price on AWS, 0 for local nodes, an SSH pool's ``hourly_price``).
     report = cost_report(db, owner=None, days=30)          # every cluster, last 30 days
     rate = hourly_rate(db.clusters.get("dev"))              # USD/hour now (0 when stopped)
     spent = cost_so_far(db, "dev")                          # USD since this launch
+    spent = spent_by_launch(db)[("dev", launch_id)]         # the same, for every cluster at once
 
 ``launch_plan(task, cluster)`` is the dry run: what ``launch`` would take and at what price,
 with the runners-up; it raises ``InvalidRequest`` (naming the field) for what nothing
@@ -27,7 +28,7 @@ from styx.db.models import Cluster, NodeUptime
 from styx.services.launch import InvalidRequest, check_for_provider, provider_of
 from styx.task import Task
 
-__all__ = ["cost_report", "cost_so_far", "hourly_rate", "launch_plan"]
+__all__ = ["cost_report", "cost_so_far", "hourly_rate", "launch_plan", "spent_by_launch"]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -56,7 +57,7 @@ def _hours(row: NodeUptime, since: datetime | None, until: datetime) -> float:
 
 
 def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
-                now: datetime | None = None) -> CostReport:
+                now: datetime | None = None, cluster: str | None = None) -> CostReport:
     """Every cluster (each launch of a name apart) up in the last ``days`` (None: ever),
     ``owner``'s only unless None; newest first."""
     if days is not None and not 0 < days <= MAX_REPORT_DAYS:
@@ -64,11 +65,12 @@ def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
     until = _now(now)
     since = until - timedelta(days=days) if days is not None else None
     groups: dict[tuple[str, str], list[NodeUptime]] = defaultdict(list)
-    for row in db.uptime.intervals(since, owner):
+    for row in db.uptime.intervals(since, owner, cluster=cluster):
         groups[(row.cluster_name, row.launch_id)].append(row)
     clusters: list[ClusterCost] = []
+    rows_now = {c.name: c for c in db.clusters.list()} if groups else {}
     for (name, launch_id), rows in groups.items():
-        live = db.clusters.get(name)
+        live = rows_now.get(name)
         same = live is not None and (live.launch_id or "") == launch_id
         per_rank: dict[int, float] = defaultdict(float)
         cost = 0.0
@@ -90,12 +92,17 @@ def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
     return CostReport(since=since, until=until, total=sum(c.cost for c in clusters), clusters=clusters)
 
 
+def spent_by_launch(db: Database, now: datetime | None = None) -> dict[tuple[str, str], float]:
+    """USD each (cluster, launch) has cost since it was launched, in one read (``styx status``)."""
+    return {(c.cluster, c.launch_id): c.cost for c in cost_report(db, owner=None, days=None, now=now).clusters}
+
+
 def cost_so_far(db: Database, name: str, now: datetime | None = None) -> float:
     """USD the cluster's current launch has cost since it was launched."""
     cluster = db.clusters.get(name)
     if cluster is None:
         return 0.0
-    report = cost_report(db, owner=None, days=None, now=now)
+    report = cost_report(db, owner=None, days=None, now=now, cluster=name)
     return sum(c.cost for c in report.clusters if c.cluster == name and c.launch_id == (cluster.launch_id or ""))
 
 
