@@ -100,11 +100,11 @@ started=$(date +%s)
 while sleep {int(interval)}; do
   if styx_failsafe_check "$HOME/{FAILSAFE_FILE}" "$started" >/dev/null; then
     for p in "$HOME"/.styx/jobs/*/*.pid; do
-      [ -r "$p" ] && kill -TERM -- "-$(cat "$p")" 2>/dev/null
+      [ -r "$p" ] && kill -TERM "-$(cat "$p")" 2>/dev/null
     done
     sleep 3
     for p in "$HOME"/.styx/jobs/*/*.pid; do
-      [ -r "$p" ] && kill -KILL -- "-$(cat "$p")" 2>/dev/null
+      [ -r "$p" ] && kill -KILL "-$(cat "$p")" 2>/dev/null
     done
     rm -rf "$HOME/.styx/jobs" "$HOME/styx_workdir"
     echo "stop $(date +%s)" > "$HOME/{FIRED_FILE}"

@@ -140,6 +140,7 @@ class ClusterWorkflow:
             try:
                 await workflow.wait_condition(lambda: self._wake, timeout=timeout)
             except asyncio.TimeoutError:
+                await self._push_failsafe(before_autostop=True)
                 await self._autostop()
             self._wake = False
             if workflow.info().is_continue_as_new_suggested() and not self._lifecycle.locked():
@@ -675,12 +676,17 @@ class ClusterWorkflow:
             return max((datetime.fromisoformat(pushed) - now - lease / 2).total_seconds(), 0.0)
         return 0.0 if pushed != target.isoformat() else None
 
-    async def _push_failsafe(self) -> None:
+    async def _push_failsafe(self, before_autostop: bool = False) -> None:
         """Push the nodes' deadline when due (and record a changed autostop time); if the
-        push finds the nodes acted on their own, record what they did."""
+        push finds the nodes acted on their own, record what they did. ``before_autostop``:
+        autostop is due, so look first whether the nodes stopped themselves already (Styx
+        was gone past their deadline): then it was the failsafe that stopped the cluster."""
         if not self._failsafe_on or self._lifecycle.locked():
             return
-        if self._failsafe_due() == 0.0:
+        remaining = self._idle_remaining()
+        checking = (before_autostop and self.state.failsafe_deadline is not None
+                    and remaining is not None and remaining <= 0)
+        if checking or self._failsafe_due() == 0.0:
             target = self._failsafe_target()
             out: FailsafeOutput | None = None
             try:

@@ -316,7 +316,7 @@ class AwsProvider:
             for i in instances:
                 if i.get("InstanceLifecycle") != "spot":
                     await self.ec2.call(reg, "modify_instance_attribute", InstanceId=i["InstanceId"],
-                                        InstanceInitiatedShutdownBehavior={"Value": behaviour})
+                                        Attribute="instanceInitiatedShutdownBehavior", Value=behaviour)
         self._shutdown_behaviour[cluster] = behaviour
 
     async def check(self, region: str | None) -> tuple[bool, str]:
