@@ -201,15 +201,19 @@ async def test_up_two_hours_stopped_five_up_one_more_is_billed_three_hours(
     price = 3.06  # what the plan's attempt says a node-hour costs (p3.2xlarge on-demand)
     billed.fake.plan_attempts = [{"zone": "fake-1a", "instance_type": "p3.2xlarge", "use_spot": False,
                                   "hourly_price": price}]
-    spec = ClusterSpec("gpu", "fake", num_nodes=2, resources={"cpus": 8}, node_cpus=8.0)
+    spec = ClusterSpec("gpu", "fake", num_nodes=2, resources={"cpus": 8}, node_cpus=8.0, autostop_minutes=600)
     cluster = await billed.env.client.start_workflow(ClusterWorkflow.run, ClusterInput(spec), id="cluster/gpu",
                                                      task_queue=billed.task_queue)
     await _status_in_db(database, "gpu", ClusterStatus.UP)
     assert hourly_rate(database.clusters.get("gpu")) == pytest.approx(2 * price)
+    row = database.clusters.get("gpu")
+    assert row is not None and row.autostop_at is not None  # when autostop fires, for `styx status`
+    assert row.autostop_at - row.launched_at > timedelta(hours=9)
     await billed.env.sleep(timedelta(hours=2))
     await cluster.execute_update(ClusterWorkflow.stop)
     await billed.env.sleep(timedelta(hours=5))
     assert hourly_rate(database.clusters.get("gpu")) == 0.0
+    assert database.clusters.get("gpu").stopped_by == StoppedBy.USER
     await cluster.execute_update(ClusterWorkflow.start)
     await billed.env.sleep(timedelta(hours=1))
     await cluster.execute_update(ClusterWorkflow.down)

@@ -229,7 +229,10 @@ async def test_an_instance_gets_its_own_timer_at_launch_and_a_push_moves_its_dea
 
 
 @pytest.mark.long
-async def test_a_local_cluster_stops_itself_when_every_styx_process_and_temporal_are_killed(tmp_path: Path) -> None:
+def test_a_local_cluster_stops_itself_when_every_styx_process_and_temporal_are_killed(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
     from tests.fixtures.temporal import free_port
 
     home = tmp_path / "styx-home"
@@ -267,12 +270,10 @@ async def test_a_local_cluster_stops_itself_when_every_styx_process_and_temporal
     try:
         launched = cli("launch", "-c", "dev", "-y", "-i", "1", "--num-nodes", "2", "echo hello")
         assert launched.returncode == 0, launched.stdout + launched.stderr
-        wait_for(lambda: all(n["alive"] for n in __import__("asyncio").run(local.describe_nodes("dev", None))),
+        wait_for(lambda: all(n["alive"] for n in asyncio.run(local.describe_nodes("dev", None))),
                  30, "the nodes to run")
         kill_control_plane(proc)
         killed_at = time.monotonic()
-        import asyncio
-
         wait_for(lambda: not any(n["alive"] for n in asyncio.run(local.describe_nodes("dev", None))),
                  180, "the nodes to stop themselves")
         assert time.monotonic() - killed_at < 180
@@ -292,9 +293,6 @@ async def test_a_local_cluster_stops_itself_when_every_styx_process_and_temporal
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        import asyncio
-        import shutil
-
         for cluster in local.list_clusters():
             asyncio.run(local.terminate(cluster, None))
         shutil.rmtree(nodes_parent, ignore_errors=True)

@@ -52,7 +52,8 @@ class StateActivities:
         if rec.mark_launched:
             fields["launched_at"] = utcnow()
         if rec.at is not None:  # a record from a workflow that knows cost and autostop
-            fields.update(autostop_at=rec.autostop_at, stopped_by=rec.stopped_by, use_spot=rec.use_spot)
+            fields.update(autostop_at=datetime.fromisoformat(rec.autostop_at) if rec.autostop_at else None,
+                          stopped_by=rec.stopped_by, use_spot=rec.use_spot)
             for name in ("instance_type", "hourly_price", "launch_id"):
                 if getattr(rec, name) is not None:
                     fields[name] = getattr(rec, name)

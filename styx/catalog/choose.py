@@ -101,6 +101,8 @@ def _choice(offer: Offer, res: Resources, spot: bool, candidate: int) -> Choice:
 
 
 def _offers(res: Resources, candidate: int) -> list[Choice]:
+    if res.zone and res.zone not in optimizer.zones(optimizer.region_of_zone(res.zone) or ""):
+        return []
     spot = bool(res.use_spot)
     return [_choice(o, res, spot, candidate) for o in optimizer.matching_offers(res, use_spot=spot)]
 
@@ -131,6 +133,10 @@ def choose(resources: Resources | Mapping[str, Any], num_nodes: int = 1,
     candidates = res.candidates()
     mode = "ordered" if res.ordered else "any_of" if res.any_of else "single"
     per_candidate = [_offers(c, i) for i, c in enumerate(candidates)]
+    known = {n.lower() for n in optimizer.accelerator_names()}
+    for c in candidates:  # a name the catalog does not know is a typo, not a candidate to skip
+        if c.accelerators and next(iter(c.accelerators)).lower() not in known:
+            diagnose(c)
     if not any(per_candidate):
         diagnose(candidates[0])  # raises, naming the requirement
         raise Unsatisfiable("resources", "resources", "nothing in the catalog fits this request")

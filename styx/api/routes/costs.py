@@ -26,7 +26,7 @@ from styx.catalog.queries import CatalogRow, InvalidQuery, gpus, instances
 from styx.contracts.rest import LaunchRequest
 from styx.contracts.rest_costs import MAX_REPORT_DAYS, CatalogOffer, CostReport, LaunchPlanInfo
 from styx.services import costs
-from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task
+from styx.services.launch import InvalidRequest, check_cluster_name, cluster_spec, load_task, provider_of
 
 router = APIRouter(prefix="/api/v1", tags=["costs"])
 
@@ -55,7 +55,8 @@ async def plan(req: LaunchRequest, state: StateDep, user: CurrentUser) -> Launch
     try:
         check_cluster_name(req.cluster)
         task = await asyncio.to_thread(load_task, data)
-        cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=user.name)
+        if provider_of(task) != "aws":  # AWS is checked by the plan itself, with no credentials needed
+            cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=user.name)
         return await asyncio.to_thread(costs.launch_plan, task, req.cluster)
     except InvalidRequest as err:
         raise HTTPException(422, str(err)) from None
