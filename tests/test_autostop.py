@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_asyncio
@@ -231,3 +231,21 @@ async def test_up_two_hours_stopped_five_up_one_more_is_billed_three_hours(
     assert gpu.cost == pytest.approx(3 * 2 * price, abs=0.05)
     assert gpu.status == ClusterStatus.TERMINATED and gpu.ended_at is not None
     assert report.total == pytest.approx(gpu.cost)
+
+
+def test_uptime_records_are_idempotent_and_a_report_reads_a_bounded_number_of_clusters(database: Database) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for i, name in enumerate(("a", "b", "c")):
+        start = t0 + timedelta(hours=i)
+        assert database.uptime.open(name, f"run-{name}", [0, 1], start, provider="aws", hourly_price=1.0) == 2
+        assert database.uptime.open(name, f"run-{name}", [0, 1], start + timedelta(minutes=1)) == 0  # a retry
+        database.uptime.close(name, start + timedelta(hours=1))
+        database.uptime.close(name, start + timedelta(hours=5))  # a late retry moves nothing
+    rows = database.uptime.intervals(None, limit=2)
+    assert sorted({r.cluster_name for r in rows}) == ["b", "c"]  # the newest two
+    report = cost_report(database, owner=None, days=None, now=t0 + timedelta(days=1))
+    assert [(c.cluster, c.node_hours, c.cost) for c in report.clusters] == [
+        ("c", 2.0, 2.0), ("b", 2.0, 2.0), ("a", 2.0, 2.0)]
+    # A window cuts intervals at its start.
+    window = cost_report(database, owner=None, days=1, now=t0 + timedelta(days=1, minutes=90))
+    assert [(c.cluster, c.uptime_hours) for c in window.clusters] == [("c", 1.0), ("b", 0.5)]

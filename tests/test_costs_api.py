@@ -8,9 +8,15 @@ import httpx
 import pytest
 
 from styx.sdk.transport import Invalid
-from tests.fixtures.stack import StyxStack, wait_for
+from tests.fixtures.stack import StyxStack
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(stack: StyxStack) -> None:
+    """Tables read on a wide terminal (rich wraps cells at 80 columns without one)."""
+    stack.env["COLUMNS"] = "250"
 
 
 def test_dryrun_shows_the_choice_its_price_and_the_runners_up_and_starts_nothing(stack: StyxStack) -> None:
@@ -39,7 +45,9 @@ def test_an_unsatisfiable_request_is_refused_naming_the_requirement(stack: StyxS
                         json={"cluster": "h100", "task": {"run": "x", "resources": {"infra": "aws",
                                                                                    "accelerators": "H100:64"}}},
                         timeout=30)
-    assert answer.status_code == 422
+    assert answer.status_code == 422 and "task.resources.accelerators" in answer.json()["detail"]
+    assert "H100:64" in answer.json()["detail"]
+    assert all(c.name != "h100" for c in stack.client().status(all=True))
     with pytest.raises(Invalid, match="H100:64"):
         stack.client().dryrun({"run": "x", "resources": {"infra": "aws", "accelerators": "H100:64"}})
 

@@ -253,8 +253,8 @@ def test_a_local_cluster_stops_itself_when_every_styx_process_and_temporal_are_k
         return proc
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "styx", *args], env=env, capture_output=True, text=True,
-                              timeout=300, stdin=subprocess.DEVNULL)
+        return subprocess.run([sys.executable, "-m", "styx", *args], env={**env, "COLUMNS": "250"},
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
     def kill_control_plane(proc: subprocess.Popen[bytes]) -> None:
         children = json.loads((home / "up.json").read_text())["children"]

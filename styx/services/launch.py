@@ -188,10 +188,6 @@ def _aws_node_size(resources: Resources, whole: Resources | None = None) -> tupl
     if resources.region and resources.region not in optimizer.regions():
         raise InvalidRequest("task.resources.infra", f"unknown AWS region {resources.region!r} "
                              f"(known: {', '.join(optimizer.regions())})")
-    if not _aws_credentials_configured():
-        raise InvalidRequest("task.resources.infra", "no AWS credentials found: set AWS_ACCESS_KEY_ID/"
-                             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or ~/.aws/credentials) where Styx runs; "
-                             "`styx check` tells which providers are usable")
     if resources.instance_type:
         offers = optimizer.offers_for(resources.instance_type)
         if not offers:
@@ -203,6 +199,11 @@ def _aws_node_size(resources: Resources, whole: Resources | None = None) -> tupl
         except Unsatisfiable as err:
             raise InvalidRequest(f"task.resources.{err.field}", str(err).split(": ", 1)[1]) from None
         offers = optimizer.offers_for(chosen.instance_type)
+    # After the request itself: what nothing satisfies is named even where AWS is not set up.
+    if not _aws_credentials_configured():
+        raise InvalidRequest("task.resources.infra", "no AWS credentials found: set AWS_ACCESS_KEY_ID/"
+                             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or ~/.aws/credentials) where Styx runs; "
+                             "`styx check` tells which providers are usable")
     offer = offers[0]
     accelerators = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
     return float(offer.vcpus), accelerators, float(offer.memory_gib)
