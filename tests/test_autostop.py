@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -25,6 +26,8 @@ from styx.contracts.failsafe import BUSY_LEASE, FailsafeOutput
 from styx.contracts.jobs import JobFinished, JobInput, JobStatus
 from styx.db import Database
 from styx.services.costs import cost_report, hourly_rate
+from styx.services.launch import cluster_spec
+from styx.task import Task
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
 from tests.fixtures.stack import wait_for_async
@@ -249,3 +252,16 @@ def test_uptime_records_are_idempotent_and_a_report_reads_a_bounded_number_of_cl
     # A window cuts intervals at its start.
     window = cost_report(database, owner=None, days=1, now=t0 + timedelta(days=1, minutes=90))
     assert [(c.cluster, c.uptime_hours) for c in window.clusters] == [("c", 1.0), ("b", 0.5)]
+
+
+@pytest.mark.parametrize(("autostop", "expected"), [
+    (10, (10, False)), (True, (5, False)), ("2h", (120, False)), ("45m", (45, False)),
+    ({"idle_minutes": 10, "down": True}, (10, True)), ({"down": True}, (5, True)), (False, (None, False)),
+], ids=str)
+def test_resources_autostop_in_skypilots_forms_sets_the_clusters_autostop(autostop: Any,
+                                                                          expected: tuple[int | None, bool]) -> None:
+    task = Task.from_dict({"run": "x", "resources": {"autostop": autostop}})
+    spec = cluster_spec(task, "c")
+    assert (spec.autostop_minutes, spec.autostop_down) == expected
+    # -i on the command line wins over the task file.
+    assert cluster_spec(task, "c", autostop_minutes=3).autostop_minutes == 3
