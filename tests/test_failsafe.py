@@ -37,6 +37,7 @@ from styx.providers.registry import ProviderRegistry
 from styx.ssh import SshPool, ensure_client_key, public_key_line
 from tests.fixtures.processes import pid_alive
 from tests.fixtures.stack import traversable_tmp_dir, wait_for, wait_for_async
+from tests.test_sshpool import client_key, home, key_path, machines, providers  # noqa: F401 (fixtures)
 
 
 def _iso(epoch: float) -> str:
@@ -168,6 +169,35 @@ def test_starting_the_watcher_twice_runs_one(tmp_path: Path) -> None:
         assert int((tmp_path / ".styx" / "failsafe.pid").read_text()) == first
     finally:
         os.kill(first, signal.SIGKILL)
+
+
+async def test_an_ssh_pool_host_gets_its_watcher_and_deadline_over_ssh_and_stop_forgets_them(
+        machines: Any, home: Path, providers: list[Any], pool: SshPool) -> None:
+    from styx.ssh import NodeEndpoint
+    from tests.test_sshpool import lab, write_pools
+
+    provider = providers[0]
+    pools = lab(machines)
+    pools["lab"]["hourly_price"] = 0.25  # what a host of the pool costs, for the cost report
+    write_pools(home, pools)
+    (attempt,) = await provider.plan({}, 1, "lab")
+    assert attempt["hourly_price"] == 0.25
+    nodes = (await provider.provision("fsp", 1, attempt)).nodes
+    host_home = machines.home_of(NodeEndpoint.from_dict(nodes[0]))
+    pushes = FailsafeActivities(ProviderRegistry({"ssh": provider}), pool, grace_seconds=120)
+    deadline = int(time.time()) + 600
+    out = await pushes.push_failsafe(FailsafeInput("fsp", "ssh", "lab", nodes, _iso(deadline)))
+    assert (out.fired, out.unreachable) == ([], [])
+    assert (host_home / FAILSAFE_FILE).read_text().split() == [str(deadline), "120", "stop"]
+    watcher = int((host_home / ".styx" / "failsafe.pid").read_text())
+    assert pid_alive(watcher)
+    await pushes.push_failsafe(FailsafeInput("fsp", "ssh", "lab", nodes, _iso(deadline + 60)))
+    assert int((host_home / ".styx" / "failsafe.pid").read_text()) == watcher  # still the one watcher
+
+    await provider.stop("fsp", "lab")  # a stopped cluster carries no deadline
+    wait_for(lambda: not pid_alive(watcher), 10, "the watcher to stop")
+    assert not (host_home / FAILSAFE_FILE).exists()
+    await provider.terminate("fsp", "lab")
 
 
 # -- the EC2 emulator ----------------------------------------------------------------------
