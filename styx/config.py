@@ -150,6 +150,22 @@ def _env_seconds(name: str, default: int, maximum: int) -> int:
     return _env_whole(name, default, "seconds", maximum=maximum)
 
 
+#: The longest failsafe grace: a day.
+MAX_FAILSAFE_GRACE_SECONDS = 86_400
+
+
+def _failsafe_grace_seconds() -> int:
+    if (os.environ.get("STYX_FAILSAFE_GRACE_SECONDS") or "").strip():
+        return _env_seconds("STYX_FAILSAFE_GRACE_SECONDS", 600, MAX_FAILSAFE_GRACE_SECONDS)
+    raw = (os.environ.get("STYX_FAILSAFE_GRACE_MINUTES") or "").strip()
+    if not raw:
+        return 600
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_FAILSAFE_GRACE_SECONDS // 60:
+        raise ValueError(f"STYX_FAILSAFE_GRACE_MINUTES must be a whole number of minutes from 1 to "
+                         f"{MAX_FAILSAFE_GRACE_SECONDS // 60}, got {raw!r}")
+    return int(raw) * 60
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -330,6 +346,10 @@ class Settings:
     lb_refresh_seconds: float = 1.0
     lb_max_body_bytes: int = 16 << 20
     lb_wait_seconds: float = 30.0
+    #: ``STYX_FAILSAFE_GRACE_MINUTES`` (default 10), or ``STYX_FAILSAFE_GRACE_SECONDS`` (which
+    #: wins; for tests): how long after its pushed deadline an autostopped cluster's node acts
+    #: on its own when no Styx process pushes it any more (``styx.contracts.failsafe``).
+    failsafe_grace_seconds: int = 600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -381,6 +401,7 @@ class Settings:
             lb_refresh_seconds=_env_float("STYX_LB_REFRESH_SECONDS", 1.0, 0.1, 60),
             lb_max_body_bytes=_env_size("STYX_LB_MAX_BODY_BYTES", 16 << 20),
             lb_wait_seconds=_env_float("STYX_LB_WAIT_SECONDS", 30.0, 0, 600),
+            failsafe_grace_seconds=_failsafe_grace_seconds(),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

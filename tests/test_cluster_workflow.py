@@ -65,6 +65,7 @@ from styx.contracts.providers import (
     ProviderInput,
     ProviderOutput,
 )
+from styx.contracts.failsafe import FailsafeInput, FailsafeOutput
 from styx.services import clusters as service
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
@@ -120,6 +121,15 @@ class FakeActivities:
         self.dead: set[str] = set()
         #: Each cluster record's node statuses, in rank order (when it carried nodes).
         self.node_statuses: list[list[str]] = []
+        #: Each failsafe deadline pushed to the nodes (None: cleared), with the workflow time of
+        #: the push; and what the next push answers (the nodes acted on their own).
+        self.deadlines: list[tuple[datetime, str | None]] = []
+        self.failsafe_answer: FailsafeOutput = FailsafeOutput()
+        #: What ``plan`` answers.
+        self.plan_attempts: list[dict[str, Any]] = [{"zone": "fake-1a"}]
+        #: Each cluster record's autostop_at and stopped_by.
+        self.autostop_ats: list[str | None] = []
+        self.stopped_by: list[str | None] = []
         self.cluster_messages: list[str | None] = []
         self._ends: dict[tuple[int, int | None], asyncio.Future[int]] = {}
         self._cuts: dict[str, asyncio.Event] = {}
@@ -127,7 +137,8 @@ class FakeActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.provision, self.start, self.stop, self.terminate, self.record_cluster,
-                self.record_job, self.run_phase, self.sync_files, self.kill_job, self.probe_nodes]
+                self.record_job, self.run_phase, self.sync_files, self.kill_job, self.probe_nodes,
+                self.push_failsafe]
 
     # -- what the test reads and does ---------------------------------------------------
     def status(self, job_id: int) -> str | None:
@@ -193,7 +204,7 @@ class FakeActivities:
     @activity.defn(name="plan")
     async def plan(self, inp: ProviderInput) -> PlanOutput:
         await self._note("plan")
-        return PlanOutput(attempts=[{"zone": "fake-1a"}])
+        return PlanOutput(attempts=list(self.plan_attempts))
 
     @activity.defn(name="provision")
     async def provision(self, inp: ProviderInput) -> ProviderOutput:
@@ -227,6 +238,8 @@ class FakeActivities:
             if rec.nodes is not None:
                 self.node_statuses.append([n.get("status", "UP") for n in rec.nodes])
             self.cluster_messages.append(rec.status_message)
+            self.autostop_ats.append(rec.autostop_at)
+            self.stopped_by.append(rec.stopped_by)
 
         await self._note("record_cluster", change)
 
@@ -279,6 +292,11 @@ class FakeActivities:
         if self.kill_gate is not None:
             await self.kill_gate.wait()
         self.finish(inp.job_id, KILLED)
+
+    @activity.defn(name="push_failsafe")
+    async def push_failsafe(self, inp: FailsafeInput) -> FailsafeOutput:
+        await self._note("push_failsafe", lambda: self.deadlines.append((activity.info().scheduled_time, inp.deadline)))
+        return self.failsafe_answer
 
     @activity.defn(name="probe_nodes")
     async def probe_nodes(self, inp: ProbeNodesInput) -> ProbeNodesOutput:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -50,9 +51,35 @@ class StateActivities:
             fields["zone"] = rec.zone
         if rec.mark_launched:
             fields["launched_at"] = utcnow()
+        if rec.at is not None:  # a record from a workflow that knows cost and autostop
+            fields.update(autostop_at=datetime.fromisoformat(rec.autostop_at) if rec.autostop_at else None,
+                          stopped_by=rec.stopped_by, use_spot=rec.use_spot)
+            for name in ("instance_type", "hourly_price", "launch_id"):
+                if getattr(rec, name) is not None:
+                    fields[name] = getattr(rec, name)
         self.db.clusters.upsert(rec.name, **fields)
         if rec.nodes is not None:
             self.db.clusters.replace_nodes(rec.name, [_node_row(n) for n in rec.nodes])
+        if rec.at is not None:
+            self._record_uptime(rec)
+
+    def _record_uptime(self, rec: ClusterRecord) -> None:
+        """Open the nodes' up-intervals when the cluster is UP, close them when it is not
+        (both idempotent: a retried record changes nothing)."""
+        at = datetime.fromisoformat(rec.at or "")
+        if rec.fresh:  # an earlier cluster of this name that was never closed (its workflow died)
+            self.db.uptime.close(rec.name, at)
+        if rec.status == ClusterStatus.UP:
+            ranks = ([int(n["rank"]) for n in rec.nodes] if rec.nodes
+                     else [n.rank for n in self.db.clusters.list_nodes(rec.name)] or range(rec.num_nodes))
+            stored = self.db.clusters.get(rec.name)
+            self.db.uptime.open(
+                rec.name, rec.launch_id or "", ranks, at, owner=stored.owner if stored else rec.owner,
+                provider=rec.provider, instance_type=rec.instance_type,
+                region=rec.region or (stored.region if stored else None), zone=rec.zone or (stored.zone if stored else None),
+                use_spot=rec.use_spot, hourly_price=rec.hourly_price or 0.0)
+        elif rec.status in (ClusterStatus.STOPPED, ClusterStatus.TERMINATED, ClusterStatus.FAILED):
+            self.db.uptime.close(rec.name, at)
 
     @activity.defn(name="record_teardown")
     async def record_teardown(self, inp: TeardownInput) -> None:
@@ -61,6 +88,7 @@ class StateActivities:
         await asyncio.to_thread(self._record_teardown, inp)
 
     def _record_teardown(self, inp: TeardownInput) -> None:
+        self.db.uptime.close(inp.cluster, utcnow())
         if self.db.clusters.get(inp.cluster) is None:
             return
         self.db.clusters.upsert(inp.cluster, status=ClusterStatus.TERMINATED, status_message=inp.message)

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from styx.cli.console import api, console, err_console, esc, fail
+from styx.cli.costs import print_plan
 from styx.cli.uploads import upload_progress
 from styx.contracts.rest import JobInfo, JobSubmitted
 from styx.sdk.client import Client
@@ -104,6 +105,21 @@ def _age(then: datetime | None) -> str:
     return f"{int(seconds)}s"
 
 
+def _when(at: datetime) -> str:
+    """A moment to come, as `in 9m (14:05)`."""
+    seconds = (at - datetime.now(timezone.utc)).total_seconds()
+    local = at.astimezone().strftime("%H:%M" if abs(seconds) < 86_400 else "%Y-%m-%d %H:%M")
+    if seconds <= 0:
+        return f"due ({local})"
+    minutes = int(seconds // 60)
+    span = f"{minutes}m" if minutes < 120 else f"{minutes // 60}h{minutes % 60:02d}m"
+    return f"in {span} ({local})"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+
+
 def _duration(job: JobInfo) -> str:
     if job.started_at is None:
         return "-"
@@ -184,10 +200,14 @@ def launch(
         None, "-i", "--idle-minutes-to-autostop", help="stop the cluster after this many idle minutes"),
     down: bool = typer.Option(False, "--down", help="with -i: tear down instead of stopping"),
     idempotency_key: Optional[str] = KeyOpt,
+    dryrun: bool = typer.Option(False, "--dryrun", help="show where the task would run and what it would cost "
+                                "(instance type, region/zone, $/hour, the runners-up and why); start nothing"),
 ) -> None:
     """Launch a cluster (if needed) and run a task on it, `setup` first, streaming its output.
 
     A cluster of that name that exists is reused when the task fits its nodes, as in SkyPilot.
+    With -i, the nodes also carry a deadline of their own: if Styx is gone they stop
+    themselves (STYX_FAILSAFE_GRACE_MINUTES after it).
 
     Examples:
 
@@ -196,7 +216,16 @@ def launch(
       `styx launch -c dev --num-nodes 2 --env GREETING=hi 'echo $GREETING from $STYX_NODE_RANK'`
 
       `HF_TOKEN=... styx launch -c dev train.yaml --secret HF_TOKEN --env-file .env`
+
+      `styx launch --dryrun --gpus A100:8 --infra aws 'python train.py'`
     """
+    if dryrun:
+        task = _load_task(entrypoint, cpus=cpus, memory=memory, gpus=gpus, num_nodes=num_nodes, infra=infra, name=name)
+        with api() as client:
+            plan = client.dryrun(task, cluster or "dryrun", idle_minutes_to_autostop=idle_minutes_to_autostop,
+                                 down=down)
+        print_plan(plan)
+        return
     task = _load_task(entrypoint, envs=_envs(env, env_file), secrets=_key_values("--secret", secret), cpus=cpus,
                       memory=memory, gpus=gpus, num_nodes=num_nodes, infra=infra, workdir=workdir, name=name)
     cluster = cluster or f"styx-{secrets.token_hex(2)}"
@@ -260,7 +289,8 @@ def status(
     refresh: bool = typer.Option(False, "-r", "--refresh", help="probe the nodes now: those that do not "
                                  "answer are marked DOWN (no job goes there), those that answer UP again"),
 ) -> None:
-    """Show clusters: provider, nodes (and how many are DOWN), status, autostop, age and a
+    """Show clusters: provider, nodes (and how many are DOWN), status (and who stopped it:
+    user, autostop, or the failsafe), autostop and when it fires, $/hour, age and a
     Temporal UI link.
 
     Examples:  `styx status`    `styx status --refresh`    `styx status --orphans`
@@ -288,17 +318,20 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE")
+    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "$/HOUR", "AGE")
     # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
     table.add_column("TEMPORAL UI", no_wrap=True)
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
+        if c.autostop_minutes is not None and c.status == "UP":
+            autostop += f", {_when(c.autostop_at)}" if c.autostop_at else ", after the jobs"
+        stopped = f" by {c.stopped_by}" if c.stopped_by and c.status in ("STOPPED", "TERMINATED") else ""
         link = Text("open", style=Style(link=c.workflow_url)) if c.workflow_url else Text("-")
         down = sum(n.status != "UP" for n in c.nodes)
         table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider),
                       str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
-                      esc(c.status + (f": {c.status_message}" if c.status_message else "")),
-                      autostop, _age(c.created_at), link)
+                      esc(c.status + stopped + (f": {c.status_message}" if c.status_message else "")),
+                      esc(autostop), _money(c.hourly_rate), _age(c.created_at), link)
     console.print(table)
 
 

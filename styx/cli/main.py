@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from styx import __version__
-from styx.cli import access, clusters, git, serve, uploads
+from styx.cli import access, clusters, costs, git, serve, uploads
 from styx.cli import console as cli_console
 from styx.cli.console import console, esc, fail, settings_or_exit
 from styx.contracts.rest import ComponentCheck
@@ -157,3 +157,4 @@ app.add_typer(git.app)
 app.add_typer(access.app)
 app.add_typer(uploads.app)
 app.add_typer(serve.app)
+app.add_typer(costs.app)

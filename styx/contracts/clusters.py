@@ -183,6 +183,11 @@ class ClusterDescription:
     message: str | None = None
     #: Nodes that stopped answering: no job is placed on them.
     down_nodes: list[NodeDown] = field(default_factory=list)
+    #: When autostop fires if nothing runs meanwhile (ISO), and who stopped the cluster.
+    autostop_at: str | None = None
+    stopped_by: str | None = None
+    #: The deadline the nodes carry (ISO; the failsafe acts a grace period after it).
+    failsafe_deadline: str | None = None
 
 
 @dataclass
@@ -206,6 +211,18 @@ class ClusterRecord:
     fresh: bool = False
     #: The spec's owner; None leaves the stored owner as it is.
     owner: str | None = None
+    #: Workflow time of this record (ISO): where node up-intervals open and close.
+    at: str | None = None
+    #: The cluster's incarnation (its workflow's first run id): intervals are grouped by it.
+    launch_id: str | None = None
+    #: What the nodes are and cost per node-hour (None: not known yet).
+    instance_type: str | None = None
+    use_spot: bool = False
+    hourly_price: float | None = None
+    #: When autostop fires if nothing runs meanwhile (ISO; None: not armed now).
+    autostop_at: str | None = None
+    #: Who stopped or took the cluster down: ``user``, ``autostop`` or ``failsafe``.
+    stopped_by: str | None = None
 
 
 @dataclass
@@ -250,6 +267,23 @@ class ClusterState:
     submissions: dict[str, SubmitJobResult] = field(default_factory=dict)
     #: Nodes that stopped answering, by cluster rank; placement skips them.
     down_nodes: list[NodeDown] = field(default_factory=list)
+    #: The launch attempt that succeeded: ``instance_type``, ``use_spot``, ``hourly_price``.
+    offer: dict[str, Any] = field(default_factory=dict)
+    #: Who stopped the cluster (``StoppedBy``); None while it runs.
+    stopped_by: str | None = None
+    #: The deadline the nodes carry (ISO), as last pushed; None: none (see ``failsafe``).
+    failsafe_deadline: str | None = None
+    #: The nodes may carry a deadline from before a stop: push (or clear) it once they are up.
+    failsafe_stale: bool = False
+
+
+class StoppedBy(enum.StrEnum):
+    """Who stopped a cluster (``styx status``)."""
+
+    USER = "user"
+    AUTOSTOP = "autostop"
+    #: The nodes' own deadline passed while no Styx process pushed it (see ``failsafe``).
+    FAILSAFE = "failsafe"
 
 
 @dataclass

@@ -98,6 +98,19 @@ class ClusterInfo(BaseModel):
     owner: str | None = None
     #: The other users who may use it (see ``styx cluster share``).
     shared_with: list[str] = []
+    #: What its nodes are and cost: the instance type (AWS), spot or not, USD per node-hour.
+    instance_type: str | None = None
+    use_spot: bool = False
+    hourly_price: float | None = None
+    #: USD per hour the whole cluster costs now (0 when stopped; None: price unknown), and
+    #: USD this launch of it has cost so far.
+    hourly_rate: float | None = None
+    cost_so_far: float | None = None
+    #: When autostop fires if nothing runs meanwhile (None: no autostop, or jobs run or wait).
+    autostop_at: datetime | None = None
+    #: Who stopped or took it down: ``user``, ``autostop`` or ``failsafe`` (its nodes' own
+    #: deadline passed while Styx was gone).
+    stopped_by: str | None = None
 
     _decode = field_validator("resources", mode="before")(lambda cls, v: _json_text(v) or {})
 

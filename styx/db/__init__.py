@@ -30,6 +30,7 @@ The package:
 - ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
 - ``services``: ``ServiceStore`` (``db.services``): services, versions, replicas, and what the
   load balancers read and report.
+- ``uptime``: ``UptimeStore`` (``db.uptime``): every node's intervals up, for the cost report.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from styx.db.repos import RepoDb
 from styx.db.services import PortsExhausted, Route, ServiceStore
 from styx.db.uploads import UploadGone, UploadStore
 from styx.db.users import TokenCheck, UserStore
+from styx.db.uptime import UptimeStore
 
 __all__ = [
     "AlreadyExists",
@@ -106,6 +108,7 @@ __all__ = [
     "Upload",
     "UploadGone",
     "UploadStore",
+    "UptimeStore",
     "User",
     "UserNotFound",
     "UserStore",
@@ -138,6 +141,7 @@ class Database:
         self.uploads = UploadStore(self.engine)
         self.joblogs = JobLogStore(self.engine)
         self.services = ServiceStore(self.engine)
+        self.uptime = UptimeStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -25,7 +25,8 @@ from styx.db.engine import aware_utc, json_text
 from styx.db.models import Cluster, Job
 
 _JSON_FIELDS = {"resources", "info", "exit_codes", "accelerators"}
-_TIME_FIELDS = {"created_at", "updated_at", "launched_at", "submitted_at", "started_at", "ended_at"}
+_TIME_FIELDS = {"created_at", "updated_at", "launched_at", "submitted_at", "started_at", "ended_at",
+                "autostop_at"}
 
 
 class Store:

@@ -10,6 +10,9 @@
 - The git server (migration 0004_git): ``Repo``, ``RepoCollaborator`` (with a ``RepoLevel``),
   ``PushRun``.
 - Per-user limits (migration 0010_user_limits): ``User.max_clusters``, ``User.max_nodes``.
+- Cost and autostop (migration 0014_node_uptime): ``Cluster.instance_type``/``use_spot``/
+  ``hourly_price``/``autostop_at``/``stopped_by``/``launch_id``, and ``NodeUptime`` (one row
+  per node and interval up; ``styx.db.uptime``).
 - Uploads (migration 0006_uploads): ``Upload``, ``UploadChunk`` (its bytes, 4 MB a row),
   ``UploadOwner`` (who may name it in a task).
 - Job logs (migration 0008_job_logs): ``JobLog`` (one node's log of one phase, its size),
@@ -99,6 +102,18 @@ class ClusterBase(SQLModel):
     status_message: str | None = Field(default=None, sa_type=sa.Text)
     #: Who launched it; NULL (rows from before owners existed) means the admins'.
     owner: str | None = Field(default=None, max_length=64, index=True)
+    #: What its nodes are and cost (migration 0014_node_uptime): the instance type (AWS), spot
+    #: or not, and USD per node-hour (0 for local nodes; an SSH pool's ``hourly_price``).
+    instance_type: str | None = Field(default=None, max_length=64)
+    use_spot: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    hourly_price: float | None = None
+    #: When autostop fires if nothing runs meanwhile (NULL: no autostop, or jobs run or wait).
+    autostop_at: datetime | None = timestamp(default=None, nullable=True)
+    #: Who stopped (or took down) the cluster: ``user``, ``autostop`` or ``failsafe``.
+    stopped_by: str | None = Field(default=None, max_length=16)
+    #: This incarnation of the name (its workflow's first run id): what ``node_uptime`` rows
+    #: are grouped by, so that a name launched again is billed apart.
+    launch_id: str | None = Field(default=None, max_length=64)
 
 
 class Cluster(ClusterBase, table=True):
@@ -107,6 +122,28 @@ class Cluster(ClusterBase, table=True):
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
     launched_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class NodeUptime(SQLModel, table=True):
+    """One node's time up, from launch or start to stop or down (``ended_at`` NULL: up now).
+    Not tied to the ``clusters`` row: a cluster that is gone stays in the cost report."""
+
+    __tablename__ = "node_uptime"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cluster_name: str = Field(max_length=255, index=True)
+    launch_id: str = Field(default="", max_length=64)
+    owner: str | None = Field(default=None, max_length=64, index=True)
+    rank: int = 0
+    provider: str = Field(default="local", max_length=32)
+    instance_type: str | None = Field(default=None, max_length=64)
+    region: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=64)
+    use_spot: bool = False
+    #: USD per hour of this node, fixed when the interval opened.
+    hourly_price: float = 0.0
+    started_at: datetime = timestamp()
+    ended_at: datetime | None = timestamp(default=None, nullable=True, index=True)
 
 
 class ClusterShare(SQLModel, table=True):

@@ -57,6 +57,12 @@ class Provider(Protocol):
     """Clusters of SSH-reachable nodes, found by cluster name (never by memory or database).
 
     ``region`` is where the cluster is (AWS region, SSH pool name) when known, else None.
+
+    Beyond the protocol, optional: the autostop failsafe (``styx.activities.failsafe``) —
+    ``set_failsafe`` (the provider writes its nodes' deadline itself: local), or
+    ``failsafe_over_ssh = True`` with ``failsafe_fired``, ``prepare_failsafe`` and
+    ``failsafe_setup_command`` (AWS, SSH pools). ``plan``'s attempts may carry
+    ``hourly_price`` (USD per node-hour), which the cost report bills.
     """
 
     async def plan(self, resources: dict[str, Any], num_nodes: int, region: str | None) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ Every failure is a ``styx.StyxError`` (``NotFound``, ``Conflict``, ``Invalid``, 
         ...                               # the same call again cannot queue a second job
 
 The users, keys and repositories methods are in ``styx.sdk.repos``; services (``serve_up``,
-``serve_status``, ``serve_update``, ``serve_down`` ...) in ``styx.sdk.serve``; how a task's local files
+``serve_status``, ``serve_update``, ``serve_down`` ...) in ``styx.sdk.serve``; prices and costs
+(``dryrun``, ``show_gpus``, ``show_instances``, ``cost_report``) in ``styx.sdk.costs``; how a task's local files
 are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
@@ -49,6 +50,8 @@ from styx.contracts.rest import (
     Orphan,
     ProviderCheck,
 )
+from styx.sdk.costs import AsyncCostsMixin, CostsMixin
+from styx.sdk.tasks import as_task as _as_task
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
 from styx.sdk.serve import AsyncServeMixin, ServeMixin
 from styx.sdk.transport import (
@@ -61,23 +64,7 @@ from styx.sdk.transport import (
     unreachable,
 )
 from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
-from styx.task import Task, TaskValidationError
-
-
-def _as_task(task: Task | dict[str, Any] | str | Path) -> Task:
-    """A Task, a dict, a YAML path or a bare command, as a Task (``Invalid`` naming the field
-    when it is not a valid task)."""
-    try:
-        if isinstance(task, Task):
-            return task
-        if isinstance(task, dict):
-            return Task.from_dict(task)
-        if isinstance(task, Path) or (isinstance(task, str) and (task.endswith((".yaml", ".yml"))
-                                                                 or Path(task).is_file())):
-            return Task.from_yaml(Path(task))
-        return Task.from_command(task)
-    except (TaskValidationError, OSError) as err:
-        raise Invalid(None, str(err)) from err
+from styx.task import Task
 
 
 def _key(idempotency_key: str | None) -> str:
@@ -160,7 +147,7 @@ class _Routes:
         return Request("DELETE", f"/api/v1/clusters/{cluster}/shares/{quote(user, safe='')}")
 
 
-class Client(ReposMixin, UploadsMixin, ServeMixin, SyncTransport):
+class Client(ReposMixin, CostsMixin, UploadsMixin, ServeMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
     a :class:`styx.StyxError` (``NotFound``, ``Conflict``, ``ApiUnreachable`` …) on failure,
     with the API's message and a hint."""
@@ -267,7 +254,7 @@ class Client(ReposMixin, UploadsMixin, ServeMixin, SyncTransport):
         return ClusterInfo(**self._send(_Routes.unshare(cluster, user)))
 
 
-class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncServeMixin, AsyncTransport):
+class AsyncClient(AsyncReposMixin, AsyncCostsMixin, AsyncUploadsMixin, AsyncServeMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,

@@ -142,7 +142,7 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
     region = resources.region
     memory: float | None = None
     if provider == "aws":
-        cpus, accelerators, memory = _aws_node_size(resources)
+        cpus, accelerators, memory = _aws_node_size(resources, task.resources)
     else:
         # A node holds whole devices: a fractional request (T4:0.5) needs a node with one.
         accelerators = {k: math.ceil(v - 1e-9) for k, v in (resources.accelerators or {}).items()}
@@ -179,28 +179,31 @@ def onto_existing(task: Task, provider: str, region: str | None, resources: dict
         raise InvalidRequest("task.resources.infra", str(err)) from None
 
 
-def _aws_node_size(resources: Resources) -> tuple[float, dict[str, int], float]:
+def _aws_node_size(resources: Resources, whole: Resources | None = None) -> tuple[float, dict[str, int], float]:
     """What one node offers (vCPUs, accelerators, GB of memory): the cheapest catalog type that fits (checked here, offline, so a
     bad request fails before any workflow starts; the worker re-plans with the same catalog)."""
     from styx.catalog import optimizer
+    from styx.catalog.choose import Unsatisfiable, choose
 
     if resources.region and resources.region not in optimizer.regions():
         raise InvalidRequest("task.resources.infra", f"unknown AWS region {resources.region!r} "
                              f"(known: {', '.join(optimizer.regions())})")
-    if not _aws_credentials_configured():
-        raise InvalidRequest("task.resources.infra", "no AWS credentials found: set AWS_ACCESS_KEY_ID/"
-                             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or ~/.aws/credentials) where Styx runs; "
-                             "`styx check` tells which providers are usable")
     if resources.instance_type:
         offers = optimizer.offers_for(resources.instance_type)
         if not offers:
             raise InvalidRequest("task.resources.instance_type",
                                  f"unknown instance type {resources.instance_type!r} (not in Styx's AWS catalog)")
     else:
-        fits = optimizer.cheapest(resources)
-        if not fits:
-            raise InvalidRequest("task.resources", "no AWS instance type in the catalog fits this request")
-        offers = optimizer.offers_for(fits[0][0])
+        try:
+            chosen = choose(whole or resources).chosen
+        except Unsatisfiable as err:
+            raise InvalidRequest(f"task.resources.{err.field}", str(err).split(": ", 1)[1]) from None
+        offers = optimizer.offers_for(chosen.instance_type)
+    # After the request itself: what nothing satisfies is named even where AWS is not set up.
+    if not _aws_credentials_configured():
+        raise InvalidRequest("task.resources.infra", "no AWS credentials found: set AWS_ACCESS_KEY_ID/"
+                             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or ~/.aws/credentials) where Styx runs; "
+                             "`styx check` tells which providers are usable")
     offer = offers[0]
     accelerators = {offer.accelerator_name: offer.accelerator_count} if offer.accelerator_name else {}
     return float(offer.vcpus), accelerators, float(offer.memory_gib)

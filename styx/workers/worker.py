@@ -23,6 +23,7 @@ from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.health import NodeHealthActivities
 from styx.activities.serve import ServeActivities
+from styx.activities.failsafe import FailsafeActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
@@ -72,6 +73,7 @@ def build_providers(settings: Settings, key: asyncssh.SSHKey, aws: AwsProvider |
         loopback=local if os.environ.get("STYX_AWS_LOOPBACK_NODES") == "1" else None,
         use_private_ip=os.environ.get("STYX_AWS_USE_PRIVATE_IP") == "1",
         ssh_cidr=os.environ.get("STYX_AWS_SSH_CIDR", "0.0.0.0/0"),
+        failsafe_grace_seconds=settings.failsafe_grace_seconds,
     )
     return ProviderRegistry({
         "local": local,
@@ -98,6 +100,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
                         node_lost_seconds=settings.node_lost_seconds)
     health = NodeHealthActivities(registry, pool)
     serve = ServeActivities(settings, db)
+    failsafe = FailsafeActivities(registry, pool, settings.failsafe_grace_seconds)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -110,6 +113,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             state.record_cluster, state.record_job, state.record_teardown,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
             health.probe_nodes,
+            failsafe.push_failsafe,
             *git.all(),
             reconcile.find_orphans,
             *serve.all(),

@@ -10,6 +10,12 @@ parent-close policy and tracked by id, so continuing-as-new never kills them; a 
 reports its end with the ``job_finished`` signal, sent by workflow id.
 When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
 
+Failsafe (``styx.contracts.failsafe``): an autostopped cluster's nodes carry a deadline of
+their own, pushed forward by ``_push_failsafe`` in the main loop (the autostop time while
+idle, a lease while busy), so they stop themselves if Styx is gone; a push that finds they
+did records the cluster STOPPED (or TERMINATED), ``stopped_by`` failsafe. Gated by the
+``failsafe-deadline`` patch, so histories from before it replay unchanged.
+
 Node health: a node a job found unreachable for good (``JobFinished.lost_nodes``) is marked
 DOWN (``state.down_nodes``; the nodes table's status and the cluster's status message say
 so) and no job is placed on it; the ``refresh`` update probes every node now (the provider's
@@ -59,6 +65,9 @@ with workflow.unsafe.imports_passed_through():
         ProviderOutput,
     )
     from styx.contracts.search import CLUSTER_KEY
+    from styx.contracts.clusters import StoppedBy
+    from styx.contracts.failsafe import BUSY_LEASE, FailsafeInput, FailsafeOutput
+    from styx.activities.failsafe import FailsafeActivities
     from styx.activities.health import NodeHealthActivities
     from styx.activities.providers import ProviderActivities
     from styx.activities.ssh import SshActivities
@@ -76,6 +85,13 @@ PROBE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempt
                           non_retryable_error_types=[ProviderErrors.INVALID, ProviderErrors.NO_CREDENTIALS])
 #: Killing what a failed job left on a node that came back: best effort, quickly.
 LEFTOVER_KILL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2)
+#: Pushing the nodes' failsafe deadline: best effort; a failed push is tried again later.
+FAILSAFE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=2,
+                             non_retryable_error_types=[ProviderErrors.INVALID, ProviderErrors.NO_CREDENTIALS])
+#: How long after a failed push the next one is tried.
+FAILSAFE_RETRY_AFTER = timedelta(minutes=1)
+#: The patch id that turns the failsafe push on (histories from before it replay without).
+FAILSAFE_PATCH = "failsafe-deadline"
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -103,11 +119,17 @@ class ClusterWorkflow:
         self._starting = 0
         #: Node health changed (a job lost a node): the main loop records it.
         self._health_changed = False
+        #: Failsafe pushes on (see the module docstring); when to try a failed push again, and
+        #: the autostop time last recorded (a change is recorded for ``styx status``).
+        self._failsafe_on = False
+        self._failsafe_retry_at: datetime | None = None
+        self._recorded_autostop_at: str | None = None
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: ClusterInput) -> ClusterDescription:
         workflow.upsert_search_attributes([CLUSTER_KEY.value_set(self.spec.name)])
+        self._failsafe_on = workflow.patched(FAILSAFE_PATCH)
         if self._fresh:
             async with self._lifecycle:
                 await self._provision()
@@ -116,10 +138,12 @@ class ClusterWorkflow:
                 self._health_changed = False
                 await self._record_health()
             await self._schedule()
-            timeout = self._autostop_remaining()
+            await self._push_failsafe()
+            timeout = self._wake_after()
             try:
                 await workflow.wait_condition(lambda: self._wake, timeout=timeout)
             except asyncio.TimeoutError:
+                await self._push_failsafe(before_autostop=True)
                 await self._autostop()
             self._wake = False
             if workflow.info().is_continue_as_new_suggested() and not self._lifecycle.locked():
@@ -150,8 +174,18 @@ class ClusterWorkflow:
             name=spec.name, provider=spec.provider, status=self.state.status,
             num_nodes=spec.num_nodes, resources=spec.resources,
             workflow_id=workflow.info().workflow_id, autostop_minutes=spec.autostop_minutes,
-            autostop_down=spec.autostop_down, status_message=self._status_message(), owner=spec.owner, **extra,
+            autostop_down=spec.autostop_down, status_message=self._status_message(), owner=spec.owner,
+            **self._cost_fields(), **extra,
         ))
+
+    def _cost_fields(self) -> dict[str, Any]:
+        """What a record carries for ``styx status`` and the cost report."""
+        offer = self.state.offer
+        self._recorded_autostop_at = self._autostop_at()
+        return dict(at=workflow.now().isoformat(), launch_id=workflow.info().first_execution_run_id,
+                    instance_type=offer.get("instance_type"), use_spot=bool(offer.get("use_spot")),
+                    hourly_price=offer.get("hourly_price"), autostop_at=self._recorded_autostop_at,
+                    stopped_by=self.state.stopped_by)
 
     async def _provision(self) -> None:
         """Try the provider's launch attempts in order; a capacity error moves to the next
@@ -164,7 +198,8 @@ class ClusterWorkflow:
             plan: PlanOutput = await self._provider(ProviderActivities.plan)
             for attempt in plan.attempts:
                 try:
-                    out = await self._provider(ProviderActivities.provision, attempt)
+                    out = await self._provider(ProviderActivities.provision, self._with_autostop(attempt))
+                    self.state.offer = {k: attempt.get(k) for k in ("instance_type", "use_spot", "hourly_price")}
                     break
                 except ActivityError as err:
                     if getattr(err.cause, "type", None) != ProviderErrors.CAPACITY:
@@ -188,6 +223,13 @@ class ClusterWorkflow:
         self.state.message = f"launched after {len(failures)} failed attempt(s): {failures[-1]}" if failures else None
         self._mark_busy()
         await self._record_cluster(nodes=out.nodes, region=out.region, zone=out.zone, mark_launched=True)
+
+    def _with_autostop(self, attempt: dict[str, Any]) -> dict[str, Any]:
+        """The attempt, telling the provider the autostop window its nodes' own failsafe
+        starts with (AWS user-data); unchanged without autostop or before the patch."""
+        if not self._failsafe_on or self.spec.autostop_minutes is None:
+            return attempt
+        return {**attempt, "autostop_minutes": self.spec.autostop_minutes, "autostop_down": self.spec.autostop_down}
 
     # -- node health ----------------------------------------------------------------------
     def _down_ranks(self) -> set[int]:
@@ -471,7 +513,7 @@ class ClusterWorkflow:
             if self.state.status == ClusterStatus.STOPPED:
                 return self.describe()
             self._require(ClusterStatus.UP, "stop")
-            await self._stop_nodes("cluster stopped")
+            await self._stop_nodes("cluster stopped", by=StoppedBy.USER)
             return self.describe()
 
     @workflow.update
@@ -487,6 +529,7 @@ class ClusterWorkflow:
             self.state.zone = out.zone or self.state.zone
             self.state.down_nodes = []  # every node was started afresh
             self.state.status = ClusterStatus.UP
+            self.state.stopped_by = None
             self._mark_busy()
             await self._record_cluster(nodes=out.nodes)
             self._poke()
@@ -514,7 +557,7 @@ class ClusterWorkflow:
         async with self._lifecycle:
             if self.state.status == ClusterStatus.TERMINATED:
                 return self.describe()
-            await self._terminate("cluster taken down")
+            await self._terminate("cluster taken down", by=StoppedBy.USER)
             self._poke()
             return self.describe()
 
@@ -552,7 +595,7 @@ class ClusterWorkflow:
         except asyncio.TimeoutError:
             workflow.logger.warning("jobs %s did not end in time", [j.job_id for j in self.state.running])
 
-    async def _terminate(self, reason: str) -> None:
+    async def _terminate(self, reason: str, by: str | None = None) -> None:
         self._halting = reason
         try:
             await self._drain(reason)
@@ -560,10 +603,11 @@ class ClusterWorkflow:
         finally:
             self._halting = None
         self.state.status = ClusterStatus.TERMINATED
+        self.state.stopped_by = by
         self.state.nodes = []
         await self._record_cluster(nodes=[])
 
-    async def _stop_nodes(self, reason: str) -> None:
+    async def _stop_nodes(self, reason: str, by: str | None = None) -> None:
         self._halting = reason
         try:
             await self._drain(reason)
@@ -571,6 +615,9 @@ class ClusterWorkflow:
         finally:
             self._halting = None
         self.state.status = ClusterStatus.STOPPED
+        self.state.stopped_by = by
+        if self.state.failsafe_deadline is not None or by == StoppedBy.FAILSAFE:  # the nodes keep it on disk
+            self.state.failsafe_stale, self.state.failsafe_deadline = True, None
         await self._record_cluster()
 
     # -- autostop -----------------------------------------------------------------------
@@ -596,9 +643,102 @@ class ClusterWorkflow:
                 return  # a job came, or autostop changed, while we waited for the lock
             workflow.logger.info("cluster %s idle for %s min: autostop", self.spec.name, self.spec.autostop_minutes)
             if self.spec.autostop_down:
-                await self._terminate("autodown")
+                await self._terminate("autodown", by=StoppedBy.AUTOSTOP)
             else:
-                await self._stop_nodes("autostop")
+                await self._stop_nodes("autostop", by=StoppedBy.AUTOSTOP)
+
+    def _autostop_at(self) -> str | None:
+        """When autostop fires if nothing runs meanwhile (ISO), or None when it is not armed."""
+        if self._idle_remaining() is None:
+            return None
+        idle_since = datetime.fromisoformat(self.state.idle_since or workflow.now().isoformat())
+        return (idle_since + timedelta(minutes=self.spec.autostop_minutes or 0)).isoformat()
+
+    def _wake_after(self) -> float | None:
+        """Seconds the main loop may sleep: until autostop, or until the failsafe push is due."""
+        times = [t for t in (self._autostop_remaining(), self._failsafe_due()) if t is not None]
+        return max(min(times), 0.001) if times else None
+
+    # -- failsafe: the nodes' own deadline ------------------------------------------------
+    def _busy(self) -> bool:
+        return bool(self.state.queue or self.state.running)
+
+    def _failsafe_target(self) -> datetime | None:
+        """The deadline the nodes should carry now: None without autostop (or when not UP)."""
+        minutes = self.spec.autostop_minutes
+        if minutes is None or self.state.status != ClusterStatus.UP:
+            return None
+        now = workflow.now()
+        if self._busy():
+            return now + max(timedelta(minutes=minutes), BUSY_LEASE)
+        return datetime.fromisoformat(self.state.idle_since or now.isoformat()) + timedelta(minutes=minutes)
+
+    def _failsafe_due(self) -> float | None:
+        """Seconds until the nodes' deadline must be pushed (0: now), or None: not needed."""
+        if not self._failsafe_on or self.state.status != ClusterStatus.UP:
+            return None
+        now = workflow.now()
+        if self._failsafe_retry_at is not None and self._failsafe_retry_at > now:
+            return (self._failsafe_retry_at - now).total_seconds()
+        pushed, target = self.state.failsafe_deadline, self._failsafe_target()
+        if self.state.failsafe_stale or (pushed is None) != (target is None):
+            return 0.0
+        if pushed is None or target is None:
+            return None
+        if self._busy():  # a lease: renew it when half of it is left
+            lease = max(timedelta(minutes=self.spec.autostop_minutes or 0), BUSY_LEASE)
+            return max((datetime.fromisoformat(pushed) - now - lease / 2).total_seconds(), 0.0)
+        return 0.0 if pushed != target.isoformat() else None
+
+    async def _push_failsafe(self, before_autostop: bool = False) -> None:
+        """Push the nodes' deadline when due (and record a changed autostop time); if the
+        push finds the nodes acted on their own, record what they did. ``before_autostop``:
+        autostop is due, so look first whether the nodes stopped themselves already (Styx
+        was gone past their deadline): then it was the failsafe that stopped the cluster."""
+        if not self._failsafe_on or self._lifecycle.locked():
+            return
+        remaining = self._idle_remaining()
+        checking = (before_autostop and self.state.failsafe_deadline is not None
+                    and remaining is not None and remaining <= 0)
+        if checking or self._failsafe_due() == 0.0:
+            target = self._failsafe_target()
+            out: FailsafeOutput | None = None
+            try:
+                out = await workflow.execute_activity_method(
+                    FailsafeActivities.push_failsafe,
+                    FailsafeInput(self.spec.name, self.spec.provider, self.state.region or self.spec.region,
+                                  list(self.state.nodes), target.isoformat() if target else None,
+                                  self.spec.autostop_down),
+                    start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=timedelta(seconds=20),
+                    retry_policy=FAILSAFE_RETRY,
+                    summary=f"failsafe deadline {target.isoformat() if target else 'cleared'}",
+                )
+            except ActivityError as err:
+                workflow.logger.warning("cluster %s: failsafe push failed: %s", self.spec.name, err.cause)
+            if out is not None and out.fired:
+                await self._failsafe_fired(out)
+                return
+            if out is None or out.unreachable:
+                self._failsafe_retry_at = workflow.now() + FAILSAFE_RETRY_AFTER
+            else:
+                self._failsafe_retry_at = None
+                self.state.failsafe_deadline = target.isoformat() if target else None
+                self.state.failsafe_stale = False
+        if self.state.status == ClusterStatus.UP and self._autostop_at() != self._recorded_autostop_at:
+            await self._record_cluster()
+
+    async def _failsafe_fired(self, out: FailsafeOutput) -> None:
+        """The nodes stopped (or terminated) themselves while no one pushed their deadline:
+        make the rest of the cluster agree, and record who stopped it."""
+        async with self._lifecycle:
+            if self.state.status != ClusterStatus.UP:
+                return
+            workflow.logger.warning("cluster %s: node(s) %s %s themselves (failsafe)", self.spec.name,
+                                    out.fired, out.action or "stopped")
+            if out.action == "terminated":
+                await self._terminate("failsafe", by=StoppedBy.FAILSAFE)
+            else:
+                await self._stop_nodes("failsafe", by=StoppedBy.FAILSAFE)
 
     # -- query --------------------------------------------------------------------------
     @workflow.query
@@ -610,6 +750,8 @@ class ClusterWorkflow:
             running=[j.job_id for j in self.state.running], next_job_id=self.state.next_job_id,
             autostop_minutes=spec.autostop_minutes, autostop_down=spec.autostop_down,
             message=self._status_message(), down_nodes=list(self.state.down_nodes),
+            autostop_at=self._autostop_at(), stopped_by=self.state.stopped_by,
+            failsafe_deadline=self.state.failsafe_deadline,
         )
 
 

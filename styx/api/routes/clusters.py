@@ -58,7 +58,7 @@ from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFo
 from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
-from styx.services import policy, quotas
+from styx.services import costs, policy, quotas
 from styx.services.launch import (
     InvalidRequest,
     check_cluster_name,
@@ -142,13 +142,18 @@ def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
     return job
 
 
-def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None) -> ClusterInfo:
+def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None,
+                 spent: dict[tuple[str, str], float] | None = None) -> ClusterInfo:
     if shares is None:
         shares = state.db.clusters.shares(cluster.name)
+    cost = (spent.get((cluster.name, cluster.launch_id or ""), 0.0) if spent is not None
+            else costs.cost_so_far(state.db, cluster.name))
     return ClusterInfo.model_validate(cluster).model_copy(update={
         "workflow_url": state.settings.workflow_url(cluster.workflow_id),
         "nodes": [NodeInfo.model_validate(n) for n in state.db.clusters.list_nodes(cluster.name)],
         "shared_with": shares,
+        "hourly_rate": costs.hourly_rate(cluster),
+        "cost_so_far": cost,
     })
 
 
@@ -245,7 +250,8 @@ async def list_clusters(state: StateDep, user: CurrentUser,
         await asyncio.gather(*(one(c) for c in rows if c.status == ClusterStatus.UP), return_exceptions=True)
         fresh = {c.name: c for c in await asyncio.to_thread(state.db.clusters.list)}
         rows = [fresh.get(c.name, c) for c in rows]
-    return [cluster_info(state, c, shares.get(c.name, [])) for c in rows]
+    spent = await asyncio.to_thread(costs.spent_by_launch, state.db)
+    return [cluster_info(state, c, shares.get(c.name, []), spent) for c in rows]
 
 
 @router.get("/{name}", response_model=ClusterInfo, summary="One cluster, with its nodes")

@@ -41,8 +41,12 @@ class Attempt:
     disk_size: int
     ports: list[str] = field(default_factory=list)
     attempt_no: int = 1
-    #: Catalog price per node-hour in USD (spot price for spot), for display.
+    #: Catalog price per node-hour in USD (spot price for spot), for display and the cost report.
     hourly_price: float | None = None
+    #: Set by the cluster workflow for a cluster launched with autostop: the instance's own
+    #: failsafe timer starts with this window (``failsafe_script.aws_user_data``).
+    autostop_minutes: int | None = None
+    autostop_down: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +72,9 @@ def plan_attempts(resources: Mapping[str, Any] | Resources, num_nodes: int) -> l
     if not candidates:
         raise InvalidResources("no resource candidate targets AWS (set infra: aws or leave the cloud unset)",
                                field="resources.infra")
+    if res.any_of:
+        # Any candidate will do: the cheapest first (as ``styx launch --dryrun`` shows).
+        candidates.sort(key=_cheapest_price)
     attempts: list[Attempt] = []
     seen: set[tuple[Any, ...]] = set()
     unfit: list[InvalidResources] = []
@@ -86,6 +93,11 @@ def plan_attempts(resources: Mapping[str, Any] | Resources, num_nodes: int) -> l
     if not attempts:
         raise unfit[0]
     return attempts
+
+
+def _cheapest_price(res: Resources) -> float:
+    offers = optimizer.matching_offers(res, use_spot=bool(res.use_spot))
+    return offers[0].hourly(bool(res.use_spot)) or float("inf") if offers else float("inf")
 
 
 def _plan_candidate(res: Resources) -> list[Attempt]:

@@ -36,6 +36,12 @@ What keeps it safe
 * A failed attempt terminates what it launched (by tag) before raising. Capacity and quota
   errors raise ``CapacityError``; the caller moves to the next attempt.
 * ``terminate`` returns only once ``DescribeInstances`` shows every instance ``terminated``.
+* The failsafe: every instance is launched with user-data that installs a timer of its own
+  (``failsafe_script.aws_user_data``) which shuts it down once the deadline Styx pushes to
+  ``~/.styx/failsafe`` (over SSH, ``push_failsafe``) passed plus a grace — with no Styx process
+  alive. ``InstanceInitiatedShutdownBehavior`` makes that a stop, or a terminate for
+  ``--down`` and spot; ``failsafe_fired`` tells the workflow, when it runs again, that the
+  instances did it.
 '''
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ from styx.providers.aws.loopback import LoopbackNodes, endpoint_is_emulator, is_
 from styx.providers.aws.plan import Attempt, plan_attempts
 from styx.providers.aws.regions import RegionSetup
 from styx.providers.base import Provider, Provisioned
+from styx.providers.failsafe_script import aws_user_data
+from styx.contracts.failsafe import DEFAULT_GRACE_MINUTES
 
 __all__ = ["AwsProvider", "AwsProvisioned", "client_token"]
 
@@ -119,6 +127,7 @@ class AwsProvider:
         loopback: Provider | None = None,
         state_timeout: float = 900.0,
         ssh_timeout: float = 600.0,
+        failsafe_grace_seconds: int = DEFAULT_GRACE_MINUTES * 60,
     ) -> None:
         if not _DEPLOYMENT_ID_RE.match(deployment_id or ""):
             raise ValueError(f"deployment_id must be 1-63 letters, digits, '.', '_' or '-' (got {deployment_id!r})")
@@ -131,6 +140,9 @@ class AwsProvider:
         self.loopback = LoopbackNodes(loopback) if loopback is not None else None
         self.state_timeout = state_timeout
         self.ssh_timeout = ssh_timeout
+        self.failsafe_grace_seconds = failsafe_grace_seconds
+        #: The shutdown behaviour last set per cluster (``prepare_failsafe``), to set it once.
+        self._shutdown_behaviour: dict[str, str] = {}
         self.ec2 = Ec2(client_factory)
         self.regions = RegionSetup(self.ec2, deployment_id=deployment_id, public_key=public_key.strip(),
                                    ssh_cidr=ssh_cidr)
@@ -269,6 +281,44 @@ class AwsProvider:
         infos = [self._info(r, i) for r, instances in found.items() for i in instances]
         return sorted(infos, key=lambda x: (x["rank"] if x["rank"] is not None else 1 << 30, x["instance_id"]))
 
+    # ------------------------------------------------------------------ the failsafe
+
+    #: ``push_failsafe`` writes the deadline over SSH (``~/.styx/failsafe``); the timer the
+    #: user-data installed acts on it.
+    failsafe_over_ssh = True
+
+    async def failsafe_fired(self, cluster: str, region: str | None) -> dict[str, Any]:
+        """Whether the cluster's instances stopped or terminated themselves: none of the
+        latest instance of each rank is pending or running."""
+        cluster = ClusterName(cluster)
+        everywhere = await self._find_everywhere(cluster, region, states=None)
+        latest: dict[int, dict[str, Any]] = {}
+        for instances in everywhere.values():
+            for i in instances:
+                rank = int_or_none(tags_of(i).get(TAG_RANK))
+                if rank is None:
+                    continue
+                if rank not in latest or str(i.get("LaunchTime", "")) > str(latest[rank].get("LaunchTime", "")):
+                    latest[rank] = i
+        states = {r: i["State"]["Name"] for r, i in latest.items()}
+        if not states or any(s in ("pending", "running") for s in states.values()):
+            return {"fired": []}
+        gone = all(s in ("shutting-down", "terminated") for s in states.values())
+        return {"fired": sorted(states), "action": "terminated" if gone else "stopped"}
+
+    async def prepare_failsafe(self, cluster: str, region: str | None, down: bool) -> None:
+        """What a shutdown from the instance does: stop, or terminate (``--down``; spot
+        instances always terminate)."""
+        behaviour = "terminate" if down else "stop"
+        if self._shutdown_behaviour.get(cluster) == behaviour:
+            return
+        for reg, instances in (await self._find_everywhere(ClusterName(cluster), region)).items():
+            for i in instances:
+                if i.get("InstanceLifecycle") != "spot":
+                    await self.ec2.call(reg, "modify_instance_attribute", InstanceId=i["InstanceId"],
+                                        Attribute="instanceInitiatedShutdownBehavior", Value=behaviour)
+        self._shutdown_behaviour[cluster] = behaviour
+
     async def check(self, region: str | None) -> tuple[bool, str]:
         """``(ok, one-line reason)`` for ``styx check``: credentials, region, default VPC."""
         return await asyncio.to_thread(self._check, region)
@@ -357,6 +407,12 @@ class AwsProvider:
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list},
                                   {"ResourceType": "volume", "Tags": tag_list}],
         }
+        # The failsafe: a timer on the instance itself stops (or terminates) it if Styx stops
+        # pushing its deadline (``failsafe_script``); its first deadline is the autostop window.
+        down = attempt.autostop_down or attempt.use_spot
+        params["UserData"] = aws_user_data(self.ssh_user, attempt.autostop_minutes, self.failsafe_grace_seconds,
+                                           attempt.autostop_down)
+        params["InstanceInitiatedShutdownBehavior"] = "terminate" if down else "stop"
         if attempt.zone:
             params["Placement"] = {"AvailabilityZone": attempt.zone}
         if attempt.use_spot:

@@ -22,6 +22,10 @@ everything the server itself does in the home — SFTP operations, reading
 (``setfsuid``), so files land owned by USER and a symlink USER planted reaches only what
 USER may reach. The server's own files (host key, ready file) stay root's.
 
+With ``--failsafe-file FILE`` the server watches the node's failsafe deadline (see
+``failsafe``): once it passed with no push from Styx, the server kills the node's jobs,
+writes ``failsafe_fired.json`` beside FILE and exits, as a VM that stopped itself.
+
 With ``--deny-port PORT`` (repeatable; the provider passes the control plane's loopback ports
 when jobs run as a job user) the server puts itself, before it starts anything, in a Landlock
 domain that refuses TCP connects to those ports (``netguard``); every session's command
@@ -61,7 +65,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from styx.files import atomic_write
-from styx.providers.local import netguard
+from styx.providers.local import failsafe, netguard, procs
 
 log = logging.getLogger("styx.providers.local.nodeserver")
 
@@ -561,6 +565,23 @@ def _path_without_venv(path: str) -> str:
     return os.pathsep.join(kept)
 
 
+async def _kill_node_jobs(home: Path, run_as: RunAs | None) -> None:
+    """What stopping a VM does to its processes: every job under this node's home (with a
+    job user, every process of that user), TERM then KILL."""
+    def leftovers() -> list[int]:
+        if run_as is not None:
+            return procs.processes_of_user(run_as.uid)
+        return procs.processes_of([str(home)], procs.job_groups([str(home)]))
+
+    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 1.0)):
+        for pid in leftovers():
+            procs.kill(pid, sig)
+        for _ in range(int(wait * 10)):
+            if not leftovers():
+                return
+            await asyncio.sleep(0.1)
+
+
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -586,6 +607,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-as", metavar="USER", help="run sessions as USER (the server runs as root)")
     p.add_argument("--deny-port", type=int, action="append", default=[], metavar="PORT",
                    help="refuse TCP connects to PORT from sessions (Landlock; repeatable)")
+    p.add_argument("--failsafe-file", type=Path, metavar="FILE",
+                   help="the node's failsafe deadline (JSON); when it passed, kill the jobs and exit")
+    p.add_argument("--failsafe-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often the failsafe deadline is looked at")
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -608,9 +633,18 @@ async def serve(args: argparse.Namespace) -> None:
     port = await server.listen(args.host, args.port, any_port_fallback=args.port_fallback)
     atomic_write(args.ready_file, json.dumps({"pid": os.getpid(), "host": args.host, "port": port}), 0o600)
     log.info("listening on %s:%d, home %s", args.host, port, server.home)
+    watcher = None
+    if args.failsafe_file is not None:
+        async def fire(action: str) -> None:
+            await _kill_node_jobs(server.home, run_as)
+            stop.set()
+
+        watcher = asyncio.create_task(failsafe.watch(args.failsafe_file, args.failsafe_interval, fire))
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         with contextlib.suppress(OSError, ValueError):
             ready = json.loads(args.ready_file.read_text())
             if ready.get("pid") == os.getpid():

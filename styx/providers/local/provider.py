@@ -10,6 +10,8 @@ A cluster ``C`` lives on disk under ``root/C/``; node ``r`` under ``root/C/node-
       node.json        {"rank", "ip"}: the loopback address given to this node
       ready.json       {"pid", "host", "port"} written by the running server
       server.log       the server's stdout and stderr
+      failsafe.json    the failsafe deadline the cluster workflow pushes (``local.failsafe``)
+      failsafe_fired.json  left by a server that stopped itself at that deadline
 
 ``root/.C.lock`` (an empty file, kept after terminate) serialises operations on ``C``
 across worker processes.
@@ -73,7 +75,7 @@ from styx.contracts.clusters import ClusterName
 from styx.files import async_flock, atomic_write
 from styx.config import local_node_capacity
 from styx.providers.base import InvalidProviderRequest, ProvisionError, Provisioned
-from styx.providers.local import netguard, procs, users
+from styx.providers.local import failsafe, netguard, procs, users
 from styx.providers.local.users import JobUser
 from styx.ssh import NodeEndpoint
 
@@ -119,6 +121,7 @@ class LocalProvider:
         isolate: bool = False,
         max_nodes: int | None = None,
         deny_ports: Iterable[int] = (),
+        failsafe_interval: float = 5.0,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.isolate = isolate
@@ -136,6 +139,8 @@ class LocalProvider:
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.ready_timeout = ready_timeout
+        #: How often node servers look at their failsafe deadline (``local.failsafe``).
+        self.failsafe_interval = failsafe_interval
         self.stop_grace = stop_grace
         self.user = getpass.getuser()
         #: Servers this process started, kept only to reap them (no zombies in a worker).
@@ -145,8 +150,8 @@ class LocalProvider:
     # -- the Provider protocol ----------------------------------------------------------
 
     async def plan(self, resources: dict[str, Any], num_nodes: int, region: str | None) -> list[dict[str, Any]]:
-        """One attempt: local nodes have no zones or instance types to choose from."""
-        return [{"attempt_no": 1}]
+        """One attempt: local nodes have no zones or instance types to choose from, and cost nothing."""
+        return [{"attempt_no": 1, "hourly_price": 0.0}]
 
     async def provision(self, cluster: str, num_nodes: int, attempt: dict[str, Any]) -> Provisioned:
         """Ensure nodes ``0 … num_nodes-1`` of ``cluster`` run; ``attempt`` is not used.
@@ -214,9 +219,28 @@ class LocalProvider:
                     "alive": pid is not None,
                     "endpoint": endpoint,
                     "home": str(ndir / "home"),
+                    "failsafe_fired": failsafe.fired(ndir),
                 }
             )
         return out
+
+    async def set_failsafe(self, cluster: str, region: str | None, nodes: list[dict[str, Any]],
+                           deadline: float | None, grace: float, down: bool) -> dict[str, Any]:
+        """Write each node's failsafe deadline beside it (None: remove it); report the
+        nodes whose server already acted on its own (``failsafe_fired.json``)."""
+        cdir = self._cluster_dir(cluster)
+        fired: list[int] = []
+        actions: set[str] = set()
+        for rank in self._ranks(cdir):
+            ndir = self._node_dir(cdir, rank)
+            done = failsafe.fired(ndir)
+            if done is not None:
+                fired.append(rank)
+                actions.add(str(done.get("action") or "stop"))
+                continue
+            await asyncio.to_thread(failsafe.write, ndir, deadline, grace, "terminate" if down else "stop")
+        action = None if not fired else "terminated" if actions == {"terminate"} else "stopped"
+        return {"fired": fired, "action": action}
 
     async def check(self, region: str | None) -> tuple[bool, str]:
         most = f"at most {local_node_capacity(self.max_nodes).nodes} nodes per cluster now"
@@ -387,7 +411,10 @@ class LocalProvider:
             "--ready-file", str(ndir / "ready.json"),
             "--authorized-keys", str(ndir / "authorized_keys"),
             "--log-level", "WARNING",
+            "--failsafe-file", str(ndir / failsafe.DEADLINE_FILE),
+            "--failsafe-interval", str(self.failsafe_interval),
         ]  # fmt: skip
+        failsafe.clear(ndir)  # a node started afresh: the workflow pushes its deadline again
         if user is not None:
             argv += ["--run-as", user.name]
             for port in self.deny_ports:

@@ -9,6 +9,7 @@ has. Pools are chosen with ``infra: ssh/<pool>``::
         - 10.0.0.5                        # plain host
         - {host: 10.0.0.6, port: 2222, user: admin, host_key: "ssh-ed25519 AAAA…"}
       jump_host: {host: bastion, port: 22, user: ubuntu}   # optional
+      hourly_price: 0.35                  # optional: USD per host-hour, for `styx cost-report`
 
 ``load_pools(path)`` parses it into ``Pool`` values (hosts are ``SshTarget``); every error is
 a ``PoolConfigError`` naming the file and the field (``lab.hosts[1].port must be an
@@ -35,7 +36,7 @@ POOLS_FILE = "ssh_pools.yaml"
 
 _POOL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HOST_FIELDS = ("host", "port", "user", "host_key")
-_POOL_FIELDS = ("user", "identity_file", "port", "hosts", "jump_host")
+_POOL_FIELDS = ("user", "identity_file", "port", "hosts", "jump_host", "hourly_price")
 
 
 
@@ -66,6 +67,8 @@ class Pool:
     hosts: tuple[SshTarget, ...]
     identity_file: str | None = None
     jump_host: SshTarget | None = None
+    #: USD per host-hour (what a machine of the pool costs you), for the cost report.
+    hourly_price: float = 0.0
 
     def host_id(self, host: SshTarget) -> str:
         """What a reservation is keyed by: the machine, whatever pool lists it."""
@@ -158,7 +161,10 @@ class _PoolParser:
                 raise self.fail(where, f"is {host.address} again (already {first})")
             seen[host.address] = i
             hosts.append(host)
-        return Pool(name, tuple(hosts), identity, jump)
+        price = body.get("hourly_price", 0.0)
+        if isinstance(price, bool) or not isinstance(price, int | float) or not 0 <= price < 1e6:
+            raise self.fail(f"{name}.hourly_price", f"must be a number of USD per host-hour, 0 or more (got {price!r})")
+        return Pool(name, tuple(hosts), identity, jump, float(price))
 
     def target(self, where: str, raw: Any, user: str, port: int) -> SshTarget:
         if isinstance(raw, str):

@@ -56,6 +56,8 @@ import asyncssh
 from styx.contracts.clusters import ClusterName
 from styx.files import async_flock
 from styx.providers.base import Provisioned
+from styx.contracts.failsafe import FAILSAFE_FILE, FIRED_FILE
+from styx.providers.failsafe_script import ssh_watcher_command
 from styx.providers.ssh.config import POOLS_FILE, Pool, SshTarget, key_line, load_pools
 from styx.providers.ssh.errors import HostUnreachable, PoolConfigError, ReservationNotFound
 from styx.providers.ssh.known_hosts import KNOWN_HOSTS_FILE, KnownHosts
@@ -124,8 +126,23 @@ class SshPoolProvider:
     # -- the Provider protocol ----------------------------------------------------------
 
     async def plan(self, resources: dict[str, Any], num_nodes: int, region: str | None) -> list[dict[str, Any]]:
-        """One attempt: the pool named by ``region`` (``infra: ssh/<pool>``)."""
-        return [{"pool": region, "attempt_no": 1}]
+        """One attempt: the pool named by ``region`` (``infra: ssh/<pool>``), at the pool's
+        ``hourly_price`` per host (0 when the file does not say)."""
+        price = 0.0
+        with contextlib.suppress(PoolConfigError):
+            price = self._pool(region).hourly_price if region else 0.0
+        return [{"pool": region, "attempt_no": 1, "hourly_price": price}]
+
+    # -- the failsafe: a watcher on each host (``failsafe_script``), the deadline over SSH --
+
+    #: ``push_failsafe`` writes the deadline to ``~/.styx/failsafe`` over SSH.
+    failsafe_over_ssh = True
+
+    @staticmethod
+    def failsafe_setup_command() -> str:
+        """Start the host's watcher unless it runs: past the deadline it kills Styx's jobs
+        there and removes their directories (as ``terminate`` does, keeping the host)."""
+        return ssh_watcher_command()
 
     async def provision(self, cluster: str, num_nodes: int, attempt: dict[str, Any]) -> Provisioned:
         """Reserve ``num_nodes`` free hosts of ``attempt["pool"]`` for ``cluster`` and check
@@ -170,7 +187,7 @@ class SshPoolProvider:
         async with self._cluster_lock(cluster):
             res = await asyncio.to_thread(self.reservations.get, cluster)
             if res is not None:
-                await self._on_all(res, "stop", lambda conn: self._kill_jobs(conn))
+                await self._on_all(res, "stop", lambda conn: self._stop_host(conn))
 
     async def terminate(self, cluster: str, region: str | None) -> None:
         """Kill the jobs, delete ``~/.styx/jobs`` and ``~/styx_workdir`` on the hosts and
@@ -463,6 +480,12 @@ class SshPoolProvider:
 
         await asyncio.gather(*(kill(j) for j in jobs))
 
+    async def _stop_host(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Kill the jobs, and forget the failsafe (the watcher, its deadline and its marker):
+        a stopped cluster carries none, and a start gets a fresh one."""
+        await self._kill_jobs(conn)
+        await _checked(conn, _FORGET_FAILSAFE, "removing the failsafe")
+
     async def _wipe(self, conn: asyncssh.SSHClientConnection, new_owner: str | None) -> None:
         """Kill the jobs and delete Styx's directories; then write ``new_owner`` as the
         host's owner (or delete the owner file)."""
@@ -475,7 +498,7 @@ class SshPoolProvider:
                 f'> "$HOME/{OWNER_FILE}.tmp" && mv -f "$HOME/{OWNER_FILE}.tmp" "$HOME/{OWNER_FILE}"'
             )
         await _checked(
-            conn, f'rm -rf "$HOME/.styx/jobs" "$HOME/styx_workdir" && {mark}',
+            conn, f'{_FORGET_FAILSAFE}; rm -rf "$HOME/.styx/jobs" "$HOME/styx_workdir" && {mark}',
             "deleting ~/.styx/jobs and ~/styx_workdir",
         )
 
@@ -508,6 +531,13 @@ class SshPoolProvider:
 
 # ---------------------------------------------------------------------------------------
 # Helpers
+
+
+#: Stop a host's failsafe watcher and remove its deadline and fired marker.
+_FORGET_FAILSAFE = (
+    'p="$HOME/.styx/failsafe.pid"; [ -r "$p" ] && kill "$(cat "$p")" 2>/dev/null; '
+    f'rm -f "$p" "$HOME/{FAILSAFE_FILE}" "$HOME/{FIRED_FILE}"; true'
+)
 
 
 async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
