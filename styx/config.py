@@ -288,6 +288,9 @@ class Settings:
     #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
     #: before the job fails and the node is marked DOWN (a shorter blip is retried).
     node_lost_seconds: int = 30
+    #: ``STYX_QUEUE_WINDOW``: how many waiting jobs a cluster workflow holds (at most
+    #: ``MAX_QUEUE_WINDOW``); the rest wait in the database. Taken by clusters launched after.
+    queue_window: int = 200  # styx.contracts.clusters.QUEUE_WINDOW (this layer imports no contracts)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -331,6 +334,7 @@ class Settings:
             default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
+            queue_window=_env_count("STYX_QUEUE_WINDOW", 200),  # the workflow caps it (MAX_QUEUE_WINDOW)
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

@@ -28,6 +28,8 @@ The package:
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 - ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 - ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
+- ``jobspecs``: ``JobSpecStore`` (``db.jobspecs``): jobs' bodies, and the PENDING jobs behind
+  a cluster workflow's window.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlmodel import Session
 
 from styx.db.clusters import ClusterStore
 from styx.db.joblogs import JobLogStore, LogMoved, LogStream
+from styx.db.jobspecs import JobSpecStore
 from styx.db.engine import dispose_engine, get_engine, normalize_url, utcnow
 from styx.db.migrator import current_revision, head_revision, migrate
 from styx.db.models import (
@@ -78,6 +81,7 @@ __all__ = [
     "Job",
     "JobBase",
     "JobLogStore",
+    "JobSpecStore",
     "JobNotFound",
     "LimitReached",
     "LogMoved",
@@ -125,6 +129,7 @@ class Database:
         self.repos = RepoDb(self.engine)
         self.uploads = UploadStore(self.engine)
         self.joblogs = JobLogStore(self.engine)
+        self.jobspecs = JobSpecStore(self.engine)
 
     @property
     def url(self) -> str:
