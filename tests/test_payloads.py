@@ -77,7 +77,7 @@ async def test_a_launch_spec_too_large_is_refused(database: Database) -> None:
     with pytest.raises(PayloadTooLarge) as refused:
         await service.submit_job(_NoTemporal(), "q", "c", SubmitJobInput(task={"run": "true"}),  # type: ignore[arg-type]
                                  launch=launch, specs=database.jobspecs)
-    assert refused.value.field == "submission.launch_spec.resources.labels"
+    assert refused.value.field == "task.resources.labels"
 
 
 # -- the queue in the database ----------------------------------------------------------------
