@@ -350,6 +350,9 @@ class Settings:
     #: wins; for tests): how long after its pushed deadline an autostopped cluster's node acts
     #: on its own when no Styx process pushes it any more (``styx.contracts.failsafe``).
     failsafe_grace_seconds: int = 600
+    #: ``STYX_QUEUE_WINDOW``: how many waiting jobs a cluster workflow holds (at most
+    #: ``MAX_QUEUE_WINDOW``); the rest wait in the database. Taken by clusters launched after.
+    queue_window: int = 200  # styx.contracts.clusters.QUEUE_WINDOW (this layer imports no contracts)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -402,6 +405,7 @@ class Settings:
             lb_max_body_bytes=_env_size("STYX_LB_MAX_BODY_BYTES", 16 << 20),
             lb_wait_seconds=_env_float("STYX_LB_WAIT_SECONDS", 30.0, 0, 600),
             failsafe_grace_seconds=_failsafe_grace_seconds(),
+            queue_window=_env_count("STYX_QUEUE_WINDOW", 200),  # the workflow caps it (MAX_QUEUE_WINDOW)
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

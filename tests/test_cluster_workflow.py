@@ -47,6 +47,7 @@ from styx.contracts.clusters import (
     cluster_workflow_id,
 )
 from styx.contracts.jobs import (
+    EndPendingJobsInput,
     JobErrors,
     JobFinished,
     JobRecord,
@@ -137,8 +138,8 @@ class FakeActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.provision, self.start, self.stop, self.terminate, self.record_cluster,
-                self.record_job, self.run_phase, self.sync_files, self.kill_job, self.probe_nodes,
-                self.push_failsafe]
+                self.record_job, self.end_pending_jobs, self.run_phase, self.sync_files, self.kill_job,
+                self.probe_nodes, self.push_failsafe]
 
     # -- what the test reads and does ---------------------------------------------------
     def status(self, job_id: int) -> str | None:
@@ -254,6 +255,18 @@ class FakeActivities:
                 self.exit_codes[rec.job_id] = rec.exit_codes
 
         await self._note("record_job", change)
+
+    @activity.defn(name="end_pending_jobs")
+    async def end_pending_jobs(self, inp: EndPendingJobsInput) -> None:
+        """Tasks here travel inline, so no job waits in a database: only the window's are ended."""
+        def change() -> None:
+            for job_id in inp.job_ids:
+                self.recorded.setdefault(job_id, []).append(inp.status)
+                if self.jobs.get(job_id) in (None, JobStatus.PENDING):
+                    self.jobs[job_id] = _advance(self.jobs.get(job_id), inp.status)
+                    self.messages[job_id] = inp.message
+
+        await self._note("end_pending_jobs", change)
 
     # -- nodes ----------------------------------------------------------------------------
     @activity.defn(name="sync_files")

@@ -67,12 +67,22 @@ def worker_holds_a_workflow_task(temporal: WorkflowEnvironment, workflow_id: str
 
 @contextlib.contextmanager
 def jobs_table_write_locked(db_url: str) -> Iterator[None]:
-    """Hold the write lock on the jobs table: readers (the API) go on, job writes wait."""
+    """Keep job rows from being written: readers (the API) and other tables' writes (the
+    API stores each job's spec before submitting it) go on; job writes wait (PostgreSQL) or
+    fail and are retried (SQLite, whose write lock is the whole database's: a trigger instead)."""
     engine = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # WAL: readers are not blocked
+                for op in ("INSERT", "UPDATE"):
+                    conn.exec_driver_sql(f"CREATE TRIGGER test_jobs_locked_{op.lower()} BEFORE {op} ON jobs "
+                                         "BEGIN SELECT RAISE(ABORT, 'jobs locked by the test'); END")
+                try:
+                    yield
+                finally:
+                    for op in ("insert", "update"):
+                        conn.exec_driver_sql(f"DROP TRIGGER test_jobs_locked_{op}")
+                return
             else:
                 conn.exec_driver_sql("BEGIN")
                 conn.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")

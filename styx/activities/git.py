@@ -36,6 +36,7 @@ from styx.archives import pack_tree
 from styx.config import Settings
 from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, ClusterSpec, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
+from styx.contracts.payloads import PayloadTooLarge
 from styx.contracts.pushes import (
     DownClusterInput,
     ExportInput,
@@ -229,7 +230,8 @@ class GitActivities:
         if job.managed:
             cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
             try:
-                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher)
+                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher,
+                                      queue_window=self.settings.queue_window)
                 quotas.check_provider_nodes(self.settings, launch)
             except InvalidRequest as err:
                 raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
@@ -257,7 +259,9 @@ class GitActivities:
                                    non_retryable=True) from None
         try:
             result = await service.submit_job(client, self.settings.task_queue, cluster, submit,
-                                              launch=launch, update_id=inp.key)
+                                              launch=launch, update_id=inp.key, specs=self.db.jobspecs)
+        except PayloadTooLarge as err:
+            raise ApplicationError(f"jobs.{job.name}.{err}", type="InvalidTask", non_retryable=True) from None
         except service.ClusterRefused as err:
             raise ApplicationError(f"cluster refused the job: {err.message}", type="Rejected",
                                    non_retryable=True) from None

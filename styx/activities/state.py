@@ -1,4 +1,9 @@
-"""Writes to the read model. Every activity is an upsert keyed by id: safe to retry."""
+"""Writes to the read model. Every activity is an upsert keyed by id: safe to retry.
+
+Also the database side of a cluster's queue: ``load_job_spec`` (a job workflow reads its
+body), ``pending_jobs`` (the cluster workflow refills its window), ``end_pending_jobs`` (one
+write ends a whole queue: stop, down, a failed launch) and ``cancel_pending_job``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,21 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from styx import joblogs
 from styx.contracts.clusters import ClusterRecord, ClusterStatus, NodeStatus
 from styx.contracts.providers import TeardownInput
-from styx.contracts.jobs import JobRecord
+from styx.contracts.jobs import (
+    CancelPendingJobInput,
+    CancelPendingJobOutput,
+    EndPendingJobsInput,
+    JobRecord,
+    JobSpec,
+    LoadJobSpecInput,
+    PendingJobsInput,
+    PendingJobsOutput,
+)
 from styx.db import Database, utcnow
 
 
@@ -36,6 +51,7 @@ class StateActivities:
         if rec.fresh:
             # A new cluster under a name used before: its job ids start again at 1, so the
             # old run's jobs and their logs must not be mistaken for the new ones.
+            self.db.jobspecs.delete_cluster(rec.name)
             self.db.clusters.delete(rec.name)
             self.db.joblogs.delete_cluster(rec.name)
         fields: dict[str, Any] = dict(
@@ -100,7 +116,30 @@ class StateActivities:
             k: v for k, v in dict(
                 name=rec.name, status=rec.status, cpus=rec.cpus, accelerators=rec.accelerators,
                 num_nodes=rec.num_nodes, run_summary=rec.run_summary, workflow_id=rec.workflow_id,
-                user=rec.user, exit_codes=rec.exit_codes, message=rec.message,
+                user=rec.user, exit_codes=rec.exit_codes, message=rec.message, spec_id=rec.spec_id,
             ).items() if v is not None
         }
         await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **fields)
+
+    @activity.defn(name="load_job_spec")
+    async def load_job_spec(self, inp: LoadJobSpecInput) -> JobSpec:
+        spec = await asyncio.to_thread(self.db.jobspecs.get, inp.spec_id)
+        if spec is None:
+            raise ApplicationError(f"the job's task (spec {inp.spec_id}) is no longer stored",
+                                   type="SpecMissing", non_retryable=True)
+        return spec
+
+    @activity.defn(name="pending_jobs")
+    async def pending_jobs(self, inp: PendingJobsInput) -> PendingJobsOutput:
+        return PendingJobsOutput(await asyncio.to_thread(
+            self.db.jobspecs.pending, inp.cluster, inp.from_job_id, inp.upto_job_id, inp.limit))
+
+    @activity.defn(name="end_pending_jobs")
+    async def end_pending_jobs(self, inp: EndPendingJobsInput) -> None:
+        await asyncio.to_thread(self.db.jobspecs.end_pending, inp.cluster, inp.status, inp.message,
+                                inp.job_ids, inp.from_job_id)
+
+    @activity.defn(name="cancel_pending_job")
+    async def cancel_pending_job(self, inp: CancelPendingJobInput) -> CancelPendingJobOutput:
+        return CancelPendingJobOutput(await asyncio.to_thread(
+            self.db.jobspecs.cancel_pending, inp.cluster, inp.job_id, inp.from_job_id))

@@ -61,6 +61,22 @@ MAX_AUTOSTOP_MINUTES = 525_600 * 10
 #: How many idempotency keys a cluster workflow remembers (the oldest are forgotten first).
 REMEMBERED_SUBMISSIONS = 1000
 
+#: How many waiting jobs a cluster workflow holds in its state (their shapes, never their
+#: bodies). Jobs beyond wait in the database, PENDING, and are fetched in submission order as
+#: the window drains (``ClusterState.backlog_from``): the state stays bounded whatever the
+#: queue's depth.
+QUEUE_WINDOW = 200
+#: The largest window a deployment may choose (``STYX_QUEUE_WINDOW``).
+MAX_QUEUE_WINDOW = 1000
+
+#: How many jobs may run on one cluster at once (jobs asking for no CPU would otherwise all
+#: start, and the workflow's list of running jobs grow with them).
+MAX_RUNNING_JOBS = 1000
+
+#: The workflow's patch that bounds the queue (``workflow.patched``): runs begun before it
+#: keep every waiting job's task in their state, as they did.
+BOUNDED_QUEUE_PATCH = "styx-bounded-queue"
+
 
 def cluster_workflow_id(name: str) -> str:
     return f"cluster/{name}"
@@ -88,6 +104,9 @@ class ClusterSpec:
     #: Memory of each node in GB, where it is known (an AWS instance type's); None: unknown,
     #: so no memory request is refused (local nodes share this machine's).
     node_memory_gb: float | None = None
+    #: How many waiting jobs the workflow holds (``QUEUE_WINDOW``); the rest wait in the
+    #: database. The deployment's ``STYX_QUEUE_WINDOW``, at launch.
+    queue_window: int = QUEUE_WINDOW
 
 
 @dataclass
@@ -122,6 +141,8 @@ MAX_DOWN_JOBS = 20
 
 @dataclass
 class SubmitJobInput:
+    #: The task, inline; empty when it is stored in the database under ``spec_id`` (what the
+    #: service sends: the workflow then carries only the id and the shape below).
     task: dict[str, Any]
     name: str = ""
     cpus: float = 0.5
@@ -142,12 +163,18 @@ class SubmitJobInput:
     run_setup: bool = True
     #: Given by ``launch``: where and on what the task asks to run (None: anywhere).
     node_request: NodeRequest | None = None
+    #: The job's body (``JobSpec``: task, env, sealed secrets, run_setup) in the database.
+    spec_id: str | None = None
+    #: The first line of the task's ``run`` (for listings), when the task is not inline.
+    run_summary: str | None = None
 
 
 @dataclass
 class SubmitJobResult:
     job_id: int
     workflow_id: str
+    #: The spec the job runs (a retried submission's answer names the first one's).
+    spec_id: str | None = None
 
 
 @dataclass
@@ -188,6 +215,8 @@ class ClusterDescription:
     stopped_by: str | None = None
     #: The deadline the nodes carry (ISO; the failsafe acts a grace period after it).
     failsafe_deadline: str | None = None
+    #: ``queued`` lists the window only; jobs from this id on wait in the database as well.
+    backlog_from: int | None = None
 
 
 @dataclass
@@ -227,15 +256,20 @@ class ClusterRecord:
 
 @dataclass
 class QueuedJob:
+    """A job in the cluster workflow's window: its shape, and its body's id (``spec_id``).
+    ``task``, ``env`` and ``sealed_secrets`` are set only for a job queued inline (before
+    specs were stored in the database, or by a workflow test)."""
+
     job_id: int
     name: str
     cpus: float
     accelerators: dict[str, float]
     num_nodes: int
-    task: dict[str, Any]
-    env: dict[str, str]
+    task: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     sealed_secrets: str | None = None
     run_setup: bool = True
+    spec_id: str | None = None
 
 
 @dataclass
@@ -275,6 +309,9 @@ class ClusterState:
     failsafe_deadline: str | None = None
     #: The nodes may carry a deadline from before a stop: push (or clear) it once they are up.
     failsafe_stale: bool = False
+    #: The first job id waiting in the database only (not in ``queue``): every job from it
+    #: to ``next_job_id`` is there, PENDING or ended. None: the whole queue is in ``queue``.
+    backlog_from: int | None = None
 
 
 class StoppedBy(enum.StrEnum):

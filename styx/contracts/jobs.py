@@ -48,6 +48,92 @@ def job_workflow_id(cluster: str, job_id: int) -> str:
     return f"cluster/{cluster}/job/{job_id}"
 
 
+def run_summary(run: Any) -> str | None:
+    """The first line of a task's ``run`` (at most 120 characters), as job listings show it."""
+    if not run:
+        return None
+    text = run if isinstance(run, str) else "\n".join(run)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first[:120]
+
+
+@dataclass
+class JobSpec:
+    """A job's body: what it runs and with what. Stored in the database (``job_specs``) when
+    it is submitted, under ``spec_id``; the cluster workflow carries only the id, and the job
+    workflow loads it when it starts (``load_job_spec``). At most
+    ``payloads.MAX_PAYLOAD_BYTES`` (checked where it is stored)."""
+
+    task: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    #: The task's secrets, encrypted (``styx.secrets``).
+    sealed_secrets: str | None = None
+    #: False for an exec: ``setup`` is skipped.
+    run_setup: bool = True
+
+
+@dataclass
+class LoadJobSpecInput:
+    spec_id: str
+
+
+@dataclass
+class PendingJobsInput:
+    """The PENDING jobs of ``cluster`` with ids in ``[from_job_id, upto_job_id)``, oldest
+    first, at most ``limit`` (the cluster workflow refilling its window from the database)."""
+
+    cluster: str
+    from_job_id: int
+    upto_job_id: int
+    limit: int
+
+
+@dataclass
+class PendingJob:
+    """A queued job's shape as the database holds it (its body stays there)."""
+
+    job_id: int
+    name: str
+    cpus: float
+    accelerators: dict[str, float]
+    num_nodes: int
+    spec_id: str | None
+
+
+@dataclass
+class PendingJobsOutput:
+    jobs: list[PendingJob] = field(default_factory=list)
+
+
+@dataclass
+class EndPendingJobsInput:
+    """End, with ``status`` and ``message``, the jobs of ``cluster`` still PENDING among
+    ``job_ids`` and (when ``from_job_id`` is set) every one from that id on: one write however
+    deep the queue."""
+
+    cluster: str
+    status: str
+    message: str
+    job_ids: list[int] = field(default_factory=list)
+    from_job_id: int | None = None
+
+
+@dataclass
+class CancelPendingJobInput:
+    """Cancel job ``job_id`` of ``cluster`` if it is still PENDING (None: the newest PENDING
+    one from ``from_job_id`` on)."""
+
+    cluster: str
+    job_id: int | None
+    from_job_id: int
+
+
+@dataclass
+class CancelPendingJobOutput:
+    #: The job cancelled, or None when it was no longer PENDING (or none was).
+    job_id: int | None = None
+
+
 @dataclass
 class JobInput:
     cluster: str
@@ -68,6 +154,10 @@ class JobInput:
     zone: str | None = None
     #: False for an exec: ``setup`` is skipped (files are still synced).
     run_setup: bool = True
+    #: The job's body is in the database under this id (``JobSpec``): ``task``, ``env``,
+    #: ``sealed_secrets`` and ``run_setup`` come from there. None: they are given here (a job
+    #: queued before specs were stored, or a workflow test).
+    spec_id: str | None = None
 
 
 @dataclass
@@ -97,6 +187,8 @@ class JobRecord:
     user: str | None = None
     exit_codes: list[int | None] | None = None
     message: str | None = None
+    #: Where the job's body is (``JobSpec``), set with its PENDING row.
+    spec_id: str | None = None
 
 
 @dataclass

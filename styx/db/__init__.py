@@ -31,6 +31,8 @@ The package:
 - ``services``: ``ServiceStore`` (``db.services``): services, versions, replicas, and what the
   load balancers read and report.
 - ``uptime``: ``UptimeStore`` (``db.uptime``): every node's intervals up, for the cost report.
+- ``jobspecs``: ``JobSpecStore`` (``db.jobspecs``): jobs' bodies, and the PENDING jobs behind
+  a cluster workflow's window.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sqlmodel import Session
 
 from styx.db.clusters import ClusterStore
 from styx.db.joblogs import JobLogStore, LogMoved, LogStream
+from styx.db.jobspecs import JobSpecStore
 from styx.db.engine import dispose_engine, get_engine, normalize_url, utcnow
 from styx.db.migrator import current_revision, head_revision, migrate
 from styx.db.models import (
@@ -86,6 +89,7 @@ __all__ = [
     "Job",
     "JobBase",
     "JobLogStore",
+    "JobSpecStore",
     "JobNotFound",
     "LimitReached",
     "LogMoved",
@@ -142,6 +146,7 @@ class Database:
         self.joblogs = JobLogStore(self.engine)
         self.services = ServiceStore(self.engine)
         self.uptime = UptimeStore(self.engine)
+        self.jobspecs = JobSpecStore(self.engine)
 
     @property
     def url(self) -> str:

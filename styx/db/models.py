@@ -20,6 +20,8 @@
 - Services (migration 0015_services): ``Service``, ``ServiceVersion`` (each version's task),
   ``ServiceReplica``, ``ServiceRequestCount`` (what the load balancers count),
   ``ServiceLbLog``.
+- Job specs (migration 0011_job_specs): ``JobSpecRow`` (a job's body: task, env, sealed
+  secrets), and ``Job.spec_id`` pointing at it; workflows carry the id only.
 - Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
   ``LimitReached``.
 
@@ -194,6 +196,8 @@ class JobBase(SQLModel):
     workflow_id: str = Field(default="", max_length=255)
     user: str | None = Field(default=None, max_length=255)
     message: str | None = Field(default=None, sa_type=sa.Text)
+    #: The job's body (``JobSpecRow``); None for a job queued with its task inline.
+    spec_id: str | None = Field(default=None, max_length=64)
 
 
 class Job(JobBase, table=True):
@@ -202,6 +206,19 @@ class Job(JobBase, table=True):
     submitted_at: datetime = timestamp(default_factory=utcnow)
     started_at: datetime | None = timestamp(default=None, nullable=True)
     ended_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class JobSpecRow(SQLModel, table=True):
+    """A job's body (``styx.contracts.jobs.JobSpec`` as JSON text), stored when the job is
+    submitted and read by its job workflow. Kept apart from ``jobs``: it is written before the
+    cluster workflow gives the job its id."""
+
+    __tablename__ = "job_specs"
+
+    spec_id: str = Field(primary_key=True, max_length=64)
+    cluster_name: str = Field(max_length=255, index=True)
+    body: str = Field(sa_type=sa.Text)
+    created_at: datetime = timestamp(default_factory=utcnow)
 
 
 # --------------------------------------------------------------------------- users

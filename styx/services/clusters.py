@@ -4,14 +4,20 @@ trigger and, next, managed jobs — so update-with-start, Temporal's in-flight u
 and the refusals a workflow answers are handled in one place. ``teardown`` takes down a
 cluster whose workflow is gone (``TeardownWorkflow``, started by type name).
 
-Errors are this module's own (``ClusterRefused``, ``ClusterNotRunning``, ``ClusterBusy``);
-each caller turns them into its own kind (an HTTP status, a non-retryable activity error).
+A submission's body (task, env, sealed secrets) is stored in the database first
+(``db.jobspecs``) and the cluster workflow gets its id and the job's shape only; both are
+size-checked before anything reaches Temporal (``PayloadTooLarge`` names the field).
+
+Errors are this module's own (``ClusterRefused``, ``ClusterNotRunning``, ``ClusterBusy``,
+and ``styx.contracts.payloads.PayloadTooLarge``); each caller turns them into its own kind (an
+HTTP status, a non-retryable activity error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -28,8 +34,11 @@ from styx.contracts.clusters import (
     SubmitJobResult,
     cluster_workflow_id,
 )
+from styx.contracts.jobs import JobSpec, run_summary
+from styx.contracts.payloads import MAX_PAYLOAD_BYTES, MAX_SUBMISSION_BYTES, check_payload
 from styx.contracts.providers import TEARDOWN_WORKFLOW, TeardownInput, TeardownOutput, teardown_workflow_id
 from styx.contracts.search import CLUSTER_KEY, SEARCH_ATTRIBUTES
+from styx.db.jobspecs import JobSpecStore
 from styx.temporal import create_command
 
 T = TypeVar("T")
@@ -72,15 +81,51 @@ def submission_id(user: str, key: str | None) -> str | None:
     return f"submit/{user}/{key}" if key else None
 
 
+#: Said with a refusal of a body too large.
+_TOO_LARGE_HINT = "keep large scripts and data in the workdir (or a file mount) and run them from there"
+
+
 async def submit_job(client: Client, task_queue: str, cluster: str, submit: SubmitJobInput,
-                     *, launch: ClusterSpec | None = None, update_id: str | None = None) -> SubmitJobResult:
+                     *, launch: ClusterSpec | None = None, update_id: str | None = None,
+                     specs: JobSpecStore | None = None) -> SubmitJobResult:
     """Queue ``submit`` on ``cluster``; with ``launch``, start the cluster's workflow first
     if none runs (update-with-start: one round trip, and the job id comes back at once).
     ``update_id`` makes a retried submission return the first one's job instead of queueing
     a second: Temporal deduplicates it within a workflow run, and the cluster workflow
-    remembers it (as the submission's ``idempotency_key``) across continue-as-new."""
+    remembers it (as the submission's ``idempotency_key``) across continue-as-new.
+
+    With ``specs`` (every front door), the job's body goes to the database and the workflow
+    gets its id; without, it travels inline (workflow tests). ``PayloadTooLarge`` (naming the
+    field and the limit) before anything is stored or sent when the body or the submission
+    is larger than Styx hands Temporal."""
     if update_id and not submit.idempotency_key:
         submit = dataclasses.replace(submit, idempotency_key=update_id)
+    spec_id: str | None = None
+    if specs is not None and submit.spec_id is None:
+        spec = JobSpec(submit.task, dict(submit.env), submit.sealed_secrets, submit.run_setup)
+        check_payload(spec, "", MAX_PAYLOAD_BYTES, _TOO_LARGE_HINT)
+        spec_id = uuid.uuid4().hex
+        submit = dataclasses.replace(submit, task={}, env={}, sealed_secrets=None, spec_id=spec_id,
+                                     run_summary=run_summary(submit.task.get("run")))
+        check_payload(submit, "submission", MAX_SUBMISSION_BYTES)
+        if launch is not None:
+            check_payload(launch, "task", MAX_SUBMISSION_BYTES)
+        await asyncio.to_thread(specs.put, spec_id, cluster, spec)
+    else:
+        check_payload(submit, "", MAX_PAYLOAD_BYTES, _TOO_LARGE_HINT)
+    try:
+        result = await _submit(client, task_queue, cluster, submit, launch, update_id)
+    except (ClusterRefused, ClusterNotRunning, SearchAttributesNotRegistered):
+        if specs is not None and spec_id is not None:  # never accepted: no job runs it
+            await asyncio.to_thread(specs.forget, spec_id)
+        raise
+    if specs is not None and spec_id is not None and result.spec_id != spec_id:
+        await asyncio.to_thread(specs.forget, spec_id)  # a retry: the first submission's job runs
+    return result
+
+
+async def _submit(client: Client, task_queue: str, cluster: str, submit: SubmitJobInput,
+                  launch: ClusterSpec | None, update_id: str | None) -> SubmitJobResult:
     if launch is None:
         handle = client.get_workflow_handle(cluster_workflow_id(cluster))
         return await _update(client, lambda: handle.execute_update(

@@ -24,6 +24,7 @@ from styx.contracts.clusters import (
     ClusterName,
     ClusterSpec,
     InvalidClusterName,
+    QUEUE_WINDOW,
     NodeRequest,
     SubmitJobInput,
 )
@@ -130,7 +131,8 @@ def provider_of(task: Task) -> str:
 
 
 def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
-                 autostop_down: bool = False, owner: str | None = None) -> ClusterSpec:
+                 autostop_down: bool = False, owner: str | None = None,
+                 queue_window: int = QUEUE_WINDOW) -> ClusterSpec:
     """What a ``launch`` of ``task`` by ``owner`` asks of cluster ``cluster``."""
     if autostop_minutes is not None and not 0 <= autostop_minutes <= MAX_AUTOSTOP_MINUTES:
         raise InvalidRequest("idle_minutes_to_autostop", f"must be between 0 and {MAX_AUTOSTOP_MINUTES}")
@@ -159,7 +161,7 @@ def cluster_spec(task: Task, cluster: str, autostop_minutes: int | None = None,
         name=cluster, provider=provider, num_nodes=task.num_nodes,
         resources=task.resources.to_dict(), node_cpus=cpus, node_accelerators=accelerators,
         autostop_minutes=autostop_minutes, autostop_down=autostop_down, region=region, owner=owner,
-        node_memory_gb=memory,
+        node_memory_gb=memory, queue_window=queue_window,
     )
 
 

@@ -22,6 +22,17 @@ so) and no job is placed on it; the ``refresh`` update probes every node now (th
 ``describe_nodes``, then SSH: ``probe_nodes``), marks the dead ones DOWN and places jobs
 again on those that came back (after killing what the jobs that lost them left there);
 ``start`` brings every node back UP.
+
+Bounded state (patch ``styx-bounded-queue``): a submission carries its job's shape and the id
+of its body in the database (``spec_id``; the job workflow loads it), never the task itself.
+The workflow holds at most ``spec.queue_window`` (``QUEUE_WINDOW``) waiting jobs (``state.queue``); a job submitted
+while the window is full, or while older jobs wait in the database, is only written there
+(PENDING, ``state.backlog_from`` on), and the window is refilled from the database in
+submission order once it is half empty (``_refill``, the ``pending_jobs`` activity). Stop, down and
+a failed launch end the whole queue in one write (``end_pending_jobs``), so they take as long
+with 10,000 jobs waiting as with one; cancelling a job in the database is one conditional write
+(``cancel_pending_job``). Runs begun before the patch keep every queued job in their state, as
+they did.
 """
 
 import asyncio
@@ -34,7 +45,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from styx.contracts.clusters import (
+        BOUNDED_QUEUE_PATCH,
         MAX_AUTOSTOP_MINUTES,
+        MAX_QUEUE_WINDOW,
+        MAX_RUNNING_JOBS,
         REMEMBERED_SUBMISSIONS,
         AutostopInput,
         CancelJobInput,
@@ -42,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
         ClusterDescription,
         ClusterInput,
         ClusterRecord,
-        ClusterSpec,
         ClusterState,
         ClusterStatus,
         MAX_DOWN_JOBS,
@@ -54,7 +67,20 @@ with workflow.unsafe.imports_passed_through():
         SubmitJobInput,
         SubmitJobResult,
     )
-    from styx.contracts.jobs import JobFinished, JobInput, JobRecord, JobStatus, KillJobInput, job_workflow_id
+    from styx.contracts.jobs import (
+        CancelPendingJobInput,
+        CancelPendingJobOutput,
+        EndPendingJobsInput,
+        JobFinished,
+        JobInput,
+        JobRecord,
+        JobStatus,
+        KillJobInput,
+        PendingJobsInput,
+        PendingJobsOutput,
+        job_workflow_id,
+        run_summary,
+    )
     from styx.contracts.providers import (
         NodeProbe,
         PlanOutput,
@@ -72,7 +98,7 @@ with workflow.unsafe.imports_passed_through():
     from styx.activities.providers import ProviderActivities
     from styx.activities.ssh import SshActivities
     from styx.activities.state import StateActivities
-    from styx.workflows.job import JobWorkflow, record
+    from styx.workflows.job import STATE_RETRY, STATE_TIMEOUT, JobWorkflow, record
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3,
@@ -124,6 +150,11 @@ class ClusterWorkflow:
         self._failsafe_on = False
         self._failsafe_retry_at: datetime | None = None
         self._recorded_autostop_at: str | None = None
+        #: Jobs whose PENDING row a submission is still writing.
+        self._writing: set[int] = set()
+        #: Held while the window is refilled from the database, and while a job waiting there
+        #: is cancelled: a job is never both fetched and cancelled.
+        self._backlog_lock = asyncio.Lock()
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
@@ -137,6 +168,7 @@ class ClusterWorkflow:
             if self._health_changed:
                 self._health_changed = False
                 await self._record_health()
+            await self._refill()
             await self._schedule()
             await self._push_failsafe()
             timeout = self._wake_after()
@@ -154,6 +186,14 @@ class ClusterWorkflow:
 
     def _poke(self) -> None:
         self._wake = True
+
+    def _window(self) -> int:
+        return max(1, min(self.spec.queue_window, MAX_QUEUE_WINDOW))
+
+    @staticmethod
+    def _bounded() -> bool:
+        """Whether this run keeps its queue bounded (False only replaying a run begun before)."""
+        return workflow.patched(BOUNDED_QUEUE_PATCH)
 
     # -- provider -----------------------------------------------------------------------
     def _provider_input(self, attempt: dict[str, Any] | None = None) -> ProviderInput:
@@ -315,6 +355,8 @@ class ClusterWorkflow:
         return free
 
     def _place(self, job: QueuedJob) -> list[int] | None:
+        if len(self.state.running) >= MAX_RUNNING_JOBS:
+            return None
         need = {"cpus": job.cpus, **{k: float(v) for k, v in job.accelerators.items()}}
         down = self._down_ranks()
         ranks = [rank for rank, free in enumerate(self._free()) if rank not in down and _fits(free, need)]
@@ -348,7 +390,7 @@ class ClusterWorkflow:
                 accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
                 provider=self.spec.provider, region=self.state.region or self.spec.region,
                 zone=self.state.zone,
-                run_setup=job.run_setup,
+                run_setup=job.run_setup, spec_id=job.spec_id,
             ),
             id=wid,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -359,10 +401,51 @@ class ClusterWorkflow:
         await workflow.wait_condition(lambda: self._starting == 0)
         await workflow.get_external_workflow_handle(workflow_id).cancel()
 
+    async def _refill(self) -> None:
+        """Take the oldest jobs waiting in the database into the window, once it runs low."""
+        if self.state.backlog_from is None or len(self.state.queue) >= max(1, self._window() // 2):
+            return
+        if self.state.status != ClusterStatus.UP or self._halting is not None:
+            return
+        async with self._backlog_lock:
+            start = self.state.backlog_from
+            if start is None:
+                return
+            # Not past a row still being written: it is fetched next time, in its turn.
+            upto = min((j for j in self._writing if j >= start), default=self.state.next_job_id)
+            want = self._window() - len(self.state.queue)
+            if upto <= start or want <= 0:
+                return
+            out: PendingJobsOutput = await workflow.execute_local_activity_method(
+                StateActivities.pending_jobs, PendingJobsInput(self.spec.name, start, upto, want),
+                start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+            )
+            if self.state.backlog_from != start:
+                return  # the queue was ended meanwhile (stop, down)
+            self.state.queue.extend(QueuedJob(j.job_id, j.name, j.cpus, dict(j.accelerators), j.num_nodes,
+                                              spec_id=j.spec_id) for j in out.jobs)
+            self.state.queue.sort(key=lambda j: j.job_id)
+            after = out.jobs[-1].job_id + 1 if len(out.jobs) == want else upto
+            self.state.backlog_from = after if after < self.state.next_job_id else None
+
     async def _fail_queued(self, message: str, status: str = JobStatus.FAILED) -> None:
-        queued, self.state.queue = self.state.queue, []
-        for job in queued:
-            await self._record_job(job.job_id, status, message=message)
+        if not self._bounded():
+            queued, self.state.queue = self.state.queue, []
+            for job in queued:
+                await self._record_job(job.job_id, status, message=message)
+            return
+        # Every row a submission is writing first, or it would land PENDING after this.
+        await workflow.wait_condition(lambda: not self._writing)
+        async with self._backlog_lock:
+            queued, self.state.queue = self.state.queue, []
+            backlog, self.state.backlog_from = self.state.backlog_from, None
+            if not queued and backlog is None:
+                return
+            await workflow.execute_local_activity_method(
+                StateActivities.end_pending_jobs,
+                EndPendingJobsInput(self.spec.name, status, message, [j.job_id for j in queued], backlog),
+                start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+            )
 
     async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
         await record(StateActivities.record_job,
@@ -390,23 +473,37 @@ class ClusterWorkflow:
         self.state.next_job_id += 1
         name = req.name or f"job-{job_id}"
         wid = job_workflow_id(self.spec.name, job_id)
+        result = SubmitJobResult(job_id, wid, req.spec_id)
         if key:
-            self._remember(key, SubmitJobResult(job_id, wid))
+            self._remember(key, result)
             self._recording.add(key)
-        self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
-                                          req.task, dict(req.env), req.sealed_secrets, req.run_setup))
+        # A job whose body is in the database waits there too when the window is full (or
+        # older jobs already wait there): the state holds at most QUEUE_WINDOW jobs.
+        spill = req.spec_id is not None and self._bounded() and (
+            self.state.backlog_from is not None or len(self.state.queue) >= self._window())
+        if spill:
+            if self.state.backlog_from is None:
+                self.state.backlog_from = job_id
+        else:
+            self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
+                                              req.task, dict(req.env), req.sealed_secrets, req.run_setup,
+                                              spec_id=req.spec_id))
+        self._writing.add(job_id)
         self._mark_busy()
         self._poke()  # the job may start while its row is written: the DB keeps the later status
         try:
             await workflow.wait_condition(lambda: self._cluster_recorded)
             await self._record_job(
                 job_id, JobStatus.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
-                num_nodes=req.num_nodes, run_summary=_summary(req.task.get("run")), workflow_id=wid,
-                user=req.user,
+                num_nodes=req.num_nodes, run_summary=req.run_summary or run_summary(req.task.get("run")),
+                workflow_id=wid, user=req.user, spec_id=req.spec_id,
             )
         finally:
             self._recording.discard(key or "")
-        return SubmitJobResult(job_id, wid)
+            self._writing.discard(job_id)
+            if spill:
+                self._poke()  # its row is there: the window may take it now
+        return result
 
     def _remember(self, key: str, result: SubmitJobResult) -> None:
         remembered = self.state.submissions
@@ -479,7 +576,26 @@ class ClusterWorkflow:
 
     @workflow.update
     async def cancel_job(self, req: CancelJobInput) -> CancelJobResult:
+        if req.job_id is None and self.state.backlog_from is not None:
+            newest = await self._cancel_in_backlog(None)  # the newest waiting job is there
+            if newest is not None:
+                return newest
         job_id = req.job_id if req.job_id is not None else self._latest_active()
+        if job_id is None:
+            raise ApplicationError(f"no running or waiting job on cluster {self.spec.name!r}", type="NoActiveJob")
+        cancelled = await self._cancel_in_window(job_id)
+        if cancelled is not None:
+            return cancelled
+        running = next((j for j in self.state.running if j.job_id == job_id), None)
+        if running is not None:
+            await self._cancel_child(running.workflow_id)
+            return CancelJobResult(job_id, JobStatus.RUNNING)
+        cancelled = await self._cancel_in_backlog(job_id)
+        if cancelled is None:
+            raise ApplicationError(f"job {job_id} already finished", type="JobFinished")
+        return cancelled
+
+    async def _cancel_in_window(self, job_id: int) -> CancelJobResult | None:
         for i, job in enumerate(self.state.queue):
             if job.job_id == job_id:
                 del self.state.queue[i]
@@ -487,20 +603,39 @@ class ClusterWorkflow:
                 self._mark_busy()
                 self._poke()
                 return CancelJobResult(job_id, JobStatus.PENDING)
-        running = next(j for j in self.state.running if j.job_id == job_id)
-        await self._cancel_child(running.workflow_id)
-        return CancelJobResult(job_id, JobStatus.RUNNING)
+        return None
+
+    async def _cancel_in_backlog(self, job_id: int | None) -> CancelJobResult | None:
+        """Cancel a job waiting in the database (None: the newest there), if it still waits."""
+        async with self._backlog_lock:
+            if job_id is not None:
+                moved = await self._cancel_in_window(job_id)  # a refill took it meanwhile
+                if moved is not None:
+                    return moved
+            start = self.state.backlog_from
+            if start is None or (job_id is not None and job_id < start):
+                return None
+            out: CancelPendingJobOutput = await workflow.execute_local_activity_method(
+                StateActivities.cancel_pending_job, CancelPendingJobInput(self.spec.name, job_id, start),
+                start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+            )
+        if out.job_id is None:
+            return None
+        self._mark_busy()
+        self._poke()
+        return CancelJobResult(out.job_id, JobStatus.PENDING)
 
     @cancel_job.validator
     def _validate_cancel(self, req: CancelJobInput) -> None:
+        backlog = self.state.backlog_from
         if req.job_id is None:
-            if self._latest_active() is None:
+            if self._latest_active() is None and backlog is None:
                 raise ApplicationError(f"no running or waiting job on cluster {self.spec.name!r}", type="NoActiveJob")
             return
         if not 1 <= req.job_id < self.state.next_job_id:
             raise ApplicationError(f"cluster {self.spec.name!r} has no job {req.job_id}", type="JobNotFound")
         active = {j.job_id for j in self.state.queue} | {j.job_id for j in self.state.running}
-        if req.job_id not in active:
+        if req.job_id not in active and (backlog is None or req.job_id < backlog):
             raise ApplicationError(f"job {req.job_id} already finished", type="JobFinished")
 
     def _latest_active(self) -> int | None:
@@ -627,7 +762,8 @@ class ClusterWorkflow:
     def _idle_remaining(self) -> float | None:
         """Seconds until autostop (<= 0: due), or None when autostop does not apply now."""
         minutes = self.spec.autostop_minutes
-        if minutes is None or self.state.status != ClusterStatus.UP or self.state.queue or self.state.running:
+        if minutes is None or self.state.status != ClusterStatus.UP or self.state.queue or self.state.running \
+                or self.state.backlog_from is not None:
             return None
         idle_since = datetime.fromisoformat(self.state.idle_since or workflow.now().isoformat())
         return (idle_since + timedelta(minutes=minutes) - workflow.now()).total_seconds()
@@ -752,6 +888,7 @@ class ClusterWorkflow:
             message=self._status_message(), down_nodes=list(self.state.down_nodes),
             autostop_at=self._autostop_at(), stopped_by=self.state.stopped_by,
             failsafe_deadline=self.state.failsafe_deadline,
+            backlog_from=self.state.backlog_from,
         )
 
 
@@ -759,12 +896,4 @@ def _where(attempt: dict[str, Any]) -> str:
     parts = [attempt.get("zone") or attempt.get("region"), attempt.get("instance_type"),
              "spot" if attempt.get("use_spot") else None]
     return ", ".join(str(p) for p in parts if p) or "default"
-
-
-def _summary(run: Any) -> str | None:
-    if not run:
-        return None
-    text = run if isinstance(run, str) else "\n".join(run)
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first[:120]
 

@@ -1,6 +1,8 @@
 """JobWorkflow ``cluster/<name>/job/<n>``: one job on the nodes its cluster gave it.
 
-Uploads the workdir and file mounts, runs ``setup`` (for a launch's job, not an exec's, as
+Loads its body (task, env, sealed secrets) from the database when the cluster gave it only
+the id (``JobInput.spec_id``, the ``load_job_spec`` local activity), uploads the workdir and
+file mounts, runs ``setup`` (for a launch's job, not an exec's, as
 SkyPilot) then ``run`` on every node (detached on the node, so a worker crash does not kill
 it), records exit codes, and tells its cluster when it ends (the ``job_finished`` signal, by
 workflow id).
@@ -26,6 +28,7 @@ CANCELED when it was CANCELLED.
 """
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, TypeVar
@@ -41,8 +44,10 @@ with workflow.unsafe.imports_passed_through():
         JobFinished,
         JobInput,
         JobRecord,
+        JobSpec,
         JobStatus,
         KillJobInput,
+        LoadJobSpecInput,
         RunPhaseInput,
         RunPhaseOutput,
         SyncFilesInput,
@@ -205,6 +210,13 @@ class JobWorkflow:
 
     async def _execute(self, inp: JobInput) -> _Outcome:
         """Files, setup, run: the first rank that fails ends the job."""
+        if inp.spec_id is not None:
+            spec: JobSpec = await workflow.execute_local_activity_method(
+                StateActivities.load_job_spec, LoadJobSpecInput(inp.spec_id),
+                start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+            )
+            inp = dataclasses.replace(inp, task=spec.task, env=spec.env, sealed_secrets=spec.sealed_secrets,
+                                      run_setup=spec.run_setup)
         # An exec skips setup, as SkyPilot's does; its files are synced all the same.
         setup = inp.task.get("setup") if inp.run_setup else None
         if setup or self._has_files(inp):

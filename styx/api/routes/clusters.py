@@ -54,6 +54,7 @@ from styx.contracts.rest import (
     ShareRequest,
 )
 from styx.contracts.jobs import JOB_TERMINAL
+from styx.contracts.payloads import PayloadTooLarge
 from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFound
 from styx.joblogs import LogReader
 from styx.services import clusters as service
@@ -93,6 +94,8 @@ async def _update(call: Callable[[], Awaitable[Any]]) -> Any:
         raise HTTPException(404, str(err)) from None
     except (service.ClusterBusy, service.SearchAttributesNotRegistered) as err:
         raise HTTPException(503, str(err)) from None
+    except PayloadTooLarge as err:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(err)) from None
 
 
 def _json_dict(text: str | None) -> dict[str, Any]:
@@ -198,7 +201,8 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
     try:
         if live and existing is not None:
             task = onto_existing(task, existing.provider, existing.region, _json_dict(existing.resources))
-        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner)
+        spec = cluster_spec(task, req.cluster, req.idle_minutes_to_autostop, req.down, owner=owner,
+                            queue_window=state.settings.queue_window)
         warnings = check_for_provider(task, spec.provider)
         submit = submit_input(task, user.name, state.settings.home, launch_spec=spec, run_setup=True)
         if not live or existing is None or spec.num_nodes != existing.num_nodes:
@@ -212,7 +216,8 @@ async def launch(req: LaunchRequest, state: StateDep, client: TemporalDep, user:
         except quotas.LimitExceeded as err:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from None
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, req.cluster, submit,
-                                                      launch=spec, update_id=service.submission_id(user.name, key)))
+                                                      launch=spec, update_id=service.submission_id(user.name, key),
+                                                      specs=state.db.jobspecs))
     return _submitted(state, req.cluster, result, warnings)
 
 
@@ -281,7 +286,8 @@ async def exec_job(name: str, req: ExecRequest, state: StateDep, client: Tempora
     if cluster.status == ClusterStatus.STOPPED:
         raise HTTPException(409, f"cluster {name!r} is STOPPED; run `styx start {name}` first")
     result = await _update(lambda: service.submit_job(client, state.settings.task_queue, name, submit,
-                                                      update_id=service.submission_id(user.name, key)))
+                                                      update_id=service.submission_id(user.name, key),
+                                                      specs=state.db.jobspecs))
     return _submitted(state, name, result, warnings)
 
 
