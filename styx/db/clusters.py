@@ -14,11 +14,15 @@
   clusters and their nodes, one query).
 - Counts for metrics: ``job_counts`` (jobs by status, one grouped query) and
   ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
+- ``job_activity``: for each given cluster, its jobs, how many have not ended and when one
+  last moved (one grouped query; the dashboard's job counts and autostop estimate).
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +46,25 @@ from styx.db.models import (
     NodeBase,
     UserNotFound,
 )
+
+@dataclass(frozen=True)
+class JobActivity:
+    """A cluster's jobs at a glance: how many, how many not ended, when one last was
+    submitted or ended (None: never)."""
+
+    jobs: int
+    active: int
+    last_moved: datetime | None
+
+
+def _aware(value: Any) -> datetime | None:
+    """A timestamp from an aggregate (SQLite returns text, PostgreSQL a datetime), in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
 
 #: How far along each job status is; a terminal status is the end.
 _JOB_STATUS_RANK = {JobStatus.PENDING: 0, JobStatus.SETTING_UP: 1, JobStatus.RUNNING: 2}
@@ -315,6 +338,23 @@ class ClusterStore(Store):
                  .where(Cluster.status != ClusterStatus.TERMINATED))
         with self.engine.connect() as conn:
             return {name: count for name, count in conn.execute(query)}
+
+    def job_activity(self, clusters: Iterable[str]) -> dict[str, "JobActivity"]:
+        """``{cluster: JobActivity}`` for the given clusters that have jobs (one grouped query)."""
+        names = sorted(set(clusters))
+        if not names:
+            return {}
+        table: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        active = sa.func.sum(sa.case((table.c.status.notin_(sorted(JOB_TERMINAL)), 1), else_=0))
+        query = (sa.select(table.c.cluster_name, sa.func.count(), active, sa.func.max(table.c.submitted_at),
+                           sa.func.max(table.c.ended_at))
+                 .where(table.c.cluster_name.in_(names)).group_by(table.c.cluster_name))
+        out: dict[str, JobActivity] = {}
+        with self.engine.connect() as conn:
+            for name, total, running, submitted, ended in conn.execute(query):
+                moved = max((t for t in (submitted, ended) if t is not None), default=None)
+                out[name] = JobActivity(int(total), int(running or 0), _aware(moved))
+        return out
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
 

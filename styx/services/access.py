@@ -7,7 +7,8 @@ the API and by the git push trigger alike (as ``styx.gitserver.access`` is for r
   their own jobs.
 - ``NONE``: everyone else; to them the cluster does not exist (the API answers 404).
 
-A disabled user has no access to anything.
+A disabled user has no access to anything. ``visible_clusters`` is the listing rule built on
+it (what ``GET /api/v1/clusters`` and the dashboard show).
 
 >>> from styx.db import Cluster, User
 >>> dev = Cluster(name="dev", owner="alice")
@@ -22,6 +23,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from typing import TYPE_CHECKING
+
+from styx.contracts.clusters import ClusterStatus
 
 if TYPE_CHECKING:
     from styx.db import Cluster, Database, Job, User
@@ -50,6 +53,15 @@ def cluster_access(user: "User | None", cluster: "Cluster | None",
     if user.name in shares:
         return ClusterAccess.USE
     return ClusterAccess.NONE
+
+
+def visible_clusters(db: "Database", user: "User", *, include_gone: bool = False,
+                     ) -> tuple[list["Cluster"], dict[str, list[str]]]:
+    """The clusters ``user`` may see (their own, those shared with them; admins: all), by
+    name, with the shares of each; TERMINATED ones only with ``include_gone``."""
+    rows = [c for c in db.clusters.list() if include_gone or c.status != ClusterStatus.TERMINATED]
+    shares = db.clusters.shares_of([c.name for c in rows])
+    return [c for c in rows if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE], shares
 
 
 def may_cancel(user: "User", access: ClusterAccess, job: "Job") -> bool:

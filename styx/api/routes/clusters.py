@@ -57,7 +57,7 @@ from styx.contracts.jobs import JOB_TERMINAL
 from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFound
 from styx.joblogs import LogReader
 from styx.services import clusters as service
-from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
+from styx.services.access import ClusterAccess, may_cancel, owner_label, resolve_cluster_access, visible_clusters
 from styx.services import policy, quotas
 from styx.services.launch import (
     InvalidRequest,
@@ -230,10 +230,7 @@ async def list_clusters(state: StateDep, user: CurrentUser,
     """The clusters the caller may see: their own, those shared with them (admins: all).
     With ``refresh``, each UP one's nodes are probed first (a cluster whose probe fails is
     shown as last known)."""
-    rows = await asyncio.to_thread(state.db.clusters.list)
-    rows = [c for c in rows if all or c.status != ClusterStatus.TERMINATED]
-    shares = await asyncio.to_thread(state.db.clusters.shares_of, [c.name for c in rows])
-    rows = [c for c in rows if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
+    rows, shares = await asyncio.to_thread(lambda: visible_clusters(state.db, user, include_gone=all))
     if refresh:
         client = await get_temporal(state)  # only now: a plain listing needs no Temporal
         limit = asyncio.Semaphore(REFRESH_CONCURRENCY)

@@ -1,0 +1,141 @@
+"""Turning data into pages: the Jinja2 environment, the navigation, table columns, formats.
+
+- ``NAV``: the links of the top bar, in order. A new page adds its ``NavLink`` here (and its
+  router to ``styx.api.dashboard.PAGES``).
+- ``Column``: one column of a table — a title and a function from a row to its cell (text,
+  or ``Markup`` built with ``Markup(...).format(...)``, which escapes what it is given).
+  Tables are lists of them (``styx.api.dashboard.columns``), so a column is one line to add.
+- ``page``: render a template as a full page (or, for an htmx request naming a target, the
+  same page, from which htmx picks the part it swaps).
+- ``age``, ``duration``, ``when``: how times read (``3m``, ``1h 5m``, ``2026-11-26 16:58 UTC``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from styx import __version__
+from styx.api.dashboard.session import CSRF_FIELD, CSRF_HEADER, Viewer
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+#: The vendored htmx (see static/htmx-LICENSE.txt); the name carries its version.
+HTMX = "htmx-2.0.11.min.js"
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class NavLink:
+    title: str
+    href: str
+    #: Paths that highlight this link (the link's own path by default).
+    prefixes: tuple[str, ...] = ()
+
+    def active(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.prefixes or (self.href,))
+
+
+NAV: list[NavLink] = [
+    NavLink("Clusters", "/", ("/", "/clusters")),
+    NavLink("Repos", "/repos"),
+]
+#: Links at the right of the bar (the API's own documentation).
+NAV_EXTRA: list[NavLink] = [NavLink("API docs", "/docs"), NavLink("ReDoc", "/redoc")]
+
+
+@dataclass(frozen=True)
+class Column(Generic[Row]):
+    title: str
+    cell: Callable[[Row], Any]
+    #: A CSS class for the column's cells (``num`` right-aligns).
+    css: str = ""
+
+
+def age(then: datetime | None, now: datetime | None = None) -> str:
+    """How long ago: ``45s``, ``3m``, ``2h 5m``, ``4d 2h``; ``-`` for never."""
+    if then is None:
+        return "-"
+    now = now or datetime.now(timezone.utc)
+    return span((now - then).total_seconds())
+
+
+def span(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes}m"
+    if days == 0:
+        return f"{hours}h {minutes % 60}m" if minutes % 60 else f"{hours}h"
+    return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
+
+
+def duration(start: datetime | None, end: datetime | None, now: datetime | None = None) -> str:
+    if start is None:
+        return "-"
+    return span(((end or now or datetime.now(timezone.utc)) - start).total_seconds())
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def timestamp(moment: datetime | None, now: datetime | None = None) -> Markup:
+    """A relative time with the absolute one as its tooltip."""
+    if moment is None:
+        return Markup("-")
+    return Markup('<time datetime="{0}" title="{1}">{2} ago</time>').format(
+        moment.isoformat(), when(moment), age(moment, now))
+
+
+def status_badge(status: str) -> Markup:
+    return Markup('<span class="status s-{0}">{1}</span>').format(status.lower(), status)
+
+
+def link(href: str | None, text: Any, title: str | None = None) -> Markup:
+    if not href:
+        return Markup("{0}").format(text)
+    return Markup('<a href="{0}"{2}>{1}</a>').format(href, text, Markup(' title="{0}"').format(title) if title else "")
+
+
+def temporal_link(url: str | None) -> Markup:
+    """The workflow in Temporal's web UI (opens beside the dashboard)."""
+    if not url:
+        return Markup('<span class="muted">-</span>')
+    return Markup('<a class="temporal" href="{0}" target="_blank" rel="noopener" '
+                  'title="this workflow in Temporal\'s web UI">workflow ↗</a>').format(url)
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, csrf_field=CSRF_FIELD,
+                       csrf_header=CSRF_HEADER, status_badge=status_badge, temporal_link=temporal_link,
+                       timestamp=timestamp, when=when, age=age, link=link)
+    return env
+
+
+ENV = _environment()
+
+
+def render(template: str, **context: Any) -> str:
+    return ENV.get_template(template).render(**context)
+
+
+def page(request: Request, viewer: Viewer | None, template: str, status_code: int = 200,
+         **context: Any) -> HTMLResponse:
+    html = render(template, request=request, path=request.url.path, viewer=viewer,
+                  now=datetime.now(timezone.utc), **context)
+    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
