@@ -1,6 +1,7 @@
 """``/docs`` (Swagger UI) and ``/redoc`` that work offline: their scripts, styles and icon are
 served by the API itself (``/static/docs/``, from the ``fastapi-offline`` package, which ships
-them), never from a CDN; ReDoc without Google's fonts, Swagger UI without the online validator.
+them), never from a CDN; ReDoc without Google's fonts, Swagger UI without the online validator,
+and a Content-Security-Policy that lets neither page load anything from elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 PREFIX = "/static/docs"
+#: The docs pages load only this origin's files (ReDoc's bundle would fetch a logo from its CDN:
+#: refused here, and it hides the broken image). Both bundles need inline scripts and styles.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 def assets() -> Path:
@@ -28,10 +39,10 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
+        return _offline(get_swagger_ui_html(
             openapi_url=openapi_url, title=f"{app.title} — API docs", oauth2_redirect_url=oauth_redirect,
             swagger_js_url=f"{PREFIX}/swagger-ui-bundle.js", swagger_css_url=f"{PREFIX}/swagger-ui.css",
-            swagger_favicon_url=f"{PREFIX}/favicon.png", swagger_ui_parameters={"validatorUrl": None})
+            swagger_favicon_url=f"{PREFIX}/favicon.png", swagger_ui_parameters={"validatorUrl": None}))
 
     @app.get(oauth_redirect, include_in_schema=False)
     async def swagger_redirect() -> HTMLResponse:
@@ -39,6 +50,6 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} — ReDoc",
-                              redoc_js_url=f"{PREFIX}/redoc.standalone.js", redoc_favicon_url=f"{PREFIX}/favicon.png",
-                              with_google_fonts=False)
+        return _offline(get_redoc_html(
+            openapi_url=openapi_url, title=f"{app.title} — ReDoc", redoc_js_url=f"{PREFIX}/redoc.standalone.js",
+            redoc_favicon_url=f"{PREFIX}/favicon.png", with_google_fonts=False))

@@ -32,6 +32,12 @@ HTMX = "htmx-2.0.11.min.js"
 
 Row = TypeVar("Row")
 
+#: What a dashboard page may load and do: only this origin's files (no inline script, no eval,
+#: no CDN), posting forms only here, never inside another site's frame. A job's log or a name
+#: that slipped past escaping still could not run a script.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
 
 @dataclass(frozen=True)
 class NavLink:
@@ -138,4 +144,5 @@ def page(request: Request, viewer: Viewer | None, template: str, status_code: in
          **context: Any) -> HTMLResponse:
     html = render(template, request=request, path=request.url.path, viewer=viewer,
                   now=datetime.now(timezone.utc), **context)
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status_code, headers={
+        "Cache-Control": "no-store", "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"})

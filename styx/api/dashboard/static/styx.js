@@ -1,5 +1,6 @@
-// Styx dashboard: follow a running job's log over server-sent events
-// (GET .../events, see styx/api/dashboard/jobs.py). Everything else is htmx attributes.
+// Styx dashboard: follow a running job's log over server-sent events (GET .../events, see
+// styx/api/dashboard/jobs.py), and submit the filters' form when one changes. Everything else
+// is htmx attributes. No inline script anywhere: the pages' CSP allows only this origin's files.
 (function () {
   "use strict";
   // The most lines a followed log keeps on the page (the raw log has them all).
@@ -74,5 +75,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     const pre = document.querySelector("pre[data-follow]");
     if (pre) follow(pre);
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
   });
 })();
