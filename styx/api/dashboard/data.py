@@ -1,8 +1,8 @@
 """What each page shows, read through the same code the REST API uses.
 
-Nothing here decides who sees what: the cluster listing is
-``styx.services.access.visible_clusters`` (what ``GET /api/v1/clusters`` answers), one
-cluster's access ``resolve_cluster_access``, and each row is mapped to the API's public shape
+Nothing here decides who sees what: the cluster listing is filtered by
+``styx.services.access.visible`` (the rule behind ``GET /api/v1/clusters``), one
+cluster's access is ``resolve_cluster_access``, and each row is mapped to the API's public shape
 by the routes' own ``cluster_info`` / ``job_info``. What is added is presentation: filters
 and paging of the listing, per-cluster job counts (one grouped query) and the autostop
 estimate, and a finished job's log read whole (bounded) for the page.
@@ -28,7 +28,7 @@ from styx.contracts.rest import ClusterInfo
 from styx.db import Cluster, User
 from styx.db.clusters import JobActivity
 from styx.joblogs import LogReader, split_lines
-from styx.services.access import ClusterAccess, cluster_access, visible_clusters
+from styx.services.access import ClusterAccess, cluster_access, visible
 
 #: Clusters per page of the listing.
 CLUSTERS_PER_PAGE = 100
@@ -136,30 +136,39 @@ def autostop_at(cluster: Cluster, activity: JobActivity) -> datetime | None:
 
 def cluster_page(state: AppState, user: User, filters: ClusterFilters,
                  per_page: int = CLUSTERS_PER_PAGE) -> ClusterPage:
-    """The page of clusters ``user`` may see that the filters select (blocking: run in a thread)."""
-    rows, shares = visible_clusters(state.db, user, include_gone=filters.history)
-    rows = [c for c in rows if (c.status == ClusterStatus.TERMINATED) == filters.history]
+    """The page of clusters ``user`` may see that the filters select (blocking: run in a thread).
+
+    Filters and pages over ``db.clusters.summaries`` (a few columns of every cluster) and the
+    clusters shared with the viewer, then reads the page's rows, nodes, shares and job counts
+    in one query each."""
+    db = state.db.clusters
+    summaries = [c for c in db.summaries(include_gone=filters.history)
+                 if (c.status == ClusterStatus.TERMINATED) == filters.history]
+    # Whether a cluster is shared with the viewer is all the rule reads of its shares.
+    seen = visible(user, summaries, {name: [user.name] for name in db.shared_with(user.name)})
     options = {
         "status": ["TERMINATED"] if filters.history else LIVE_STATUSES,
-        "provider": sorted({c.provider for c in rows}),
-        "owner": sorted({c.owner for c in rows if c.owner}),
+        "provider": sorted({c.provider for c in seen}),
+        "owner": sorted({c.owner for c in seen if c.owner}),
     }
-    chosen = [c for c in rows if (filters.status is None or c.status == filters.status)
+    chosen = [c for c in seen if (filters.status is None or c.status == filters.status)
               and (filters.provider is None or c.provider == filters.provider)
               and (filters.owner is None or c.owner == filters.owner)]
     if filters.history:  # the most recently taken down first
         chosen.sort(key=lambda c: c.updated_at, reverse=True)
     pages = max(1, math.ceil(len(chosen) / per_page))
     page = min(filters.page, pages)
-    shown = chosen[(page - 1) * per_page: page * per_page]
-    activity = state.db.clusters.job_activity(c.name for c in shown)
+    names = [c.name for c in chosen[(page - 1) * per_page: page * per_page]]
+    rows, nodes, activity, shares = db.get_many(names), db.nodes_of(names), db.job_activity(names), db.shares_of(names)
     now = datetime.now(timezone.utc)
     out = []
-    for c in shown:
-        act = activity.get(c.name, NO_JOBS)
-        names = shares.get(c.name, [])
-        out.append(ClusterRow(cluster_info(state, c, names), cluster_access(user, c, names), act,
-                              autostop_at(c, act), now))
+    for name in names:
+        cluster = rows.get(name)
+        if cluster is None:  # deleted since the summaries were read
+            continue
+        act, users = activity.get(name, NO_JOBS), shares.get(name, [])
+        out.append(ClusterRow(cluster_info(state, cluster, users, nodes.get(name, [])),
+                              cluster_access(user, cluster, users), act, autostop_at(cluster, act), now))
     return ClusterPage(out, replace(filters, page=page), len(chosen), pages, options)
 
 
@@ -190,15 +199,18 @@ def read_whole_log(state: AppState, cluster: str, job_id: int, num_nodes: int,
     lines: list[LogLine] = []
     shown = 0
     while shown < max_bytes:
-        pieces = list(reader.read_pieces(final=True))
-        if not pieces:
-            break
-        for piece in pieces:
+        got = False
+        for piece in reader.read_pieces(final=True):  # one stream's next rows at a time
+            got = True
             for i, raw in enumerate(split_lines(piece.text)):
+                if shown + len(raw) > max_bytes:
+                    return WholeLog(lines, size, shown)
+                shown += len(raw)
                 text = raw.decode(errors="replace").rstrip("\n")
                 if i == 0 and piece.continues and lines and lines[-1].rank == piece.rank:
                     lines[-1] = LogLine(piece.rank, lines[-1].text + text)
                 else:
                     lines.append(LogLine(piece.rank, text))
-            shown += len(piece.text)
+        if not got:
+            break
     return WholeLog(lines, size, min(shown, size))

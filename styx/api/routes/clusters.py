@@ -54,7 +54,7 @@ from styx.contracts.rest import (
     ShareRequest,
 )
 from styx.contracts.jobs import JOB_TERMINAL
-from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFound
+from styx.db import Cluster, ClusterNotFound, Job, LimitReached, Node, User, UserNotFound
 from styx.joblogs import LogReader
 from styx.services import clusters as service
 from styx.services.access import ClusterAccess, may_cancel, owner_label, resolve_cluster_access, visible_clusters
@@ -142,12 +142,16 @@ def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
     return job
 
 
-def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None) -> ClusterInfo:
+def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None,
+                 nodes: list[Node] | None = None) -> ClusterInfo:
+    """The public shape of ``cluster``; its shares and nodes are read unless given."""
     if shares is None:
         shares = state.db.clusters.shares(cluster.name)
+    if nodes is None:
+        nodes = state.db.clusters.list_nodes(cluster.name)
     return ClusterInfo.model_validate(cluster).model_copy(update={
         "workflow_url": state.settings.workflow_url(cluster.workflow_id),
-        "nodes": [NodeInfo.model_validate(n) for n in state.db.clusters.list_nodes(cluster.name)],
+        "nodes": [NodeInfo.model_validate(n) for n in nodes],
         "shared_with": shares,
     })
 
