@@ -3,7 +3,7 @@
 - ``NAV``: the links of the top bar, in order. A new page adds its ``NavLink`` here (and its
   router to ``styx.api.dashboard.PAGES``).
 - ``Column``: one column of a table — a title and a function from a row to its cell (text,
-  or ``Markup`` built with ``Markup(...).format(...)``, which escapes what it is given).
+  escaped when shown, or ``Markup`` whose every value went through ``escape``).
   Tables are lists of them (``styx.api.dashboard.columns``), so a column is one line to add.
 - ``page``: render a template as a full page (or, for an htmx request naming a target, the
   same page, from which htmx picks the part it swaps).
@@ -20,7 +20,7 @@ from typing import Any, Callable, Generic, TypeVar
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from styx import __version__
 from styx.api.dashboard.session import CSRF_FIELD, CSRF_HEADER, Viewer
@@ -102,26 +102,27 @@ def timestamp(moment: datetime | None, now: datetime | None = None) -> Markup:
     """A relative time with the absolute one as its tooltip."""
     if moment is None:
         return Markup("-")
-    return Markup('<time datetime="{0}" title="{1}">{2} ago</time>').format(
-        moment.isoformat(), when(moment), age(moment, now))
+    return Markup(f'<time datetime="{moment.isoformat()}" title="{when(moment)}">{age(moment, now)} ago</time>')
 
 
 def status_badge(status: str) -> Markup:
-    return Markup('<span class="status s-{0}">{1}</span>').format(status.lower(), status)
+    text = escape(status)
+    return Markup(f'<span class="status s-{text.lower()}">{text}</span>')
 
 
 def link(href: str | None, text: Any, title: str | None = None) -> Markup:
     if not href:
-        return Markup("{0}").format(text)
-    return Markup('<a href="{0}"{2}>{1}</a>').format(href, text, Markup(' title="{0}"').format(title) if title else "")
+        return escape(text)
+    tip = f' title="{escape(title)}"' if title else ""
+    return Markup(f'<a href="{escape(href)}"{tip}>{escape(text)}</a>')
 
 
 def temporal_link(url: str | None) -> Markup:
     """The workflow in Temporal's web UI (opens beside the dashboard)."""
     if not url:
         return Markup('<span class="muted">-</span>')
-    return Markup('<a class="temporal" href="{0}" target="_blank" rel="noopener" '
-                  'title="this workflow in Temporal\'s web UI">workflow ↗</a>').format(url)
+    return Markup(f'<a class="temporal" href="{escape(url)}" target="_blank" rel="noopener" '
+                  'title="this workflow in Temporal&#39;s web UI">workflow ↗</a>')
 
 
 def _environment() -> Environment:
