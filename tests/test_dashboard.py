@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from styx.config import is_loopback
@@ -222,6 +224,41 @@ async def test_the_log_of_a_running_job_follows_it_to_its_last_line(browser, das
 
 async def _running(client: AsyncClient, job_id: int) -> bool:
     return (await client.job("dash", job_id)).status == "RUNNING"
+
+
+async def _api_answers(dash: GitStyxStack) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(f"{dash.settings.api_url}/signin")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_a_followed_log_survives_the_api_killed_and_shows_each_line_once(browser, dash, cluster):
+    gate = dash.shared_dir / "dashboard-gate-kill"
+    gate.unlink(missing_ok=True)
+    run = (f"for i in 1 2 3 4 5; do echo before-$i; done; while [ ! -f {gate} ]; do sleep 0.1; done; "
+           "for i in 1 2 3 4 5; do echo after-$i; done")
+    async with AsyncClient(dash.settings.api_url, dash.token) as client:
+        job = await client.exec("dash", {"name": "outlive", "resources": {"cpus": 0.5}, "run": run})
+        await wait_for_async(lambda: _running(client, job.job_id), 120, "the job to run")
+    context, page = await sign_in(browser, dash, dash.token)
+    await page.goto(f"/clusters/dash/jobs/{job.job_id}")
+    log = page.locator("#log")
+    await expect(log).to_contain_text("before-5")
+    assert dash.api is not None
+    os.kill(dash.api.pid, signal.SIGKILL)  # the API process serving the stream, mid-stream
+    dash.api.wait()
+    await expect(page.locator("#follow-state")).to_have_text("reconnecting…")
+    gate.write_text("go")  # the job goes on writing while no API answers
+    dash.api = dash._spawn("api")  # on the same port and home: the browser's cookie still works
+    await wait_for_async(lambda: _api_answers(dash), 60, "the API to answer again")
+    await expect(log).to_contain_text("after-5")
+    await expect(page.locator("#job-status")).to_have_text("SUCCEEDED")
+    text = await log.inner_text()
+    for i in range(1, 6):  # the stream resumed where the browser was: nothing twice, nothing lost
+        assert text.count(f"before-{i}\n") == 1 and text.count(f"after-{i}\n") == 1, text
+    await context.close()
 
 
 async def test_a_job_is_cancelled_from_the_cluster_page(browser, dash, cluster):

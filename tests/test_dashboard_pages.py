@@ -366,3 +366,17 @@ def test_summaries_nodes_and_job_activity_read_several_clusters_at_once(database
     assert (activity["a"].jobs, activity["a"].active) == (2, 1)
     assert activity["a"].last_moved is not None and abs((activity["a"].last_moved - ended).total_seconds()) < 1
     assert clusters.job_activity([]) == {} and clusters.nodes_of([]) == {}
+
+
+def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_back(site: Site):
+    _two_node_log(site)
+    alice = site.browser("alice")
+    assert [e[1] for e in _events(alice.get("/clusters/dev/jobs/1/events").text)][-1] == "end"
+    slots = site.app.state.styx_log_followers
+    assert slots.count == 0  # the finished stream gave its slot back
+    slots.limit = slots.count = 3  # three logs followed elsewhere
+    busy = _events(alice.get("/clusters/dev/jobs/1/events").text)
+    assert [e[1] for e in busy] == ["busy"] and "MAX_LOG_FOLLOWERS" in busy[0][2]["detail"]
+    slots.count = 2
+    assert [e[1] for e in _events(alice.get("/clusters/dev/jobs/1/events").text)][-1] == "end"
+    assert slots.count == 2

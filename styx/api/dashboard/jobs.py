@@ -5,7 +5,8 @@ log, and cancel.
   ``data.MAX_PAGE_LOG_BYTES``; the raw log has the rest).
 - A running job's page follows its log over server-sent events
   (``GET .../events``): ``log`` events (``{"rank", "text", "continues"}``), a ``status``
-  event when the job's status changes, and ``end`` once it finished and every line is out.
+  event when the job's status changes, and ``end`` once it finished and every line is out
+  (``busy`` instead, when this process already follows ``MAX_LOG_FOLLOWERS`` logs).
   Each ``log`` event's id is how many bytes of each stream were sent, so a browser that
   reconnects (it sends the id back as ``Last-Event-ID``) gets only what it has not seen.
 - ``log.txt``: the log as ``styx logs`` prints it (the REST route's own answer).
@@ -39,6 +40,33 @@ router = APIRouter(include_in_schema=False)
 KEEPALIVE_SECONDS = 15.0
 #: The longest ``Last-Event-ID`` read (a cursor holds a count per node and phase).
 MAX_CURSOR_CHARS = 8192
+#: Live logs one API process streams at once (each polls the database while its job runs);
+#: past it a browser gets a ``busy`` event and says so.
+MAX_LOG_FOLLOWERS = 256
+
+
+class Followers:
+    """How many live logs this process streams now, at most ``limit``."""
+
+    def __init__(self, limit: int = MAX_LOG_FOLLOWERS) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def take(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def give_back(self) -> None:
+        self.count -= 1
+
+
+def followers(request: Request) -> Followers:
+    found = getattr(request.app.state, "styx_log_followers", None)
+    if found is None:
+        found = request.app.state.styx_log_followers = Followers()
+    return found
 
 
 @router.get("/clusters/{name}/jobs/{job_id}")
@@ -87,8 +115,22 @@ async def log_events(name: str, job_id: PathId, request: Request, state: StateDe
         return PlainTextResponse(str(err.detail), status_code=err.status_code)
     skip = parse_cursor(request.headers.get("last-event-id"))
     reader = LogReader(state.db, name, job_id, job.num_nodes)
+    slots = followers(request)
 
     async def stream() -> AsyncIterator[str]:
+        # Taken here, given back when the stream ends or the browser goes (no slot leaks
+        # for a response never started).
+        if not slots.take():
+            yield _event("busy", {"detail": f"this API follows {slots.limit} live logs already "
+                                            "(MAX_LOG_FOLLOWERS): close some, or reload later"})
+            return
+        try:
+            async for chunk in follow():
+                yield chunk
+        finally:
+            slots.give_back()
+
+    async def follow() -> AsyncIterator[str]:
         sent = dict(skip)
         status = None
         delay = 0.05

@@ -62,6 +62,10 @@
       });
       if (stick) pre.scrollTop = pre.scrollHeight;
     });
+    source.addEventListener("busy", function (e) {
+      source.close();
+      state.textContent = JSON.parse(e.data).detail;
+    });
     source.addEventListener("end", function (e) {
       source.close();
       const end = JSON.parse(e.data);
