@@ -8,8 +8,9 @@ each with a share), ``--jobs`` finished jobs spread over them, a 2,000-line 2-no
 repositories with 25 push runs each; signs in as the admin and as a user, and fetches each page
 ``--runs`` times, as a browser does (the session cookie, whole answers). Floor: the same client
 fetching a small static file of the same server (the stylesheet: the same middleware and
-connection, no database). Prints p50/p95 per page and the ratio of each p50 to the floor's; the
-target is every page under 300 ms.
+connection, no database). Prints p50/p95 per page, the ratio of each p50 to the floor's, and
+the API process's CPU time per page (from /proc: what a page costs, which the wall clock on a
+shared, loaded machine hides); the target is every page under 300 ms.
 """
 
 from __future__ import annotations
@@ -98,15 +99,24 @@ def sign_in(base: str, token: str) -> httpx.Client:
     return client
 
 
-def measure(client: httpx.Client, path: str, runs: int) -> list[float]:
+def cpu_ms(pid: int) -> float:
+    """CPU time the process used so far (user + system), in ms: on a shared, loaded machine
+    this moves far less than the wall clock does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def measure(client: httpx.Client, path: str, runs: int, pid: int) -> tuple[list[float], float]:
+    """Wall times of ``runs`` fetches (ms), and the server's CPU ms per fetch."""
     client.get(path).raise_for_status()  # warm (templates compiled, connection open)
     times = []
+    cpu0 = cpu_ms(pid)
     for _ in range(runs):
         t0 = time.perf_counter()
         answer = client.get(path)
         times.append((time.perf_counter() - t0) * 1000)
         assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
-    return times
+    return times, (cpu_ms(pid) - cpu0) / runs
 
 
 def pct(values: list[float], q: float) -> float:
@@ -171,17 +181,22 @@ def main() -> int:
             ("admin", admin, "/repos/u0/r0", "a repository: branches, 25 pushes"),
             ("admin", admin, "/docs", "Swagger UI page"),
         ]
-        floor = measure(admin, "/static/styx.css", args.runs * 2)
+        floor, floor_cpu = measure(admin, "/static/styx.css", args.runs * 2, api.pid)
         floor_p50 = statistics.median(floor)
-        print(f"\nfloor: GET /static/styx.css p50 {floor_p50:.1f} ms, p95 {pct(floor, .95):.1f} ms\n")
-        print(f"{'page':<42} {'who':<6} {'p50 ms':>8} {'p95 ms':>8} {'ratio':>7}  under {TARGET_MS:.0f} ms")
+        print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"floor: GET /static/styx.css p50 {floor_p50:.1f} ms, p95 {pct(floor, .95):.1f} ms, "
+              f"server CPU {floor_cpu:.1f} ms\n")
+        print(f"{'page':<42} {'who':<6} {'p50 ms':>7} {'p95 ms':>7} {'ratio':>6} {'CPU ms':>7}  "
+              f"p95 under {TARGET_MS:.0f} ms")
         worst = 0.0
         for who, client, path, what in pages:
-            times = measure(client, path, args.runs)
+            times, cpu = measure(client, path, args.runs, api.pid)
             p50, p95 = statistics.median(times), pct(times, .95)
             worst = max(worst, p95)
-            print(f"{what:<42} {who:<6} {p50:>8.1f} {p95:>8.1f} {p50 / floor_p50:>7.1f}  {'yes' if p95 < TARGET_MS else 'NO'}")
-        print(f"\nslowest p95: {worst:.1f} ms (target < {TARGET_MS:.0f} ms)")
+            print(f"{what:<42} {who:<6} {p50:>7.1f} {p95:>7.1f} {p50 / floor_p50:>6.1f} {cpu:>7.1f}  "
+                  f"{'yes' if p95 < TARGET_MS else 'NO'}")
+        print(f"\nslowest p95: {worst:.1f} ms (target < {TARGET_MS:.0f} ms); the server's CPU per page is the "
+              "figure to trust on a loaded machine")
         admin.close()
         user.close()
         return 0 if worst < TARGET_MS else 1
