@@ -4,9 +4,10 @@
 
 Starts `styx api` as a process on a fresh STYX_HOME (SQLite unless ``--db-url``), fills its
 database with ``--clusters`` clusters (2 nodes each; a third taken down, spread over 10 users;
-each with a share), ``--jobs`` finished jobs spread over them, a 2,000-line 2-node log, and 20
-repositories with 25 push runs each; signs in as the admin and as a user, and fetches each page
-``--runs`` times, as a browser does (the session cookie, whole answers). Floor: the same client
+each with a share), ``--jobs`` finished jobs spread over them, a 2,000-line 2-node log, a 2 MB
+log (of which a page shows the first 512 KB), and 20 repositories with 25 push runs each;
+signs in as the admin and as a user, and fetches each page ``--runs`` times, as a browser
+does (the session cookie, whole answers). Floor: the same client
 fetching a small static file of the same server (the stylesheet: the same middleware and
 connection, no database). Prints p50/p95 per page, the ratio of each p50 to the floor's, and
 the API process's CPU time per page (from /proc: what a page costs, which the wall clock on a
@@ -67,6 +68,14 @@ def seed(db: Database, clusters: int, jobs: int) -> None:
                  f"{i // clusters + 1}", cpus=0.5, accelerators="{}", num_nodes=2, exit_codes="[0, 0]",
                  user=f"u{i % USERS}")
             for i in range(jobs)])
+        # A 2 MB log of 50-byte lines (the page shows its first 512 KB) for the second job of the first cluster.
+        line = b"epoch 12 step 3456: loss=0.1234 acc=0.9876 lr=1e-4\n"
+        chunk = line * ((256 << 10) // len(line))
+        conn.execute(sa.insert(JobLog.__table__), [dict(  # type: ignore[attr-defined]
+            cluster_name=names[0], job_id=2, phase="run", rank=0, size=8 * len(chunk))])
+        conn.execute(sa.insert(JobLogChunk.__table__), [dict(  # type: ignore[attr-defined]
+            cluster_name=names[0], job_id=2, phase="run", rank=0, offset=k * len(chunk), data=chunk)
+            for k in range(8)])
         # A 2-node log of 2,000 lines for the first job of the first cluster.
         for rank in (0, 1):
             data = b"".join(f"step {k} of rank {rank}: loss=0.{k:04d}\n".encode() for k in range(1000))
@@ -177,6 +186,7 @@ def main() -> int:
             ("u3", user, "/", "clusters (a user: own + shared)"),
             ("admin", admin, "/clusters/c00001", "one cluster and its jobs"),
             ("admin", admin, "/clusters/c00000/jobs/1", "a finished 2-node job, 2,000-line log"),
+            ("admin", admin, "/clusters/c00000/jobs/2", "a finished job's 2 MB log (512 KB shown)"),
             ("admin", admin, "/repos", "repositories"),
             ("admin", admin, "/repos/u0/r0", "a repository: branches, 25 pushes"),
             ("admin", admin, "/docs", "Swagger UI page"),

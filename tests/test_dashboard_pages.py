@@ -380,3 +380,11 @@ def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_
     slots.count = 2
     assert [e[1] for e in _events(alice.get("/clusters/dev/jobs/1/events").text)][-1] == "end"
     assert slots.count == 2
+
+
+def test_the_bar_highlights_the_page_you_are_on():
+    from styx.api.dashboard.render import NAV
+
+    clusters, repos = NAV[0], NAV[1]
+    assert clusters.active("/") and clusters.active("/clusters/dev/jobs/1") and not clusters.active("/repos/a/b")
+    assert repos.active("/repos/a/b") and not repos.active("/") and not repos.active("/reposx")

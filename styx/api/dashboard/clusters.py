@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-
 from typing import Awaitable, Callable
 
 from fastapi import APIRouter, Request
@@ -31,7 +30,7 @@ from styx.api.dashboard.render import page
 from styx.api.dashboard.session import Viewer, ViewerDep, read_form
 from styx.api.deps import StateDep, get_temporal
 from styx.api.routes import clusters as api
-from styx.contracts.rest import AutostopRequest, ClusterInfo
+from styx.contracts.rest import AutostopRequest, ClusterInfo, JobInfo
 from styx.db import User
 from styx.services.access import ClusterAccess, may_cancel, resolve_cluster_access
 
@@ -56,7 +55,7 @@ async def cluster_view(name: str, request: Request, state: StateDep, viewer: Vie
     limit = int(raw_limit) if raw_limit.isdigit() else JOBS_SHOWN
     limit = max(1, min(limit, MAX_JOBS_SHOWN))
 
-    def read():
+    def read() -> tuple[ClusterRow, ClusterAccess, list[JobInfo]] | None:
         cluster, access, shares = resolve_cluster_access(state.db, viewer.user, name)
         if cluster is None or access == ClusterAccess.NONE:
             return None

@@ -36,7 +36,7 @@ CLUSTERS_PER_PAGE = 100
 JOBS_SHOWN = 100
 MAX_JOBS_SHOWN = 1000
 #: The most of a finished job's log its page shows inline; the raw log has all of it.
-MAX_PAGE_LOG_BYTES = 2 << 20
+MAX_PAGE_LOG_BYTES = 512 << 10
 
 LIVE_STATUSES = [s.value for s in ClusterStatus if s != ClusterStatus.TERMINATED]
 

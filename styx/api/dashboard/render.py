@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -47,7 +47,9 @@ class NavLink:
     prefixes: tuple[str, ...] = ()
 
     def active(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.prefixes or (self.href,))
+        """Whether ``path`` is under this link (``/`` matches only itself)."""
+        return any(path == p or (p != "/" and path.startswith(p.rstrip("/") + "/"))
+                   for p in self.prefixes or (self.href,))
 
 
 NAV: list[NavLink] = [
@@ -125,12 +127,25 @@ def temporal_link(url: str | None) -> Markup:
                   'title="this workflow in Temporal&#39;s web UI">workflow ↗</a>')
 
 
+def log_lines(lines: Iterable[Any], multi: bool) -> Markup:
+    """A log's lines (``data.LogLine``) as the page shows them, each marked with its node's
+    rank when the job ran on several (built here, not in the template: a 2 MB log is tens of
+    thousands of lines)."""
+    if multi:
+        return Markup("".join(
+            f'<span class="line r{line.rank % 8}" data-rank="{line.rank}"><span class="rank">{line.rank}</span>'
+            f'{escape(line.text)}\n</span>' for line in lines))
+    return Markup("".join(f'<span class="line r{line.rank % 8}" data-rank="{line.rank}">{escape(line.text)}\n</span>'
+                          for line in lines))
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, csrf_field=CSRF_FIELD,
                        csrf_header=CSRF_HEADER, status_badge=status_badge, temporal_link=temporal_link,
-                       timestamp=timestamp, when=when, age=age, link=link)
+                       timestamp=timestamp, when=when, age=age, link=link,
+                       log_lines=log_lines)
     return env
 
 
