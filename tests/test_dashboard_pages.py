@@ -109,14 +109,17 @@ def test_a_revoked_token_or_an_expired_session_signs_the_browser_out(site: Site)
     token_id = auth.split_token(site.tokens["alice"])[0]  # type: ignore[index]
     assert site.db.users.revoke_token("alice", token_id)
     gone = alice.get("/", follow_redirects=False)
-    assert gone.status_code == 303 and gone.headers["location"].startswith("/signin?problem=")
+    assert gone.status_code == 303 and gone.headers["location"] == "/signin?why=token"
+    assert "your token no longer works" in alice.get(gone.headers["location"]).text
 
     bob = TestClient(site.app, base_url=BASE)
     keys = Keys(site.settings)
     stale = keys.box.encrypt_at_time(site.tokens["bob"].encode(), int(time.time()) - SESSION_SECONDS - 5).decode()
     bob.cookies.set(COOKIE, stale)
     expired = bob.get("/", follow_redirects=False)
-    assert expired.status_code == 303 and "expired" in expired.headers["location"]
+    assert expired.status_code == 303 and expired.headers["location"] == "/signin?why=expired"
+    # The page says only what Styx wrote, whatever a link asks it to say.
+    assert "pay here" not in site.http.get("/signin?why=pay+here").text
     bob.cookies.set(COOKIE, "garbage")
     assert bob.get("/", follow_redirects=False).status_code == 303
 

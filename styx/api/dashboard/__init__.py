@@ -40,12 +40,12 @@ PAGES = [signin.router, clusters.router, jobs.router, repos.router]
 async def _sign_in_first(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     target = signin_url(exc.next_url)
-    if exc.problem:
-        target += ("&" if "?" in target else "?") + "problem=" + quote(exc.problem, safe="")
+    if exc.why:
+        target += ("&" if "?" in target else "?") + "why=" + quote(exc.why, safe="")
     if request.headers.get("hx-request") == "true":
         return Response(status_code=200, headers={"HX-Redirect": target})
     if request.method != "GET" or "text/event-stream" in request.headers.get("accept", ""):
-        return PlainTextResponse(exc.problem or "sign in first", status_code=401)
+        return PlainTextResponse(str(exc), status_code=401)
     return RedirectResponse(target, status_code=303)
 
 

@@ -53,13 +53,22 @@ class ActionRefused(HTTPException):
     (``styx.api.dashboard.actions``)."""
 
 
-class SignInRequired(Exception):
-    """No valid session: the page answers with a redirect to the sign-in page."""
+#: Why the sign-in page was shown, by the code its URL carries (``/signin?why=expired``): only
+#: these texts, so a link cannot make the page say something else.
+SIGN_IN_REASONS = {
+    "expired": "your sign-in expired (after 12 hours): sign in again",
+    "token": "your token no longer works (revoked or expired, or your user was disabled): sign in again",
+}
 
-    def __init__(self, next_url: str, problem: str | None = None) -> None:
-        super().__init__(problem or "sign in first")
+
+class SignInRequired(Exception):
+    """No valid session: the page answers with a redirect to the sign-in page; ``why`` is a
+    key of ``SIGN_IN_REASONS``."""
+
+    def __init__(self, next_url: str, why: str | None = None) -> None:
+        super().__init__(SIGN_IN_REASONS.get(why or "", "sign in first"))
         self.next_url = next_url
-        self.problem = problem
+        self.why = why
 
 
 class Keys:
@@ -112,10 +121,10 @@ async def page_viewer(request: Request, state: StateDep, found: KeysDep) -> View
     cookie = request.cookies.get(COOKIE)
     token = found.unseal(cookie) if cookie else None
     if cookie is None or token is None:
-        raise SignInRequired(_here(request), "your sign-in expired: sign in again" if cookie else None)
+        raise SignInRequired(_here(request), "expired" if cookie else None)
     check = await asyncio.to_thread(state.db.users.check_token, token)
     if check.user is None:
-        raise SignInRequired(_here(request), check.problem or "your token no longer works: sign in again")
+        raise SignInRequired(_here(request), "token")
     return Viewer(check.user, found.csrf(cookie))
 
 

@@ -13,6 +13,7 @@ from styx.api.dashboard.session import (
     COOKIE,
     SESSION_SECONDS,
     ActionRefused,
+    SIGN_IN_REASONS,
     KeysDep,
     ViewerDep,
     check_same_site,
@@ -31,7 +32,8 @@ def _form(request: Request, problem: str | None, next_url: str, status_code: int
 
 @router.get("/signin")
 async def signin_page(request: Request) -> Response:
-    return _form(request, request.query_params.get("problem"), safe_next(request.query_params.get("next")), 200)
+    why = SIGN_IN_REASONS.get(request.query_params.get("why") or "")
+    return _form(request, why, safe_next(request.query_params.get("next")), 200)
 
 
 @router.post("/signin")
