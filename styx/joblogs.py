@@ -15,7 +15,7 @@ from typing import Iterator
 
 from styx.db import Database
 
-#: Rows read per stream per call (each at most 256 KB).
+#: Rows read per stream per call (each at most 256 KB), unless a reader asks for fewer.
 ROWS_PER_READ = 8
 #: A line longer than this is passed on in pieces rather than held whole.
 MAX_LINE_BYTES = 1 << 20
@@ -48,9 +48,11 @@ class LogReader:
     :meth:`read_pieces` the same lines unprefixed, each with the stream it came from (the
     dashboard marks each node's lines itself)."""
 
-    def __init__(self, db: Database, cluster: str, job_id: int, num_nodes: int) -> None:
+    def __init__(self, db: Database, cluster: str, job_id: int, num_nodes: int,
+                 rows_per_read: int = ROWS_PER_READ) -> None:
         self.db, self.cluster, self.job_id = db, cluster, job_id
         self.prefix = num_nodes > 1
+        self.rows_per_read = rows_per_read
         self._offsets: dict[tuple[str, int], int] = {}
         self._partial: dict[tuple[str, int], bytes] = {}
         #: Streams whose current line was already passed on in part (its prefix is out).
@@ -74,10 +76,10 @@ class LogReader:
             if offset >= stream.size and not (final and self._partial.get(key)):
                 continue
             rows = self.db.joblogs.read(self.cluster, self.job_id, stream.phase, stream.rank, offset,
-                                        ROWS_PER_READ) if offset < stream.size else []
+                                        self.rows_per_read) if offset < stream.size else []
             data = b"".join(chunk for _, chunk in rows)
             self._offsets[key] = offset + len(data)
-            at_end = len(rows) < ROWS_PER_READ
+            at_end = len(rows) < self.rows_per_read
             continues = key in self._midline
             out = self._lines(key, data, final and at_end)
             if out:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from typing import Mapping, NamedTuple
 from urllib.parse import urlencode
 
 from styx.api.deps import AppState
@@ -27,7 +27,8 @@ from styx.contracts.clusters import ClusterStatus
 from styx.contracts.rest import ClusterInfo
 from styx.db import Cluster, User
 from styx.db.clusters import JobActivity
-from styx.joblogs import LogReader, split_lines
+from styx.db.joblogs import MAX_CHUNK_BYTES
+from styx.joblogs import LogReader
 from styx.services.access import ClusterAccess, cluster_access, visible
 
 #: Clusters per page of the listing.
@@ -172,8 +173,7 @@ def cluster_page(state: AppState, user: User, filters: ClusterFilters,
     return ClusterPage(out, replace(filters, page=page), len(chosen), pages, options)
 
 
-@dataclass(frozen=True)
-class LogLine:
+class LogLine(NamedTuple):
     rank: int
     text: str
 
@@ -195,22 +195,28 @@ def read_whole_log(state: AppState, cluster: str, job_id: int, num_nodes: int,
     """A finished job's log, node by node (setup before run), each line with its rank; at
     most ``max_bytes`` of it (blocking: run in a thread)."""
     size = sum(s.size for s in state.db.joblogs.streams(cluster, job_id))
-    reader = LogReader(state.db, cluster, job_id, num_nodes)
+    # Rows of at most 256 KB: read no more of them at once than the page may show.
+    rows = max(1, -(-max_bytes // MAX_CHUNK_BYTES))
+    reader = LogReader(state.db, cluster, job_id, num_nodes, rows_per_read=rows)
     lines: list[LogLine] = []
     shown = 0
     while shown < max_bytes:
         got = False
         for piece in reader.read_pieces(final=True):  # one stream's next rows at a time
             got = True
-            for i, raw in enumerate(split_lines(piece.text)):
-                if shown + len(raw) > max_bytes:
-                    return WholeLog(lines, size, shown)
-                shown += len(raw)
-                text = raw.decode(errors="replace").rstrip("\n")
-                if i == 0 and piece.continues and lines and lines[-1].rank == piece.rank:
-                    lines[-1] = LogLine(piece.rank, lines[-1].text + text)
-                else:
-                    lines.append(LogLine(piece.rank, text))
+            data = piece.text
+            if shown + len(data) > max_bytes:  # keep the whole lines that fit
+                data = data[:data.rfind(b"\n", 0, max_bytes - shown) + 1]
+            text = data.decode(errors="replace")
+            parts = text.split("\n")
+            if parts[-1] == "":
+                parts.pop()
+            if parts and piece.continues and lines and lines[-1].rank == piece.rank:
+                lines[-1] = LogLine(piece.rank, lines[-1].text + parts.pop(0))
+            lines.extend([LogLine(piece.rank, part) for part in parts])
+            shown += len(data)
+            if len(data) < len(piece.text):
+                return WholeLog(lines, size, shown)
         if not got:
             break
     return WholeLog(lines, size, min(shown, size))

@@ -68,6 +68,11 @@ class Column(Generic[Row]):
     css: str = ""
 
 
+def cells(columns: list[Column[Any]], row: Any) -> Markup:
+    """One table row's cells (built here in one pass: a page has a thousand of them)."""
+    return Markup("".join(f'<td class="{c.css}">{escape(c.cell(row))}</td>' for c in columns))
+
+
 def age(then: datetime | None, now: datetime | None = None) -> str:
     """How long ago: ``45s``, ``3m``, ``2h 5m``, ``4d 2h``; ``-`` for never."""
     if then is None:
@@ -145,7 +150,7 @@ def _environment() -> Environment:
     env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, csrf_field=CSRF_FIELD,
                        csrf_header=CSRF_HEADER, status_badge=status_badge, temporal_link=temporal_link,
                        timestamp=timestamp, when=when, age=age, link=link,
-                       log_lines=log_lines)
+                       log_lines=log_lines, cells=cells)
     return env
 
 
