@@ -86,8 +86,9 @@ async def browser() -> AsyncIterator:
             executable_path=CHROMIUM, headless=True,
             # Anything the guard misses goes to a dead loopback port, never off the machine.
             proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1,localhost"},
-            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1", "--disable-background-networking",
-                  "--disable-component-update", "--no-pings", "--disable-domain-reliability"])
+            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+                  "--disable-background-networking", "--disable-component-update", "--no-pings",
+                  "--disable-domain-reliability"])
         try:
             yield chromium
         finally:

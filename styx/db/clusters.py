@@ -132,7 +132,8 @@ class ClusterStore(Store):
         if not wanted:
             return {}
         with self._session() as session:
-            return {c.name: c for c in session.exec(select(Cluster).where(Cluster.name.in_(wanted))).all()}  # type: ignore[attr-defined]
+            query = select(Cluster).where(Cluster.name.in_(wanted))  # type: ignore[attr-defined]
+            return {c.name: c for c in session.exec(query).all()}
 
     def summaries(self, *, include_gone: bool = True) -> list[ClusterSummary]:
         """Every cluster's name, status, provider, owner and last change, by name: a few
@@ -210,7 +211,8 @@ class ClusterStore(Store):
         out: dict[str, list[Node]] = {}
         if not names:
             return out
-        query = select(Node).where(Node.cluster_name.in_(names)).order_by(Node.cluster_name, Node.rank)  # type: ignore[attr-defined]
+        query = (select(Node).where(Node.cluster_name.in_(names))  # type: ignore[attr-defined]
+                 .order_by(Node.cluster_name, Node.rank))
         with self._session() as session:
             for node in session.exec(query).all():
                 out.setdefault(node.cluster_name, []).append(node)
