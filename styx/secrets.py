@@ -26,6 +26,11 @@ def _key(home: Path) -> bytes:
         return create_once(path, Fernet.generate_key()).strip()
 
 
+def secret_key(home: Path) -> bytes:
+    """Styx's key (a Fernet key): it also seals the dashboard's sign-in cookie."""
+    return _key(home)
+
+
 def seal(home: Path, values: dict[str, str]) -> str | None:
     if not values:
         return None

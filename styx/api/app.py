@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from styx import __version__
-from styx.api import metrics
+from styx.api import dashboard, metrics
 from styx.api.deps import AppState
 from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
 from styx.api.limits import BodyLimit, RouteLimit
@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Clusters, jobs and git-push runs as durable Temporal workflows.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by the dashboard (styx.api.dashboard.docs)
+        redoc_url=None,
     )
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, routes=[
@@ -52,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(services.router, responses=error_responses(*RESOURCE, 503))
     app.include_router(costs.router, responses=error_responses(*AUTHENTICATED))
     metrics.install(app, settings)  # GET /metrics, and requests counted by route
+    dashboard.install(app)  # the web pages at /, their static files, /docs and /redoc
     return app

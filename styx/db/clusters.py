@@ -1,9 +1,10 @@
 """Clusters, their nodes and their jobs: ``ClusterStore`` (``db.clusters``).
 
-- Clusters: ``upsert`` (exactly the fields given), ``get``, ``delete`` (with nodes and
-  jobs), ``list`` (optionally by status).
+- Clusters: ``upsert`` (exactly the fields given), ``get``, ``get_many``, ``delete`` (with
+  nodes and jobs), ``list`` (optionally by status), ``summaries`` (a few columns of every
+  cluster, for listings that page).
 - Nodes: ``upsert_nodes`` / ``replace_nodes`` (keyed by cluster and rank), ``delete_nodes``,
-  ``list_nodes``.
+  ``list_nodes``, ``nodes_of`` (several clusters' at once).
 - Shares (who else may use a cluster, see ``styx.services.access``): ``add_share`` (bounded),
   ``remove_share``, ``shares`` (one cluster's), ``shares_of`` (several clusters' at once),
   ``shared_with`` (the clusters shared with a user). Deleting a cluster forgets its shares.
@@ -14,11 +15,15 @@
   clusters and their nodes, one query).
 - Counts for metrics: ``job_counts`` (jobs by status, one grouped query) and
   ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
+- ``job_activity``: for each given cluster, its jobs, how many have not ended and when one
+  last moved (one grouped query; the dashboard's job counts and autostop estimate).
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +47,36 @@ from styx.db.models import (
     NodeBase,
     UserNotFound,
 )
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """The few fields of a cluster a listing filters and pages by (``summaries``)."""
+
+    name: str
+    status: ClusterStatus
+    provider: str
+    owner: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class JobActivity:
+    """A cluster's jobs at a glance: how many, how many not ended, when one last was
+    submitted or ended (None: never)."""
+
+    jobs: int
+    active: int
+    last_moved: datetime | None
+
+
+def _aware(value: Any) -> datetime | None:
+    """A timestamp from an aggregate (SQLite returns text, PostgreSQL a datetime), in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
 
 #: How far along each job status is; a terminal status is the end.
 _JOB_STATUS_RANK = {JobStatus.PENDING: 0, JobStatus.SETTING_UP: 1, JobStatus.RUNNING: 2}
@@ -90,6 +125,28 @@ class ClusterStore(Store):
 
     def get(self, name: str) -> Cluster | None:
         return self._fetch(Cluster, name)
+
+    def get_many(self, names: Iterable[str]) -> dict[str, Cluster]:
+        """The named clusters' rows (missing ones are absent), in one query."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        with self._session() as session:
+            query = select(Cluster).where(Cluster.name.in_(wanted))  # type: ignore[attr-defined]
+            return {c.name: c for c in session.exec(query).all()}
+
+    def summaries(self, *, include_gone: bool = True) -> list[ClusterSummary]:
+        """Every cluster's name, status, provider, owner and last change, by name: a few
+        columns without building rows (a listing of thousands filters and pages on these,
+        then reads whole rows only for the page with ``get_many``)."""
+        table: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
+        query = sa.select(table.c.name, table.c.status, table.c.provider, table.c.owner,
+                          table.c.updated_at).order_by(table.c.name)
+        if not include_gone:
+            query = query.where(table.c.status != ClusterStatus.TERMINATED)
+        with self.engine.connect() as conn:
+            return [ClusterSummary(name, ClusterStatus(status), provider, owner, updated)
+                    for name, status, provider, owner, updated in conn.execute(query)]
 
     def delete(self, name: str) -> bool:
         """Remove the cluster with its nodes and jobs; False if it was not there."""
@@ -146,6 +203,20 @@ class ClusterStore(Store):
     def list_nodes(self, cluster: str) -> list[Node]:
         with self.engine.connect() as conn:
             return self._list_nodes(conn, cluster)
+
+    def nodes_of(self, clusters: Iterable[str]) -> dict[str, list[Node]]:
+        """``{cluster: [node, ...]}`` by rank, for several clusters in one query (those
+        without nodes are absent)."""
+        names = sorted(set(clusters))
+        out: dict[str, list[Node]] = {}
+        if not names:
+            return out
+        query = (select(Node).where(Node.cluster_name.in_(names))  # type: ignore[attr-defined]
+                 .order_by(Node.cluster_name, Node.rank))
+        with self._session() as session:
+            for node in session.exec(query).all():
+                out.setdefault(node.cluster_name, []).append(node)
+        return out
 
     def _list_nodes(self, conn: Connection, cluster: str) -> list[Node]:
         with Session(conn, expire_on_commit=False) as session:
@@ -315,6 +386,23 @@ class ClusterStore(Store):
                  .where(Cluster.status != ClusterStatus.TERMINATED))
         with self.engine.connect() as conn:
             return {name: count for name, count in conn.execute(query)}
+
+    def job_activity(self, clusters: Iterable[str]) -> dict[str, "JobActivity"]:
+        """``{cluster: JobActivity}`` for the given clusters that have jobs (one grouped query)."""
+        names = sorted(set(clusters))
+        if not names:
+            return {}
+        table: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        active = sa.func.sum(sa.case((table.c.status.notin_(sorted(JOB_TERMINAL)), 1), else_=0))
+        query = (sa.select(table.c.cluster_name, sa.func.count(), active, sa.func.max(table.c.submitted_at),
+                           sa.func.max(table.c.ended_at))
+                 .where(table.c.cluster_name.in_(names)).group_by(table.c.cluster_name))
+        out: dict[str, JobActivity] = {}
+        with self.engine.connect() as conn:
+            for name, total, running, submitted, ended in conn.execute(query):
+                moved = max((t for t in (submitted, ended) if t is not None), default=None)
+                out[name] = JobActivity(int(total), int(running or 0), _aware(moved))
+        return out
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
 

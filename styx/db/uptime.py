@@ -13,7 +13,7 @@ is gone stays billed. Both writes are idempotent (a retried activity changes not
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -58,18 +58,20 @@ class UptimeStore(Store):
                 .values(ended_at=sa.case((table.c.started_at > at, table.c.started_at), else_=at))).rowcount
 
     def intervals(self, since: datetime | None, owner: str | None = None,
-                  limit: int = MAX_REPORT_CLUSTERS, cluster: str | None = None) -> list[NodeUptime]:
+                  limit: int = MAX_REPORT_CLUSTERS, cluster: str | Collection[str] | None = None) -> list[NodeUptime]:
         """Rows still open or ended after ``since`` (all when None), of ``owner``'s clusters
-        (everyone's when None; only ``cluster``'s if given), for the ``limit`` most recently
-        started (cluster, launch)s."""
+        (everyone's when None; only ``cluster``'s if given: a name or several), for the
+        ``limit`` most recently started (cluster, launch)s."""
         cond = [sa.true()]
         if since is not None:
             since = aware_utc(since)
             cond.append(sa.or_(NodeUptime.ended_at.is_(None), NodeUptime.ended_at >= since))  # type: ignore[union-attr]
         if owner is not None:
             cond.append(NodeUptime.owner == owner)
-        if cluster is not None:
+        if isinstance(cluster, str):
             cond.append(NodeUptime.cluster_name == cluster)
+        elif cluster is not None:
+            cond.append(NodeUptime.cluster_name.in_(sorted(set(cluster))))  # type: ignore[attr-defined]
         with self._session() as session:
             groups = session.exec(
                 select(NodeUptime.cluster_name, NodeUptime.launch_id, sa.func.max(NodeUptime.started_at))

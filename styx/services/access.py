@@ -7,7 +7,9 @@ the API and by the git push trigger alike (as ``styx.gitserver.access`` is for r
   their own jobs.
 - ``NONE``: everyone else; to them the cluster does not exist (the API answers 404).
 
-A disabled user has no access to anything.
+A disabled user has no access to anything. ``visible_clusters`` is the listing rule built on
+it (what ``GET /api/v1/clusters`` shows), ``visible`` the same filter over any rows (the
+dashboard's listing pages over ``db.clusters.summaries``).
 
 >>> from styx.db import Cluster, User
 >>> dev = Cluster(name="dev", owner="alice")
@@ -20,11 +22,25 @@ A disabled user has no access to anything.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from styx.contracts.clusters import ClusterStatus
 
 if TYPE_CHECKING:
     from styx.db import Cluster, Database, Job, User
+    from styx.db.clusters import ClusterSummary
+
+
+
+class _Listed(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+
+
+C = TypeVar("C", bound=_Listed)
 
 
 class ClusterAccess(enum.IntEnum):
@@ -39,10 +55,10 @@ class ClusterAccess(enum.IntEnum):
         return self.name.lower()
 
 
-def cluster_access(user: "User | None", cluster: "Cluster | None",
+def cluster_access(user: "User | None", cluster: "Cluster | ClusterSummary | None",
                    shares: Collection[str] = ()) -> ClusterAccess:
     """The access ``user`` has to ``cluster`` (None: it does not exist), given the names of
-    the users it is shared with."""
+    the users it is shared with. Only its ``owner`` is read."""
     if user is None or cluster is None or user.disabled:
         return ClusterAccess.NONE
     if user.is_admin or (cluster.owner is not None and cluster.owner == user.name):
@@ -50,6 +66,21 @@ def cluster_access(user: "User | None", cluster: "Cluster | None",
     if user.name in shares:
         return ClusterAccess.USE
     return ClusterAccess.NONE
+
+
+def visible(user: "User", clusters: Iterable[C], shares: Mapping[str, Collection[str]]) -> list[C]:
+    """Those of ``clusters`` (rows, or anything with a ``name`` and an ``owner``) that ``user``
+    may see, given each one's shares."""
+    return [c for c in clusters if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
+
+
+def visible_clusters(db: "Database", user: "User", *, include_gone: bool = False,
+                     ) -> tuple[list["Cluster"], dict[str, list[str]]]:
+    """The clusters ``user`` may see (their own, those shared with them; admins: all), by
+    name, with the shares of each; TERMINATED ones only with ``include_gone``."""
+    rows = [c for c in db.clusters.list() if include_gone or c.status != ClusterStatus.TERMINATED]
+    shares = db.clusters.shares_of([c.name for c in rows])
+    return visible(user, rows, shares), shares
 
 
 def may_cancel(user: "User", access: ClusterAccess, job: "Job") -> bool:

@@ -7,7 +7,7 @@ or spot price on AWS, 0 for local nodes, an SSH pool's ``hourly_price``).
     report = cost_report(db, owner=None, days=30)          # every cluster, last 30 days
     rate = hourly_rate(db.clusters.get("dev"))              # USD/hour now (0 when stopped)
     spent = cost_so_far(db, "dev")                          # USD since this launch
-    spent = spent_by_launch(db)[("dev", launch_id)]         # the same, for every cluster at once
+    spent = spent_by_launch(db, ["dev"])[("dev", launch_id)]  # the same, for many clusters at once
 
 ``launch_plan(task, cluster)`` is the dry run: what ``launch`` would take and at what price,
 with the runners-up; it raises ``InvalidRequest`` (naming the field) for what nothing
@@ -15,6 +15,8 @@ satisfies, as the launch itself would.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -57,9 +59,9 @@ def _hours(row: NodeUptime, since: datetime | None, until: datetime) -> float:
 
 
 def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
-                now: datetime | None = None, cluster: str | None = None) -> CostReport:
+                now: datetime | None = None, cluster: str | Collection[str] | None = None) -> CostReport:
     """Every cluster (each launch of a name apart) up in the last ``days`` (None: ever),
-    ``owner``'s only unless None; newest first."""
+    ``owner``'s only unless None, ``cluster``'s only (a name or several) if given; newest first."""
     if days is not None and not 0 < days <= MAX_REPORT_DAYS:
         raise InvalidRequest("days", f"must be more than 0 and at most {MAX_REPORT_DAYS}")
     until = _now(now)
@@ -68,7 +70,7 @@ def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
     for row in db.uptime.intervals(since, owner, cluster=cluster):
         groups[(row.cluster_name, row.launch_id)].append(row)
     clusters: list[ClusterCost] = []
-    rows_now = {c.name: c for c in db.clusters.list()} if groups else {}
+    rows_now = db.clusters.get_many(name for name, _ in groups)
     for (name, launch_id), rows in groups.items():
         live = rows_now.get(name)
         same = live is not None and (live.launch_id or "") == launch_id
@@ -92,9 +94,13 @@ def cost_report(db: Database, *, owner: str | None, days: float | None = 30,
     return CostReport(since=since, until=until, total=sum(c.cost for c in clusters), clusters=clusters)
 
 
-def spent_by_launch(db: Database, now: datetime | None = None) -> dict[tuple[str, str], float]:
-    """USD each (cluster, launch) has cost since it was launched, in one read (``styx status``)."""
-    return {(c.cluster, c.launch_id): c.cost for c in cost_report(db, owner=None, days=None, now=now).clusters}
+def spent_by_launch(db: Database, names: Collection[str], now: datetime | None = None) -> dict[tuple[str, str], float]:
+    """USD each launch of the clusters ``names`` has cost since it was launched, in one read
+    (a page of ``styx status`` or of the dashboard)."""
+    if not names:
+        return {}
+    report = cost_report(db, owner=None, days=None, now=now, cluster=names)
+    return {(c.cluster, c.launch_id): c.cost for c in report.clusters}
 
 
 def cost_so_far(db: Database, name: str, now: datetime | None = None) -> float:

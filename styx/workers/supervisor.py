@@ -267,7 +267,8 @@ class Supervisor:
     def _print_urls(self) -> None:
         s = self.settings
         self.say("Styx is up.")
-        self.say(f"  API          {s.api_url}   (docs: {s.api_url}/docs)")
+        self.say(f"  Dashboard    {s.api_url}/   (sign in with the token in {s.home / 'credentials'})")
+        self.say(f"  API          {s.api_url}/api/v1   (docs: {s.api_url}/docs)")
         if s.temporal_ui_url:
             self.say(f"  Temporal UI  {s.temporal_ui_url}")
         self.say(f"  Temporal     {s.temporal_address} namespace {s.namespace}")

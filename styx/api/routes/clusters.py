@@ -55,10 +55,10 @@ from styx.contracts.rest import (
 )
 from styx.contracts.jobs import JOB_TERMINAL
 from styx.contracts.payloads import PayloadTooLarge
-from styx.db import Cluster, ClusterNotFound, Job, LimitReached, User, UserNotFound
+from styx.db import Cluster, ClusterNotFound, Job, LimitReached, Node, User, UserNotFound
 from styx.joblogs import LogReader
 from styx.services import clusters as service
-from styx.services.access import ClusterAccess, cluster_access, may_cancel, owner_label, resolve_cluster_access
+from styx.services.access import ClusterAccess, may_cancel, owner_label, resolve_cluster_access, visible_clusters
 from styx.services import costs, policy, quotas
 from styx.services.launch import (
     InvalidRequest,
@@ -146,14 +146,18 @@ def _job_or_404(state: StateDep, cluster: str, job_id: int) -> Job:
 
 
 def cluster_info(state: StateDep, cluster: Cluster, shares: list[str] | None = None,
-                 spent: dict[tuple[str, str], float] | None = None) -> ClusterInfo:
+                 spent: dict[tuple[str, str], float] | None = None, nodes: list[Node] | None = None) -> ClusterInfo:
+    """The public shape of ``cluster``; its shares, nodes and cost so far are read unless given
+    (``spent``: cost by (cluster, launch), from ``costs.spent_by_launch``)."""
     if shares is None:
         shares = state.db.clusters.shares(cluster.name)
+    if nodes is None:
+        nodes = state.db.clusters.list_nodes(cluster.name)
     cost = (spent.get((cluster.name, cluster.launch_id or ""), 0.0) if spent is not None
             else costs.cost_so_far(state.db, cluster.name))
     return ClusterInfo.model_validate(cluster).model_copy(update={
         "workflow_url": state.settings.workflow_url(cluster.workflow_id),
-        "nodes": [NodeInfo.model_validate(n) for n in state.db.clusters.list_nodes(cluster.name)],
+        "nodes": [NodeInfo.model_validate(n) for n in nodes],
         "shared_with": shares,
         "hourly_rate": costs.hourly_rate(cluster),
         "cost_so_far": cost,
@@ -240,10 +244,7 @@ async def list_clusters(state: StateDep, user: CurrentUser,
     """The clusters the caller may see: their own, those shared with them (admins: all).
     With ``refresh``, each UP one's nodes are probed first (a cluster whose probe fails is
     shown as last known)."""
-    rows = await asyncio.to_thread(state.db.clusters.list)
-    rows = [c for c in rows if all or c.status != ClusterStatus.TERMINATED]
-    shares = await asyncio.to_thread(state.db.clusters.shares_of, [c.name for c in rows])
-    rows = [c for c in rows if cluster_access(user, c, shares.get(c.name, ())) > ClusterAccess.NONE]
+    rows, shares = await asyncio.to_thread(lambda: visible_clusters(state.db, user, include_gone=all))
     if refresh:
         client = await get_temporal(state)  # only now: a plain listing needs no Temporal
         limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
@@ -255,7 +256,7 @@ async def list_clusters(state: StateDep, user: CurrentUser,
         await asyncio.gather(*(one(c) for c in rows if c.status == ClusterStatus.UP), return_exceptions=True)
         fresh = {c.name: c for c in await asyncio.to_thread(state.db.clusters.list)}
         rows = [fresh.get(c.name, c) for c in rows]
-    spent = await asyncio.to_thread(costs.spent_by_launch, state.db)
+    spent = await asyncio.to_thread(costs.spent_by_launch, state.db, [c.name for c in rows])
     return [cluster_info(state, c, shares.get(c.name, []), spent) for c in rows]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from styx.api.deps import CurrentUser, PathId, StateDep, TemporalDep
 from styx.api.routes import clusters as cluster_routes
@@ -200,11 +200,14 @@ async def replica_logs(name: str, replica_id: PathId, state: StateDep, user: Cur
     return await cluster_routes.job_logs(replica.cluster, replica.job_id, state, user, follow)
 
 
-@router.get("/{name}/lb-logs", response_class=PlainTextResponse, summary="The load balancers' log of a service")
+# ``response_class=Response`` (no media type of its own) keeps the error answers JSON in the
+# OpenAPI document; the log itself is declared as text.
+@router.get("/{name}/lb-logs", response_class=Response, summary="The load balancers' log of a service",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log"}})
 async def lb_logs(name: str, state: StateDep, user: CurrentUser,
-                  lines: int = Query(200, ge=1, le=500, description="the latest this many lines")) -> str:
+                  lines: int = Query(200, ge=1, le=500, description="the latest this many lines")) -> Response:
     """Retries, failures, replica set changes and a summary a minute, from every load
     balancer (``[lb-id] time line``)."""
     await asyncio.to_thread(_authorized, state, user, name)
     rows = await asyncio.to_thread(state.db.services.lb_logs, name, lines)
-    return "".join(f"[{r.lb_id}] {r.at.isoformat(timespec='seconds')} {r.line}\n" for r in rows)
+    return PlainTextResponse("".join(f"[{r.lb_id}] {r.at.isoformat(timespec='seconds')} {r.line}\n" for r in rows))
