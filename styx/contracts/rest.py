@@ -18,6 +18,9 @@ MAX_ID = 2**31 - 1
 JobId = Annotated[int, Field(ge=1, le=MAX_ID)]
 #: How many jobs one cancel request may name.
 MAX_CANCEL_IDS = 100
+#: The most clusters one page of ``GET /api/v1/clusters`` holds (``limit``), and its default:
+#: a listing is bounded, and the SDK asks for the next page (``after``) while pages come full.
+MAX_CLUSTER_PAGE = 1000
 #: An ``Idempotency-Key`` header: what a client sends with every attempt of one submission.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -98,6 +101,8 @@ class ClusterInfo(BaseModel):
     owner: str | None = None
     #: The other users who may use it (see ``styx cluster share``).
     shared_with: list[str] = []
+    #: Its unfinished jobs by status (``{"RUNNING": 1, "PENDING": 4}``; none: ``{}``).
+    active_jobs: dict[str, int] = {}
 
     _decode = field_validator("resources", mode="before")(lambda cls, v: _json_text(v) or {})
 

@@ -40,6 +40,7 @@ import httpx
 
 from styx.contracts.rest import (
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_CLUSTER_PAGE,
     CancelResult,
     ClusterInfo,
     DoctorReport,
@@ -103,10 +104,15 @@ class _Routes:
                        idempotency_key=_key(idempotency_key))
 
     @staticmethod
-    def status(all: bool, refresh: bool = False) -> Request:
-        params = {"all": str(all).lower()}
+    def status(all: bool, refresh: bool = False, status: list[str] | None = None, provider: str | None = None,
+               owner: str | None = None, after: str | None = None) -> Request:
+        params: dict[str, Any] = {"all": str(all).lower()}
         if refresh:
             params["refresh"] = "true"
+        for name, value in (("status", status or None), ("provider", provider), ("owner", owner),
+                            ("after", after)):
+            if value is not None:
+                params[name] = value
         return Request("GET", "/api/v1/clusters", params=params)
 
     @staticmethod
@@ -185,11 +191,19 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
         key = _key(idempotency_key)
         return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress), key)))
 
-    def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
-        """Clusters (with ``all``, also those taken down). With ``refresh``, the nodes of each
-        UP cluster are probed first: those that do not answer show as DOWN (``nodes[].status``,
+    def status(self, all: bool = False, refresh: bool = False, *, status: list[str] | None = None,
+               provider: str | None = None, owner: str | None = None) -> list[ClusterInfo]:
+        """Clusters (with ``all``, also those taken down; ``status``, ``provider``, ``owner``
+        keep to those), by name, every page of them. With ``refresh``, the nodes of each UP
+        cluster are probed first: those that do not answer show as DOWN (``nodes[].status``,
         ``status_message``) and get no more jobs; those that answer again get jobs again."""
-        return [ClusterInfo(**c) for c in self._send(_Routes.status(all, refresh))]
+        found: list[ClusterInfo] = []
+        while True:
+            page = self._send(_Routes.status(all, refresh, status, provider, owner,
+                                             after=found[-1].name if found else None))
+            found.extend(ClusterInfo(**c) for c in page)
+            if len(page) < MAX_CLUSTER_PAGE:
+                return found
 
     def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
         """One cluster with its nodes (``refresh``: probe them first, as ``status``)."""
@@ -281,8 +295,15 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
         body = await send_files_async(self, _as_task(task), progress)
         return JobSubmitted(**await self._send(_Routes.exec(cluster, body, key)))
 
-    async def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
-        return [ClusterInfo(**c) for c in await self._send(_Routes.status(all, refresh))]
+    async def status(self, all: bool = False, refresh: bool = False, *, status: list[str] | None = None,
+                     provider: str | None = None, owner: str | None = None) -> list[ClusterInfo]:
+        found: list[ClusterInfo] = []
+        while True:
+            page = await self._send(_Routes.status(all, refresh, status, provider, owner,
+                                                   after=found[-1].name if found else None))
+            found.extend(ClusterInfo(**c) for c in page)
+            if len(page) < MAX_CLUSTER_PAGE:
+                return found
 
     async def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
         return ClusterInfo(**await self._send(_Routes.cluster(cluster, refresh)))
