@@ -15,17 +15,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
-import typer
-from rich.style import Style
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
-from styx.cli.console import api, console, err_console, esc, fail
+import typer
+
+from styx.cli.console import Table, api, console, err_console, esc, fail
+from styx.cli.table import Link, print_table
 from styx.cli.uploads import upload_progress
-from styx.contracts.rest import JobInfo, JobSubmitted
-from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
-from styx.task import MAX_TASK_BYTES, Task, TaskValidationError
+
+if TYPE_CHECKING:  # imported inside the commands that use them: `styx status` needs none
+    from styx.contracts.rest import JobInfo, JobSubmitted
+    from styx.sdk.client import Client
+    from styx.task import Task
 
 app = typer.Typer()
 
@@ -33,8 +34,10 @@ app = typer.Typer()
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_NOT_FOUND, EXIT_CANCELLED = 0, 100, 101, 102, 103
 
 
-def _load_task(entrypoint: list[str], **overrides) -> Task:
+def _load_task(entrypoint: list[str], **overrides) -> "Task":
     """A YAML file, or the words of a bare command, with the command-line overrides applied."""
+    from styx.task import Task, TaskValidationError
+
     try:
         if len(entrypoint) == 1 and (entrypoint[0].endswith((".yaml", ".yml")) or Path(entrypoint[0]).is_file()):
             path = Path(entrypoint[0])
@@ -71,6 +74,8 @@ def _env_file(path: str | None) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
+    from styx.task import MAX_TASK_BYTES
+
     file = Path(path)
     if not file.is_file():
         raise fail(f"--env-file: no such file {path!r}")
@@ -104,14 +109,14 @@ def _age(then: datetime | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _duration(job: JobInfo) -> str:
+def _duration(job: "JobInfo") -> str:
     if job.started_at is None:
         return "-"
     end = job.ended_at or datetime.now(timezone.utc)
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
-def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
+def _follow(client: "Client", cluster: str, job_id: int) -> "JobInfo":
     """Wait (with a spinner) until the job starts, stream its log, return it once finished."""
     with console.status(f"job {job_id} on {esc(cluster)}: waiting…") as spinner:
         while True:
@@ -130,11 +135,11 @@ def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
     return client.wait(cluster, job_id)
 
 
-def _job_exit(job: JobInfo) -> int:
+def _job_exit(job: "JobInfo") -> int:
     return {"SUCCEEDED": EXIT_SUCCEEDED, "CANCELLED": EXIT_CANCELLED}.get(job.status, EXIT_FAILED)
 
 
-def _queued(submitted: JobSubmitted, cluster: str) -> None:
+def _queued(submitted: "JobSubmitted", cluster: str) -> None:
     """The warnings of a submission (yellow, one line each), then where the job is."""
     for warning in submitted.warnings:
         err_console.print(f"[yellow]warning: {esc(warning)}[/yellow]", highlight=False, soft_wrap=True)
@@ -142,7 +147,7 @@ def _queued(submitted: JobSubmitted, cluster: str) -> None:
                   + (f" — {esc(submitted.workflow_url)}" if submitted.workflow_url else ""))
 
 
-def _report(job: JobInfo) -> None:
+def _report(job: "JobInfo") -> None:
     colour = "green" if job.status == "SUCCEEDED" else "red" if job.finished else "yellow"
     codes = ",".join("-" if c is None else str(c) for c in job.exit_codes or [])
     extra = f" (exit codes {codes})" if codes and job.status != "SUCCEEDED" else ""
@@ -288,18 +293,25 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "AGE")
-    # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
-    table.add_column("TEMPORAL UI", no_wrap=True)
+    table = []
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
-        link = Text("open", style=Style(link=c.workflow_url)) if c.workflow_url else Text("-")
         down = sum(n.status != "UP" for n in c.nodes)
-        table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider),
-                      str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
-                      esc(c.status + (f": {c.status_message}" if c.status_message else "")),
-                      autostop, _age(c.created_at), link)
-    console.print(table)
+        table.append([c.name, c.owner or "(admins)", c.provider, str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
+                      _jobs(c.active_jobs), c.status + (f": {c.status_message}" if c.status_message else ""),
+                      autostop, _age(c.created_at),
+                      # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
+                      Link("open", c.workflow_url) if c.workflow_url else "-"])
+    print_table(["CLUSTER", "OWNER", "PROVIDER", "NODES", "JOBS", "STATUS", "AUTOSTOP", "AGE", "TEMPORAL UI"],
+                table, wrap={5})
+
+
+def _jobs(active: dict[str, int]) -> str:
+    """``2 running, 5 waiting`` (setting up counts as running); ``-`` for none."""
+    running = sum(n for status, n in active.items() if status != "PENDING")
+    parts = [f"{running} running"] if running else []
+    parts += [f"{active['PENDING']} waiting"] if active.get("PENDING") else []
+    return ", ".join(parts) or "-"
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -310,14 +322,14 @@ def queue(cluster: str = typer.Argument(..., help="the cluster")) -> None:
     """
     with api() as client:
         jobs = client.queue(cluster)
-    table = Table("ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND")
+    table = []
     for j in jobs:
         # One code per rank; "-" for a rank Styx stopped (killed when another failed, or lost).
         codes = "-" if not j.exit_codes else ",".join("-" if c is None else str(c) for c in j.exit_codes)
         status = j.status + (f": {j.message}" if j.message and j.status != "SUCCEEDED" else "")
-        table.add_row(str(j.job_id), esc(j.name or "-"), _age(j.submitted_at) + " ago", esc(status), _duration(j),
-                      codes, esc(j.run_summary or ""))
-    console.print(table)
+        table.append([str(j.job_id), j.name or "-", _age(j.submitted_at) + " ago", status, _duration(j), codes,
+                      j.run_summary or ""])
+    print_table(["ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND"], table, wrap={1, 3, 6})
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -342,6 +354,8 @@ def logs(
                 raise fail(f"cluster {cluster!r} has no jobs")
             job_id = max(j.job_id for j in jobs)
         if status_only:
+            from styx.sdk.transport import StyxError
+
             try:
                 job = client.job(cluster, job_id)
             except StyxError as err:
@@ -380,7 +394,7 @@ def cancel(
     console.print(f"cancelled job(s) {', '.join(map(str, result.cancelled))} on {esc(cluster)}")
 
 
-def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> list[str]:
+def _targets(client: "Client", names: list[str] | None, all_: bool, verb: str) -> list[str]:
     if all_:
         # Yours only: clusters shared with you are not yours to stop, and an admin's --all
         # must not sweep every user's clusters.

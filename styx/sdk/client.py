@@ -28,15 +28,16 @@ are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter
 
 from styx.contracts.rest import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -60,12 +61,16 @@ from styx.sdk.transport import (
     unreachable,
 )
 from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
-from styx.task import Task, TaskValidationError
+
+if TYPE_CHECKING:
+    from styx.task import Task
 
 
-def _as_task(task: Task | dict[str, Any] | str | Path) -> Task:
+def _as_task(task: "Task | dict[str, Any] | str | Path") -> "Task":
     """A Task, a dict, a YAML path or a bare command, as a Task (``Invalid`` naming the field
     when it is not a valid task)."""
+    from styx.task import Task, TaskValidationError  # here: listing clusters needs no task model
+
     try:
         if isinstance(task, Task):
             return task
@@ -77,6 +82,12 @@ def _as_task(task: Task | dict[str, Any] | str | Path) -> Task:
         return Task.from_command(task)
     except (TaskValidationError, OSError) as err:
         raise Invalid(None, str(err)) from err
+
+
+@functools.cache
+def _clusters() -> TypeAdapter[list[ClusterInfo]]:
+    """A page of ``GET /clusters``, parsed from its bytes in one pass (made on first use)."""
+    return TypeAdapter(list[ClusterInfo])
 
 
 def _key(idempotency_key: str | None) -> str:
@@ -200,8 +211,8 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
         found: list[ClusterInfo] = []
         while True:
             page = self._send(_Routes.status(all, refresh, status, provider, owner,
-                                             after=found[-1].name if found else None))
-            found.extend(ClusterInfo(**c) for c in page)
+                                             after=found[-1].name if found else None), shape=_clusters())
+            found.extend(page)
             if len(page) < MAX_CLUSTER_PAGE:
                 return found
 
@@ -300,8 +311,8 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
         found: list[ClusterInfo] = []
         while True:
             page = await self._send(_Routes.status(all, refresh, status, provider, owner,
-                                                   after=found[-1].name if found else None))
-            found.extend(ClusterInfo(**c) for c in page)
+                                                   after=found[-1].name if found else None), shape=_clusters())
+            found.extend(page)
             if len(page) < MAX_CLUSTER_PAGE:
                 return found
 
@@ -315,6 +326,8 @@ class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
         return JobInfo(**await self._send(_Routes.job(cluster, job_id)))
 
     async def wait(self, cluster: str, job_id: int, timeout: float | None = None, poll: float = 0.05) -> JobInfo:
+        import asyncio  # here: a sync client never needs the event loop's modules
+
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = await self.job(cluster, job_id)
