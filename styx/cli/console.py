@@ -88,16 +88,35 @@ def api() -> Iterator["Client"]:
     from styx.sdk.client import Client
     from styx.sdk.transport import StyxError
 
+    with _no_pydantic_plugins():
+        try:
+            client = Client()
+        except StyxError as err:
+            raise fail(str(err)) from None
+        try:
+            yield client
+        except StyxError as err:
+            raise fail(str(err)) from None
+        finally:
+            client.close()
+
+
+@contextmanager
+def _no_pydantic_plugins() -> Iterator[None]:
+    """Pydantic looks for plugins (every installed package's entry points, ~25 ms) when it
+    builds its first model; a command's answers need none. Typer turns them off the same way
+    for its own parameters: ``PYDANTIC_DISABLE_PLUGINS``, in this process, for the call only."""
+    import os
+
+    before = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
     try:
-        client = Client()
-    except StyxError as err:
-        raise fail(str(err)) from None
-    try:
-        yield client
-    except StyxError as err:
-        raise fail(str(err)) from None
+        yield
     finally:
-        client.close()
+        if before is None:
+            os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        else:
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = before
 
 
 def _hide_flag_types() -> None:
