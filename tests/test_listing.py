@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from styx.config import Settings
-from styx.contracts.rest import MAX_CLUSTER_PAGE, ClusterInfo
+from styx.contracts.rest import DEFAULT_CLUSTER_PAGE, MAX_CLUSTER_PAGE, ClusterInfo
 from styx.db import Database, User
 from styx.sdk.client import Client
 from styx.services.listing import ClusterQuery, cluster_info, list_clusters, list_clusters_json
@@ -139,6 +139,8 @@ def test_the_sdk_reads_every_page_and_the_api_bounds_each(api_only: StyxStack) -
     assert [c.name for c in client.status(owner="u1")][:3] == ["c0001", "c0005", "c0009"]
     headers = {"Authorization": f"Bearer {api_only.token}"}
     url = f"{api_only.settings.api_url}/api/v1/clusters"
+    default = httpx.get(url, headers=headers, timeout=30).json()
+    assert [c["name"] for c in default] == [f"c{i:04d}" for i in range(DEFAULT_CLUSTER_PAGE)]
     page = httpx.get(url, params={"limit": 2, "after": "c0100"}, headers=headers, timeout=30)
     assert [c["name"] for c in page.json()] == ["c0101", "c0102"]
     too_big = httpx.get(url, params={"limit": MAX_CLUSTER_PAGE + 1}, headers=headers, timeout=30)
@@ -190,3 +192,12 @@ def test_queue_and_help_load_no_temporal_either(api_only: StyxStack) -> None:
     result, loaded = _probe(api_only, "--help")
     assert result.returncode == 0 and "status" in result.stdout
     assert "temporalio" not in loaded, loaded
+
+
+def test_styx_status_filters_and_refuses_an_unknown_status_in_one_line(api_only: StyxStack) -> None:
+    r = api_only.cli("status", "--owner", "u1", "--status", "up", env={"COLUMNS": "200"}, check=True)
+    rows = [line.split()[:2] for line in r.stdout.splitlines() if line.startswith("c")]
+    assert rows and all(owner == "u1" for _, owner in rows) and len(rows) == 250, r.stdout[-1000:]
+    r = api_only.cli("status", "--status", "RUNNING")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "status" in r.stderr, r.stderr

@@ -264,11 +264,15 @@ def status(
     terminate: bool = typer.Option(False, "--terminate", help="with --orphans: terminate them"),
     refresh: bool = typer.Option(False, "-r", "--refresh", help="probe the nodes now: those that do not "
                                  "answer are marked DOWN (no job goes there), those that answer UP again"),
+    owner: Optional[str] = typer.Option(None, "--owner", help="only this user's clusters"),
+    provider: Optional[str] = typer.Option(None, "--provider", help="only this provider's: local, aws, ssh"),
+    status_: Optional[List[str]] = typer.Option(None, "--status", help="only clusters in this status "
+                                                "(repeatable): INIT, UP, STOPPED, FAILED, TERMINATED"),
 ) -> None:
-    """Show clusters: provider, nodes (and how many are DOWN), status, autostop, age and a
-    Temporal UI link.
+    """Show clusters: owner, provider, nodes (and how many are DOWN), running and waiting jobs,
+    status, autostop, age and a Temporal UI link.
 
-    Examples:  `styx status`    `styx status --refresh`    `styx status --orphans`
+    Examples:  `styx status`    `styx status --refresh`    `styx status --owner alice --status UP`    `styx status --orphans`
     """
     if orphans:
         with api() as client, console.status("looking for orphaned instances…"):
@@ -282,12 +286,13 @@ def status(
                           "yes" if o.terminated else "no")
         console.print(table)
         return
+    filters = {"status": [s.upper() for s in status_ or []] or None, "provider": provider, "owner": owner}
     with api() as client:
         if refresh:
             with console.status("probing the nodes…"):
-                rows = client.status(all=all_, refresh=True)
+                rows = client.status(all=all_, refresh=True, **filters)
         else:
-            rows = client.status(all=all_)
+            rows = client.status(all=all_, **filters)
     if clusters:
         rows = [r for r in rows if r.name in clusters]
     if not rows:

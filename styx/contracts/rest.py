@@ -27,8 +27,10 @@ MAX_ID = 2**31 - 1
 JobId = Annotated[int, Field(ge=1, le=MAX_ID)]
 #: How many jobs one cancel request may name.
 MAX_CANCEL_IDS = 100
-#: The most clusters one page of ``GET /api/v1/clusters`` holds (``limit``), and its default:
-#: a listing is bounded, and the SDK asks for the next page (``after``) while pages come full.
+#: How many clusters a page of ``GET /api/v1/clusters`` holds unless ``limit`` says, and the
+#: most it may say: a listing costs the same however many clusters there are, and the SDK asks
+#: for the next page (``after`` the last name) while pages come full.
+DEFAULT_CLUSTER_PAGE = 100
 MAX_CLUSTER_PAGE = 1000
 #: An ``Idempotency-Key`` header: what a client sends with every attempt of one submission.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

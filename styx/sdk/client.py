@@ -117,7 +117,7 @@ class _Routes:
     @staticmethod
     def status(all: bool, refresh: bool = False, status: list[str] | None = None, provider: str | None = None,
                owner: str | None = None, after: str | None = None) -> Request:
-        params: dict[str, Any] = {"all": str(all).lower()}
+        params: dict[str, Any] = {"all": str(all).lower(), "limit": MAX_CLUSTER_PAGE}
         if refresh:
             params["refresh"] = "true"
         for name, value in (("status", status or None), ("provider", provider), ("owner", owner),

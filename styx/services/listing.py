@@ -29,7 +29,7 @@ import pydantic_core
 from pydantic import TypeAdapter
 
 from styx.contracts.clusters import ClusterStatus
-from styx.contracts.rest import MAX_CLUSTER_PAGE, ClusterInfo
+from styx.contracts.rest import DEFAULT_CLUSTER_PAGE, MAX_CLUSTER_PAGE, ClusterInfo
 
 from styx.db import User
 
@@ -55,7 +55,7 @@ class ClusterQuery:
     owner: str | None = None
     include_terminated: bool = False
     after: str | None = None
-    limit: int = MAX_CLUSTER_PAGE
+    limit: int = DEFAULT_CLUSTER_PAGE
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_CLUSTER_PAGE:

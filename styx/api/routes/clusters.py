@@ -46,6 +46,7 @@ from styx.contracts.rest import (
     ClusterInfo,
     ExecRequest,
     JobInfo,
+    DEFAULT_CLUSTER_PAGE,
     JobSubmitted,
     LaunchRequest,
     MAX_CLUSTER_PAGE,
@@ -234,12 +235,12 @@ async def list_clusters(state: StateDep, user: CurrentUser,
                         owner: str | None = Query(None, max_length=64, description="only this user's"),
                         after: str | None = Query(None, max_length=255,
                                                   description="the page after this cluster name"),
-                        limit: int = Query(MAX_CLUSTER_PAGE, ge=1, le=MAX_CLUSTER_PAGE,
+                        limit: int = Query(DEFAULT_CLUSTER_PAGE, ge=1, le=MAX_CLUSTER_PAGE,
                                            description="the most clusters in the page")) -> Response:
     """The clusters the caller may see: their own, those shared with them (admins: all), by
     name, each with its nodes and its unfinished jobs by status (``active_jobs``). A page
-    holds at most ``limit``; a full page may have a next one: ask again with ``after`` the
-    last name. With ``refresh``, each UP one's nodes are probed first (a cluster whose probe
+    holds at most ``limit`` (100 unless asked, at most 1,000); a full page may have a next
+    one: ask again with ``after`` the last name. With ``refresh``, each UP one's nodes are probed first (a cluster whose probe
     fails is shown as last known)."""
     query = ClusterQuery(statuses=tuple(status) if status else None, provider=provider, owner=owner,
                          include_terminated=all, after=after, limit=limit)
