@@ -329,15 +329,13 @@ class ClusterStore(Store):
         ``nodes`` (dicts, by rank), ``shared_with`` (user names) and ``active_jobs`` (its unfinished
         jobs by status: ``{"RUNNING": 1, "PENDING": 4}``), ready for ``ClusterInfo``.
 
-        Filters: ``names`` (any of), ``statuses`` (any of), ``provider``, ``owner``, and ``owned_or_shared_with``
-        (a user: only the clusters they own or that are shared with them). Four statements
-        whatever the page's size (clusters, then nodes, shares and job counts of those
-        clusters), in one read transaction, so a page is consistent with itself.
+        Filters: ``names`` (any of), ``statuses`` (any of), ``provider``, ``owner``, and
+        ``owned_or_shared_with`` (a user: only the clusters they own or that are shared with
+        them). Four statements whatever the page's size (clusters, then nodes, shares and job
+        counts of those clusters), in one snapshot, so a page agrees with itself.
         """
         clusters: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
         shares: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
-        nodes: sa.Table = Node.__table__  # type: ignore[attr-defined]
-        jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]
         columns = [c for c in clusters.c if c.name != "updated_at"]
         keys = [c.name for c in columns]
         page = sa.select(*columns)
@@ -358,32 +356,43 @@ class ClusterStore(Store):
         # The other tables are read for the same page through it as a subquery (an index range
         # each), not through a list of a thousand names bound one by one.
         in_page = page.with_only_columns(clusters.c.name).scalar_subquery()
-        with self.engine.connect() as conn, conn.begin():
-            rows: list[dict[str, Any]] = []
-            by_name: dict[str, dict[str, Any]] = {}
-            for values in conn.execute(page):
-                row = dict(zip(keys, values))
-                row.update(nodes=[], shared_with=[], active_jobs={})
-                rows.append(row)
-                by_name[row["name"]] = row
-            if not rows:
-                return []
-            for cluster, rank, host, port, ip, status in conn.execute(
-                    sa.select(nodes.c.cluster_name, nodes.c.rank, nodes.c.host, nodes.c.port,
-                              nodes.c.internal_ip, nodes.c.status)
-                    .where(nodes.c.cluster_name.in_(in_page)).order_by(nodes.c.cluster_name, nodes.c.rank)):
-                by_name[cluster]["nodes"].append({"rank": rank, "host": host, "port": port, "ip": ip,
-                                                  "status": status})
-            for cluster, user in conn.execute(sa.select(shares.c.cluster_name, shares.c.user_name)
-                                              .where(shares.c.cluster_name.in_(in_page))
-                                              .order_by(shares.c.cluster_name, shares.c.user_name)):
-                by_name[cluster]["shared_with"].append(user)
-            unfinished = sorted(set(JobStatus) - JOB_TERMINAL)
-            for cluster, status, count in conn.execute(
-                    sa.select(jobs.c.cluster_name, jobs.c.status, sa.func.count())
-                    .where(jobs.c.cluster_name.in_(in_page), jobs.c.status.in_(unfinished))
-                    .group_by(jobs.c.cluster_name, jobs.c.status)):
-                by_name[cluster]["active_jobs"][str(status)] = count
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":  # one snapshot for the four (SQLite's read transaction is one)
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return self._page(conn, page, keys, in_page)
+
+    @staticmethod
+    def _page(conn: Connection, page: sa.Select[Any], keys: list[str],
+              in_page: sa.ScalarSelect[Any]) -> list[dict[str, Any]]:
+        """``page``'s rows, then their nodes, shares and unfinished jobs (``in_page``: its names)."""
+        shares: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        nodes: sa.Table = Node.__table__  # type: ignore[attr-defined]
+        jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        rows: list[dict[str, Any]] = []
+        by_name: dict[str, dict[str, Any]] = {}
+        for values in conn.execute(page):
+            row = dict(zip(keys, values))
+            row.update(nodes=[], shared_with=[], active_jobs={})
+            rows.append(row)
+            by_name[row["name"]] = row
+        if not rows:
+            return []
+        for cluster, rank, host, port, ip, status in conn.execute(
+                sa.select(nodes.c.cluster_name, nodes.c.rank, nodes.c.host, nodes.c.port, nodes.c.internal_ip,
+                          nodes.c.status)
+                .where(nodes.c.cluster_name.in_(in_page)).order_by(nodes.c.cluster_name, nodes.c.rank)):
+            by_name[cluster]["nodes"].append({"rank": rank, "host": host, "port": port, "ip": ip, "status": status})
+        for cluster, user in conn.execute(sa.select(shares.c.cluster_name, shares.c.user_name)
+                                          .where(shares.c.cluster_name.in_(in_page))
+                                          .order_by(shares.c.cluster_name, shares.c.user_name)):
+            by_name[cluster]["shared_with"].append(user)
+        unfinished = sorted(set(JobStatus) - JOB_TERMINAL)
+        for cluster, status, count in conn.execute(
+                sa.select(jobs.c.cluster_name, jobs.c.status, sa.func.count())
+                .where(jobs.c.cluster_name.in_(in_page), jobs.c.status.in_(unfinished))
+                .group_by(jobs.c.cluster_name, jobs.c.status)):
+            by_name[cluster]["active_jobs"][str(status)] = count
         return rows
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
