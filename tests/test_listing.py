@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from styx.config import Settings
 from styx.contracts.rest import DEFAULT_CLUSTER_PAGE, MAX_CLUSTER_PAGE, ClusterInfo
 from styx.db import Database, User
-from styx.sdk.client import Client
 from styx.services.listing import ClusterQuery, cluster_info, list_clusters, list_clusters_json
 from tests.fixtures.seed import seed_clusters
 from tests.fixtures.stack import StyxStack, wait_for

@@ -50,7 +50,6 @@ from styx.contracts.rest import (
     JobSubmitted,
     LaunchRequest,
     MAX_CLUSTER_PAGE,
-    NodeInfo,
     Orphan,
     ProviderCheck,
     ShareRequest,
@@ -219,7 +218,7 @@ _REFRESH_QUERY = Query(False, description="probe the nodes now (the provider's v
                                           "those that do not answer DOWN, those that do UP, before answering")
 
 
-async def _refresh(client: Any, cluster: Cluster) -> None:
+async def _refresh(client: Any, cluster: Cluster | ClusterInfo) -> None:
     """Ask the cluster's workflow to probe its nodes now (its ``refresh`` update)."""
     await _update(lambda: service.update_cluster(client, cluster.workflow_id, "refresh",
                                                  result_type=ClusterDescription))
@@ -240,8 +239,8 @@ async def list_clusters(state: StateDep, user: CurrentUser,
     """The clusters the caller may see: their own, those shared with them (admins: all), by
     name, each with its nodes and its unfinished jobs by status (``active_jobs``). A page
     holds at most ``limit`` (100 unless asked, at most 1,000); a full page may have a next
-    one: ask again with ``after`` the last name. With ``refresh``, each UP one's nodes are probed first (a cluster whose probe
-    fails is shown as last known)."""
+    one: ask again with ``after`` the last name. With ``refresh``, each UP one's nodes are
+    probed first (a cluster whose probe fails is shown as last known)."""
     query = ClusterQuery(statuses=tuple(status) if status else None, provider=provider, owner=owner,
                          include_terminated=all, after=after, limit=limit)
     if refresh:
@@ -250,8 +249,7 @@ async def list_clusters(state: StateDep, user: CurrentUser,
 
         async def one(cluster: ClusterInfo) -> None:
             async with limiter:
-                await _update(lambda: service.update_cluster(client, cluster.workflow_id, "refresh",
-                                                             result_type=ClusterDescription))
+                await _refresh(client, cluster)
 
         rows = await asyncio.to_thread(listing.list_clusters, state.db, state.settings, user, query)
         await asyncio.gather(*(one(c) for c in rows if c.status == ClusterStatus.UP), return_exceptions=True)
