@@ -82,16 +82,18 @@ def start_api(stack: StyxStack) -> None:
     wait_for(answers, 90, "the API to answer")
 
 
-def timed_gets(http: httpx.Client, path: str, n: int, token: str, **params: str) -> list[float]:
-    headers = {"Authorization": f"Bearer {token}"}
-    for _ in range(5):  # warm: connections, caches, the first request's lazy imports
-        http.get(path, headers=headers, params=params).raise_for_status()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        resp = http.get(path, headers=headers, params=params)
-        times.append(time.perf_counter() - t0)
-        resp.raise_for_status()
+def timed_gets(http: httpx.Client, calls: dict[str, tuple[str, str, dict[str, str]]], n: int) -> dict[str, list[float]]:
+    """``n`` timings of each call (name -> path, token, params), taken in turn: the machine's
+    load moves, and each figure and its floor see the same moments."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(n + 5):  # the first five warm up: connections, caches, lazy imports
+        for name, (path, token, params) in calls.items():
+            t0 = time.perf_counter()
+            resp = http.get(path, headers={"Authorization": f"Bearer {token}"}, params=params)
+            elapsed = time.perf_counter() - t0
+            resp.raise_for_status()
+            if round_ >= 5:
+                times[name].append(elapsed)
     return times
 
 
@@ -108,12 +110,12 @@ def bench_route(stack: StyxStack, db: Database, requests: int, label: str) -> di
     token = user_token(db, user)
     full = str(MAX_CLUSTER_PAGE)
     with httpx.Client(base_url=stack.settings.api_url, timeout=60) as http:
-        found = {
-            "floor": timed_gets(http, "/api/v1/users/me", requests, stack.token),
-            "admin": timed_gets(http, "/api/v1/clusters", requests, stack.token),
-            "full": timed_gets(http, "/api/v1/clusters", requests, stack.token, limit=full),
-            "user": timed_gets(http, "/api/v1/clusters", requests, token),
-        }
+        found = timed_gets(http, {
+            "floor": ("/api/v1/users/me", stack.token, {}),
+            "admin": ("/api/v1/clusters", stack.token, {}),
+            "full": ("/api/v1/clusters", stack.token, {"limit": full}),
+            "user": ("/api/v1/clusters", token, {}),
+        }, requests)
         admin = {"Authorization": f"Bearer {stack.token}"}
         size = len(http.get("/api/v1/clusters", headers=admin, params={"limit": full}).content)
         seen = len(http.get("/api/v1/clusters", headers={"Authorization": f"Bearer {token}"}).json())
@@ -152,14 +154,17 @@ app()
 """
 
 
-def timed_runs(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
-    subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm: the .pyc files
-    times = []
+def timed_runs(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """``runs`` wall times of each command as a fresh process, taken in turn (see ``timed_gets``)."""
+    for cmd in commands.values():  # warm: the .pyc files
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        result = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        times.append(time.perf_counter() - t0)
-        assert result.returncode == 0, f"{cmd}: {result.stderr[-2000:]}"
+        for name, cmd in commands.items():
+            t0 = time.perf_counter()
+            result = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            times[name].append(time.perf_counter() - t0)
+            assert result.returncode == 0, f"{cmd}: {result.stderr[-2000:]}"
     return times
 
 
@@ -168,19 +173,20 @@ def bench_cli(stack: StyxStack, runs: int, clusters: int) -> None:
     env = {k: v for k, v in stack.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["COLUMNS"] = "160"
     py = sys.executable
-    floor = timed_runs([py, "-c", "pass"], env, runs)
-    minimal = timed_runs([py, "-c", MINIMAL_CLI, "get", "/api/v1/users/me"], env, runs)
-    status = timed_runs([py, "-m", "styx", "status"], env, runs)
-    queue = timed_runs([py, "-m", "styx", "queue", "c0001"], env, runs)
-    helped = timed_runs([py, "-m", "styx", "--help"], env, runs)
-    base, typer_floor = statistics.median(floor), statistics.median(minimal)
-    print(f"[cli] floor python -c pass                      {ms(floor)}")
-    print(f"[cli] floor typer + httpx, one request          {ms(minimal)}")
-    for name, values in ((f"styx status ({clusters} clusters)", status), ("styx queue c0001", queue),
-                         ("styx --help", helped)):
+    found = timed_runs({
+        "floor python -c pass": [py, "-c", "pass"],
+        "floor typer + httpx, one request": [py, "-c", MINIMAL_CLI, "get", "/api/v1/users/me"],
+        f"styx status ({clusters} clusters)": [py, "-m", "styx", "status"],
+        "styx queue c0001": [py, "-m", "styx", "queue", "c0001"],
+        "styx --help": [py, "-m", "styx", "--help"],
+    }, env, runs)
+    base = statistics.median(found["floor python -c pass"])
+    typer_floor = statistics.median(found["floor typer + httpx, one request"])
+    for name, values in found.items():
         p50 = statistics.median(values)
-        print(f"[cli] {name:<42}{ms(values)}  p50 ratio {p50 / base:.1f} to python, "
-              f"{p50 / typer_floor:.2f} to typer+httpx" + ("  (target p99 < 300 ms)" if "status" in name else ""))
+        ratios = "" if name.startswith("floor") else \
+            f"  p50 ratio {p50 / base:.1f} to python, {p50 / typer_floor:.2f} to typer+httpx"
+        print(f"[cli] {name:<36}{ms(values)}{ratios}" + ("  (target p99 < 300 ms)" if "status" in name else ""))
 
 
 # --------------------------------------------------------------------------- worker memory
@@ -247,16 +253,19 @@ async def bench_memory(home: Path, sizes: list[int]) -> None:
         base = await asyncio.to_thread(settled_rss, worker.pid)
         print(f"[memory] worker RSS with no cluster workflow: {base / 1024:.1f} MB (the floor)")
         per: dict[int, float] = {}
+        rss_at: dict[int, int] = {}
         for size in sizes:
             handles += await start_idle(client, queue, len(handles), size)
             await wait_loaded(handles)
-            rss = await asyncio.to_thread(settled_rss, worker.pid)
+            rss = rss_at[size] = await asyncio.to_thread(settled_rss, worker.pid)
             per[size] = (rss - base) / size
             print(f"[memory] {size:5d} idle cluster workflows: RSS {rss / 1024:.1f} MB, "
                   f"{per[size]:.0f} KB per workflow ({per[size] / 1024:.2f} MB; target <= 1 MB)")
         if len(sizes) >= 2:
             small, large = sizes[0], sizes[-1]
-            print(f"[memory] growth ratio, per workflow at {large} / at {small}: {per[large] / per[small]:.2f}")
+            marginal = (rss_at[large] - rss_at[small]) / (large - small)
+            print(f"[memory] growth ratio, per workflow at {large} / at {small}: {per[large] / per[small]:.2f} "
+                  f"(each of the {large - small} added: {marginal:.0f} KB)")
     finally:
         for h in handles:
             try:
