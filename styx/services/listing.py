@@ -20,6 +20,7 @@ ValueError: limit: 0 is not between 1 and 1000
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,8 @@ _INFOS = TypeAdapter(list[ClusterInfo])
 #: What a listing shows unless taken-down clusters are asked for.
 _LIVE = tuple(s for s in ClusterStatus if s != ClusterStatus.TERMINATED)
 _FIELDS = tuple(ClusterInfo.model_fields)
+#: A workflow id whose only character ``quote`` changes is ``/``.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.~/-]*")
 #: Who reads one cluster for a route that checked access already.
 _ANYONE = User(name="", is_admin=True)
 
@@ -79,10 +82,21 @@ def _rows(db: "Database", settings: "Settings", user: "User", query: ClusterQuer
         owned_or_shared_with=None if user.is_admin else user.name, after=query.after, limit=query.limit,
     )
     link = settings.workflow_url("")  # every link is this prefix and the quoted workflow id
+    decoded: dict[str, Any] = {}  # clusters launched alike share their resources text
     for row in rows:
-        row["resources"] = json.loads(row["resources"] or "{}")
-        row["workflow_url"] = link and link + quote(row["workflow_id"], safe="")
+        text = row["resources"] or "{}"
+        if text not in decoded:
+            decoded[text] = json.loads(text)
+        row["resources"] = decoded[text]
+        row["workflow_url"] = link and link + _quoted(row["workflow_id"])
     return [{field: row[field] for field in _FIELDS} for row in rows]  # in the model's order
+
+
+def _quoted(workflow_id: str) -> str:
+    """``quote(workflow_id, safe="")``, without its cost for the ids Styx makes (``cluster/<name>``)."""
+    if _PLAIN_ID.fullmatch(workflow_id):
+        return workflow_id.replace("/", "%2F")
+    return quote(workflow_id, safe="")
 
 
 def list_clusters(db: "Database", settings: "Settings", user: "User",
