@@ -21,30 +21,6 @@ TASK_QUEUE = "styx"
 
 
 
-def _temporal_config_files() -> list[Path]:
-    """Where ``temporalio.envconfig`` looks for its profile file when ``TEMPORAL_CONFIG_FILE``
-    is not set (the platform's configuration directory)."""
-    home = Path.home()
-    dirs = [Path(os.environ["XDG_CONFIG_HOME"])] if os.environ.get("XDG_CONFIG_HOME") else []
-    dirs += [home / ".config", home / "Library" / "Application Support"]
-    return [d / "temporalio" / "temporal.toml" for d in dirs]
-
-
-def _temporal_connect_config() -> dict[str, Any]:
-    """Temporal's own connection settings (``TEMPORAL_*`` variables, the profile file), as
-    ``Client.connect`` keyword arguments; ``{}`` when none is set.
-
-    Read through ``temporalio.envconfig`` only when something is set: importing temporalio
-    costs a tenth of a second, which every CLI command would pay (the CLI talks to the API,
-    never to Temporal)."""
-    if not any(name.startswith("TEMPORAL_") for name in os.environ) and \
-            not any(path.is_file() for path in _temporal_config_files()):
-        return {}
-    from temporalio.envconfig import ClientConfig
-
-    return dict(ClientConfig.load_client_connect_config())
-
-
 def _env_size(name: str, default: int) -> int:
     """A positive byte count from the environment."""
     raw = os.environ.get(name) or ""
@@ -485,6 +461,30 @@ def _chmod_at_most(path: Path, mode: int) -> None:
             os.chmod(path, current & mode)
     except FileNotFoundError:
         pass
+
+
+def _temporal_config_files() -> list[Path]:
+    """Where ``temporalio.envconfig`` looks for its profile file when ``TEMPORAL_CONFIG_FILE``
+    is not set (the platform's configuration directory)."""
+    home = Path.home()
+    dirs = [Path(os.environ["XDG_CONFIG_HOME"])] if os.environ.get("XDG_CONFIG_HOME") else []
+    dirs += [home / ".config", home / "Library" / "Application Support"]
+    return [d / "temporalio" / "temporal.toml" for d in dirs]
+
+
+def _temporal_connect_config() -> dict[str, Any]:
+    """Temporal's own connection settings (``TEMPORAL_*`` variables, the profile file), as
+    ``Client.connect`` keyword arguments; ``{}`` when none is set.
+
+    Read through ``temporalio.envconfig`` only when something is set: importing temporalio
+    costs a tenth of a second, which every CLI command would pay (the CLI talks to the API,
+    never to Temporal)."""
+    if not any(name.startswith("TEMPORAL_") for name in os.environ) and \
+            not any(path.is_file() for path in _temporal_config_files()):
+        return {}
+    from temporalio.envconfig import ClientConfig
+
+    return dict(ClientConfig.load_client_connect_config())
 
 
 def find_temporal_binary() -> str:
