@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -336,18 +337,19 @@ def main() -> None:
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     home = Path(tempfile.mkdtemp(prefix="styx-bench-scale-"))
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    read_side(home, "sqlite", None, args, cli=True)
-    if not args.no_postgres:
-        url = postgres_url()
+    try:
+        read_side(home, "sqlite", None, args, cli=True)
+        url = None if args.no_postgres else postgres_url()
         if url:
             try:
                 read_side(home, "postgresql", url, args, cli=False)
             finally:
                 drop_postgres(url)
-    if not args.no_memory:
-        asyncio.run(bench_memory(home, [int(n) for n in args.workflows.split(",")]))
+        if not args.no_memory:
+            asyncio.run(bench_memory(home, [int(n) for n in args.workflows.split(",")]))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
-
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ The API runs as a real process on SQLite (a plain listing needs no Temporal); ti
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from styx.config import Settings
 from styx.contracts.rest import DEFAULT_CLUSTER_PAGE, MAX_CLUSTER_PAGE, ClusterInfo
-from styx.db import Database, User
+from styx.db import Database, User, dispose_engine
 from styx.services.listing import ClusterQuery, cluster_info, list_clusters, list_clusters_json
 from tests.fixtures.seed import seed_clusters
 from tests.fixtures.stack import StyxStack, wait_for
@@ -129,6 +130,8 @@ def api_only() -> Iterator[StyxStack]:
         yield stack
     finally:
         stack.stop()
+        dispose_engine(stack.settings.db_url)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_the_sdk_reads_every_page_and_the_api_bounds_each(api_only: StyxStack) -> None:
