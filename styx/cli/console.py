@@ -13,7 +13,8 @@ does (``tests/test_listing.py`` checks that no command module pulls Temporal in)
 Rich reads ``[...]`` in what it prints as markup: a commit message "[skip ci]" or a job name
 "[x]" would vanish or break the line. Every user-supplied string (names, messages, paths,
 descriptions, anything the API answers) goes through ``esc()`` (``rich.markup.escape``)
-before it is printed or put in a table cell.
+before it is printed or put in a rich table cell; ``table.py``'s plain tables print cells
+verbatim (they read no markup).
 """
 
 from __future__ import annotations
