@@ -5,7 +5,7 @@
 - ``ix_jobs_cluster_name_status``: a cluster's unfinished jobs (the listing's job counts,
   one grouped query for a whole page of clusters; ``list_jobs(cluster, status=...)``).
 - ``ix_jobs_cluster_name_submitted_at``: a cluster's queue, newest first, read in index order
-  instead of sorting all its jobs.
+  instead of sorting all its jobs (only jobs submitted at the same instant are sorted).
 
 Revision ID: 0012_read_indexes
 Revises: 0010_user_limits
