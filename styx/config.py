@@ -21,24 +21,52 @@ TASK_QUEUE = "styx"
 
 
 
-def _env_size(name: str, default: int) -> int:
-    """A positive byte count from the environment."""
-    raw = os.environ.get(name) or ""
+def _env_whole(name: str, default: int, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number from ``minimum`` to ``maximum`` from the environment, or ``default``
+    when unset; anything else is a ``ValueError`` naming the variable and ``what`` it holds."""
+    raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive number of bytes, got {raw!r}")
-    return int(raw)
+    value = int(raw) if raw.isdigit() else None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise ValueError(f"{name} must be a whole number of {what} {bounds}, got {raw!r}")
+    return value
+
+
+def _env_size(name: str, default: int) -> int:
+    """A positive byte count from the environment."""
+    return _env_whole(name, default, "bytes")
 
 
 def _env_count(name: str, default: int) -> int:
     """A positive count (a limit) from the environment."""
-    raw = os.environ.get(name) or ""
+    return _env_whole(name, default, "items")
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    """A number of seconds from the environment, between ``low`` and ``high``."""
+    raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
-    return int(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {raw!r}")
+    return value
+
+
+def _env_port_range(name: str, default: range) -> range:
+    """``first-last`` (inclusive) TCP ports from the environment."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    first, _, last = raw.partition("-")
+    if not (first.isdigit() and (last or first).isdigit()) or not 1 <= int(first) <= int(last or first) <= 65535:
+        raise ValueError(f"{name} must be a port range like 30001-30100, got {raw!r}")
+    return range(int(first), int(last or first) + 1)
 
 
 def _env_limit(name: str, default: int | None) -> int | None:
@@ -117,12 +145,7 @@ MAX_NODE_LOST_SECONDS = 3600
 
 def _env_seconds(name: str, default: int, maximum: int) -> int:
     """A whole number of seconds, 1 to ``maximum``, from the environment."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ValueError(f"{name} must be a whole number of seconds from 1 to {maximum}, got {raw!r}")
-    return int(raw)
+    return _env_whole(name, default, "seconds", maximum=maximum)
 
 
 def running_as_root() -> bool:
@@ -286,6 +309,25 @@ class Settings:
     #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
     #: before the job fails and the node is marked DOWN (a shorter blip is retried).
     node_lost_seconds: int = 30
+    #: ``styx serve`` (see ``styx.contracts.services``). ``STYX_SERVE_PORTS``: the ports the
+    #: load balancers give services, one each (``30001-30100``); ``STYX_SERVE_HOST``: where
+    #: they listen (default ``STYX_HOST``), and the host of the endpoints shown.
+    serve_ports: range = range(30001, 30101)
+    serve_host: str = "127.0.0.1"
+    #: ``STYX_SERVE_TICK_SECONDS``: how often a service workflow probes and decides (5);
+    #: ``STYX_SERVE_QPS_WINDOW_SECONDS``: the window the autoscaler averages requests over
+    #: (60); ``STYX_SERVE_DRAIN_SECONDS``: how long a replica leaving the set keeps serving
+    #: what is in flight before it is taken down (5; at least twice the refresh below).
+    serve_tick_seconds: float = 5.0
+    serve_qps_window_seconds: float = 60.0
+    serve_drain_seconds: float = 5.0
+    #: ``STYX_LB_REFRESH_SECONDS``: how often a load balancer reads the ready replicas and
+    #: reports its counts (1); ``STYX_LB_MAX_BODY_BYTES``: the largest request body it takes
+    #: (16 MB; it keeps the body to retry on another replica); ``STYX_LB_WAIT_SECONDS``: how
+    #: long a request waits for a ready replica (scaled to zero, all restarting) before a 503.
+    lb_refresh_seconds: float = 1.0
+    lb_max_body_bytes: int = 16 << 20
+    lb_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, *, temporal: bool = True) -> "Settings":
@@ -332,6 +374,14 @@ class Settings:
             default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
+            serve_ports=_env_port_range("STYX_SERVE_PORTS", range(30001, 30101)),
+            serve_host=os.environ.get("STYX_SERVE_HOST") or host,
+            serve_tick_seconds=_env_float("STYX_SERVE_TICK_SECONDS", 5.0, 0.2, 600),
+            serve_qps_window_seconds=_env_float("STYX_SERVE_QPS_WINDOW_SECONDS", 60.0, 1, 3600),
+            serve_drain_seconds=_env_float("STYX_SERVE_DRAIN_SECONDS", 5.0, 0, 600),
+            lb_refresh_seconds=_env_float("STYX_LB_REFRESH_SECONDS", 1.0, 0.1, 60),
+            lb_max_body_bytes=_env_size("STYX_LB_MAX_BODY_BYTES", 16 << 20),
+            lb_wait_seconds=_env_float("STYX_LB_WAIT_SECONDS", 30.0, 0, 600),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

@@ -683,7 +683,7 @@ class Resources(_Model):
 class Task(_Model):
     """A unit of work: setup and run scripts, executed on `num_nodes` nodes."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)
     workdir: str | GitWorkdir | None = None
     num_nodes: int = 1
     resources: Resources = Field(default_factory=Resources)
@@ -694,7 +694,8 @@ class Task(_Model):
     run: str | None = None
     config: dict[str, Any] | None = None
     event_callback: str | None = None
-    #: SkyServe's section. Kept for a future ``serve up``; ``launch`` ignores it with a warning.
+    #: SkyServe's section: what ``styx serve up`` serves (``styx.contracts.services.ServiceSpec``);
+    #: ``launch`` ignores it with a warning.
     service: dict[str, Any] | None = None
 
     _UNSUPPORTED = frozenset({"volumes", "pool", "inputs", "outputs", "experimental"})

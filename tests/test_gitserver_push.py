@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import RepoName
+from styx.gitserver.storage import RepoStore
 from styx.sdk.client import Client
 from tests.fixtures.git import GitServerProcess, GitStyxStack, GitUser, make_git_user
 
@@ -79,13 +81,7 @@ def people(git_stack: GitStyxStack, tmp_path_factory) -> dict[str, GitUser]:
 
 
 def _cli(stack: GitStyxStack, env: dict[str, str], *args: str):
-    saved = dict(stack.env)
-    stack.env.update(env)
-    try:
-        return stack.cli(*args, check=True)
-    finally:
-        stack.env.clear()
-        stack.env.update(saved)
+    return stack.cli(*args, check=True, env=env)
 
 
 def _client(stack: GitStyxStack, user: GitUser) -> Client:
@@ -167,16 +163,11 @@ def test_a_broken_styx_yaml_is_accepted_and_recorded_as_failed_naming_the_field(
     assert run.message is not None and "jobs.test.resources.cpus" in run.message
     status = _cli(git_stack, {"STYX_TOKEN": alice.token or ""}, "repo", "runs", "alice/ml").stdout
     assert "FAILED" in status
-    saved = dict(git_stack.env)
-    git_stack.env["STYX_TOKEN"] = alice.token or ""
-    try:
-        refused = git_stack.cli("branch", "delete", "alice/ml", "main")
-        assert refused.returncode == 1 and "is the default branch of alice/ml" in refused.stderr
-        failed = git_stack.cli("repo", "status", "alice/ml", sha[:10])
-        assert failed.returncode == 1 and "FAILED" in failed.stdout
-    finally:
-        git_stack.env.clear()
-        git_stack.env.update(saved)
+    as_alice = {"STYX_TOKEN": alice.token or ""}
+    refused = git_stack.cli("branch", "delete", "alice/ml", "main", env=as_alice)
+    assert refused.returncode == 1 and "is the default branch of alice/ml" in refused.stderr
+    failed = git_stack.cli("repo", "status", "alice/ml", sha[:10], env=as_alice)
+    assert failed.returncode == 1 and "FAILED" in failed.stdout
 
 
 def test_skip_ci_and_unmatched_filters_record_a_skipped_run(git_stack: GitStyxStack, people, tmp_path: Path):
@@ -355,3 +346,41 @@ def _restart_git_server(stack: GitStyxStack) -> None:
     assert stack.git is not None
     stack.git.stop()
     stack.git = GitServerProcess(stack.env, stack.home / "logs" / "gitserver.log")
+
+
+def test_a_git_server_killed_after_the_ref_update_still_runs_the_pushed_commit_once(
+        git_stack: GitStyxStack, people, tmp_path: Path):
+    """kill -9 of the git server between the ref update and post-receive: the pusher's git says
+    the push failed, yet the branch moved; the restarted server's sweeper starts the run."""
+    alice = people["alice"]
+    assert git_stack.git is not None
+    git_stack.git.stop()
+    crashed = tmp_path / "crashed"
+    log = git_stack.home / "logs" / "gitserver.log"
+    seam = {"STYX_TEST_CRASH_POINT": "git_post_receive", "STYX_TEST_CRASH_POINT_FILE": str(crashed),
+            "STYX_GIT_PUSH_SWEEP_SECONDS": "1"}
+    git_stack.git = GitServerProcess(git_stack.env, log, seam)
+    work = _checkout(git_stack, alice, tmp_path / "w")
+    _orphan(alice, work, "feature/crash")  # whatever earlier tests left on main
+    sha = _commit(alice, work, {"README.md": "# ml\n", ".styx.yaml": GOOD, "data.txt": "after-a-crash"},
+                  "pushed as the server dies")
+    pushed = alice.git("push", "origin", "feature/crash", cwd=work, check=False)
+    assert crashed.exists(), pushed.stderr  # the server died in post-receive …
+    git_stack.git.proc.wait(10)
+    assert git_stack.git.proc.returncode == -9
+    assert pushed.returncode != 0 and "queued" not in pushed.stderr
+    store = RepoStore(GitServerConfig.from_settings(git_stack.settings).repo_root, git=None)
+    assert store.ref_sha(RepoName.parse("alice/ml"), "refs/heads/feature/crash") == sha  # … after the branch moved
+
+    git_stack.git = GitServerProcess(git_stack.env, log, seam)  # the marker keeps it from dying again
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=120)
+        assert run.status == "SUCCEEDED", (run.message, run.jobs)
+        assert run.pusher == "alice" and run.ref == "refs/heads/feature/crash"
+        [job] = run.jobs
+    assert "ran-from-push after-a-crash as dev" in git_stack.client().logs("dev", job.job_id)
+    alice.git("remote", "set-url", "origin", alice.ssh_url(git_stack.git, "alice/ml"), cwd=work)
+    again = alice.git("push", "origin", f"{sha}:refs/heads/after-crash", cwd=work)
+    assert "already ran" in again.stderr  # and it runs once
+    with _client(git_stack, alice) as client:
+        assert [r.sha for r in client.runs("alice/ml")].count(sha) == 1

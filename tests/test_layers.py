@@ -50,6 +50,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "styx.api":        ("never", "styx.workflows", "styx.activities", "styx.providers", "styx.ssh", "styx.cli"),
     "styx.gitserver":  ("never", "styx.workflows", "styx.activities", "styx.providers", "styx.ssh", "styx.api",
                         "styx.cli"),
+    "styx.lb":         ("never", "styx.workflows", "styx.activities", "styx.services", "styx.providers", "styx.ssh",
+                        "styx.api", "styx.cli", "styx.sdk"),
     "styx.sdk":        ("only", "styx.sdk", "styx.contracts", "styx.task", "styx.config"),
     "styx.cli":        ("only", "styx.cli", "styx.sdk", "styx.contracts", "styx.task", "styx.config"),
 }
@@ -66,6 +68,7 @@ SERVER_COMMANDS = {
     ("styx.cli.main", "up"),
     ("styx.cli.main", "worker"),
     ("styx.cli.main", "api"),
+    ("styx.cli.main", "lb"),
     ("styx.cli.git", "gitserver"),
 }
 

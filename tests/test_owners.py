@@ -14,10 +14,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from styx.db import ApiToken, Cluster, Database, User, utcnow
-from styx.sdk.client import Client
+from styx.db import ApiToken, Cluster, User, utcnow
 from styx.services.access import ClusterAccess, cluster_access
 from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
+from tests.fixtures.people import People
 from tests.fixtures.stack import wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,48 +26,8 @@ NOT_FOUND = "cluster 'alpha' not found"
 SLEEP = {"resources": {"cpus": 0.5}, "run": "sleep 120"}
 
 
-class World:
-    """The stack, its database, and users each with a token, an SSH key and a git HOME."""
-
-    def __init__(self, stack: GitStyxStack, root: Path) -> None:
-        self.stack = stack
-        self.root = root
-        self.db = Database(stack.settings.db_url)
-        self.admin = stack.client()
-        self.users: dict[str, GitUser] = {}
-
-    def add(self, name: str) -> GitUser:
-        user = make_git_user(self.root, name, self.admin.create_user(name).token)
-        assert user.key is not None
-        self.admin.add_key(user.key.with_suffix(".pub"), user=name)
-        self.users[name] = user
-        return user
-
-    def client(self, name: str, token: str | None = None) -> Client:
-        return Client(self.stack.settings.api_url, token or self.users[name].token)
-
-    def http(self, method: str, path: str, token: str | None, **kwargs) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.request(method, f"{self.stack.settings.api_url}{path}", headers=headers, timeout=60, **kwargs)
-
-    def cli(self, token: str | None, *args: str):
-        saved = dict(self.stack.env)
-        if token:
-            self.stack.env["STYX_TOKEN"] = token
-        try:
-            return self.stack.cli(*args)
-        finally:
-            self.stack.env.clear()
-            self.stack.env.update(saved)
-
-    @property
-    def git(self):
-        assert self.stack.git is not None
-        return self.stack.git
-
-
 @pytest.fixture(scope="module")
-def world(temporal_env, tmp_path_factory) -> Iterator[World]:
+def world(temporal_env, tmp_path_factory) -> Iterator[People]:
     """alice owns the cluster `alpha` and the private repository alice/ml (bob and carol may
     read it); bob, carol and dave own nothing. At most 3 live tokens per user and 2 shares per cluster, to test the limits."""
     address = temporal_env.client.service_client.config.target_host
@@ -75,7 +35,7 @@ def world(temporal_env, tmp_path_factory) -> Iterator[World]:
     stack.env.update({"STYX_MAX_TOKENS_PER_USER": "3", "STYX_MAX_CLUSTER_SHARES": "2"})
     try:
         stack.start()
-        w = World(stack, tmp_path_factory.mktemp("people"))
+        w = People(stack, tmp_path_factory.mktemp("people"))
         for name in ("alice", "bob", "carol", "dave"):
             w.add(name)
         with w.client("alice") as alice:
@@ -90,7 +50,7 @@ def world(temporal_env, tmp_path_factory) -> Iterator[World]:
         stack.stop()
 
 
-def _push(user: GitUser, world: World, repo: str, files: dict[str, str], tmp: Path) -> str:
+def _push(user: GitUser, world: People, repo: str, files: dict[str, str], tmp: Path) -> str:
     work = tmp / f"work-{user.name}"
     user.git("clone", "-q", user.ssh_url(world.git, repo), str(work))
     for name, text in files.items():
@@ -122,7 +82,7 @@ def test_the_access_rule_gives_owners_and_admins_own_shared_users_use_and_others
 # ------------------------------------------------------------------------------ clusters
 
 
-def test_another_users_cluster_is_a_404_on_every_route_exactly_like_a_missing_one(world: World):
+def test_another_users_cluster_is_a_404_on_every_route_exactly_like_a_missing_one(world: People):
     carol = world.users["carol"].token
     job_id = max(j.job_id for j in world.admin.queue("alpha"))
     routes = [
@@ -149,7 +109,7 @@ def test_another_users_cluster_is_a_404_on_every_route_exactly_like_a_missing_on
     assert [(j.job_id, j.status) for j in world.admin.queue("alpha")] == before
 
 
-def test_listing_shows_only_the_clusters_a_user_may_see_and_an_admin_sees_all(world: World):
+def test_listing_shows_only_the_clusters_a_user_may_see_and_an_admin_sees_all(world: People):
     with world.client("carol") as carol, world.client("alice") as alice:
         assert "alpha" not in [c.name for c in carol.status(all=True)]
         assert "alpha" not in [c.name for c in carol.status(refresh=True)]  # nor probed for her
@@ -157,11 +117,11 @@ def test_listing_shows_only_the_clusters_a_user_may_see_and_an_admin_sees_all(wo
         assert mine.owner == "alice"
     assert world.admin.cluster("alpha").owner == "alice"
     assert "alpha" in [c.name for c in world.admin.status()]
-    shown = world.cli(world.users["carol"].token, "status")
+    shown = world.cli(None, "status", token=world.users["carol"].token)
     assert "alpha" not in shown.stdout
 
 
-def test_a_cluster_from_before_owners_is_the_admins_alone(world: World):
+def test_a_cluster_from_before_owners_is_the_admins_alone(world: People):
     world.db.clusters.upsert("legacy", provider="local", status="TERMINATED", num_nodes=1)
     try:
         assert world.db.clusters.get("legacy").owner is None
@@ -172,7 +132,7 @@ def test_a_cluster_from_before_owners_is_the_admins_alone(world: World):
         world.db.clusters.delete("legacy")
 
 
-def test_an_admin_sees_and_acts_on_every_cluster(world: World):
+def test_an_admin_sees_and_acts_on_every_cluster(world: People):
     admin = world.admin
     with world.client("alice") as alice:
         sleeper = alice.exec("alpha", SLEEP)
@@ -192,7 +152,7 @@ def test_an_admin_sees_and_acts_on_every_cluster(world: World):
         assert alice.cluster("beta").status == "TERMINATED"
 
 
-def test_sharing_lets_a_user_exec_and_read_his_jobs_but_not_stop_the_cluster(world: World):
+def test_sharing_lets_a_user_exec_and_read_his_jobs_but_not_stop_the_cluster(world: People):
     bob_token = world.users["bob"].token
     with world.client("alice") as alice, world.client("bob") as bob:
         assert alice.share("alpha", "bob").shared_with == ["bob"]
@@ -229,15 +189,15 @@ def test_sharing_lets_a_user_exec_and_read_his_jobs_but_not_stop_the_cluster(wor
         assert (gone.status_code, gone.json()["detail"]) == (404, NOT_FOUND)
 
 
-def test_all_in_the_cli_means_yours_on_a_shared_cluster(world: World):
+def test_all_in_the_cli_means_yours_on_a_shared_cluster(world: People):
     bob_token = world.users["bob"].token
     with world.client("alice") as alice, world.client("bob") as bob:
         alice.share("alpha", "bob")
         try:
             hers, his = alice.exec("alpha", SLEEP), bob.exec("alpha", SLEEP)
-            stop = world.cli(bob_token, "stop", "--all", "-y")
+            stop = world.cli(None, "stop", "--all", "-y", token=bob_token)
             assert (stop.returncode, stop.stdout.strip()) == (0, "no cluster of yours to stop"), stop.stderr
-            cancel = world.cli(bob_token, "cancel", "alpha", "--all")
+            cancel = world.cli(None, "cancel", "alpha", "--all", token=bob_token)
             assert cancel.returncode == 0, cancel.stderr
             assert cancel.stdout.strip() == f"cancelled job(s) {his.job_id} on alpha"
             assert alice.job("alpha", hers.job_id).status in ("PENDING", "SETTING_UP", "RUNNING")
@@ -247,7 +207,7 @@ def test_all_in_the_cli_means_yours_on_a_shared_cluster(world: World):
             alice.unshare("alpha", "bob")
 
 
-def test_sharing_is_bounded_and_refuses_unknown_users_with_clear_errors(world: World):
+def test_sharing_is_bounded_and_refuses_unknown_users_with_clear_errors(world: People):
     with world.client("alice") as alice:
         try:
             alice.share("alpha", "bob")
@@ -270,7 +230,7 @@ def test_sharing_is_bounded_and_refuses_unknown_users_with_clear_errors(world: W
 # ------------------------------------------------------------------------------ push runs
 
 
-def test_a_styx_yaml_naming_someone_elses_cluster_fails_its_run_with_the_reason(world: World, tmp_path: Path):
+def test_a_styx_yaml_naming_someone_elses_cluster_fails_its_run_with_the_reason(world: People, tmp_path: Path):
     dave = world.users["dave"]
     with world.client("dave") as client:
         client.create_repo("proj")
@@ -288,36 +248,36 @@ def test_a_styx_yaml_naming_someone_elses_cluster_fails_its_run_with_the_reason(
 # ------------------------------------------------------------------------------ tokens and users
 
 
-def test_token_cli_creates_lists_and_revokes_and_cluster_share_prints_who(world: World):
+def test_token_cli_creates_lists_and_revokes_and_cluster_share_prints_who(world: People):
     token = world.users["dave"].token
-    made = world.cli(token, "token", "create", "--expires", "30d", "--description", "laptop")
+    made = world.cli(None, "token", "create", "--expires", "30d", "--description", "laptop", token=token)
     assert made.returncode == 0, made.stderr
     new_token = made.stdout.strip().splitlines()[-1]
     token_id = re.search(r"created token (\w+) for dave, expires \d{4}-\d\d-\d\d", made.stdout)
     assert token_id and new_token.startswith(f"styx_{token_id[1]}_"), made.stdout
-    listed = world.cli(new_token, "token", "list")
+    listed = world.cli(None, "token", "list", token=new_token)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if token_id[1] in line)
     assert "laptop" in row and "in 29d" in row and "ago" in row  # just used, to list
-    revoked = world.cli(token, "token", "revoke", token_id[1])
+    revoked = world.cli(None, "token", "revoke", token_id[1], token=token)
     assert (revoked.returncode, revoked.stdout.strip()) == (0, f"revoked token {token_id[1]}")
-    assert token_id[1] not in world.cli(token, "token", "list").stdout
-    again = world.cli(token, "token", "revoke", token_id[1])
+    assert token_id[1] not in world.cli(None, "token", "list", token=token).stdout
+    again = world.cli(None, "token", "revoke", token_id[1], token=token)
     assert again.returncode == 1 and f"user 'dave' has no API token '{token_id[1]}'" in again.stderr
-    bad = world.cli(token, "token", "create", "--expires", "soon")
+    bad = world.cli(None, "token", "create", "--expires", "soon", token=token)
     assert bad.returncode == 1 and "expires: 'soon' is not a duration" in bad.stderr
     assert "Traceback" not in bad.stderr
 
     alice = world.users["alice"].token
-    shared = world.cli(alice, "cluster", "share", "alpha", "dave")
+    shared = world.cli(None, "cluster", "share", "alpha", "dave", token=alice)
     assert (shared.returncode, shared.stdout.strip()) == (0, "cluster alpha is shared with: dave"), shared.stderr
-    unshared = world.cli(alice, "cluster", "unshare", "alpha", "dave")
+    unshared = world.cli(None, "cluster", "unshare", "alpha", "dave", token=alice)
     assert (unshared.returncode, unshared.stdout.strip()) == (0, "cluster alpha is shared with nobody")
-    refused = world.cli(token, "cluster", "share", "alpha", "dave")
+    refused = world.cli(None, "cluster", "share", "alpha", "dave", token=token)
     assert refused.returncode == 1 and NOT_FOUND in refused.stderr
 
 
-def test_a_revoked_token_is_refused_over_the_api_and_git_http_at_once(world: World):
+def test_a_revoked_token_is_refused_over_the_api_and_git_http_at_once(world: People):
     with world.client("bob") as bob:
         made = bob.create_token(description="to revoke")
     spare = make_git_user(world.root, "bob", made.token, with_key=False)
@@ -336,7 +296,7 @@ def test_a_revoked_token_is_refused_over_the_api_and_git_http_at_once(world: Wor
     assert world.http("GET", "/api/v1/users/me", world.users["bob"].token).status_code == 200
 
 
-def test_an_expired_token_is_refused_over_the_api_and_git_http(world: World):
+def test_an_expired_token_is_refused_over_the_api_and_git_http(world: People):
     with world.client("bob") as bob:
         made = bob.create_token(description="short", expires="1h")
         assert made.expires_at is not None and not made.expired
@@ -355,7 +315,7 @@ def test_an_expired_token_is_refused_over_the_api_and_git_http(world: World):
         bob.revoke_token(made.id)
 
 
-def test_token_creation_is_bounded_and_checks_its_expiry(world: World):
+def test_token_creation_is_bounded_and_checks_its_expiry(world: People):
     carol_token = world.users["carol"].token
     with world.client("carol") as carol:
         made = [carol.create_token(description=f"t{i}") for i in range(2)]  # with her first: 3
@@ -373,7 +333,7 @@ def test_token_creation_is_bounded_and_checks_its_expiry(world: World):
         assert len(carol.tokens()) == 1
 
 
-def test_a_disabled_user_is_refused_over_the_api_git_http_and_git_ssh(world: World):
+def test_a_disabled_user_is_refused_over_the_api_git_http_and_git_ssh(world: People):
     carol = world.users["carol"]
     http_url = carol.http_url(world.git, "alice/ml")
     ssh_url = carol.ssh_url(world.git, "alice/ml")

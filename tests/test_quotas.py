@@ -25,11 +25,11 @@ from styx.db import Database
 from styx.providers.base import InvalidProviderRequest
 from styx.providers.local import procs
 from styx.providers.local.provider import LocalProvider
-from styx.sdk.client import Client
 from styx.sdk.transport import Forbidden
 from styx.services import clusters as service
 from styx.workflows.teardown import TeardownWorkflow
-from tests.fixtures.git import GitStyxStack, GitUser, make_git_user
+from tests.fixtures.git import GitStyxStack
+from tests.fixtures.people import People
 from tests.fixtures.stack import wait_for, wait_for_async
 
 ONE = {"resources": {"cpus": 0.5}, "run": "true"}
@@ -110,35 +110,12 @@ async def test_teardown_terminates_then_records_and_a_provider_failure_is_said(t
 # ------------------------------------------------------------------------------ the stack
 
 
-class World:
-    def __init__(self, stack: GitStyxStack, root: Path) -> None:
-        self.stack = stack
-        self.root = root
-        self.db = Database(stack.settings.db_url)
-        self.admin = stack.client()
-        self.tokens: dict[str, str] = {}
+class World(People):
+    """The people of the quota tests, and the node processes of their clusters."""
 
-    def add(self, name: str) -> Client:
-        self.tokens[name] = self.admin.create_user(name).token
-        return self.client(name)
-
-    def client(self, name: str) -> Client:
-        return Client(self.stack.settings.api_url, self.tokens[name])
-
-    def post(self, name: str | None, path: str, body: dict) -> httpx.Response:
-        token = self.tokens[name] if name else self.stack.token
-        return httpx.post(f"{self.stack.settings.api_url}{path}", json=body, timeout=60,
-                          headers={"Authorization": f"Bearer {token}"})
-
-    def cli(self, name: str | None, *args: str):
-        saved = dict(self.stack.env)
-        if name:
-            self.stack.env["STYX_TOKEN"] = self.tokens[name]
-        try:
-            return self.stack.cli(*args)
-        finally:
-            self.stack.env.clear()
-            self.stack.env.update(saved)
+    def launch_raw(self, name: str | None, body: dict) -> httpx.Response:
+        """``POST /api/v1/clusters`` as ``name`` (None: the admin), answer unchecked."""
+        return self.http("POST", "/api/v1/clusters", self.token(name), json=body)
 
     def node_servers(self, cluster: str) -> list[int]:
         """Node-server processes serving a node of ``cluster``."""
@@ -163,7 +140,7 @@ def world(temporal_env, tmp_path_factory) -> Iterator[World]:
 
 @pytest.mark.slow
 def test_num_nodes_beyond_the_local_maximum_is_refused_naming_the_field_and_what_fits(world: World):
-    refused = world.post(None, "/api/v1/clusters", {"cluster": "huge", "task": {**ONE, "num_nodes": 10000}})
+    refused = world.launch_raw(None, {"cluster": "huge", "task": {**ONE, "num_nodes": 10000}})
     assert refused.status_code == 422, refused.text
     detail = refused.json()["detail"]
     assert detail.startswith("task.num_nodes: 10000 local nodes asked for"), detail
@@ -178,20 +155,21 @@ def test_num_nodes_beyond_the_local_maximum_is_refused_naming_the_field_and_what
     assert not (world.stack.nodes_root / "huge").exists()
     assert world.node_servers("huge") == []
     # One more than fits is refused the same way: the bound is the number named.
-    refused = world.post(None, "/api/v1/clusters", {"cluster": "huge", "task": {**ONE, "num_nodes": most + 1}})
+    refused = world.launch_raw(None, {"cluster": "huge", "task": {**ONE, "num_nodes": most + 1}})
     assert refused.status_code == 422 and f"at most {most} local nodes" in refused.json()["detail"]
 
 
 @pytest.mark.slow
 def test_a_user_at_his_cluster_limit_is_refused_naming_usage_until_he_downs_one(world: World):
-    bob = world.add("bob")
+    world.add("bob", key=False)
+    bob = world.client("bob")
     out = world.cli(None, "user", "limits", "bob", "--clusters", "2")
     assert out.returncode == 0, out.stderr
     assert "bob holds 0 of 2 clusters and 0 of 64 nodes" in out.stdout
     assert "clusters 2 (set for bob)" in out.stdout and "nodes 64 (the default" in out.stdout
     for name in ("b1", "b2"):
         bob.wait(name, bob.launch(ONE, cluster=name).job_id, timeout=120)
-    refused = world.post("bob", "/api/v1/clusters", {"cluster": "b3", "task": ONE})
+    refused = world.launch_raw("bob", {"cluster": "b3", "task": ONE})
     assert refused.status_code == 403, refused.text
     assert refused.json()["detail"] == ("bob has 2 of 2 clusters; `styx down` one, or ask an admin to raise "
                                         "`styx user limits`")
@@ -213,11 +191,12 @@ def test_a_user_at_his_cluster_limit_is_refused_naming_usage_until_he_downs_one(
 
 @pytest.mark.slow
 def test_a_user_at_his_node_limit_is_refused_and_admins_are_not_limited(world: World):
-    carol = world.add("carol")
+    world.add("carol", key=False)
+    carol = world.client("carol")
     limits = world.admin.set_user_limits("carol", max_nodes=3)
     assert (limits.max_nodes, limits.effective_max_nodes, limits.nodes) == (3, 3, 0)
     carol.wait("c1", carol.launch({**ONE, "num_nodes": 2}, cluster="c1").job_id, timeout=120)
-    refused = world.post("carol", "/api/v1/clusters", {"cluster": "c2", "task": {**ONE, "num_nodes": 2}})
+    refused = world.launch_raw("carol", {"cluster": "c2", "task": {**ONE, "num_nodes": 2}})
     assert refused.status_code == 403
     assert refused.json()["detail"].startswith("carol has 2 of 3 nodes and cluster 'c2' asks for 2 more; `styx down`")
     carol.wait("c2", carol.launch(ONE, cluster="c2").job_id, timeout=120)  # 1 more fits
@@ -244,11 +223,12 @@ def test_a_user_at_his_node_limit_is_refused_and_admins_are_not_limited(world: W
 
 @pytest.mark.slow
 def test_a_managed_push_over_the_pushers_limit_fails_its_run_naming_the_limit(world: World):
-    dave = world.add("dave")
+    world.add("dave", key=False)
+    dave = world.client("dave")
     dave.create_repo("ml")
     world.admin.set_user_limits("dave", max_clusters=0)
     assert world.stack.git is not None
-    user: GitUser = make_git_user(world.root, "dave", world.tokens["dave"], with_key=False)
+    user = world.users["dave"]
     work = world.root / "dave-ml"
     user.git("clone", "-q", user.http_url(world.stack.git, "dave/ml"), str(work))
     (work / ".styx.yaml").write_text("managed: true\nresources: {cpus: 0.5}\nrun: echo never\n")

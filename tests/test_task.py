@@ -683,3 +683,10 @@ def test_a_fractional_request_on_aws_gets_the_type_with_one_whole_device() -> No
 
     half = optimizer.cheapest({"accelerators": "A10G:0.5"})
     assert half and half[0] == optimizer.cheapest({"accelerators": "A10G:1"})[0]
+
+
+def test_a_task_name_longer_than_a_job_row_holds_is_refused_naming_the_field() -> None:
+    assert Task.from_dict({"name": "n" * 255, "run": "true"}).name == "n" * 255
+    with pytest.raises(TaskValidationError) as err:
+        Task.from_dict({"name": "n" * 256, "run": "true"})
+    assert str(err.value).startswith("name: String should have at most 255 characters")

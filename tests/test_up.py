@@ -79,7 +79,7 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     info = stack.wait_up()
     settings = stack.settings()
     children = info["children"]
-    assert set(children) == {"temporal", "worker", "api", "gitserver"}
+    assert set(children) == {"temporal", "worker", "api", "lb", "gitserver"}
     # Everything `styx up` and the Temporal dev server made in STYX_HOME is private.
     assert stat.S_IMODE(stack.home.stat().st_mode) == 0o700
     for made in ("temporal.db", "styx.db", "credentials", "logs/temporal.log"):
@@ -120,7 +120,7 @@ async def test_up_serves_health_ui_and_workflows_then_stops_every_child(stack):
     for name, pid in children.items():
         assert not pid_alive(pid), f"{name} (pid {pid}) outlived styx up"
     assert not (stack.home / "up.json").exists()
-    for part in ("temporal", "worker", "api", "gitserver", "supervisor"):
+    for part in ("temporal", "worker", "api", "lb", "gitserver", "supervisor"):
         assert (stack.home / "logs" / f"{part}.log").exists()
 
 

@@ -1,7 +1,7 @@
 """The `styx` command line: the root command, which gathers the command groups, and its own
 commands.
 
-- ``up`` / ``worker`` / ``api``: start servers (their modules are imported inside the command,
+- ``up`` / ``worker`` / ``api`` / ``lb``: start servers (their modules are imported inside the command,
   so the other commands load only the SDK); ``gitserver`` is in ``git.py``.
 - ``doctor``: asks the API whether the database, Temporal and a worker answer.
 - ``version``.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from styx import __version__
-from styx.cli import access, clusters, git, uploads
+from styx.cli import access, clusters, git, serve, uploads
 from styx.cli import console as cli_console
 from styx.cli.console import console, esc, fail, settings_or_exit
 
@@ -111,6 +111,20 @@ def api() -> None:
 
 
 @app.command()
+def lb() -> None:
+    """Run a load balancer for the services (`styx serve`): one listener per service, on
+    `STYX_SERVE_HOST` (default `STYX_HOST`) and the service's port. Stateless: run as many as
+    you like (on other hosts, or behind a TCP balancer); `styx up` runs one.
+
+    Example:  `STYX_SERVE_HOST=0.0.0.0 styx lb`
+    """
+    from styx.lb.server import run_lb
+
+    _setup_logging()
+    asyncio.run(run_lb(settings_or_exit()))
+
+
+@app.command()
 def doctor() -> None:
     """Check that the API, the database, Temporal and a worker all answer.
 
@@ -146,3 +160,4 @@ app.add_typer(clusters.app)
 app.add_typer(git.app)
 app.add_typer(access.app)
 app.add_typer(uploads.app)
+app.add_typer(serve.app)

@@ -28,6 +28,8 @@ The package:
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 - ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 - ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
+- ``services``: ``ServiceStore`` (``db.services``): services, versions, replicas, and what the
+  load balancers read and report.
 """
 
 from __future__ import annotations
@@ -57,12 +59,16 @@ from styx.db.models import (
     Repo,
     RepoCollaborator,
     RepoLevel,
+    Service,
+    ServiceReplica,
+    ServiceVersion,
     SshKey,
     Upload,
     User,
     UserNotFound,
 )
 from styx.db.repos import RepoDb
+from styx.db.services import PortsExhausted, Route, ServiceStore
 from styx.db.uploads import UploadGone, UploadStore
 from styx.db.users import TokenCheck, UserStore
 
@@ -89,6 +95,12 @@ __all__ = [
     "RepoCollaborator",
     "RepoDb",
     "RepoLevel",
+    "PortsExhausted",
+    "Route",
+    "Service",
+    "ServiceReplica",
+    "ServiceStore",
+    "ServiceVersion",
     "SshKey",
     "TokenCheck",
     "Upload",
@@ -125,6 +137,7 @@ class Database:
         self.repos = RepoDb(self.engine)
         self.uploads = UploadStore(self.engine)
         self.joblogs = JobLogStore(self.engine)
+        self.services = ServiceStore(self.engine)
 
     @property
     def url(self) -> str:

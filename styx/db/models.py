@@ -16,6 +16,9 @@
   ``UploadOwner`` (who may name it in a task).
 - Job logs (migration 0008_job_logs): ``JobLog`` (one node's log of one phase, its size),
   ``JobLogChunk`` (its bytes, 256 KB a row at most).
+- Services (migration 0015_services): ``Service``, ``ServiceVersion`` (each version's task),
+  ``ServiceReplica``, ``ServiceRequestCount`` (what the load balancers count),
+  ``ServiceLbLog``.
 - Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
   ``LimitReached``.
 
@@ -277,6 +280,25 @@ class PushRun(SQLModel, table=True):
     updated_at: datetime = timestamp(default_factory=utcnow)
 
 
+class PushIntent(SQLModel, table=True):
+    """A ref update that pre-receive accepted, kept until the run of its commit has started.
+
+    post-receive deletes it once the run is started (or there is nothing to run). One left
+    behind — the git server died between the ref update and post-receive, or Temporal was
+    down — is found by the git server's sweeper, which starts the run if the ref did move.
+    """
+
+    __tablename__ = "push_intents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repos.id", ondelete="CASCADE", index=True)
+    ref: str = Field(max_length=255)
+    old: str = Field(max_length=64)
+    new: str = Field(max_length=64)
+    pusher: str = Field(default="", max_length=64)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
 # --------------------------------------------------------------------------- uploads
 
 
@@ -346,3 +368,92 @@ class JobLogChunk(SQLModel, table=True):
     rank: int = Field(sa_column_kwargs={"autoincrement": False})
     offset: int = Field(sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
     data: bytes = Field(sa_type=sa.LargeBinary)
+
+
+# --------------------------------------------------------------------------- services (styx serve)
+
+
+class Service(SQLModel, table=True):
+    """A service (``styx serve up``): the read model of its ``ServiceWorkflow``. Statuses are
+    ``styx.contracts.services.ServiceStatus`` values; ``lb_port`` is where every load
+    balancer listens for it (unique: two services never share one)."""
+
+    __tablename__ = "services"
+
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str | None = Field(default=None, max_length=64, index=True)
+    status: str = Field(default="STARTING", max_length=32)
+    version: int = 1
+    target_version: int = 1
+    target_replicas: int = 0
+    lb_port: int = Field(unique=True)
+    lb_policy: str = Field(default="round_robin", max_length=32)
+    #: JSON text: the target version's ``ServiceSpec``.
+    spec: str = Field(default="{}", sa_type=sa.Text)
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    qps: float = 0.0
+    workflow_id: str = Field(default="", max_length=255)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+
+
+class ServiceVersion(SQLModel, table=True):
+    """One version of a service's task (``serve up`` is 1, each ``serve update`` the next):
+    the task without its secrets, which are sealed apart (``styx.secrets``)."""
+
+    __tablename__ = "service_versions"
+    __table_args__ = (sa.PrimaryKeyConstraint("service_name", "version"),)
+
+    service_name: str = Field(max_length=64)
+    version: int = Field(sa_column_kwargs={"autoincrement": False})
+    task: str = Field(sa_type=sa.Text)
+    sealed_secrets: str | None = Field(default=None, sa_type=sa.Text)
+    spec: str = Field(default="{}", sa_type=sa.Text)
+    mode: str = Field(default="rolling", max_length=16)
+    created_at: datetime = timestamp(default_factory=utcnow)
+
+
+class ServiceReplica(SQLModel, table=True):
+    """A replica as the service workflow last recorded it; the load balancers send requests
+    to the READY ones' ``endpoint``."""
+
+    __tablename__ = "service_replicas"
+    __table_args__ = (sa.PrimaryKeyConstraint("service_name", "replica_id"),)
+
+    service_name: str = Field(max_length=64)
+    replica_id: int = Field(sa_column_kwargs={"autoincrement": False})
+    cluster: str = Field(max_length=255)
+    version: int = 1
+    status: str = Field(default="PROVISIONING", max_length=32)
+    endpoint: str = Field(default="", max_length=255)
+    job_id: int | None = None
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    launched_at: datetime | None = timestamp(default=None, nullable=True)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+
+
+class ServiceRequestCount(SQLModel, table=True):
+    """Requests one load balancer received for a service in one second (epoch ``second``);
+    the autoscaler sums them over its window. Rows older than the longest window are pruned."""
+
+    __tablename__ = "service_requests"
+    __table_args__ = (sa.PrimaryKeyConstraint("service_name", "lb_id", "second"),)
+
+    service_name: str = Field(max_length=64)
+    lb_id: str = Field(max_length=64)
+    second: int = Field(sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    count: int = 0
+
+
+class ServiceLbLog(SQLModel, table=True):
+    """A line of a load balancer's log about a service (``styx serve logs NAME
+    --load-balancer``): retries, failures, replica set changes, a summary a minute. The
+    latest ``LB_LOG_LINES`` per service are kept."""
+
+    __tablename__ = "service_lb_logs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_name: str = Field(max_length=64, index=True)
+    lb_id: str = Field(max_length=64)
+    at: datetime = timestamp(default_factory=utcnow)
+    line: str = Field(sa_type=sa.Text)

@@ -9,10 +9,14 @@ Not to be confused with ``styx.gitserver.storage.RepoStore``, the repositories o
   ``collaborator_levels`` (every repository of one user), ``remove_collaborator``.
 - Push runs: ``upsert_push_run`` (one per repository and commit; a finished run is never
   changed again), ``get_push_run``, ``find_push_runs`` (by sha prefix), ``list_push_runs``.
+- Push intents (ref updates whose runs have not started yet): ``add_push_intents``,
+  ``drop_push_intents``, ``push_intents_before``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +28,7 @@ from styx.db.base import Store
 from styx.db.engine import json_text, utcnow
 from styx.db.models import (
     AlreadyExists,
+    PushIntent,
     PushRun,
     Repo,
     RepoCollaborator,
@@ -74,7 +79,8 @@ class RepoDb(Store):
         """Remove the row with its collaborators and push runs; False if it was not there."""
         table: sa.Table = Repo.__table__  # type: ignore[attr-defined]
         with self._write() as conn:
-            for child in (RepoCollaborator.__table__, PushRun.__table__):  # type: ignore[attr-defined]
+            for child in (RepoCollaborator.__table__, PushRun.__table__,  # type: ignore[attr-defined]
+                          PushIntent.__table__):  # type: ignore[attr-defined]
                 conn.execute(sa.delete(child).where(child.c.repo_id == repo_id))
             return conn.execute(sa.delete(table).where(table.c.id == repo_id)).rowcount > 0
 
@@ -145,6 +151,32 @@ class RepoDb(Store):
             PushRun.created_at.desc(), PushRun.id.desc())  # type: ignore[attr-defined,union-attr]
         if limit is not None:
             query = query.limit(limit)
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    # --- push intents
+
+    def add_push_intents(self, repo_id: int, pusher: str, updates: Iterable[tuple[str, str, str]]) -> list[int]:
+        """Record ``(old, new, ref)`` updates before git applies them; their ids, in order."""
+        rows = [PushIntent(repo_id=repo_id, ref=ref, old=old, new=new, pusher=pusher) for old, new, ref in updates]
+        if not rows:
+            return []
+        with self._session() as session:
+            session.add_all(rows)
+            session.commit()
+            return [row.id for row in rows]  # type: ignore[misc]
+
+    def drop_push_intents(self, ids: Iterable[int]) -> None:
+        table: sa.Table = PushIntent.__table__  # type: ignore[attr-defined]
+        ids = list(ids)
+        if ids:
+            with self._write() as conn:
+                conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
+
+    def push_intents_before(self, cutoff: datetime, limit: int = 100) -> list[PushIntent]:
+        """The oldest intents recorded before ``cutoff``, at most ``limit``."""
+        query = select(PushIntent).where(PushIntent.created_at < cutoff).order_by(
+            PushIntent.id).limit(limit)  # type: ignore[arg-type]
         with self._session() as session:
             return list(session.exec(query).all())
 

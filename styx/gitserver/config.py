@@ -38,6 +38,9 @@ class GitServerConfig:
     max_request_bytes: int = 64 << 20
     anonymous_ssh: bool = True
     push_report_seconds: float = 20.0
+    #: How often the server looks for pushes whose runs did not start (and how old such a
+    #: push must be): see ``GitService.sweep_intents``.
+    intent_sweep_seconds: float = 30.0
     http_url_override: str | None = None
     ssh_url_override: str | None = None
     #: SSH ciphers offered, in order (None: asyncssh's defaults).
@@ -53,6 +56,7 @@ class GitServerConfig:
             raise ValueError("STYX_GIT_BACKEND=git but no `git` executable is on PATH")
         max_mb = os.environ.get("STYX_GIT_MAX_PUSH_MB")
         report = os.environ.get("STYX_GIT_PUSH_REPORT_SECONDS")
+        sweep = os.environ.get("STYX_GIT_PUSH_SWEEP_SECONDS")
         return cls(
             home=settings.home,
             host=settings.host,
@@ -62,6 +66,7 @@ class GitServerConfig:
             max_push_bytes=int(float(max_mb) * (1 << 20)) if max_mb else 2048 << 20,
             anonymous_ssh=os.environ.get("STYX_GIT_SSH_ANONYMOUS", "1").strip().lower() not in ("0", "false", "no"),
             push_report_seconds=float(report) if report else 20.0,
+            intent_sweep_seconds=float(sweep) if sweep else 30.0,
             http_url_override=os.environ.get("STYX_GIT_HTTP_URL") or None,
             ssh_url_override=os.environ.get("STYX_GIT_SSH_URL") or None,
             ssh_ciphers=tuple(c.strip() for c in os.environ["STYX_GIT_SSH_CIPHERS"].split(",") if c.strip())

@@ -134,6 +134,8 @@ class PushSession:
     user: Any  # styx.db.User
     transport: str
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: The ``push_intents`` rows pre-receive wrote, for post-receive to drop once runs started.
+    intents: list[int] = field(default_factory=list)
 
 
 #: ``pre(session, updates) -> list of refusals`` (empty: accept).

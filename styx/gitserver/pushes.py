@@ -21,8 +21,8 @@ from temporalio.service import RPCError
 from styx.config import Settings
 from styx.db import Database
 from styx.gitserver.config import GitServerConfig
-from styx.gitserver.hooks import PushSession, Update
-from styx.gitserver.names import ZERO_SHA
+from styx.gitserver.hooks import Update
+from styx.gitserver.names import ZERO_SHA, RepoName
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE
 from styx.contracts.pushes import (
@@ -80,49 +80,55 @@ class PushStarter:
     async def close(self) -> None:
         self._client = None
 
-    async def on_push(self, session: PushSession, updates: list[Update], emit: Emit) -> None:
+    async def on_push(self, repo: RepoName, repo_id: int, pusher: str, updates: list[Update], emit: Emit) -> bool:
+        """Start the run of every new commit that has a ``.styx.yaml``; False if one could not
+        be started now (Temporal unreachable): the push's intents are then kept for the sweeper."""
         seen: set[str] = set()
+        started = True
         for old, new, ref in updates:
             if new == ZERO_SHA or not ref.startswith(("refs/heads/", "refs/tags/")):
                 continue
-            sha = await asyncio.to_thread(self.store.resolve, session.repo, new)  # a tag: its commit
+            sha = await asyncio.to_thread(self.store.resolve, repo, new)  # a tag: its commit
             if sha is None or sha in seen:
                 continue
             seen.add(sha)
-            if await asyncio.to_thread(self.store.read_file, session.repo, sha, CONFIG_FILE) is None:
+            if await asyncio.to_thread(self.store.read_file, repo, sha, CONFIG_FILE) is None:
                 continue
-            await self._start(session, PushInput(
-                owner=session.repo.owner, repo=session.repo.name, repo_id=session.repo_id, sha=sha, ref=ref,
-                before=old, pusher=session.user.name if session.user is not None else "",
+            started &= await self._start(repo, PushInput(
+                owner=repo.owner, repo=repo.name, repo_id=repo_id, sha=sha, ref=ref, before=old, pusher=pusher,
                 git_task_queue=git_task_queue(self.settings.task_queue)), emit)
+        return started
 
-    async def _start(self, session: PushSession, inp: PushInput, emit: Emit) -> None:
+    async def _start(self, repo: RepoName, inp: PushInput, emit: Emit) -> bool:
+        """Start the run (or find it started already) and report it; False if it could not start."""
         wid = push_workflow_id(inp.owner, inp.repo, inp.sha)
         try:
             client = await self.temporal()
         except TemporalUnavailable as err:
-            await emit(f"styx: {inp.sha[:10]}: cannot start its run now: {err}")
-            return
+            await emit(f"styx: {inp.sha[:10]}: cannot start its run now ({err}); it starts when Temporal is back")
+            return False
         try:
             await client.start_workflow(
                 PUSH_WORKFLOW, inp, id=wid, task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(REPO_KEY, str(session.repo))]))
+                search_attributes=TypedSearchAttributes([SearchAttributePair(REPO_KEY, str(repo))]))
         except WorkflowAlreadyStartedError:
-            await emit(f"styx: {inp.sha[:10]} already ran ({wid}); see `styx repo runs {session.repo}`")
-            return
+            await emit(f"styx: {inp.sha[:10]} already ran ({wid}); see `styx repo runs {repo}`")
+            return True
         except RPCError as err:
-            await emit(f"styx: {inp.sha[:10]}: could not start its run: {err.message}")
-            return
+            await emit(f"styx: {inp.sha[:10]}: could not start its run now ({err.message}); "
+                       "it starts when Temporal is back")
+            return False
         try:
             summary = await asyncio.wait_for(self._summary(client, wid), self.config.push_report_seconds)
         except asyncio.TimeoutError:
             await emit(f"styx: {inp.sha[:10]}: run {wid} started; no worker has picked it up yet "
-                       f"(see `styx repo runs {session.repo}`)")
-            return
+                       f"(see `styx repo runs {repo}`)")
+            return True
         for line in summary_lines(self.settings, inp.owner, inp.repo, summary):
             await emit(f"styx: {line}")
+        return True
 
     async def _summary(self, client: Client, wid: str) -> PushSummary:
         handle = client.get_workflow_handle(wid, result_type=PushSummary)

@@ -5,6 +5,11 @@ HTTP, plain over SSH), as Gitea and soft-serve do; dulwich's handlers are the fa
 there is no ``git``. Either way the transport hands this module a validated
 :class:`RepoName`, the caller (or None), and byte streams; this module decides access with
 :func:`~styx.gitserver.access.resolve_access` and wires the push hooks.
+
+Pushes lose no run: pre-receive journals the accepted ref updates (``push_intents``) before
+git moves the refs, post-receive drops them once the runs have started, and a sweeper
+(every ``STYX_GIT_PUSH_SWEEP_SECONDS``, 30 s) starts the runs of intents left behind by a
+server killed in between, or by Temporal being down at push time.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from styx.config import Settings
+from styx.crash_seam import crash_here_if_asked
 from styx.db import Database, TokenCheck, User
 from styx.gitserver.access import AccessLevel, resolve_access
 from styx.gitserver.config import GitServerConfig
@@ -61,6 +68,10 @@ class Decision:
     message: str = ""
 
 
+def _pusher(session: PushSession) -> str:
+    return session.user.name if session.user is not None else ""
+
+
 class GitService:
     def __init__(self, settings: Settings, config: GitServerConfig, db: Database,
                  store: RepoStore | None = None) -> None:
@@ -74,11 +85,17 @@ class GitService:
         self.hooks_dir = install_hooks(config.state_dir / "hooks")
         self.pushes = PushStarter(settings, config, self.store, db)
         self.hook_server = HookServer(self.pre_receive, self.post_receive_async, host="127.0.0.1")
+        self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.hook_server.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.hook_server.close()
         await self.pushes.close()
 
@@ -131,13 +148,53 @@ class GitService:
             if current != old:
                 refusals.append(f"{ref} moved since you fetched (it is at {current[:10]} now): "
                                 "non-fast-forward; fetch, merge or rebase, and push again")
+        if not refusals:
+            # Journalled before git moves the refs: a server killed before post-receive loses no run.
+            runnable = [u for u in updates if u[1] != ZERO_SHA and u[2].startswith(("refs/heads/", "refs/tags/"))]
+            session.intents = await asyncio.to_thread(self.db.repos.add_push_intents, session.repo_id,
+                                                      _pusher(session), runnable)
         return refusals
 
     async def post_receive_async(self, session: PushSession, updates: list[Update],
                                  emit: Callable[[str], Awaitable[None]]) -> None:
         """After the refs moved (only the updates that succeeded): start the push's runs."""
+        crash_here_if_asked("git_post_receive")
         await self._adopt_default_branch(session, updates, emit)
-        await self.pushes.on_push(session, updates, emit)
+        if await self.pushes.on_push(session.repo, session.repo_id, _pusher(session), updates, emit):
+            await asyncio.to_thread(self.db.repos.drop_push_intents, session.intents)
+
+    async def _sweep_forever(self) -> None:
+        every = self.config.intent_sweep_seconds
+        while True:
+            try:
+                await self.sweep_intents(timedelta(seconds=every))
+            except Exception:  # the database or a repository unreadable for now: next time
+                log.exception("sweeping push intents failed; trying again in %.0f s", every)
+            await asyncio.sleep(every)
+
+    async def sweep_intents(self, min_age: timedelta) -> int:
+        """Start the runs of pushes older than ``min_age`` whose post-receive never did (the server
+        died between the ref update and post-receive, or Temporal was down); returns how many
+        intents were settled. An intent whose ref never took its commit (the push failed) is
+        dropped; one whose run still cannot start is kept for the next sweep."""
+        cutoff = datetime.now(timezone.utc) - min_age
+        settled = 0
+        for intent in await asyncio.to_thread(self.db.repos.push_intents_before, cutoff):
+            repo = await asyncio.to_thread(self.db.repos.get_by_id, intent.repo_id)
+            name = RepoName(repo.owner, repo.name) if repo is not None else None
+            if name is None or not await asyncio.to_thread(self.store.ref_contains, name, intent.ref, intent.new):
+                await asyncio.to_thread(self.db.repos.drop_push_intents, [intent.id])
+                settled += 1
+                continue
+
+            async def emit(line: str, name: RepoName = name) -> None:
+                log.info("%s (a push whose run had not started): %s", name, line)
+
+            update = (intent.old, intent.new, intent.ref)
+            if await self.pushes.on_push(name, intent.repo_id, intent.pusher, [update], emit):
+                await asyncio.to_thread(self.db.repos.drop_push_intents, [intent.id])
+                settled += 1
+        return settled
 
     async def _adopt_default_branch(self, session: PushSession, updates: list[Update],
                                     emit: Callable[[str], Awaitable[None]]) -> None:

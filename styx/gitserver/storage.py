@@ -162,6 +162,22 @@ class RepoStore:
             except KeyError:
                 return None
 
+    def ref_contains(self, name: RepoName, ref: str, sha: str) -> bool:
+        """Whether ``ref`` points at commit ``sha`` or at a descendant of it."""
+        from dulwich.graph import can_fast_forward
+
+        with self._open(name) as repo:
+            try:
+                current = repo.refs[ref.encode()]
+            except KeyError:
+                return False
+            if current.decode() == sha:
+                return True
+            try:
+                return can_fast_forward(repo, sha.encode(), current)
+            except (KeyError, AssertionError):  # the commit never arrived, or a tag
+                return False
+
     def resolve(self, name: RepoName, rev: str) -> str | None:
         """A commit sha for ``rev``: a full sha, a branch, a tag, or a full ref; None if unknown."""
         if not isinstance(rev, str) or not rev or rev.startswith("-") or len(rev) > 255:

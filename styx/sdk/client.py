@@ -22,7 +22,8 @@ Every failure is a ``styx.StyxError`` (``NotFound``, ``Conflict``, ``Invalid``, 
     except styx.ApiUnreachable as err:   # no answer, even after retries
         ...                               # the same call again cannot queue a second job
 
-The users, keys and repositories methods are in ``styx.sdk.repos``; how a task's local files
+The users, keys and repositories methods are in ``styx.sdk.repos``; services (``serve_up``,
+``serve_status``, ``serve_update``, ``serve_down`` ...) in ``styx.sdk.serve``; how a task's local files
 are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
@@ -51,6 +52,7 @@ from styx.contracts.rest import (
     ProviderCheck,
 )
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
+from styx.sdk.serve import AsyncServeMixin, ServeMixin
 from styx.sdk.transport import (
     AsyncTransport,
     Invalid,
@@ -175,7 +177,7 @@ class _Routes:
         return Request("DELETE", f"/api/v1/clusters/{cluster}/shares/{quote(user, safe='')}")
 
 
-class Client(ReposMixin, UploadsMixin, SyncTransport):
+class Client(ReposMixin, UploadsMixin, ServeMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
     a :class:`styx.StyxError` (``NotFound``, ``Conflict``, ``ApiUnreachable`` …) on failure,
     with the API's message and a hint."""
@@ -290,7 +292,7 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
         return ClusterInfo(**self._send(_Routes.unshare(cluster, user)))
 
 
-class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
+class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncServeMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,

@@ -105,8 +105,8 @@ def check_for_provider(task: Task, provider: str) -> list[str]:
     they ignore. Called for a launch, an exec and a push alike."""
     warnings: list[str] = []
     if task.service is not None:
-        warnings.append("service: ignored: launch runs the task as a job; serving it (replicas, "
-                        "readiness probe) is not supported yet")
+        warnings.append("service: ignored: launch runs the task as one job; serve it (replicas behind "
+                        "a load balancer) with `styx serve up`")
     if provider == "local":
         for dst in task.file_mounts:
             if dst.startswith("/"):

@@ -164,6 +164,13 @@ class Supervisor:
             "api", [py, "-m", "styx", "api"],
             healthy=lambda: http_ok(f"http://{s.host}:{s.api_port}/healthz"),
         ))
+        lb_ready = s.home / "run" / "lb.ready"
+        parts.append(Part(
+            "lb", [py, "-m", "styx", "lb"],
+            healthy=lb_ready.exists,
+            env={"STYX_READY_FILE": str(lb_ready)},
+            before_start=lambda: lb_ready.unlink(missing_ok=True),
+        ))
         git_ready = s.home / "run" / "gitserver.ready"
         parts.append(Part(
             "gitserver", [py, "-m", "styx", "gitserver"],
@@ -266,6 +273,7 @@ class Supervisor:
         self.say(f"  Temporal     {s.temporal_address} namespace {s.namespace}")
         git = GitServerConfig.from_settings(s)
         self.say(f"  git          {git.http_url}/<owner>/<repo>.git   {git.ssh_url}/<owner>/<repo>.git")
+        self.say(f"  services     http://{s.serve_host}:<port> (`styx serve status --endpoint NAME`)")
         self.say(f"  logs         {s.logs_dir}")
         self.say(f"  credentials  {s.home / 'credentials'} (the admin's API token; the CLI and SDK read it)")
         self.say("Press Ctrl-C to stop.")

@@ -98,6 +98,9 @@ class ClusterWorkflow:
         self._recording: set[str] = set()
         #: Why the cluster is stopping or going down, while it drains: no job starts or is taken.
         self._halting: str | None = None
+        #: Child job workflows whose start is in flight: Temporal refuses a cancel of a child
+        #: sent in the same workflow task as its start, so cancels wait for these first.
+        self._starting = 0
         #: Node health changed (a job lost a node): the main loop records it.
         self._health_changed = False
 
@@ -285,23 +288,34 @@ class ClusterWorkflow:
             self.state.queue.pop(0)
             wid = job_workflow_id(self.spec.name, job.job_id)
             self.state.running.append(RunningJob(job.job_id, wid, ranks, job.cpus, job.accelerators))
-            child = await workflow.start_child_workflow(
-                JobWorkflow.run,
-                JobInput(
-                    cluster=self.spec.name, job_id=job.job_id, task=job.task,
-                    nodes=[self.state.nodes[r] for r in ranks],
-                    cluster_workflow_id=workflow.info().workflow_id, env=job.env,
-                    accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
-                    provider=self.spec.provider, region=self.state.region or self.spec.region,
-                    zone=self.state.zone,
-                    run_setup=job.run_setup,
-                ),
-                id=wid,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=workflow.info().typed_search_attributes,
-            )
+            self._starting += 1
+            try:
+                child = await self._start_job(job, wid, ranks)
+            finally:
+                self._starting -= 1
             # Its end comes by signal; a failed or cancelled child's result is not an error here.
             child.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _start_job(self, job: QueuedJob, wid: str, ranks: list[int]) -> Any:
+        return await workflow.start_child_workflow(
+            JobWorkflow.run,
+            JobInput(
+                cluster=self.spec.name, job_id=job.job_id, task=job.task,
+                nodes=[self.state.nodes[r] for r in ranks],
+                cluster_workflow_id=workflow.info().workflow_id, env=job.env,
+                accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
+                provider=self.spec.provider, region=self.state.region or self.spec.region,
+                zone=self.state.zone,
+                run_setup=job.run_setup,
+            ),
+            id=wid,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            search_attributes=workflow.info().typed_search_attributes,
+        )
+
+    async def _cancel_child(self, workflow_id: str) -> None:
+        await workflow.wait_condition(lambda: self._starting == 0)
+        await workflow.get_external_workflow_handle(workflow_id).cancel()
 
     async def _fail_queued(self, message: str, status: str = JobStatus.FAILED) -> None:
         queued, self.state.queue = self.state.queue, []
@@ -432,7 +446,7 @@ class ClusterWorkflow:
                 self._poke()
                 return CancelJobResult(job_id, JobStatus.PENDING)
         running = next(j for j in self.state.running if j.job_id == job_id)
-        await workflow.get_external_workflow_handle(running.workflow_id).cancel()
+        await self._cancel_child(running.workflow_id)
         return CancelJobResult(job_id, JobStatus.RUNNING)
 
     @cancel_job.validator
@@ -530,7 +544,7 @@ class ClusterWorkflow:
         await self._fail_queued(reason, status=JobStatus.CANCELLED)
         for job in list(self.state.running):
             try:
-                await workflow.get_external_workflow_handle(job.workflow_id).cancel()
+                await self._cancel_child(job.workflow_id)
             except Exception:  # already finished: its job_finished signal is on the way
                 pass
         try:

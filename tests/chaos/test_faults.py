@@ -109,7 +109,7 @@ def test_kill_9_of_each_part_at_random_points_loses_duplicates_and_leaks_nothing
         if left:
             say(f"left behind after stopping everything: {left}")
     assert not left, f"seed {SEED}: processes outlived the stack and its nodes: {left}"
-    if known:  # the one assertion left failing on purpose: see verify.CANCEL_RACE and LOST_PUSH
+    if known:  # the one assertion left failing on purpose: see verify.CANCEL_RACE
         pytest.xfail(f"seed {SEED}: known bug(s) seen, all else held: " + "; ".join(known))
 
 

@@ -43,6 +43,8 @@ class UpStack:
             "STYX_GIT_HTTP_PORT": str(free_port()),
             "STYX_GIT_SSH_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
+            # A push cut off after its ref update is run by the restarted server's sweeper.
+            "STYX_GIT_PUSH_SWEEP_SECONDS": "2",
             **(extra_env or {}),
         }
         for var in ("TEMPORAL_ADDRESS", "STYX_TEMPORAL_ADDRESS", "STYX_DB_URL", "STYX_API_URL", "STYX_TOKEN",

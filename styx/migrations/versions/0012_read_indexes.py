@@ -8,7 +8,7 @@
   instead of sorting all its jobs (only jobs submitted at the same instant are sorted).
 
 Revision ID: 0012_read_indexes
-Revises: 0010_user_limits
+Revises: 0015_services
 Create Date: 2026-11-26
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012_read_indexes"
-down_revision: str | None = "0010_user_limits"
+down_revision: str | None = "0015_services"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -15,7 +15,7 @@ shows in the history::
 
 The package's rooms: ``plan`` (attempts from the catalog), ``regions`` (key pair, security
 group, image per region), ``ec2`` (clients, calls, tags), ``errors``, ``loopback`` (emulated
-instances reached through local nodes) and ``crash_seam`` (a test seam). This module holds
+instances reached through local nodes). This module holds
 the instance lifecycle and the wait for SSH.
 
 What keeps it safe
@@ -55,7 +55,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from styx.catalog import optimizer
 from styx.contracts.clusters import ClusterName
-from styx.providers.aws.crash_seam import crash_here_if_asked
+from styx.crash_seam import crash_here_if_asked
 from styx.providers.aws.ec2 import (
     LIVE_STATES,
     NOT_TERMINATED,
