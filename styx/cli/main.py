@@ -118,6 +118,8 @@ def lb() -> None:
 
     Example:  `STYX_SERVE_HOST=0.0.0.0 styx lb`
     """
+    import asyncio
+
     from styx.lb.server import run_lb
 
     _setup_logging()
