@@ -35,6 +35,7 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/exec_latency.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.envconfig import ClientConfig
-
 from styx.files import create_once
 
 TASK_QUEUE = "styx"
@@ -355,10 +353,13 @@ class Settings:
     queue_window: int = 200  # styx.contracts.clusters.QUEUE_WINDOW (this layer imports no contracts)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls, *, temporal: bool = True) -> "Settings":
+        """The settings of this process's environment. ``temporal=False`` leaves Temporal's
+        (``external_temporal``, ``temporal_connect``, ``namespace``) at their defaults unread:
+        for the SDK and the CLI, which talk to the API only."""
         home = Path(os.environ.get("STYX_HOME") or Path.home() / ".styx").expanduser().resolve()
         db_url = os.environ.get("STYX_DB_URL") or f"sqlite:///{home / 'styx.db'}"
-        connect = dict(ClientConfig.load_client_connect_config())
+        connect = _temporal_connect_config() if temporal else {}
         external = os.environ.get("STYX_TEMPORAL_ADDRESS") or connect.get("target_host")
         if external:
             connect["target_host"] = external
@@ -535,6 +536,30 @@ def _chmod_at_most(path: Path, mode: int) -> None:
             os.chmod(path, current & mode)
     except FileNotFoundError:
         pass
+
+
+def _temporal_config_files() -> list[Path]:
+    """Where ``temporalio.envconfig`` looks for its profile file when ``TEMPORAL_CONFIG_FILE``
+    is not set (the platform's configuration directory)."""
+    home = Path.home()
+    dirs = [Path(os.environ["XDG_CONFIG_HOME"])] if os.environ.get("XDG_CONFIG_HOME") else []
+    dirs += [home / ".config", home / "Library" / "Application Support"]
+    return [d / "temporalio" / "temporal.toml" for d in dirs]
+
+
+def _temporal_connect_config() -> dict[str, Any]:
+    """Temporal's own connection settings (``TEMPORAL_*`` variables, the profile file), as
+    ``Client.connect`` keyword arguments; ``{}`` when none is set.
+
+    Read through ``temporalio.envconfig`` only when something is set: importing temporalio
+    costs a tenth of a second, which every CLI command would pay (the CLI talks to the API,
+    never to Temporal)."""
+    if not any(name.startswith("TEMPORAL_") for name in os.environ) and \
+            not any(path.is_file() for path in _temporal_config_files()):
+        return {}
+    from temporalio.envconfig import ClientConfig
+
+    return dict(ClientConfig.load_client_connect_config())
 
 
 def find_temporal_binary() -> str:

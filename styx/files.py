@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
 import secrets
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o600, *, fsync: bool = False) -> None:
@@ -79,6 +81,8 @@ def file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def async_flock(path: Path, local: asyncio.Lock) -> AsyncIterator[None]:
     """Hold ``local`` and ``flock(path)``, polling for the latter so the event loop never blocks."""
+    import asyncio  # here: the CLI imports this module, and needs no event loop
+
     async with local:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -11,9 +11,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from styx.cli.console import console, esc
+from styx.cli.console import Table, console, esc
 from styx.cli.git import api
 
 app = typer.Typer()

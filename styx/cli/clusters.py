@@ -13,20 +13,18 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from rich.style import Style
-from rich.table import Table
-from rich.text import Text
 
-from styx.cli.console import api, console, err_console, esc, fail
-from styx.cli.costs import print_plan
+from styx.cli.console import Table, api, console, err_console, esc, fail
+from styx.cli.table import Link, print_table
 from styx.cli.uploads import upload_progress
-from styx.contracts.rest import JobInfo, JobSubmitted
-from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
-from styx.task import MAX_TASK_BYTES, Task, TaskValidationError
+
+if TYPE_CHECKING:  # imported inside the commands that use them: `styx status` needs none
+    from styx.contracts.rest import JobInfo, JobSubmitted
+    from styx.sdk.client import Client
+    from styx.task import Task
 
 app = typer.Typer()
 
@@ -34,8 +32,10 @@ app = typer.Typer()
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_NOT_FOUND, EXIT_CANCELLED = 0, 100, 101, 102, 103
 
 
-def _load_task(entrypoint: list[str], **overrides) -> Task:
+def _load_task(entrypoint: list[str], **overrides) -> "Task":
     """A YAML file, or the words of a bare command, with the command-line overrides applied."""
+    from styx.task import Task, TaskValidationError
+
     try:
         if len(entrypoint) == 1 and (entrypoint[0].endswith((".yaml", ".yml")) or Path(entrypoint[0]).is_file()):
             path = Path(entrypoint[0])
@@ -71,6 +71,8 @@ def _env_file(path: str | None) -> dict[str, str]:
     if path is None:
         return {}
     from dotenv import dotenv_values
+
+    from styx.task import MAX_TASK_BYTES
 
     file = Path(path)
     if not file.is_file():
@@ -120,14 +122,14 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
 
 
-def _duration(job: JobInfo) -> str:
+def _duration(job: "JobInfo") -> str:
     if job.started_at is None:
         return "-"
     end = job.ended_at or datetime.now(timezone.utc)
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
-def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
+def _follow(client: "Client", cluster: str, job_id: int) -> "JobInfo":
     """Wait (with a spinner) until the job starts, stream its log, return it once finished."""
     with console.status(f"job {job_id} on {esc(cluster)}: waiting…") as spinner:
         while True:
@@ -146,11 +148,11 @@ def _follow(client: Client, cluster: str, job_id: int) -> JobInfo:
     return client.wait(cluster, job_id)
 
 
-def _job_exit(job: JobInfo) -> int:
+def _job_exit(job: "JobInfo") -> int:
     return {"SUCCEEDED": EXIT_SUCCEEDED, "CANCELLED": EXIT_CANCELLED}.get(job.status, EXIT_FAILED)
 
 
-def _queued(submitted: JobSubmitted, cluster: str) -> None:
+def _queued(submitted: "JobSubmitted", cluster: str) -> None:
     """The warnings of a submission (yellow, one line each), then where the job is."""
     for warning in submitted.warnings:
         err_console.print(f"[yellow]warning: {esc(warning)}[/yellow]", highlight=False, soft_wrap=True)
@@ -158,7 +160,7 @@ def _queued(submitted: JobSubmitted, cluster: str) -> None:
                   + (f" — {esc(submitted.workflow_url)}" if submitted.workflow_url else ""))
 
 
-def _report(job: JobInfo) -> None:
+def _report(job: "JobInfo") -> None:
     colour = "green" if job.status == "SUCCEEDED" else "red" if job.finished else "yellow"
     codes = ",".join("-" if c is None else str(c) for c in job.exit_codes or [])
     extra = f" (exit codes {codes})" if codes and job.status != "SUCCEEDED" else ""
@@ -224,6 +226,8 @@ def launch(
         with api() as client:
             plan = client.dryrun(task, cluster or "dryrun", idle_minutes_to_autostop=idle_minutes_to_autostop,
                                  down=down)
+        from styx.cli.costs import print_plan
+
         print_plan(plan)
         return
     task = _load_task(entrypoint, envs=_envs(env, env_file), secrets=_key_values("--secret", secret), cpus=cpus,
@@ -288,12 +292,16 @@ def status(
     terminate: bool = typer.Option(False, "--terminate", help="with --orphans: terminate them"),
     refresh: bool = typer.Option(False, "-r", "--refresh", help="probe the nodes now: those that do not "
                                  "answer are marked DOWN (no job goes there), those that answer UP again"),
+    owner: Optional[str] = typer.Option(None, "--owner", help="only this user's clusters"),
+    provider: Optional[str] = typer.Option(None, "--provider", help="only this provider's: local, aws, ssh"),
+    status_: Optional[List[str]] = typer.Option(None, "--status", help="only clusters in this status "
+                                                "(repeatable): INIT, UP, STOPPED, FAILED, TERMINATED"),
 ) -> None:
-    """Show clusters: provider, nodes (and how many are DOWN), status (and who stopped it:
-    user, autostop, or the failsafe), autostop and when it fires, $/hour, age and a
-    Temporal UI link.
+    """Show clusters: owner, provider, nodes (and how many are DOWN), running and waiting jobs,
+    status (and who stopped it: user, autostop, or the failsafe), autostop and when it fires,
+    $/hour, age and a Temporal UI link.
 
-    Examples:  `styx status`    `styx status --refresh`    `styx status --orphans`
+    Examples:  `styx status`    `styx status --refresh`    `styx status --owner alice --status UP`    `styx status --orphans`
     """
     if orphans:
         with api() as client, console.status("looking for orphaned instances…"):
@@ -307,32 +315,40 @@ def status(
                           "yes" if o.terminated else "no")
         console.print(table)
         return
+    filters = {"status": [s.upper() for s in status_ or []] or None, "provider": provider, "owner": owner}
     with api() as client:
         if refresh:
             with console.status("probing the nodes…"):
-                rows = client.status(all=all_, refresh=True)
+                rows = client.status(all=all_, refresh=True, **filters)
         else:
-            rows = client.status(all=all_)
+            rows = client.status(all=all_, **filters)
     if clusters:
         rows = [r for r in rows if r.name in clusters]
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
-    table = Table("CLUSTER", "OWNER", "PROVIDER", "NODES", "STATUS", "AUTOSTOP", "$/HOUR", "AGE")
-    # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
-    table.add_column("TEMPORAL UI", no_wrap=True)
+    table = []
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
         if c.autostop_minutes is not None and c.status == "UP":
             autostop += f", {_when(c.autostop_at)}" if c.autostop_at else ", after the jobs"
         stopped = f" by {c.stopped_by}" if c.stopped_by and c.status in ("STOPPED", "TERMINATED") else ""
-        link = Text("open", style=Style(link=c.workflow_url)) if c.workflow_url else Text("-")
         down = sum(n.status != "UP" for n in c.nodes)
-        table.add_row(esc(c.name), esc(c.owner or "(admins)"), esc(c.provider),
-                      str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
-                      esc(c.status + stopped + (f": {c.status_message}" if c.status_message else "")),
-                      esc(autostop), _money(c.hourly_rate), _age(c.created_at), link)
-    console.print(table)
+        table.append([c.name, c.owner or "(admins)", c.provider, str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
+                      _jobs(c.active_jobs), c.status + stopped + (f": {c.status_message}" if c.status_message else ""),
+                      autostop, _money(c.hourly_rate), _age(c.created_at),
+                      # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
+                      Link("open", c.workflow_url) if c.workflow_url else "-"])
+    print_table(["CLUSTER", "OWNER", "PROVIDER", "NODES", "JOBS", "STATUS", "AUTOSTOP", "$/HOUR", "AGE", "TEMPORAL UI"],
+                table, wrap={5})
+
+
+def _jobs(active: dict[str, int]) -> str:
+    """``2 running, 5 waiting`` (setting up counts as running); ``-`` for none."""
+    running = sum(n for status, n in active.items() if status != "PENDING")
+    parts = [f"{running} running"] if running else []
+    parts += [f"{active['PENDING']} waiting"] if active.get("PENDING") else []
+    return ", ".join(parts) or "-"
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -343,14 +359,14 @@ def queue(cluster: str = typer.Argument(..., help="the cluster")) -> None:
     """
     with api() as client:
         jobs = client.queue(cluster)
-    table = Table("ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND")
+    table = []
     for j in jobs:
         # One code per rank; "-" for a rank Styx stopped (killed when another failed, or lost).
         codes = "-" if not j.exit_codes else ",".join("-" if c is None else str(c) for c in j.exit_codes)
         status = j.status + (f": {j.message}" if j.message and j.status != "SUCCEEDED" else "")
-        table.add_row(str(j.job_id), esc(j.name or "-"), _age(j.submitted_at) + " ago", esc(status), _duration(j),
-                      codes, esc(j.run_summary or ""))
-    console.print(table)
+        table.append([str(j.job_id), j.name or "-", _age(j.submitted_at) + " ago", status, _duration(j), codes,
+                      j.run_summary or ""])
+    print_table(["ID", "NAME", "SUBMITTED", "STATUS", "DURATION", "EXIT CODE", "COMMAND"], table, wrap={1, 3, 6})
 
 
 @app.command(rich_help_panel="Clusters and jobs")
@@ -375,6 +391,8 @@ def logs(
                 raise fail(f"cluster {cluster!r} has no jobs")
             job_id = max(j.job_id for j in jobs)
         if status_only:
+            from styx.sdk.transport import StyxError
+
             try:
                 job = client.job(cluster, job_id)
             except StyxError as err:
@@ -413,7 +431,7 @@ def cancel(
     console.print(f"cancelled job(s) {', '.join(map(str, result.cancelled))} on {esc(cluster)}")
 
 
-def _targets(client: Client, names: list[str] | None, all_: bool, verb: str) -> list[str]:
+def _targets(client: "Client", names: list[str] | None, all_: bool, verb: str) -> list[str]:
     if all_:
         # Yours only: clusters shared with you are not yours to stop, and an admin's --all
         # must not sweep every user's clusters.

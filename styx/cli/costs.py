@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from styx.cli.console import api, console, esc
+from styx.cli.console import Table, api, console, esc
 from styx.contracts.rest_costs import CatalogOffer, LaunchPlanInfo
 
 app = typer.Typer()

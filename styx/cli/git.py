@@ -12,11 +12,8 @@ from types import EllipsisType
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from styx.cli.console import api, console, esc, fail, settings_or_exit
-from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
+from styx.cli.console import Table, api, console, esc, fail, settings_or_exit
 
 app = typer.Typer()
 

@@ -11,10 +11,8 @@ commands.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -22,7 +20,9 @@ from styx import __version__
 from styx.cli import access, clusters, costs, git, serve, uploads
 from styx.cli import console as cli_console
 from styx.cli.console import console, esc, fail, settings_or_exit
-from styx.contracts.rest import ComponentCheck
+
+if TYPE_CHECKING:
+    from styx.contracts.rest import ComponentCheck
 
 app = typer.Typer(
     name="styx",
@@ -38,6 +38,8 @@ app = typer.Typer(
 
 
 def _setup_logging() -> None:
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("asyncssh", "alembic"):  # a line per SFTP file / migration plugin
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -79,6 +81,8 @@ def worker() -> None:
 
     Example:  `TEMPORAL_ADDRESS=temporal.internal:7233 styx worker`
     """
+    import asyncio
+
     from styx.ssh import ClientKeyMissing
     from styx.temporal import SearchAttributesMissing, TemporalUnavailable
     from styx.workers.worker import run_worker
@@ -114,6 +118,8 @@ def lb() -> None:
 
     Example:  `STYX_SERVE_HOST=0.0.0.0 styx lb`
     """
+    import asyncio
+
     from styx.lb.server import run_lb
 
     _setup_logging()
@@ -132,7 +138,7 @@ def doctor() -> None:
     with cli_console.api() as client:
         report = client.doctor()
 
-    def show(name: str, check: ComponentCheck, ok: str) -> None:
+    def show(name: str, check: "ComponentCheck", ok: str) -> None:
         console.print(f"{name}: {esc(ok)}" if check.ok else f"{name}: [red]{esc(check.detail)}[/red]")
 
     console.print(f"API {client.url}: styx {report.version}", markup=False)

@@ -8,17 +8,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from rich.table import Table
 
 from styx.cli.clusters import EnvFileOpt, EnvOpt, SecretOpt, _envs, _key_values
-from styx.cli.console import api, console, esc, fail
+from styx.cli.console import Table, api, console, esc, fail
 from styx.cli.uploads import upload_progress
-from styx.contracts.rest_services import ServiceInfo
-from styx.sdk.transport import NotFound
-from styx.task import Task, TaskValidationError
+
+if TYPE_CHECKING:  # imported inside the commands that use them (see styx/cli/console.py)
+    from styx.contracts.rest_services import ServiceInfo
+    from styx.task import Task
 
 app = typer.Typer()
 serve_app = typer.Typer(
@@ -28,7 +28,9 @@ serve_app = typer.Typer(
 app.add_typer(serve_app, name="serve", rich_help_panel="Services")
 
 
-def _service_task(path: Path, env: list[str] | None, secret: list[str] | None, env_file: str | None) -> Task:
+def _service_task(path: Path, env: list[str] | None, secret: list[str] | None, env_file: str | None) -> "Task":
+    from styx.task import Task, TaskValidationError
+
     if not path.is_file():
         raise fail(f"SERVICE_YAML: no such file {str(path)!r}")
     try:
@@ -43,7 +45,7 @@ def _service_task(path: Path, env: list[str] | None, secret: list[str] | None, e
     return task
 
 
-def _show(services: list[ServiceInfo], endpoint_only: bool = False) -> None:
+def _show(services: "list[ServiceInfo]", endpoint_only: bool = False) -> None:
     if endpoint_only:
         for s in services:
             console.print(s.endpoint, markup=False)
@@ -69,7 +71,7 @@ def _show(services: list[ServiceInfo], endpoint_only: bool = False) -> None:
             console.print(f"{esc(s.name)}: {esc(s.message)}", highlight=False)
 
 
-def _warn(info: ServiceInfo) -> None:
+def _warn(info: "ServiceInfo") -> None:
     for warning in info.warnings:
         console.print(f"[yellow]warning:[/yellow] {esc(warning)}", highlight=False)
 
@@ -171,6 +173,8 @@ def down(
     """
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Take service {name!r} down?", default=True, abort=True)
+    from styx.sdk.transport import NotFound
+
     with api() as client:
         client.serve_down(name)
         console.print(f"Service {esc(name)} is shutting down", highlight=False)

@@ -5,15 +5,16 @@ local files are sent as uploads (``styx.sdk.uploads``). The commands hang on ``a
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import typer
-from rich.filesize import decimal
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
-from rich.table import Table
 
-from styx.cli.console import console, err_console, esc
-from styx.sdk.uploads import UploadEvent
+from styx.cli.console import Table, console, err_console, esc
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from styx.sdk.uploads import UploadEvent
 
 app = typer.Typer()
 uploads_app = typer.Typer(help="The files `styx launch` and `exec` sent for workdirs and file mounts.",
@@ -25,11 +26,14 @@ app.add_typer(uploads_app, name="uploads", rich_help_panel="Clusters and jobs")
 def upload_progress() -> Iterator[object]:
     """A callback for ``Client.launch(progress=...)``: a bar per source while it is sent (on a
     terminal), and one line per source once the server has it."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   console=err_console, transient=True, disable=not err_console.is_terminal)
-    tasks: dict[str, TaskID] = {}
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    def on_event(event: UploadEvent) -> None:
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=err_console.get(), transient=True, disable=not err_console.is_terminal)
+    tasks: dict[str, "TaskID"] = {}
+
+    def on_event(event: "UploadEvent") -> None:
         if event.state == "packing":
             tasks[event.field] = bar.add_task(f"packing {esc(event.field)}", total=None)
         elif event.state == "sending":
@@ -57,6 +61,8 @@ def list_uploads() -> None:
 
     Example:  `styx uploads list`
     """
+    from rich.filesize import decimal
+
     from styx.cli.clusters import api
 
     with api() as client:

@@ -12,43 +12,57 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from styx.contracts.clusters import MAX_AUTOSTOP_MINUTES
 from styx.contracts.jobs import JOB_TERMINAL
 
+
+class RestModel(BaseModel):
+    """The base of every REST shape. Schemas are built on first use, not at import: a CLI
+    command uses two or three of the models, and building all of them took longer than the
+    command's request."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 #: The largest id (job, key …) a request may name: ids are 32-bit in every database Styx uses.
 MAX_ID = 2**31 - 1
 #: A job id in a request body.
 JobId = Annotated[int, Field(ge=1, le=MAX_ID)]
 #: How many jobs one cancel request may name.
 MAX_CANCEL_IDS = 100
+#: How many clusters a page of ``GET /api/v1/clusters`` holds unless ``limit`` says, and the
+#: most it may say: a listing costs the same however many clusters there are, and the SDK asks
+#: for the next page (``after`` the last name) while pages come full.
+DEFAULT_CLUSTER_PAGE = 100
+MAX_CLUSTER_PAGE = 1000
 #: An ``Idempotency-Key`` header: what a client sends with every attempt of one submission.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class LaunchRequest(BaseModel):
+class LaunchRequest(RestModel):
     cluster: str = Field(description="cluster name, `[a-z][a-z0-9-]{0,62}`")
     task: dict[str, Any] = Field(description="a task, as in task YAML (SkyPilot-compatible)")
     idle_minutes_to_autostop: int | None = Field(default=None, ge=0, le=MAX_AUTOSTOP_MINUTES)
     down: bool = Field(default=False, description="with autostop: tear down instead of stopping")
 
 
-class ExecRequest(BaseModel):
+class ExecRequest(RestModel):
     task: dict[str, Any]
 
 
-class AutostopRequest(BaseModel):
+class AutostopRequest(RestModel):
     idle_minutes: int | None = Field(default=None, ge=0, le=MAX_AUTOSTOP_MINUTES,
                                      description="None disables autostop")
     down: bool = False
 
 
-class ShareRequest(BaseModel):
+class ShareRequest(RestModel):
     user: str = Field(description="the user who may use the cluster from now on", min_length=1, max_length=64)
 
 
-class CancelRequest(BaseModel):
+class CancelRequest(RestModel):
     job_ids: list[JobId] | None = Field(default=None, max_length=MAX_CANCEL_IDS,
                                         description="none: the latest running or waiting job")
 
 
-class JobSubmitted(BaseModel):
+class JobSubmitted(RestModel):
     cluster: str
     job_id: int
     workflow_id: str
@@ -63,7 +77,7 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-class NodeInfo(BaseModel):
+class NodeInfo(RestModel):
     model_config = ConfigDict(from_attributes=True)
 
     rank: int
@@ -74,7 +88,7 @@ class NodeInfo(BaseModel):
     status: str = "UP"
 
 
-class ClusterInfo(BaseModel):
+class ClusterInfo(RestModel):
     """The one public shape of a cluster: built from its row with ``model_validate``."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -111,11 +125,13 @@ class ClusterInfo(BaseModel):
     #: Who stopped or took it down: ``user``, ``autostop`` or ``failsafe`` (its nodes' own
     #: deadline passed while Styx was gone).
     stopped_by: str | None = None
+    #: Its unfinished jobs by status (``{"RUNNING": 1, "PENDING": 4}``; none: ``{}``).
+    active_jobs: dict[str, int] = {}
 
     _decode = field_validator("resources", mode="before")(lambda cls, v: _json_text(v) or {})
 
 
-class JobInfo(BaseModel):
+class JobInfo(RestModel):
     """The one public shape of a job: built from its row with ``model_validate``."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -144,18 +160,18 @@ class JobInfo(BaseModel):
         return self.status in JOB_TERMINAL
 
 
-class CancelResult(BaseModel):
+class CancelResult(RestModel):
     cluster: str
     cancelled: list[int]
 
 
-class ProviderCheck(BaseModel):
+class ProviderCheck(RestModel):
     provider: str
     ok: bool
     reason: str
 
 
-class Orphan(BaseModel):
+class Orphan(RestModel):
     instance_id: str
     cluster: str | None = None
     state: str
@@ -163,12 +179,12 @@ class Orphan(BaseModel):
     terminated: bool = False
 
 
-class ComponentCheck(BaseModel):
+class ComponentCheck(RestModel):
     ok: bool
     detail: str = Field(description="'ok', what answered, or the error")
 
 
-class DoctorReport(BaseModel):
+class DoctorReport(RestModel):
     """``GET /api/v1/doctor``: whether the API's database and Temporal answer, and whether a
     worker runs a trivial workflow (PingWorkflow) within a few seconds."""
 
@@ -184,7 +200,7 @@ class DoctorReport(BaseModel):
         return self.database.ok and self.temporal.ok and self.search_attributes.ok and self.worker.ok
 
 
-class HealthReport(BaseModel):
+class HealthReport(RestModel):
     """``GET /healthz``: 200 when both answer, 503 otherwise."""
 
     status: str = Field(description="'ok' or 'unhealthy'")
@@ -192,7 +208,7 @@ class HealthReport(BaseModel):
     temporal: str = Field(description="'ok' or 'error: ...'")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(RestModel):
     """Every error answer of the API: one line a user can act on (a 422 names the field)."""
 
     detail: str

@@ -6,15 +6,17 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from styx.contracts.rest import RestModel
 
 
-class UserCreate(BaseModel):
+class UserCreate(RestModel):
     name: str = Field(description="1-64 letters, digits, '_', '.' or '-'")
     admin: bool = False
 
 
-class UserInfo(BaseModel):
+class UserInfo(RestModel):
     name: str
     is_admin: bool
     created_at: datetime
@@ -30,7 +32,7 @@ class UserCreated(UserInfo):
 MAX_USER_LIMIT = 100_000
 
 
-class UserLimitsUpdate(BaseModel):
+class UserLimitsUpdate(RestModel):
     """Fields left out keep their value; null clears the user's own limit (the default applies)."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt limit is an error, not a no-op
@@ -41,7 +43,7 @@ class UserLimitsUpdate(BaseModel):
                                   description="nodes over the user's live clusters; null: the default")
 
 
-class UserLimits(BaseModel):
+class UserLimits(RestModel):
     """A user's limits and what they hold now."""
 
     user: str
@@ -74,14 +76,14 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RestModel):
     description: str | None = Field(default=None, max_length=255)
     expires_in_seconds: int | None = Field(
         default=None, ge=60, le=MAX_TOKEN_SECONDS,
         description="lifetime of the token, 60 s to 366 days; none: it never expires")
 
 
-class TokenInfo(BaseModel):
+class TokenInfo(RestModel):
     """An API token as its user may see it: never the secret."""
 
     id: str
@@ -97,12 +99,12 @@ class TokenCreated(TokenInfo):
     token: str = Field(description="the API token: shown once, store it")
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RestModel):
     public_key: str = Field(description="an OpenSSH public key line (ssh-ed25519 AAAA... comment)")
     title: str | None = Field(default=None, max_length=255)
 
 
-class KeyInfo(BaseModel):
+class KeyInfo(RestModel):
     id: int
     user: str
     fingerprint: str
@@ -111,7 +113,7 @@ class KeyInfo(BaseModel):
     created_at: datetime
 
 
-class RepoCreate(BaseModel):
+class RepoCreate(RestModel):
     name: str = Field(description="the repository name, or owner/name")
     owner: str | None = Field(default=None, description="default: you (an admin may create for anyone)")
     private: bool = False
@@ -119,13 +121,13 @@ class RepoCreate(BaseModel):
     description: str | None = Field(default=None, max_length=500)
 
 
-class RepoUpdate(BaseModel):
+class RepoUpdate(RestModel):
     private: bool | None = None
     default_branch: str | None = None
     description: str | None = Field(default=None, max_length=500)
 
 
-class RepoInfo(BaseModel):
+class RepoInfo(RestModel):
     owner: str
     name: str
     full_name: str
@@ -139,29 +141,29 @@ class RepoInfo(BaseModel):
     permission: str
 
 
-class CollaboratorSet(BaseModel):
+class CollaboratorSet(RestModel):
     level: Literal["read", "write", "admin"] = "write"
 
 
-class CollaboratorInfo(BaseModel):
+class CollaboratorInfo(RestModel):
     user: str
     level: str
 
 
-class BranchCreate(BaseModel):
+class BranchCreate(RestModel):
     name: str
     from_: str | None = Field(default=None, alias="from", description="a branch, tag or commit (default: the default branch)")
 
     model_config = {"populate_by_name": True}
 
 
-class BranchInfo(BaseModel):
+class BranchInfo(RestModel):
     name: str
     sha: str
     default: bool = False
 
 
-class PushJobInfo(BaseModel):
+class PushJobInfo(RestModel):
     name: str
     cluster: str
     job_id: int = 0
@@ -172,7 +174,7 @@ class PushJobInfo(BaseModel):
     workflow_url: str | None = None
 
 
-class PushRunInfo(BaseModel):
+class PushRunInfo(RestModel):
     repo: str
     sha: str
     ref: str

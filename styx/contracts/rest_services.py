@@ -5,22 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from styx.contracts.rest import RestModel
 
 
-class ServeUpRequest(BaseModel):
+class ServeUpRequest(RestModel):
     name: str = Field(description="service name, `[a-z][a-z0-9-]{0,39}`; replicas are clusters `<name>-<n>`")
     task: dict[str, Any] = Field(description="a task with a `service:` section, as SkyPilot's service YAML")
 
 
-class ServeUpdateRequest(BaseModel):
+class ServeUpdateRequest(RestModel):
     task: dict[str, Any] = Field(description="the new version's task, with its `service:` section")
     mode: Literal["rolling", "blue_green"] = Field(
         default="rolling", description="rolling: one new replica at a time, an old one leaving as each is ready; "
                                        "blue_green: all new replicas, then the old ones leave at once")
 
 
-class ReplicaInfo(BaseModel):
+class ReplicaInfo(RestModel):
     model_config = ConfigDict(from_attributes=True)
 
     replica_id: int
@@ -33,7 +35,7 @@ class ReplicaInfo(BaseModel):
     launched_at: datetime | None = None
 
 
-class ServiceInfo(BaseModel):
+class ServiceInfo(RestModel):
     model_config = ConfigDict(from_attributes=True)
 
     name: str

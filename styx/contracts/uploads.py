@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel
+from styx.contracts.rest import RestModel
 
 #: How a task names an upload: ``upload:<sha256>[/<member>]``.
 UPLOAD_SCHEME = "upload:"
@@ -79,7 +79,7 @@ class UploadRef:
         return f"{UPLOAD_SCHEME}{self.sha256}" + (f"/{self.member}" if self.member else "")
 
 
-class UploadInfo(BaseModel):
+class UploadInfo(RestModel):
     """An upload the caller may use (REST answer of ``PUT`` and ``GET /api/v1/uploads``)."""
 
     sha256: str

@@ -17,6 +17,9 @@
   ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
 - ``job_activity``: for each given cluster, its jobs, how many have not ended and when one
   last moved (one grouped query; the dashboard's job counts and autostop estimate).
+- The listing: ``page`` (a page of clusters, filtered, with their nodes, shares and
+  unfinished jobs counted, in four statements whatever the page's size; the REST listing and
+  the dashboard read it through ``styx.services.listing``).
 """
 
 from __future__ import annotations
@@ -403,6 +406,81 @@ class ClusterStore(Store):
                 moved = max((t for t in (submitted, ended) if t is not None), default=None)
                 out[name] = JobActivity(int(total), int(running or 0), _aware(moved))
         return out
+    # --- the listing (``styx.services.listing``)
+
+    def page(self, *, names: Iterable[str] | None = None,
+             statuses: Iterable[ClusterStatus | str] | None = None, provider: str | None = None,
+             owner: str | None = None, owned_or_shared_with: str | None = None, after: str | None = None,
+             limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``limit`` clusters by name (after ``after``), each a dict of its columns plus
+        ``nodes`` (dicts, by rank), ``shared_with`` (user names) and ``active_jobs`` (its unfinished
+        jobs by status: ``{"RUNNING": 1, "PENDING": 4}``), ready for ``ClusterInfo``.
+
+        Filters: ``names`` (any of), ``statuses`` (any of), ``provider``, ``owner``, and
+        ``owned_or_shared_with`` (a user: only the clusters they own or that are shared with
+        them). Four statements whatever the page's size (clusters, then nodes, shares and job
+        counts of those clusters), in one snapshot, so a page agrees with itself.
+        """
+        clusters: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
+        shares: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        columns = [c for c in clusters.c if c.name != "updated_at"]
+        keys = [c.name for c in columns]
+        page = sa.select(*columns)
+        if names is not None:
+            page = page.where(clusters.c.name.in_(sorted(set(names))))
+        if statuses is not None:
+            page = page.where(clusters.c.status.in_(sorted(_statuses(ClusterStatus, statuses))))
+        if provider is not None:
+            page = page.where(clusters.c.provider == provider)
+        if owner is not None:
+            page = page.where(clusters.c.owner == owner)
+        if owned_or_shared_with is not None:
+            shared = sa.select(shares.c.cluster_name).where(shares.c.user_name == owned_or_shared_with)
+            page = page.where(sa.or_(clusters.c.owner == owned_or_shared_with, clusters.c.name.in_(shared)))
+        if after is not None:
+            page = page.where(clusters.c.name > after)
+        page = page.order_by(clusters.c.name).limit(limit)
+        # The other tables are read for the same page through it as a subquery (an index range
+        # each), not through a list of a thousand names bound one by one.
+        in_page = page.with_only_columns(clusters.c.name).scalar_subquery()
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":  # one snapshot for the four (SQLite's read transaction is one)
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return self._page(conn, page, keys, in_page)
+
+    @staticmethod
+    def _page(conn: Connection, page: sa.Select[Any], keys: list[str],
+              in_page: sa.ScalarSelect[Any]) -> list[dict[str, Any]]:
+        """``page``'s rows, then their nodes, shares and unfinished jobs (``in_page``: its names)."""
+        shares: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        nodes: sa.Table = Node.__table__  # type: ignore[attr-defined]
+        jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        rows: list[dict[str, Any]] = []
+        by_name: dict[str, dict[str, Any]] = {}
+        for values in conn.execute(page):
+            row = dict(zip(keys, values))
+            row.update(nodes=[], shared_with=[], active_jobs={})
+            rows.append(row)
+            by_name[row["name"]] = row
+        if not rows:
+            return []
+        for cluster, rank, host, port, ip, status in conn.execute(
+                sa.select(nodes.c.cluster_name, nodes.c.rank, nodes.c.host, nodes.c.port, nodes.c.internal_ip,
+                          nodes.c.status)
+                .where(nodes.c.cluster_name.in_(in_page)).order_by(nodes.c.cluster_name, nodes.c.rank)):
+            by_name[cluster]["nodes"].append({"rank": rank, "host": host, "port": port, "ip": ip, "status": status})
+        for cluster, user in conn.execute(sa.select(shares.c.cluster_name, shares.c.user_name)
+                                          .where(shares.c.cluster_name.in_(in_page))
+                                          .order_by(shares.c.cluster_name, shares.c.user_name)):
+            by_name[cluster]["shared_with"].append(user)
+        unfinished = sorted(set(JobStatus) - JOB_TERMINAL)
+        for cluster, status, count in conn.execute(
+                sa.select(jobs.c.cluster_name, jobs.c.status, sa.func.count())
+                .where(jobs.c.cluster_name.in_(in_page), jobs.c.status.in_(unfinished))
+                .group_by(jobs.c.cluster_name, jobs.c.status)):
+            by_name[cluster]["active_jobs"][str(status)] = count
+        return rows
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
 

@@ -13,6 +13,8 @@
 - Cost and autostop (migration 0014_node_uptime): ``Cluster.instance_type``/``use_spot``/
   ``hourly_price``/``autostop_at``/``stopped_by``/``launch_id``, and ``NodeUptime`` (one row
   per node and interval up; ``styx.db.uptime``).
+- Read indexes (migration 0012_read_indexes): clusters by status, jobs by cluster and status
+  and by cluster and submission time.
 - Uploads (migration 0006_uploads): ``Upload``, ``UploadChunk`` (its bytes, 4 MB a row),
   ``UploadOwner`` (who may name it in a task).
 - Job logs (migration 0008_job_logs): ``JobLog`` (one node's log of one phase, its size),
@@ -120,6 +122,8 @@ class ClusterBase(SQLModel):
 
 class Cluster(ClusterBase, table=True):
     __tablename__ = "clusters"
+    # The listing keeps to live clusters while TERMINATED rows pile up (0012_read_indexes).
+    __table_args__ = (sa.Index("ix_clusters_status", "status"),)
 
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
@@ -202,6 +206,12 @@ class JobBase(SQLModel):
 
 class Job(JobBase, table=True):
     __tablename__ = "jobs"
+    # A page of clusters' unfinished jobs counted in one grouped query, and a cluster's queue
+    # newest first in index order (0012_read_indexes).
+    __table_args__ = (
+        sa.Index("ix_jobs_cluster_name_status", "cluster_name", "status"),
+        sa.Index("ix_jobs_cluster_name_submitted_at", "cluster_name", "submitted_at"),
+    )
 
     submitted_at: datetime = timestamp(default_factory=utcnow)
     started_at: datetime | None = timestamp(default=None, nullable=True)

@@ -30,18 +30,20 @@ are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter
 
 from styx.contracts.rest import (
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_CLUSTER_PAGE,
     CancelResult,
     ClusterInfo,
     DoctorReport,
@@ -64,7 +66,15 @@ from styx.sdk.transport import (
     unreachable,
 )
 from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
-from styx.task import Task
+
+if TYPE_CHECKING:
+    from styx.task import Task
+
+
+@functools.cache
+def _clusters() -> TypeAdapter[list[ClusterInfo]]:
+    """A page of ``GET /clusters``, parsed from its bytes in one pass (made on first use)."""
+    return TypeAdapter(list[ClusterInfo])
 
 
 def _key(idempotency_key: str | None) -> str:
@@ -92,10 +102,15 @@ class _Routes:
                        idempotency_key=_key(idempotency_key))
 
     @staticmethod
-    def status(all: bool, refresh: bool = False) -> Request:
-        params = {"all": str(all).lower()}
+    def status(all: bool, refresh: bool = False, status: list[str] | None = None, provider: str | None = None,
+               owner: str | None = None, after: str | None = None) -> Request:
+        params: dict[str, Any] = {"all": str(all).lower(), "limit": MAX_CLUSTER_PAGE}
         if refresh:
             params["refresh"] = "true"
+        for name, value in (("status", status or None), ("provider", provider), ("owner", owner),
+                            ("after", after)):
+            if value is not None:
+                params[name] = value
         return Request("GET", "/api/v1/clusters", params=params)
 
     @staticmethod
@@ -174,11 +189,19 @@ class Client(ReposMixin, CostsMixin, UploadsMixin, ServeMixin, SyncTransport):
         key = _key(idempotency_key)
         return JobSubmitted(**self._send(_Routes.exec(cluster, send_files(self, _as_task(task), progress), key)))
 
-    def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
-        """Clusters (with ``all``, also those taken down). With ``refresh``, the nodes of each
-        UP cluster are probed first: those that do not answer show as DOWN (``nodes[].status``,
+    def status(self, all: bool = False, refresh: bool = False, *, status: list[str] | None = None,
+               provider: str | None = None, owner: str | None = None) -> list[ClusterInfo]:
+        """Clusters (with ``all``, also those taken down; ``status``, ``provider``, ``owner``
+        keep to those), by name, every page of them. With ``refresh``, the nodes of each UP
+        cluster are probed first: those that do not answer show as DOWN (``nodes[].status``,
         ``status_message``) and get no more jobs; those that answer again get jobs again."""
-        return [ClusterInfo(**c) for c in self._send(_Routes.status(all, refresh))]
+        found: list[ClusterInfo] = []
+        while True:
+            page = self._send(_Routes.status(all, refresh, status, provider, owner,
+                                             after=found[-1].name if found else None), shape=_clusters())
+            found.extend(page)
+            if len(page) < MAX_CLUSTER_PAGE:
+                return found
 
     def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
         """One cluster with its nodes (``refresh``: probe them first, as ``status``)."""
@@ -270,8 +293,15 @@ class AsyncClient(AsyncReposMixin, AsyncCostsMixin, AsyncUploadsMixin, AsyncServ
         body = await send_files_async(self, _as_task(task), progress)
         return JobSubmitted(**await self._send(_Routes.exec(cluster, body, key)))
 
-    async def status(self, all: bool = False, refresh: bool = False) -> list[ClusterInfo]:
-        return [ClusterInfo(**c) for c in await self._send(_Routes.status(all, refresh))]
+    async def status(self, all: bool = False, refresh: bool = False, *, status: list[str] | None = None,
+                     provider: str | None = None, owner: str | None = None) -> list[ClusterInfo]:
+        found: list[ClusterInfo] = []
+        while True:
+            page = await self._send(_Routes.status(all, refresh, status, provider, owner,
+                                                   after=found[-1].name if found else None), shape=_clusters())
+            found.extend(page)
+            if len(page) < MAX_CLUSTER_PAGE:
+                return found
 
     async def cluster(self, cluster: str, refresh: bool = False) -> ClusterInfo:
         return ClusterInfo(**await self._send(_Routes.cluster(cluster, refresh)))
@@ -283,6 +313,8 @@ class AsyncClient(AsyncReposMixin, AsyncCostsMixin, AsyncUploadsMixin, AsyncServ
         return JobInfo(**await self._send(_Routes.job(cluster, job_id)))
 
     async def wait(self, cluster: str, job_id: int, timeout: float | None = None, poll: float = 0.05) -> JobInfo:
+        import asyncio  # here: a sync client never needs the event loop's modules
+
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = await self.job(cluster, job_id)

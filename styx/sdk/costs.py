@@ -20,12 +20,14 @@ A request nothing in the catalog meets raises ``styx.Invalid`` naming the field,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from styx.contracts.rest_costs import CatalogOffer, CostReport, LaunchPlanInfo
 from styx.sdk.tasks import as_task as _as_task
 from styx.sdk.transport import Request
-from styx.task import Task
+
+if TYPE_CHECKING:
+    from styx.task import Task
 
 #: Task fields a dry run does not send (its files are not uploaded for it).
 _NOT_SENT = ("workdir", "file_mounts", "secrets")

@@ -18,7 +18,6 @@ Mixed into ``styx.Client`` / ``styx.AsyncClient`` (``ReposMixin`` / ``AsyncRepos
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -398,6 +397,8 @@ class AsyncReposMixin:
 
     async def wait_commit(self, full_name: str, rev: str, timeout: float | None = None,
                           poll: float = 0.1) -> PushRunInfo:
+        import asyncio  # here: a sync client never needs the event loop's modules
+
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:

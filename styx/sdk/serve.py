@@ -15,23 +15,19 @@ A task's local workdir and file mounts are sent as uploads first, as for ``launc
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 import httpx
 
 from styx.contracts.rest_services import ServiceInfo
 from styx.sdk.transport import AsyncTransport, NotFound, Request, SyncTransport, WaitTimeout, raise_for_status, unreachable
+from styx.sdk.tasks import as_task
 from styx.sdk.uploads import Progress, send_files, send_files_async
-from styx.task import Task
 
-
-def _task(task: Task | dict | str | Path) -> Task:
-    from styx.sdk.client import _as_task
-
-    return _as_task(task)
+if TYPE_CHECKING:
+    from styx.task import Task
 
 
 class _Routes:
@@ -77,7 +73,7 @@ class ServeMixin(SyncTransport):
     def serve_up(self, task: Task | dict | str | Path, name: str, *, progress: Progress | None = None) -> ServiceInfo:
         """Bring service ``name`` up from ``task`` (a path, dict or Task with a ``service:``
         section, as SkyPilot's service YAML). Returns at once (status STARTING)."""
-        body = send_files(self, _task(task), progress)
+        body = send_files(self, as_task(task), progress)
         return ServiceInfo(**self._send(_Routes.up(name, body)))
 
     def serve_status(self, name: str | None = None) -> list[ServiceInfo]:
@@ -108,7 +104,7 @@ class ServeMixin(SyncTransport):
     def serve_update(self, name: str, task: Task | dict | str | Path, *, mode: str = "rolling",
                      progress: Progress | None = None) -> ServiceInfo:
         """Roll out ``task`` as the next version (``mode``: "rolling" or "blue_green")."""
-        body = send_files(self, _task(task), progress)
+        body = send_files(self, as_task(task), progress)
         return ServiceInfo(**self._send(_Routes.update(name, body, mode)))
 
     def serve_down(self, name: str, *, wait: bool = False, timeout: float = 600.0) -> ServiceInfo:
@@ -154,7 +150,7 @@ class ServeMixin(SyncTransport):
 class AsyncServeMixin(AsyncTransport):
     async def serve_up(self, task: Task | dict | str | Path, name: str, *,
                        progress: Progress | None = None) -> ServiceInfo:
-        body = await send_files_async(self, _task(task), progress)
+        body = await send_files_async(self, as_task(task), progress)
         return ServiceInfo(**await self._send(_Routes.up(name, body)))
 
     async def serve_status(self, name: str | None = None) -> list[ServiceInfo]:
@@ -167,6 +163,8 @@ class AsyncServeMixin(AsyncTransport):
 
     async def serve_wait(self, name: str, *, ready: int | None = None, version: int | None = None,
                          timeout: float = 600.0, poll: float = 0.5) -> ServiceInfo:
+        import asyncio  # here: the sync client needs no event loop
+
         deadline = time.monotonic() + timeout
         while True:
             info = await self.service(name)
@@ -178,10 +176,12 @@ class AsyncServeMixin(AsyncTransport):
 
     async def serve_update(self, name: str, task: Task | dict | str | Path, *, mode: str = "rolling",
                            progress: Progress | None = None) -> ServiceInfo:
-        body = await send_files_async(self, _task(task), progress)
+        body = await send_files_async(self, as_task(task), progress)
         return ServiceInfo(**await self._send(_Routes.update(name, body, mode)))
 
     async def serve_down(self, name: str, *, wait: bool = False, timeout: float = 600.0) -> ServiceInfo:
+        import asyncio  # here: the sync client needs no event loop
+
         info = ServiceInfo(**await self._send(_Routes.down(name)))
         deadline = time.monotonic() + timeout
         while wait:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from styx.sdk.transport import Invalid
-from styx.task import Task, TaskValidationError
+
+if TYPE_CHECKING:
+    from styx.task import Task
 
 
-def as_task(task: Task | dict[str, Any] | str | Path) -> Task:
+def as_task(task: "Task | dict[str, Any] | str | Path") -> "Task":
     """A Task, a dict, a YAML path or a bare command, as a Task (``Invalid`` naming the field
     when it is not a valid task)."""
+    from styx.task import Task, TaskValidationError  # here: listing clusters needs no task model
+
     try:
         if isinstance(task, Task):
             return task

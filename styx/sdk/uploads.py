@@ -28,25 +28,26 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 import hashlib
 import os
 import stat
-import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Awaitable
+from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Awaitable
 
 import httpx
-from pathspec import GitIgnoreSpec
 
 from styx.config import Settings
 from styx.contracts.uploads import UploadInfo, UploadRef
 from styx.sdk.transport import AsyncTransport, Request, StyxError, SyncTransport, raise_for_status
-from styx.task import Task
+
+if TYPE_CHECKING:  # packing loads these when it runs: listing clusters needs none of them
+    import tarfile
+
+    from pathspec import GitIgnoreSpec
+
+    from styx.task import Task
 
 __all__ = ["AsyncUploadsMixin", "Packed", "UploadError", "UploadEvent", "UploadTooLarge", "UploadsMixin", "pack",
            "send_files", "send_files_async"]
@@ -118,6 +119,8 @@ class _Ignores:
 
     @staticmethod
     def _read(path: Path) -> GitIgnoreSpec | None:
+        from pathspec import GitIgnoreSpec
+
         try:
             return GitIgnoreSpec.from_lines(path.read_text(errors="replace").splitlines()) if path.is_file() else None
         except OSError:
@@ -171,6 +174,8 @@ class _Sink:
 
 
 def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = stat.S_IMODE(st.st_mode) & 0o777
@@ -213,6 +218,10 @@ def _entries(root: Path, ignores: _Ignores, skipped: list[str]) -> Iterator[tupl
 
 def pack(source: Path, field: str, *, max_bytes: int, max_unpacked: int) -> Packed:
     """``source`` (a directory, or one file) as a deterministic ``.tar.gz`` in a temporary file."""
+    import gzip
+    import tarfile
+    import tempfile
+
     shown = str(source)
     try:
         st = source.stat()
@@ -348,7 +357,7 @@ def _chunks(packed: Packed, on_sent: Callable[[int], None]) -> Iterator[bytes]:
 def send_files(client: SyncTransport, task: Task, progress: Progress | None = None) -> dict[str, Any]:
     """``task``'s JSON with every local workdir / file_mounts source sent as an upload and
     named by it (see the module docstring)."""
-    plan = _Plan(task, Settings.from_env())
+    plan = _Plan(task, Settings.from_env(temporal=False))
     http: httpx.Client = client._http
     sent: set[str] = set()
     try:
@@ -383,7 +392,9 @@ def _send_one(http: httpx.Client, name: str, source: str, packed: Packed, progre
 
 async def send_files_async(client: AsyncTransport, task: Task, progress: Progress | None = None) -> dict[str, Any]:
     """The asynchronous twin of ``send_files`` (packing runs in a thread)."""
-    plan = _Plan(task, Settings.from_env())
+    import asyncio  # here: a sync client never needs the event loop's modules
+
+    plan = _Plan(task, Settings.from_env(temporal=False))
     http: httpx.AsyncClient = client._http
     sent: set[str] = set()
     try:

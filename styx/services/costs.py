@@ -30,7 +30,7 @@ from styx.db.models import Cluster, NodeUptime
 from styx.services.launch import InvalidRequest, check_for_provider, provider_of
 from styx.task import Task
 
-__all__ = ["cost_report", "cost_so_far", "hourly_rate", "launch_plan", "spent_by_launch"]
+__all__ = ["cost_report", "cost_so_far", "hourly_rate", "launch_plan", "rate", "spent_by_launch"]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -42,11 +42,16 @@ def hourly_rate(cluster: Cluster | None) -> float | None:
     stopped or gone, None when its price is not known (a cluster from before prices)."""
     if cluster is None:
         return None
-    if cluster.status in CLUSTER_GONE or cluster.status == ClusterStatus.STOPPED:
+    return rate(cluster.status, cluster.provider, cluster.hourly_price, cluster.num_nodes)
+
+
+def rate(status: str, provider: str, node_price: float | None, num_nodes: int) -> float | None:
+    """``hourly_rate`` from a cluster's columns (the listing reads rows, not models)."""
+    if status in CLUSTER_GONE or status == ClusterStatus.STOPPED:
         return 0.0
-    if cluster.hourly_price is None:
-        return 0.0 if cluster.provider == "local" else None
-    return cluster.hourly_price * cluster.num_nodes
+    if node_price is None:
+        return 0.0 if provider == "local" else None
+    return node_price * num_nodes
 
 
 def _hours(row: NodeUptime, since: datetime | None, until: datetime) -> float:
