@@ -39,6 +39,13 @@ def _at(iso: str | None) -> datetime:
     return datetime.fromisoformat(iso)
 
 
+def _described_with_deadline(cluster):
+    async def described():
+        out = await cluster.query(ClusterWorkflow.describe)
+        return out if out.failsafe_deadline is not None else None
+    return described
+
+
 # -- idle semantics --------------------------------------------------------------------
 
 
@@ -48,7 +55,8 @@ async def test_an_idle_cluster_carries_its_autostop_time_as_the_nodes_deadline(c
     await fake.until(lambda: fake.deadlines, "the first failsafe push")
     pushed_at, deadline = fake.deadlines[0]
     assert _at(deadline) - pushed_at == pytest.approx(timedelta(minutes=10), abs=timedelta(seconds=5))
-    described = await cluster.query(ClusterWorkflow.describe)
+    # The workflow records the deadline once the push activity has answered.
+    described = await wait_for_async(_described_with_deadline(cluster), 10, "the pushed deadline in the workflow")
     assert described.autostop_at == deadline == described.failsafe_deadline  # what `styx status` shows
     assert deadline in fake.autostop_ats
 
@@ -154,7 +162,11 @@ async def test_nodes_that_stopped_themselves_leave_the_cluster_stopped_by_the_fa
     await timed.described(cluster, lambda d: d.running == [job], "the job to run")
     # Styx was gone past the deadline: the next push finds the nodes stopped themselves.
     fake.failsafe_answer = FailsafeOutput(fired=[0], action="stopped")
-    await timed.env.sleep(BUSY_LEASE)
+    # Workflow time passes in steps: the lease's timer may be set only after a first skip ends.
+    for _ in range(4):
+        await timed.env.sleep(BUSY_LEASE)
+        if fake.cluster_status == ClusterStatus.STOPPED:
+            break
     await fake.until(lambda: fake.cluster_status == ClusterStatus.STOPPED, "the cluster to be STOPPED")
     described = await cluster.query(ClusterWorkflow.describe)
     assert described.stopped_by == StoppedBy.FAILSAFE and fake.stopped_by[-1] == StoppedBy.FAILSAFE

@@ -55,7 +55,8 @@ def test_launch_exec_logs_cancel_stop_start_exec_down_through_cli(stack: StyxSta
     assert stack.cli("logs", "life", "99", "--status").returncode == 102
 
     # A long job, cancelled while it runs: its whole process group dies on the node.
-    r = stack.cli("exec", "life", "-d", "sleep 300 & echo started; wait", check=True)
+    # A duration no other test sleeps: tests run side by side, and this looks machine-wide.
+    r = stack.cli("exec", "life", "-d", "sleep 3017 & echo started; wait", check=True)
     job_id = int(re.search(r"job (\d+)", r.stdout).group(1))
     client = stack.client()
     wait_for(lambda: client.job("life", job_id).status == "RUNNING", 30, "the job to run")
@@ -66,7 +67,7 @@ def test_launch_exec_logs_cancel_stop_start_exec_down_through_cli(stack: StyxSta
     assert job.status == "CANCELLED"
     assert stack.cli("logs", "life", str(job_id), "--status").returncode == 103
     # Killed processes vanish asynchronously (a loaded machine may take a moment to reap them).
-    wait_for(lambda: not _sleepers(300), 15, "the cancelled job's `sleep 300` to be gone")
+    wait_for(lambda: not _sleepers(3017), 15, "the cancelled job's `sleep 3017` to be gone")
 
     # Cancel of a finished job: 409 through the API, a one-line CLI error, nothing changed.
     r = stack.cli("cancel", "life", "1")
