@@ -28,6 +28,7 @@ The package:
 - ``repos``: ``RepoDb`` (``db.repos``): repositories, collaborators, push runs.
 - ``uploads``: ``UploadStore`` (``db.uploads``): archives clients sent for workdirs and file mounts.
 - ``joblogs``: ``JobLogStore`` (``db.joblogs``): jobs' logs, written by any worker, read by any API.
+- ``managed``: ``ManagedJobStore`` (``db.managed``): managed jobs, their tasks and attempts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sqlmodel import Session
 
 from styx.db.clusters import ClusterStore
 from styx.db.joblogs import JobLogStore, LogMoved, LogStream
+from styx.db.managed import ManagedJobStore
 from styx.db.engine import dispose_engine, get_engine, normalize_url, utcnow
 from styx.db.migrator import current_revision, head_revision, migrate
 from styx.db.models import (
@@ -51,6 +53,9 @@ from styx.db.models import (
     JobBase,
     JobNotFound,
     LimitReached,
+    ManagedJob,
+    ManagedJobAttempt,
+    ManagedJobTask,
     Node,
     NodeBase,
     PushRun,
@@ -82,6 +87,10 @@ __all__ = [
     "LimitReached",
     "LogMoved",
     "LogStream",
+    "ManagedJob",
+    "ManagedJobAttempt",
+    "ManagedJobStore",
+    "ManagedJobTask",
     "Node",
     "NodeBase",
     "PushRun",
@@ -125,6 +134,7 @@ class Database:
         self.repos = RepoDb(self.engine)
         self.uploads = UploadStore(self.engine)
         self.joblogs = JobLogStore(self.engine)
+        self.managed = ManagedJobStore(self.engine)
 
     @property
     def url(self) -> str:
