@@ -43,6 +43,15 @@ def _env_count(name: str, default: int) -> int:
     return int(raw)
 
 
+def _max_recoveries() -> int:
+    """``STYX_MANAGED_MAX_RECOVERIES`` is at most 1000: each recovery is a launch, a row and a
+    few dozen history events."""
+    raw = os.environ.get("STYX_MANAGED_MAX_RECOVERIES") or ""
+    if raw.isdigit() and int(raw) > 1000:
+        raise ValueError(f"STYX_MANAGED_MAX_RECOVERIES must be from 1 to 1000, got {raw!r}")
+    return 1000
+
+
 def _env_limit(name: str, default: int | None) -> int | None:
     """A limit from the environment: a whole number (0 allowed), or ``none`` for no limit."""
     raw = (os.environ.get(name) or "").strip().lower()
@@ -288,6 +297,12 @@ class Settings:
     #: ``STYX_NODE_LOST_SECONDS``: how long a node may stay unreachable while a job runs on it
     #: before the job fails and the node is marked DOWN (a shorter blip is retried).
     node_lost_seconds: int = 30
+    #: ``STYX_MANAGED_MAX_RECOVERIES``: infrastructure recoveries of one managed task before
+    #: the job is given up (FAILED, saying so); at most 1000.
+    managed_max_recoveries: int = 50
+    #: ``STYX_MANAGED_PROBE_SECONDS``: how often a running managed job's nodes are probed (the
+    #: provider's view, then SSH), so that a lost node is noticed while the job runs.
+    managed_probe_seconds: int = 10
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -331,6 +346,8 @@ class Settings:
             default_max_clusters=_env_limit("STYX_DEFAULT_MAX_CLUSTERS", 10),
             default_max_nodes=_env_limit("STYX_DEFAULT_MAX_NODES", 64),
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
+            managed_max_recoveries=min(_env_count("STYX_MANAGED_MAX_RECOVERIES", 50), _max_recoveries()),
+            managed_probe_seconds=_env_seconds("STYX_MANAGED_PROBE_SECONDS", 10, 3600),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ _jobs = ManagedJob.__table__  # type: ignore[attr-defined]
 _tasks = ManagedJobTask.__table__  # type: ignore[attr-defined]
 _attempts = ManagedJobAttempt.__table__  # type: ignore[attr-defined]
 _TERMINAL = [str(s) for s in MANAGED_TERMINAL]
+_ENDING = {*_TERMINAL, "CANCELLING"}
 
 
 class ManagedJobStore(Store):
@@ -122,9 +123,11 @@ class ManagedJobStore(Store):
         with self._write() as conn:
             if job:
                 values = self._times(job, now, _jobs)
+                where = [_jobs.c.id == managed_id, _jobs.c.status.not_in(_TERMINAL)]
+                if "status" in values and values["status"] not in _ENDING:
+                    where.append(_jobs.c.status != "CANCELLING")  # a cancel in progress is not undone
                 if values:
-                    conn.execute(sa.update(_jobs).where(_jobs.c.id == managed_id, _jobs.c.status.not_in(_TERMINAL))
-                                 .values(values))
+                    conn.execute(sa.update(_jobs).where(*where).values(values))
             if task_index is not None and task:
                 values = self._times(task, now, _tasks)
                 if values:

@@ -22,6 +22,7 @@ from styx.activities.reconcile import ReconcileActivities
 from styx.activities.providers import ProviderActivities
 from styx.activities.git import GitActivities
 from styx.activities.health import NodeHealthActivities
+from styx.activities.managed import ManagedActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
@@ -38,6 +39,7 @@ from styx.workers.metrics import ActivityMetrics, SdkMetrics, serving
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
+from styx.workflows.managed import ManagedJobWorkflow
 from styx.workflows.ping import PingWorkflow
 from styx.workflows.push import PushWorkflow
 from styx.workflows.reconcile import ReconcileWorkflow
@@ -95,11 +97,12 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
                         uploads=UploadCache(settings.home / "uploads", db, settings.max_unpacked_bytes),
                         node_lost_seconds=settings.node_lost_seconds)
     health = NodeHealthActivities(registry, pool)
+    managed = ManagedActivities(settings, db, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow, ReconcileWorkflow,
-                   TeardownWorkflow],
+                   TeardownWorkflow, ManagedJobWorkflow],
         activities=[
             ping,
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
@@ -109,6 +112,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             health.probe_nodes,
             *git.all(),
             reconcile.find_orphans,
+            *managed.all(),
         ],
         # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
         graceful_shutdown_timeout=timedelta(seconds=5),
