@@ -203,10 +203,11 @@ async def test_recoveries_are_capped_and_the_history_stays_bounded(run_with):
     assert f"gave up after {ATTEMPTS_PER_RUN + 5} recoveries (STYX_MANAGED_MAX_RECOVERIES)" in result.message
     assert len(run.fake.launched) == ATTEMPTS_PER_RUN + 6 and not run.fake.leftovers()
     # The workflow continued as new between attempts: each run's history stays short.
-    first = [e async for e in handle.fetch_history_events()]
+    first_run = run.env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    first = [e async for e in first_run.fetch_history_events()]
     assert first[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     last = run.env.client.get_workflow_handle(handle.id)
-    assert (await last.describe()).run_id != handle.run_id
+    assert (await last.describe()).run_id != handle.first_execution_run_id
     for events in (first, [e async for e in last.fetch_history_events()]):
         assert len(events) < 20 * ATTEMPTS_PER_RUN, len(events)
 
