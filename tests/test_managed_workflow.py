@@ -209,7 +209,7 @@ async def test_recoveries_are_capped_and_the_history_stays_bounded(run_with):
     last = run.env.client.get_workflow_handle(handle.id)
     assert (await last.describe()).run_id != handle.first_execution_run_id
     for events in (first, [e async for e in last.fetch_history_events()]):
-        assert len(events) < 20 * ATTEMPTS_PER_RUN, len(events)
+        assert len(events) < 30 * ATTEMPTS_PER_RUN, len(events)  # about 20 events an attempt
 
 
 async def test_a_pipeline_runs_its_tasks_in_order_and_a_preempted_one_alone_is_recovered(run_with):
