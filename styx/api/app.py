@@ -14,7 +14,7 @@ from styx.api import metrics
 from styx.api.deps import AppState
 from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
 from styx.api.limits import BodyLimit, RouteLimit
-from styx.api.routes import clusters, repos, system, uploads, users
+from styx.api.routes import clusters, managed, repos, system, uploads, users
 from styx.config import Settings
 from styx.db import Database, migrate
 
@@ -49,5 +49,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router, responses=error_responses(*RESOURCE))
     app.include_router(repos.router, responses=error_responses(*RESOURCE))
     app.include_router(uploads.router, responses=error_responses(*RESOURCE))
+    app.include_router(managed.router, responses=error_responses(*RESOURCE, 503))
     metrics.install(app, settings)  # GET /metrics, and requests counted by route
     return app

@@ -22,7 +22,8 @@ Every failure is a ``styx.StyxError`` (``NotFound``, ``Conflict``, ``Invalid``, 
     except styx.ApiUnreachable as err:   # no answer, even after retries
         ...                               # the same call again cannot queue a second job
 
-The users, keys and repositories methods are in ``styx.sdk.repos``; how a task's local files
+Managed jobs and pipelines are ``client.jobs`` (``styx.sdk.managed``). The users, keys and
+repositories methods are in ``styx.sdk.repos``; how a task's local files
 are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
@@ -48,6 +49,7 @@ from styx.contracts.rest import (
     Orphan,
     ProviderCheck,
 )
+from styx.sdk.managed import AsyncManagedJobs, ManagedJobs
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
 from styx.sdk.transport import (
     AsyncTransport,
@@ -161,7 +163,13 @@ class _Routes:
 class Client(ReposMixin, UploadsMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
     a :class:`styx.StyxError` (``NotFound``, ``Conflict``, ``ApiUnreachable`` …) on failure,
-    with the API's message and a hint."""
+    with the API's message and a hint. Managed jobs and pipelines are ``client.jobs``
+    (``styx.sdk.managed``)."""
+
+    @property
+    def jobs(self) -> ManagedJobs:
+        """Managed jobs: ``client.jobs.launch(...)``, ``launch_pipeline([...])``, ``queue()`` …"""
+        return ManagedJobs(self)
 
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False,
@@ -267,6 +275,10 @@ class Client(ReposMixin, UploadsMixin, SyncTransport):
 
 class AsyncClient(AsyncReposMixin, AsyncUploadsMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
+
+    @property
+    def jobs(self) -> AsyncManagedJobs:
+        return AsyncManagedJobs(self)
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,
                      idle_minutes_to_autostop: int | None = None, down: bool = False,

@@ -228,9 +228,21 @@ async def cancel(client: Client, db: "Database", jobs: Sequence["ManagedJob"]) -
     return done
 
 
-def log_parts(db: "Database", managed_id: int) -> list[tuple[str, str, int, int, bool]]:
-    """The logs of a managed job, attempt after attempt: ``(header, cluster, job id, nodes,
-    ended)`` for every attempt that queued a job."""
+@dataclass
+class LogPart:
+    """One attempt's log: the line before it, where it is, and how the attempt ended."""
+
+    header: str
+    cluster: str
+    job_id: int
+    num_nodes: int
+    #: ``PREEMPTED: node 0 lost: ...`` once the attempt has ended, else None.
+    end: str | None
+
+
+def log_parts(db: "Database", managed_id: int) -> list[LogPart]:
+    """A managed job's logs, attempt after attempt (each task of a pipeline, each recovery),
+    for every attempt that queued a job."""
     parts = []
     job = db.managed.get(managed_id)
     tasks = {t.task_index: t for t in db.managed.tasks([managed_id])[managed_id]}
@@ -239,20 +251,14 @@ def log_parts(db: "Database", managed_id: int) -> list[tuple[str, str, int, int,
             continue
         row = db.clusters.get_job(attempt.cluster, attempt.job_id)
         task = tasks.get(attempt.task_index)
-        what = f"task {attempt.task_index}" + (f" ({task.name})" if task is not None and task.name else "") \
-            if job is not None and job.num_tasks > 1 else (task.name if task is not None and task.name else "task")
-        header = f"── {what}, attempt {attempt.attempt} on cluster {attempt.cluster}"
-        parts.append((header, attempt.cluster, attempt.job_id, row.num_nodes if row else 1,
-                      attempt.ended_at is not None))
+        name = f" ({task.name})" if task is not None and task.name else ""
+        what = f"task {attempt.task_index}{name}, " if job is not None and job.num_tasks > 1 else ""
+        end = None
+        if attempt.ended_at is not None:
+            end = attempt.status + (f": {attempt.reason}" if attempt.reason else "")
+        parts.append(LogPart(f"── {what}attempt {attempt.attempt} on cluster {attempt.cluster}", attempt.cluster,
+                             attempt.job_id, row.num_nodes if row else 1, end))
     return parts
-
-
-def attempt_header_end(db: "Database", managed_id: int, task_index: int, attempt: int) -> str:
-    """How an attempt ended, for the line after its log."""
-    for row in db.managed.attempts([managed_id])[managed_id]:
-        if row.task_index == task_index and row.attempt == attempt:
-            return f"{row.status}" + (f": {row.reason}" if row.reason else "")
-    return ""
 
 
 # ------------------------------------------------------------------ placement
