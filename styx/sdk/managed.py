@@ -46,7 +46,7 @@ def _tasks(tasks: Any) -> tuple[str | None, list[Task]]:
         raise Invalid(None, "tasks: a pipeline needs at least one task")
     name: str | None = None
     out: list[Task] = []
-    for item in items:
+    for index, item in enumerate(items):
         if isinstance(item, (str, Path)) and (str(item).endswith((".yaml", ".yml")) or Path(item).is_file()):
             try:
                 pipeline = load_pipeline(Path(item))
@@ -54,8 +54,13 @@ def _tasks(tasks: Any) -> tuple[str | None, list[Task]]:
                 raise Invalid(None, str(err)) from err
             name = name or pipeline.name
             out.extend(pipeline.tasks)
-        else:
+            continue
+        try:
             out.append(_as_task(item))
+        except Invalid as err:
+            if len(items) == 1:
+                raise
+            raise Invalid(None, f"tasks[{index}].{err.message}") from None
     return name, out
 
 
