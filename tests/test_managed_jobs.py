@@ -50,7 +50,10 @@ def writable(stack: StyxStack, name: str) -> Path:
     folder = stack.shared_dir / "marks"
     folder.mkdir(exist_ok=True)
     os.chmod(folder, 0o1777)
-    return folder / name
+    path = folder / name
+    path.touch()
+    os.chmod(path, 0o666)  # each attempt's cluster has a user of its own
+    return path
 
 
 def local_clusters(stack: StyxStack, managed_id: int) -> list[str]:
@@ -93,8 +96,21 @@ def queue_rows(stack: StyxStack) -> list[list[str]]:
 
 
 def kill_node(stack: StyxStack, cluster: str, rank: int = 0) -> None:
+    """A VM lost: kill -9 the node's server and every process of the cluster's jobs (a local
+    node's jobs are detached and would outlive its server; on a lost VM nothing does)."""
     described = asyncio.run(LocalProvider(stack.nodes_root, "").describe_nodes(cluster, None))
+    assert len(described) == 1, "these tests run one-node clusters"
     os.kill(described[rank]["pid"], signal.SIGKILL)
+
+    def gone() -> bool:
+        for pid in node_processes(stack, cluster):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return not node_processes(stack, cluster)
+
+    wait_for(gone, 10, f"every process of {cluster} to die")
 
 
 def test_a_managed_job_runs_on_its_own_cluster_and_leaves_nothing(stack: StyxStack):
@@ -255,7 +271,7 @@ def test_a_pipeline_runs_in_order_and_recovers_its_preempted_task_alone(stack: S
         f"---\nname: eval\nrun: echo eval >> {order}\n")
     r = stack.cli("jobs", "launch", "-y", "-d", str(pipeline), check=True)
     managed_id = int(re.search(r"managed job (\d+) launched", r.stdout).group(1))
-    wait_for(lambda: "train-start" in (order.read_text() if order.exists() else ""), 90, "task 2 to run")
+    wait_for(lambda: "train-start" in order.read_text(), 90, "task 2 to run")
     rows = queue_rows(stack)
     at = next(i for i, r in enumerate(rows) if r[0] == str(managed_id))
     assert [r[1:3] for r in rows[at + 1:at + 4]] == [["↳ 0 prep", "SUCCEEDED"], ["↳ 1 train", "RUNNING"],
@@ -264,7 +280,7 @@ def test_a_pipeline_runs_in_order_and_recovers_its_preempted_task_alone(stack: S
     wait_for(lambda: client.jobs.get(managed_id).recoveries == 1, 60, "task 2's recovery")
     gate.touch()
     info = client.jobs.wait(managed_id, timeout=240)
-    assert info.status == "SUCCEEDED", info
+    assert info.status == "SUCCEEDED", (info.message, client.jobs.get(managed_id).attempts)
     assert order.read_text().split() == ["prep", "train-start", "train-start", "train", "eval"]
     assert [(t.name, t.status, t.recoveries) for t in info.tasks] == [
         ("prep", "SUCCEEDED", 0), ("train", "SUCCEEDED", 1), ("eval", "SUCCEEDED", 0)]

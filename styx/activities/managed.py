@@ -32,6 +32,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from styx.activities.heartbeat import heartbeating
 from styx.config import Settings
 from styx.contracts.clusters import ClusterDescription, ClusterStatus, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
@@ -139,8 +140,12 @@ class ManagedActivities:
         submit = submit_input(task, job.owner, self.settings.home, launch_spec=spec, run_setup=True)
         client = await self._temporal()
         try:
-            result = await service.submit_job(client, self.settings.task_queue, inp.cluster, submit, launch=spec,
-                                              update_id=f"managed/{inp.managed_id}/{inp.task_index}/{inp.attempt}")
+            # Heartbeating: a worker killed here is noticed in seconds, and the retry's update
+            # id returns the job this one queued.
+            async with heartbeating():
+                result = await service.submit_job(
+                    client, self.settings.task_queue, inp.cluster, submit, launch=spec,
+                    update_id=f"managed/{inp.managed_id}/{inp.task_index}/{inp.attempt}")
         except service.ClusterRefused as err:
             raise ApplicationError(f"the cluster refused the task: {err.message}", type=REFUSED,
                                    non_retryable=True) from None

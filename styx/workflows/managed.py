@@ -222,7 +222,8 @@ class ManagedJobWorkflow:
             sub: ManagedSubmitResult = await self._shielded(workflow.execute_activity_method(
                 ManagedActivities.managed_submit,
                 ManagedSubmitInput(inp.managed_id, s.task_index, p.attempt, cluster, placement),
-                start_to_close_timeout=timedelta(minutes=5), retry_policy=SUBMIT_RETRY,
+                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=SUBMIT_RETRY,
                 summary=f"launch {cluster} and queue task {s.task_index}"))
         except ActivityError as err:
             return WatchResult(AttemptEnd.REFUSED, _reason(err))
@@ -233,7 +234,7 @@ class ManagedJobWorkflow:
             WatchInput(inp.managed_id, s.task_index, p.attempt, cluster, sub.job_id, sub.job_workflow_id,
                        inp.probe_seconds),
             # Jobs may run for weeks; the heartbeat is what notices a dead worker.
-            start_to_close_timeout=timedelta(days=365), heartbeat_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timedelta(days=365), heartbeat_timeout=timedelta(seconds=20),
             retry_policy=PATIENT_RETRY, summary=f"watch job {sub.job_id} on {cluster}")
 
     async def _down(self) -> None:
@@ -243,7 +244,7 @@ class ManagedJobWorkflow:
             return
         await self._shielded(workflow.execute_activity_method(
             ManagedActivities.managed_down, ManagedDownInput(s.cluster, s.provider, s.region),
-            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=20),
             retry_policy=PATIENT_RETRY, summary=f"take {s.cluster} down"))
         s.cluster = None
 
