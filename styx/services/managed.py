@@ -168,7 +168,7 @@ def _infos(db: "Database", rows: list["ManagedJob"], workflow_url: Callable[[str
         mine = attempts.get(row.id or 0, [])
         update: dict[str, Any] = {
             "tasks": [ManagedTaskInfo.model_validate(t) for t in tasks.get(row.id or 0, [])],
-            "cost": round(sum(_cost(a) for a in mine), 4),
+            "cost": round(sum(_cost(a) for a in mine), 6),
             "workflow_url": workflow_url(row.workflow_id) if workflow_url else None,
         }
         if with_attempts:
