@@ -285,3 +285,29 @@ def test_a_pipeline_runs_in_order_and_recovers_its_preempted_task_alone(stack: S
     assert [(t.name, t.status, t.recoveries) for t in info.tasks] == [
         ("prep", "SUCCEEDED", 0), ("train", "SUCCEEDED", 1), ("eval", "SUCCEEDED", 0)]
     leaves_nothing(stack, managed_id, [a.cluster for a in client.jobs.get(managed_id).attempts])
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("point", ["managed_after_submit", "managed_job_running", "managed_before_down",
+                                   "managed_after_down"])
+def test_kill_9_of_the_worker_at_any_point_runs_once_and_leaves_no_cluster(stack: StyxStack, tmp_path: Path,
+                                                                           point: str):
+    client = stack.client()
+    marks = writable(stack, f"ran-{point}")
+    stack.kill_worker()
+    stack.env.update(STYX_TEST_CRASH_POINT=point, STYX_TEST_CRASH_POINT_FILE=str(tmp_path / "crashed"))
+    try:
+        crashing = stack.start_worker()
+        job = client.jobs.launch({"run": f"echo ran >> {marks}; sleep 1"}, name=point)
+        wait_for(lambda: crashing.poll() is not None, 120, f"the worker to kill itself at {point}")
+        assert crashing.returncode == -9 and (tmp_path / "crashed").exists()
+    finally:
+        for key in ("STYX_TEST_CRASH_POINT", "STYX_TEST_CRASH_POINT_FILE"):
+            stack.env.pop(key, None)
+        stack.start_worker()
+    info = client.jobs.wait(job.managed_id, timeout=180)
+    assert info.status == "SUCCEEDED" and info.recoveries == 0, info
+    assert marks.read_text().count("ran") == 1
+    attempts = client.jobs.get(job.managed_id).attempts
+    assert [a.cluster for a in attempts] == [f"mj-{job.managed_id}-0-1"]
+    leaves_nothing(stack, job.managed_id, [a.cluster for a in attempts])

@@ -20,6 +20,9 @@ Built once in a worker as ``ManagedActivities(settings, db, client)``.
 - ``managed_down``: the cluster's ``down`` update, or a ``TeardownWorkflow`` when its
   workflow no longer runs (or never ran): idempotent, whatever state the cluster is in.
 - ``managed_record``: one write of progress (a local activity; an idempotent upsert).
+
+Crash tests kill the worker at ``managed_after_submit``, ``managed_job_running``,
+``managed_before_down`` and ``managed_after_down`` (``styx.providers.aws.crash_seam``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from styx.contracts.managed import (
     WatchResult,
 )
 from styx.db import Database
+from styx.providers.aws.crash_seam import crash_here_if_asked
 from styx.services import clusters as service
 from styx.services import managed as managed_service
 from styx.services import policy, quotas
@@ -149,6 +153,7 @@ class ManagedActivities:
         except service.ClusterRefused as err:
             raise ApplicationError(f"the cluster refused the task: {err.message}", type=REFUSED,
                                    non_retryable=True) from None
+        crash_here_if_asked("managed_after_submit")  # a test seam: kill -9 of the worker here
         price = managed_service.hourly_price(task)
         await asyncio.to_thread(self.db.managed.record, inp.managed_id, task_index=inp.task_index,
                                 attempt=inp.attempt, attempt_fields={"cluster": inp.cluster, "job_id": result.job_id,
@@ -192,6 +197,7 @@ class ManagedActivities:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, LAUNCH_POLL_SECONDS)
         await asyncio.to_thread(self._mark_running, inp)
+        crash_here_if_asked("managed_job_running")
         # 2. The job runs: its workflow's result (one long poll), a heartbeat and, every
         # probe_seconds, a look at the nodes.
         ended = asyncio.ensure_future(self._job_closed(client, inp.job_workflow_id))
@@ -297,9 +303,11 @@ class ManagedActivities:
             down.cancel()
 
     async def _down(self, client: Client, inp: ManagedDownInput) -> None:
+        crash_here_if_asked("managed_before_down")
         try:
             await service.update_cluster(client, cluster_workflow_id(inp.cluster), "down",
                                          result_type=ClusterDescription)
+            crash_here_if_asked("managed_after_down")
             return
         except (service.ClusterNotRunning, service.ClusterRefused):
             pass  # its workflow has ended (or never started): a teardown finds what is left
