@@ -303,6 +303,9 @@ class Settings:
     #: ``STYX_MANAGED_PROBE_SECONDS``: how often a running managed job's nodes are probed (the
     #: provider's view, then SSH), so that a lost node is noticed while the job runs.
     managed_probe_seconds: int = 10
+    #: ``STYX_MANAGED_MAX_ACTIVE``: how many managed jobs may hold a cluster at once, over the
+    #: deployment; the others wait, PENDING, for a slot (bounds nodes and processes).
+    managed_max_active: int = 100
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -348,6 +351,7 @@ class Settings:
             node_lost_seconds=_env_seconds("STYX_NODE_LOST_SECONDS", 30, MAX_NODE_LOST_SECONDS),
             managed_max_recoveries=min(_env_count("STYX_MANAGED_MAX_RECOVERIES", 50), _max_recoveries()),
             managed_probe_seconds=_env_seconds("STYX_MANAGED_PROBE_SECONDS", 10, 3600),
+            managed_max_active=_env_count("STYX_MANAGED_MAX_ACTIVE", 100),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

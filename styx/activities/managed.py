@@ -3,7 +3,8 @@ its end, take the cluster down, and record progress.
 
 Built once in a worker as ``ManagedActivities(settings, db, client)``.
 
-- ``managed_submit``: reads the task's sealed body from the database, applies the attempt's
+- ``managed_submit``: takes one of ``STYX_MANAGED_MAX_ACTIVE`` slots (the job waits PENDING,
+  retried, while they are all held), reads the task's sealed body from the database, applies the attempt's
   placement (``styx.services.managed.placed_task``) and submits it through the submission
   service (``styx.services.clusters.submit_job``: update-with-start of the cluster's
   workflow), with an update id of the attempt (``managed/<id>/<task>/<attempt>``), so a
@@ -66,6 +67,8 @@ LAUNCH_POLL_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 120.0
 #: Error type of a submission that cannot succeed (a bad task, a limit): not retried.
 REFUSED = "Refused"
+#: Error type of a submission that waits for a slot (``STYX_MANAGED_MAX_ACTIVE``): retried.
+NO_SLOT = "NoSlot"
 
 
 class ManagedActivities:
@@ -110,12 +113,12 @@ class ManagedActivities:
                             ("task_message", "message")):
             if getattr(rec, key) is not None:
                 task[column] = getattr(rec, key)
-        if rec.cluster is not None and rec.task_index is not None:
-            task["cluster"] = rec.cluster
+        if rec.clear_cluster and rec.task_index is not None:
+            task["cluster"] = None
         attempt: dict[str, Any] = {}
         if rec.attempt is not None:
-            if rec.cluster is not None:
-                attempt["cluster"] = rec.cluster
+            if rec.attempt_cluster is not None:
+                attempt["cluster"] = rec.attempt_cluster
             for key, column in (("attempt_status", "status"), ("attempt_job_id", "job_id"),
                                 ("attempt_reason", "reason"), ("attempt_region", "region"),
                                 ("attempt_zone", "zone")):
@@ -141,6 +144,7 @@ class ManagedActivities:
         except InvalidRequest as err:
             raise ApplicationError(str(err), type=REFUSED, non_retryable=True) from None
         await asyncio.to_thread(self._check_user, job.owner, spec)
+        await asyncio.to_thread(self._claim, inp)
         submit = submit_input(task, job.owner, self.settings.home, launch_spec=spec, run_setup=True)
         client = await self._temporal()
         try:
@@ -159,6 +163,18 @@ class ManagedActivities:
                                 attempt=inp.attempt, attempt_fields={"cluster": inp.cluster, "job_id": result.job_id,
                                                                      "hourly_price": price})
         return ManagedSubmitResult(result.job_id, result.workflow_id, spec.provider, spec.region)
+
+    def _claim(self, inp: ManagedSubmitInput) -> None:
+        """A slot of ``STYX_MANAGED_MAX_ACTIVE``, or a retryable ``NoSlot``: the job waits,
+        PENDING, and the workflow's retry asks again."""
+        limit = self.settings.managed_max_active
+        status = ManagedJobStatus.RECOVERING if inp.attempt > 1 else ManagedJobStatus.STARTING
+        in_use = self.db.managed.claim(inp.managed_id, inp.task_index, inp.cluster, limit, status)
+        if in_use is None:
+            return
+        message = f"waiting: {in_use} managed jobs hold a cluster (at most {limit}: STYX_MANAGED_MAX_ACTIVE)"
+        self.db.managed.record(inp.managed_id, {"status": ManagedJobStatus.PENDING, "message": message})
+        raise ApplicationError(message, type=NO_SLOT)
 
     def _check_user(self, owner: str, spec: Any) -> None:
         """The owner may still run this (not disabled, the local-jobs rule, their limits; a

@@ -220,6 +220,8 @@ class ManagedRecord:
     #: The tasks after ``task_index`` that will not run (a task failed or the job was cancelled).
     skip_rest: str | None = None
     attempt: int | None = None
+    #: The attempt's cluster (the job's own ``cluster`` is set when it takes a slot).
+    attempt_cluster: str | None = None
     attempt_status: str | None = None
     attempt_job_id: int | None = None
     attempt_reason: str | None = None

@@ -108,6 +108,24 @@ class ManagedJobStore(Store):
                 out[row.managed_id].append(row)
         return out
 
+    def claim(self, managed_id: int, task_index: int, cluster: str, limit: int, status: str) -> int | None:
+        """Take one of ``limit`` slots for ``cluster`` (the job's ``cluster`` column: the jobs
+        holding a cluster): None when taken (or this job holds it already), else how many are
+        in use. On success the job and its task show ``status`` and the cluster."""
+        with self._write() as conn:
+            held = conn.execute(sa.select(_jobs.c.cluster).where(_jobs.c.id == managed_id)).scalar()
+            if held == cluster:
+                return None
+            in_use = conn.execute(sa.select(sa.func.count()).select_from(_jobs).where(
+                _jobs.c.cluster.is_not(None), _jobs.c.status.not_in(_TERMINAL))).scalar() or 0
+            if in_use >= limit:
+                return int(in_use)
+            conn.execute(sa.update(_jobs).where(_jobs.c.id == managed_id, _jobs.c.status.not_in(_ENDING)).values(
+                cluster=cluster, status=status, message=None))
+            conn.execute(sa.update(_tasks).where(_tasks.c.managed_id == managed_id,
+                                                 _tasks.c.task_index == task_index).values(cluster=cluster))
+        return None
+
     def task_body(self, managed_id: int, task_index: int) -> str | None:
         row = self._fetch(ManagedJobTask, managed_id, task_index)
         return None if row is None else row.body

@@ -66,8 +66,9 @@ T = TypeVar("T")
 #: Continue-as-new after this many attempts in one run (history stays small however many
 #: recoveries a long job sees).
 ATTEMPTS_PER_RUN = 20
-SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                           maximum_attempts=20, non_retryable_error_types=[REFUSED])
+#: Retried until it goes through: a job waiting for a slot (``NoSlot``) waits here, PENDING.
+SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
+                           non_retryable_error_types=[REFUSED])
 #: Watching and taking down are retried until they succeed (a dead worker, a busy server).
 PATIENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: Waits after a launch that found nothing, by failures in a row (seconds).
@@ -125,9 +126,9 @@ class ManagedJobWorkflow:
             cluster = managed_cluster_name(inp.managed_id, s.task_index, p.attempt)
             s.cluster = cluster
             self._status = ManagedJobStatus.RECOVERING if p.attempt > 1 else ManagedJobStatus.STARTING
-            await self._record(status=self._status, current_task=s.task_index, cluster=cluster, started=True,
+            await self._record(status=self._status, current_task=s.task_index, started=True,
                                task_index=s.task_index, task_status=self._status, attempt=p.attempt,
-                               attempt_status=ManagedJobStatus.STARTING)
+                               attempt_cluster=cluster, attempt_status=ManagedJobStatus.STARTING)
             end = await self._attempt(cluster, p.placement)
             await self._down()
             if end.region:
