@@ -143,7 +143,7 @@ class ManagedActivities:
             check_for_provider(task, spec.provider)
         except InvalidRequest as err:
             raise ApplicationError(str(err), type=REFUSED, non_retryable=True) from None
-        await asyncio.to_thread(self._check_user, job.owner, spec)
+        await asyncio.to_thread(self._check_user, inp.managed_id, job.owner, spec)
         await asyncio.to_thread(self._claim, inp)
         submit = submit_input(task, job.owner, self.settings.home, launch_spec=spec, run_setup=True)
         client = await self._temporal()
@@ -176,20 +176,28 @@ class ManagedActivities:
         self.db.managed.record(inp.managed_id, {"status": ManagedJobStatus.PENDING, "message": message})
         raise ApplicationError(message, type=NO_SLOT)
 
-    def _check_user(self, owner: str, spec: Any) -> None:
-        """The owner may still run this (not disabled, the local-jobs rule, their limits; a
-        retried submission finds its cluster there already, counted once)."""
+    def _check_user(self, managed_id: int, owner: str, spec: Any) -> None:
+        """The owner may still run this (not disabled, the local-jobs rule: else ``Refused``),
+        and their limits have room for its cluster (else a retryable ``NoSlot``: the job waits
+        PENDING; a retried submission finds its cluster there already, counted once)."""
         user = self.db.users.get(owner)
         if user is None or user.disabled:
             raise ApplicationError(f"user {owner!r} no longer exists or is disabled", type=REFUSED,
                                    non_retryable=True)
         try:
             policy.check_local_jobs(self.settings, spec.provider, user.is_admin)
-            row = self.db.clusters.get(spec.name)
-            if row is None or row.status in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
-                quotas.check_user_limits(self.db, self.settings, user, spec)
-        except (policy.NotAllowed, quotas.LimitExceeded) as err:
+        except policy.NotAllowed as err:
             raise ApplicationError(f"{owner}: {err}", type=REFUSED, non_retryable=True) from None
+        row = self.db.clusters.get(spec.name)
+        if row is None or row.status in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
+            try:
+                quotas.check_user_limits(self.db, self.settings, user, spec)
+            except quotas.LimitExceeded as err:
+                # The owner's other clusters hold their limit: wait (PENDING) for one to go.
+                message = f"waiting: {err}"
+                self.db.managed.record(managed_id, {"status": ManagedJobStatus.PENDING,
+                                                                "message": message})
+                raise ApplicationError(message, type=NO_SLOT) from None
 
     # ------------------------------------------------------------------ watch
 
