@@ -115,14 +115,17 @@ def kill_node(stack: StyxStack, cluster: str, rank: int = 0) -> None:
 
 def test_a_managed_job_runs_on_its_own_cluster_and_leaves_nothing(stack: StyxStack):
     client = stack.client()
-    submitted = client.jobs.launch({"name": "hello", "setup": "echo set-up", "run": "echo hello from $STYX_CLUSTER_NAME"})
+    submitted = client.jobs.launch({"name": "hello", "setup": "echo set-up",
+                                    "run": "echo hello from $STYX_CLUSTER_NAME job $STYX_MANAGED_JOB_ID "
+                                           "attempt $STYX_MANAGED_ATTEMPT"})
     job = client.jobs.wait(submitted.managed_id, timeout=120)
     assert job.status == "SUCCEEDED", job
     assert job.recoveries == 0 and job.cluster is None and job.name == "hello"
     cluster = f"mj-{job.managed_id}-0-1"
     assert [a.cluster for a in client.jobs.get(job.managed_id).attempts] == [cluster]
     log = client.jobs.logs(job.managed_id)
-    assert f"attempt 1 on cluster {cluster}" in log and f"hello from {cluster}" in log and "set-up" in log, log
+    assert f"attempt 1 on cluster {cluster}" in log and "set-up" in log, log
+    assert f"hello from {cluster} job {job.managed_id} attempt 1" in log, log
     assert f"managed job {job.managed_id}: SUCCEEDED" in log
     leaves_nothing(stack, job.managed_id, [cluster])
     row = next(r for r in queue_rows(stack) if r[0] == str(job.managed_id))

@@ -56,6 +56,7 @@ from styx.services import clusters as service
 from styx.services import managed as managed_service
 from styx.services import policy, quotas
 from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, submit_input
+from styx.task import TaskValidationError
 
 #: A managed cluster is taken down by its workflow; this idle autodown is the safety net.
 MANAGED_AUTODOWN_MINUTES = 10
@@ -139,9 +140,13 @@ class ManagedActivities:
                                    type=REFUSED, non_retryable=True)
         try:
             task = managed_service.placed_task(managed_service.unseal_task(self.settings, body), inp.placement)
+            # Stable across recoveries: a job names its checkpoints with them.
+            task = task.with_overrides(envs={"STYX_MANAGED_JOB_ID": str(inp.managed_id),
+                                             "STYX_MANAGED_TASK": str(inp.task_index),
+                                             "STYX_MANAGED_ATTEMPT": str(inp.attempt)})
             spec = cluster_spec(task, inp.cluster, MANAGED_AUTODOWN_MINUTES, True, owner=job.owner)
             check_for_provider(task, spec.provider)
-        except InvalidRequest as err:
+        except (InvalidRequest, TaskValidationError) as err:
             raise ApplicationError(str(err), type=REFUSED, non_retryable=True) from None
         await asyncio.to_thread(self._check_user, inp.managed_id, job.owner, spec)
         await asyncio.to_thread(self._claim, inp)
