@@ -1080,12 +1080,13 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
             header = loader.construct_document(documents.pop(0))
             if len(documents) > 1:
                 raise TaskValidationError(
-                    f"this pipeline has {len(documents)} tasks: multi-task pipelines are not supported "
-                    "yet; a pipeline file of one task runs as that task", line=documents[1].start_mark.line + 1)
+                    f"this pipeline has {len(documents)} tasks: a pipeline is not supported on one cluster; "
+                    "run the pipeline with `styx jobs launch` (each task on a cluster of its own, in order)",
+                    line=documents[1].start_mark.line + 1)
         if len(documents) > 1:
             raise TaskValidationError(
-                f"found {len(documents)} YAML documents separated by '---': multi-task pipelines "
-                "are not supported yet; put one task in the file",
+                f"found {len(documents)} YAML documents separated by '---': several tasks are not supported "
+                "on one cluster; put one task in the file, or run them as a pipeline with `styx jobs launch`",
                 line=documents[1].start_mark.line + 1)
         if not documents:
             raise TaskValidationError("the task YAML is empty")
