@@ -58,11 +58,17 @@ class Fake:
     held: asyncio.Event = field(default_factory=asyncio.Event)
     watching: asyncio.Event = field(default_factory=asyncio.Event)
     refuse: str | None = None
+    #: Submissions answered NoSlot before one goes through.
+    no_slot: int = 0
 
     @activity.defn(name="managed_submit")
     async def submit(self, inp: ManagedSubmitInput) -> ManagedSubmitResult:
         if self.refuse:
             raise ApplicationError(self.refuse, type="Refused", non_retryable=True)
+        if self.no_slot:
+            self.no_slot -= 1
+            self.held.set()
+            raise ApplicationError("waiting: 1 managed jobs hold a cluster (at most 1)", type="NoSlot")
         if (inp.task_index, inp.attempt) in self.hold_submit:
             self.held.set()
             await self.release.wait()
@@ -260,3 +266,19 @@ async def test_a_refused_task_fails_at_once_naming_why(run_with):
     result = await (await run.start()).result()
     assert result.status == "FAILED" and "cluster limit" in result.message
     assert run.fake.launched == []
+
+
+async def test_a_job_without_a_slot_waits_and_a_cancel_ends_the_wait_at_once(run_with):
+    run = await run_with({0: [OK]})
+    run.fake.no_slot = 3
+    result = await (await run.start()).result()  # waits (the test server skips the timers), then runs
+    assert result.status == "SUCCEEDED" and len(run.fake.launched) == 1
+
+    run = await run_with({0: [OK]})
+    run.fake.no_slot = 10**6  # never a slot
+    handle = await run.start()
+    await asyncio.wait_for(run.fake.held.wait(), PATIENCE)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert run.fake.launched == [] and run.fake.statuses()[-1] == "CANCELLED"

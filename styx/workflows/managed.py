@@ -17,6 +17,9 @@ For each task in order, attempt after attempt:
    that finds nothing → again with backoff, FAILED_NO_RESOURCE after
    ``MAX_LAUNCH_FAILURES_IN_A_ROW``.
 
+A job that finds no slot (``STYX_MANAGED_MAX_ACTIVE`` managed jobs hold a cluster, or its
+owner's limits are full) launches nothing and waits, PENDING, on a timer, then asks again.
+
 Cancelling the workflow (``styx jobs cancel``) takes the cluster down and ends CANCELLED.
 The submit and down activities are never cut short by a cancel (a cancel is noted, and acted
 on once they return), so a cluster is never launched after its down. The cluster's name is in
@@ -38,7 +41,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from styx.activities.managed import REFUSED, ManagedActivities
+    from styx.activities.managed import NO_SLOT, REFUSED, ManagedActivities
     from styx.contracts.managed import (
         MANAGED_JOB_WORKFLOW,
         MAX_LAUNCH_FAILURES_IN_A_ROW,
@@ -66,9 +69,10 @@ T = TypeVar("T")
 #: Continue-as-new after this many attempts in one run (history stays small however many
 #: recoveries a long job sees).
 ATTEMPTS_PER_RUN = 20
-#: Retried until it goes through: a job waiting for a slot (``NoSlot``) waits here, PENDING.
+#: A job without a slot (``NoSlot``) waits on the workflow's timer (a cancel cuts it short).
 SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
-                           non_retryable_error_types=[REFUSED])
+                           non_retryable_error_types=[REFUSED, NO_SLOT])
+SLOT_WAIT_MIN, SLOT_WAIT_MAX = 2.0, 30.0
 #: Watching and taking down are retried until they succeed (a dead worker, a busy server).
 PATIENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: Waits after a launch that found nothing, by failures in a row (seconds).
@@ -219,15 +223,27 @@ class ManagedJobWorkflow:
     async def _attempt(self, cluster: str, placement: Placement) -> WatchResult:
         """Launch the cluster with the task queued, then watch the job to its end."""
         s, p, inp = self.state, self.state.progress, self.inp
-        try:
-            sub: ManagedSubmitResult = await self._shielded(workflow.execute_activity_method(
-                ManagedActivities.managed_submit,
-                ManagedSubmitInput(inp.managed_id, s.task_index, p.attempt, cluster, placement),
-                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=SUBMIT_RETRY,
-                summary=f"launch {cluster} and queue task {s.task_index}"))
-        except ActivityError as err:
-            return WatchResult(AttemptEnd.REFUSED, _reason(err))
+        wait = SLOT_WAIT_MIN
+        while True:
+            try:
+                sub: ManagedSubmitResult = await self._shielded(workflow.execute_activity_method(
+                    ManagedActivities.managed_submit,
+                    ManagedSubmitInput(inp.managed_id, s.task_index, p.attempt, cluster, placement),
+                    start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=10),
+                    retry_policy=SUBMIT_RETRY,
+                    summary=f"launch {cluster} and queue task {s.task_index}"))
+                break
+            except ActivityError as err:
+                if getattr(err.cause, "type", None) != NO_SLOT:
+                    return WatchResult(AttemptEnd.REFUSED, _reason(err))
+            # No slot (STYX_MANAGED_MAX_ACTIVE, or the owner's limits): nothing was launched.
+            # Wait on a timer a cancel cuts short, and keep the history bounded meanwhile.
+            self._raise_if_cancel_noted()
+            if workflow.info().is_continue_as_new_suggested():
+                p.attempt -= 1  # the same attempt, in the next run
+                self._continue_as_new_now()
+            await workflow.sleep(wait)
+            wait = min(wait * 2, SLOT_WAIT_MAX)
         s.provider, s.region = sub.provider, sub.region
         self._raise_if_cancel_noted()
         return await workflow.execute_activity_method(
@@ -282,10 +298,13 @@ class ManagedJobWorkflow:
 
     def _continue_as_new_if_due(self) -> None:
         if self._attempts_this_run >= ATTEMPTS_PER_RUN or workflow.info().is_continue_as_new_suggested():
-            inp = self.inp
-            workflow.continue_as_new(ManagedJobInput(
-                inp.managed_id, inp.num_tasks, inp.owner, inp.max_recoveries, inp.policies, inp.probe_seconds,
-                state=self.state))
+            self._continue_as_new_now()
+
+    def _continue_as_new_now(self) -> None:
+        inp = self.inp
+        workflow.continue_as_new(ManagedJobInput(
+            inp.managed_id, inp.num_tasks, inp.owner, inp.max_recoveries, inp.policies, inp.probe_seconds,
+            state=self.state))
 
     async def _record(self, **fields: Any) -> None:
         await record(ManagedActivities.managed_record, ManagedRecord(self.inp.managed_id, **fields))
