@@ -51,7 +51,7 @@ def _preempt_and_finish(stack: StyxStack, task: dict, name: str) -> tuple[list, 
     task = {**task, "run": f"echo up; while [ ! -e {gate} ]; do sleep 0.1; done; echo finished"}
     job = client.jobs.launch(task, name=name)
     prefix = f"mj-{job.managed_id}-"
-    wait_for(lambda: "up" in client.jobs.logs(job.managed_id), 180, "the job to run on its instance")
+    wait_for(lambda: "up" in client.jobs.logs(job.managed_id), 300, "the job to run on its instance")
     first = instances(prefix)
     assert len(first) == 1, first
     boto3.client("ec2", region_name=first[0]["region"]).terminate_instances(InstanceIds=[first[0]["InstanceId"]])

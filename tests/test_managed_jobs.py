@@ -236,7 +236,7 @@ def test_cancel_during_recovering_leaves_no_cluster(stack: StyxStack):
     wait_for(lambda: client.jobs.get(job.managed_id).status == "RECOVERING", 60, "RECOVERING")
     r = stack.cli("jobs", "cancel", str(job.managed_id), check=True)
     assert "cancelling" in r.stdout
-    info = client.jobs.wait(job.managed_id, timeout=120)
+    info = client.jobs.wait(job.managed_id, timeout=240)  # the relaunch finishes, then goes down
     assert info.status == "CANCELLED", info
     leaves_nothing(stack, job.managed_id, [a.cluster for a in client.jobs.get(job.managed_id).attempts])
 
