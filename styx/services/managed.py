@@ -13,7 +13,6 @@ Errors are this module's own; each caller turns them into its kind (an HTTP stat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,7 +41,7 @@ from styx.services.launch import InvalidRequest, check_for_provider, cluster_spe
 from styx.task import Task, TaskValidationError
 
 if TYPE_CHECKING:
-    from styx.db import Database, ManagedJob, ManagedJobAttempt, ManagedJobTask, User
+    from styx.db import Database, ManagedJob, ManagedJobAttempt, User
 
 
 class ManagedJobNotFound(LookupError):
@@ -296,7 +295,3 @@ def hourly_price(task: Task) -> float | None:
 
     fits = optimizer.cheapest(task.resources)
     return round(fits[0][2] * task.num_nodes, 6) if fits else None
-
-
-def public_task(task: Task) -> dict[str, Any]:
-    return json.loads(json.dumps(task.to_public_dict()))
