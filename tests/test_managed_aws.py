@@ -40,7 +40,17 @@ def aws_stack(moto_server, temporal_env, tmp_path_factory) -> Iterator[StyxStack
     stack = StyxStack(tmp_path_factory.mktemp("managed-aws"), address, extra_env={
         "STYX_AWS_LOOPBACK_NODES": "1", "STYX_DEPLOYMENT_ID": "test-managed", "STYX_MANAGED_PROBE_SECONDS": "2"})
     try:
-        yield stack.start()
+        stack.start()
+        # The session's Temporal server saw other stacks' managed/1, managed/2 ...: this
+        # stack's database numbers its jobs from 10001 (one Temporal namespace, one database).
+        from styx.db import Database, utcnow
+        db = Database(stack.settings.db_url)
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO managed_jobs (id, name, owner, status, num_tasks, current_task, recoveries, "
+                "workflow_id, submitted_at) VALUES (10000, 'placeholder', 'nobody', 'CANCELLED', 0, 0, 0, '', ?)",
+                (utcnow(),))
+        yield stack
     finally:
         stack.stop()
 

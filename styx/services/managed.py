@@ -48,6 +48,10 @@ class ManagedJobNotFound(LookupError):
     """No such managed job, or not one the caller may see (the same answer)."""
 
 
+class ManagedIdTaken(Exception):
+    """Temporal holds a workflow of this job's id that this database did not start."""
+
+
 class ManagedJobFinished(Exception):
     """The managed job has ended already; nothing to cancel."""
 
@@ -110,7 +114,7 @@ async def submit(client: Client, db: "Database", settings: Settings, user: "User
     key this user sent before, the first job (whose workflow is started if it was not)."""
     job_name = name or prepared.tasks[0].name or "managed"
     bodies = [(t.name, seal_task(settings, t)) for t in prepared.tasks]
-    job, _ = db.managed.create(job_name[:128], user.name, bodies, idempotency_key)
+    job, created = db.managed.create(job_name[:128], user.name, bodies, idempotency_key)
     assert job.id is not None
     try:
         await client.start_workflow(
@@ -123,7 +127,13 @@ async def submit(client: Client, db: "Database", settings: Settings, user: "User
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
-        pass
+        if created:
+            # A closed workflow holds this id, and this database did not start it: another Styx
+            # (or this one before its database was reset) on the same Temporal namespace.
+            message = (f"Temporal already has a finished workflow {managed_workflow_id(job.id)} that this "
+                       "database did not start: one Temporal namespace serves one Styx database")
+            db.managed.record(job.id, {"status": ManagedJobStatus.FAILED, "message": message, "ended": True})
+            raise ManagedIdTaken(message) from None
     except Exception as err:
         db.managed.record(job.id, {"status": ManagedJobStatus.FAILED, "message": f"could not start: {err}",
                                    "ended": True})

@@ -49,7 +49,10 @@ async def launch(req: ManagedJobRequest, state: StateDep, client: TemporalDep, u
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(err)) from None
     except (policy.NotAllowed, quotas.LimitExceeded) as err:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(err)) from None
-    job = await service.submit(client, state.db, state.settings, user, prepared, req.name, key)
+    try:
+        job = await service.submit(client, state.db, state.settings, user, prepared, req.name, key)
+    except service.ManagedIdTaken as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     return ManagedJobSubmitted(managed_id=job.id, name=job.name, workflow_id=job.workflow_id,
                                workflow_url=state.settings.workflow_url(job.workflow_id),
                                warnings=prepared.warnings)
