@@ -69,6 +69,15 @@ def _env_port_range(name: str, default: range) -> range:
     return range(int(first), int(last or first) + 1)
 
 
+def _max_recoveries() -> int:
+    """``STYX_MANAGED_MAX_RECOVERIES`` is at most 1000: each recovery is a launch, a row and a
+    few dozen history events."""
+    raw = os.environ.get("STYX_MANAGED_MAX_RECOVERIES") or ""
+    if raw.isdigit() and int(raw) > 1000:
+        raise ValueError(f"STYX_MANAGED_MAX_RECOVERIES must be from 1 to 1000, got {raw!r}")
+    return 1000
+
+
 def _env_limit(name: str, default: int | None) -> int | None:
     """A limit from the environment: a whole number (0 allowed), or ``none`` for no limit."""
     raw = (os.environ.get(name) or "").strip().lower()
@@ -351,6 +360,15 @@ class Settings:
     #: ``STYX_QUEUE_WINDOW``: how many waiting jobs a cluster workflow holds (at most
     #: ``MAX_QUEUE_WINDOW``); the rest wait in the database. Taken by clusters launched after.
     queue_window: int = 200  # styx.contracts.clusters.QUEUE_WINDOW (this layer imports no contracts)
+    #: ``STYX_MANAGED_MAX_RECOVERIES``: infrastructure recoveries of one managed task before
+    #: the job is given up (FAILED, saying so); at most 1000.
+    managed_max_recoveries: int = 50
+    #: ``STYX_MANAGED_PROBE_SECONDS``: how often a running managed job's nodes are probed (the
+    #: provider's view, then SSH), so that a lost node is noticed while the job runs.
+    managed_probe_seconds: int = 10
+    #: ``STYX_MANAGED_MAX_ACTIVE``: how many managed jobs may hold a cluster at once, over the
+    #: deployment; the others wait, PENDING, for a slot (bounds nodes and processes).
+    managed_max_active: int = 100
 
     @classmethod
     def from_env(cls, *, temporal: bool = True) -> "Settings":
@@ -407,6 +425,9 @@ class Settings:
             lb_wait_seconds=_env_float("STYX_LB_WAIT_SECONDS", 30.0, 0, 600),
             failsafe_grace_seconds=_failsafe_grace_seconds(),
             queue_window=_env_count("STYX_QUEUE_WINDOW", 200),  # the workflow caps it (MAX_QUEUE_WINDOW)
+            managed_max_recoveries=min(_env_count("STYX_MANAGED_MAX_RECOVERIES", 50), _max_recoveries()),
+            managed_probe_seconds=_env_seconds("STYX_MANAGED_PROBE_SECONDS", 10, 3600),
+            managed_max_active=_env_count("STYX_MANAGED_MAX_ACTIVE", 100),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

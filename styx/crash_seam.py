@@ -1,7 +1,8 @@
 """A test seam, for crash tests only: code calls ``crash_here_if_asked(point)`` at the points
 where a crash must lose nothing — the AWS provider's ``provision`` at
 ``before_run_instances``, ``after_run_instances`` and ``after_running``, the git server at
-``git_post_receive`` (the refs moved, the push's runs not started yet). If
+``git_post_receive`` (the refs moved, the push's runs not started yet), the managed-job
+activities at ``managed_*`` points. If
 ``STYX_TEST_CRASH_POINT`` names that point and ``STYX_TEST_CRASH_POINT_FILE`` names a file
 that does not exist yet, the file is created and the process kills itself with SIGKILL —
 a worker dying mid-launch, say. The file makes the crash fire once, so the retried run goes

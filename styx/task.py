@@ -59,6 +59,8 @@ from pydantic import (
     model_validator,
 )
 
+from styx.contracts.managed import MAX_PIPELINE_TASKS
+
 __all__ = ["FileMount", "GitWorkdir", "Problem", "Resources", "Task", "TaskValidationError"]
 
 DEFAULT_JOB_CPUS = 0.5  # SkyPilot's CPU demand for a job that asks for no CPUs.
@@ -1079,12 +1081,13 @@ def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
             header = loader.construct_document(documents.pop(0))
             if len(documents) > 1:
                 raise TaskValidationError(
-                    f"this pipeline has {len(documents)} tasks: multi-task pipelines are not supported "
-                    "yet; a pipeline file of one task runs as that task", line=documents[1].start_mark.line + 1)
+                    f"this pipeline has {len(documents)} tasks: a pipeline is not supported on one cluster; "
+                    "run the pipeline with `styx jobs launch` (each task on a cluster of its own, in order)",
+                    line=documents[1].start_mark.line + 1)
         if len(documents) > 1:
             raise TaskValidationError(
-                f"found {len(documents)} YAML documents separated by '---': multi-task pipelines "
-                "are not supported yet; put one task in the file",
+                f"found {len(documents)} YAML documents separated by '---': several tasks are not supported "
+                "on one cluster; put one task in the file, or run them as a pipeline with `styx jobs launch`",
                 line=documents[1].start_mark.line + 1)
         if not documents:
             raise TaskValidationError("the task YAML is empty")
@@ -1126,3 +1129,76 @@ def _record_lines(node: yaml.Node, path: list[str | int], lines: dict[str, int],
             child = [*path, i]
             lines[_format_path(child)] = item.start_mark.line + 1
             _record_lines(item, child, lines, seen)
+
+
+# --------------------------------------------------------------------- pipelines
+
+
+
+
+class Pipeline(NamedTuple):
+    """A pipeline in SkyPilot's form: a header document naming it, then one document per task,
+    run one after another (``styx jobs launch pipeline.yaml``). A file of one task is a
+    pipeline of one.
+
+    >>> p = load_pipeline("name: p\\n---\\nname: a\\nrun: echo a\\n---\\nrun: echo b\\n")
+    >>> p.name, [t.name for t in p.tasks]
+    ('p', ['a', None])
+    """
+
+    name: str | None
+    tasks: list[Task]
+
+
+def load_pipeline(source: str | os.PathLike[str]) -> Pipeline:
+    """A pipeline (or one task) from a YAML file or YAML text; ``TaskValidationError`` names
+    the task (``tasks[1].resources.cpus``) and the line of the first problem."""
+    if isinstance(source, os.PathLike) or ("\n" not in source and len(source) < 4096 and os.path.isfile(source)):
+        text = read_task_file(Path(source))
+    else:
+        text = source
+    check_yaml_bounds(text)
+    loader = yaml.SafeLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+                documents.append(node)
+        if not documents:
+            raise TaskValidationError("the task YAML is empty")
+        header: Any = None
+        if len(documents) > 1 and _is_pipeline_header(documents[0]):
+            header = loader.construct_document(documents.pop(0))
+        if len(documents) > MAX_PIPELINE_TASKS:
+            raise TaskValidationError(f"a pipeline has at most {MAX_PIPELINE_TASKS} tasks (this one has "
+                                      f"{len(documents)})", line=documents[MAX_PIPELINE_TASKS].start_mark.line + 1)
+        parsed = [(loader.construct_document(node), node) for node in documents]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TaskValidationError(f"invalid YAML: {problem}", line=mark.line + 1 if mark else None) from None
+    finally:
+        loader.dispose()
+    name = header.get("name") if isinstance(header, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise TaskValidationError(f"the pipeline's name must be a string (got {name!r})", field="name", line=1)
+    tasks = []
+    for index, (data, node) in enumerate(parsed):
+        lines = {"": node.start_mark.line + 1}
+        _record_lines(node, [], lines, set())
+        prefix = f"tasks[{index}]" if len(parsed) > 1 else ""
+        if not isinstance(data, Mapping):
+            raise TaskValidationError(f"a task must be a YAML mapping (got {type(data).__name__})",
+                                      field=prefix or None, line=lines[""])
+        if len(parsed) == 1 and data.get("name") is None and name is not None:
+            data["name"] = name  # a pipeline of one: the job takes the pipeline's name
+        try:
+            tasks.append(Task._validate(data, lines))
+        except TaskValidationError as err:
+            if not prefix:
+                raise
+            raise TaskValidationError(problems=[
+                Problem(f"{prefix}.{p.field}" if p.field else prefix, p.line, p.message) for p in err.problems
+            ]) from None
+    return Pipeline(name, tasks)

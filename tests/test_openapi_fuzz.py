@@ -15,11 +15,11 @@ second time as the admin with its path naming things that exist: the user ``fuzz
 repository ``admin/fuzzrepo``, and a cluster ``ghost`` with one finished job, written straight
 into the database (no workflow runs it, so whatever reaches Temporal for it answers 404).
 
-Nothing here may start an unbounded amount of work. Launch (``POST /api/v1/clusters``) is the
-one operation that provisions from nothing, so it is never fuzzed with valid requests: only
-with bodies that the API's own request model refuses (each example is checked against
-``LaunchRequest`` before it is sent, since pydantic accepts some schema-invalid values, such as
-``"5"`` for an integer). Exec and start act on an existing cluster, and the only one in this
+Nothing here may start an unbounded amount of work. Launch (``POST /api/v1/clusters``) and
+a managed job's launch (``POST /api/v1/managed-jobs``) provision from nothing, so they are
+never fuzzed with valid requests: only with bodies that the API's own request model refuses
+(each example is checked against the model before it is sent, since pydantic accepts some
+schema-invalid values, such as ``"5"`` for an integer). Exec and start act on an existing cluster, and the only one in this
 stack is the ghost, which has no workflow: they answer 404 (or 409); exec is still fuzzed only
 with invalid bodies, as launch. The test ends by checking that no other cluster or job, and no
 node, was created.
@@ -43,6 +43,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from styx.contracts.clusters import ClusterStatus
 from styx.contracts.jobs import JobStatus
 from styx.contracts.rest import ExecRequest, LaunchRequest
+from styx.contracts.rest_managed import ManagedJobRequest
 from styx.db import Database
 from tests.fixtures.stack import StyxStack
 
@@ -59,6 +60,7 @@ ADMIN_ONLY = {("GET", "/api/v1/check"), ("GET", "/api/v1/orphans")}
 INVALID_ONLY: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/api/v1/clusters"): LaunchRequest,
     ("POST", "/api/v1/clusters/{name}/jobs"): ExecRequest,
+    ("POST", "/api/v1/managed-jobs"): ManagedJobRequest,
 }
 
 
@@ -162,3 +164,4 @@ def test_every_operation_answers_what_its_openapi_document_says(stack: StyxStack
     assert [c.name for c in stack.client().status(all=True)] == ["ghost"]
     assert [j.job_id for j in stack.client().queue("ghost")] == [1]
     assert not list(stack.nodes_root.glob("*/node-*"))
+    assert stack.client().jobs.queue(all_users=True) == []

@@ -287,9 +287,24 @@ def test_empty_yaml_is_an_error(text: str) -> None:
         Task.from_yaml(text)
 
 
-def test_pipeline_with_several_documents_is_not_supported_yet() -> None:
-    with pytest.raises(TaskValidationError, match="multi-task pipelines are not supported yet"):
+def test_a_pipeline_of_several_tasks_is_not_one_task_and_says_how_to_run_it() -> None:
+    with pytest.raises(TaskValidationError, match="run the pipeline with `styx jobs launch`"):
         Task.from_yaml("name: pipeline\n---\nrun: echo a\n---\nrun: echo b\n")
+
+
+def test_load_pipeline_reads_skypilots_form_and_names_the_task_in_errors() -> None:
+    from styx.task import load_pipeline
+
+    pipeline = load_pipeline("name: p\n---\nname: a\nrun: echo a\n---\nrun: echo b\n")
+    assert pipeline.name == "p" and [t.run for t in pipeline.tasks] == ["echo a", "echo b"]
+    assert load_pipeline("run: echo one\n").tasks[0].run == "echo one"
+    with pytest.raises(TaskValidationError) as caught:
+        load_pipeline("name: p\n---\nrun: a\n---\nrun: b\nresources: {cpuz: 1}\n")
+    assert caught.value.field == "tasks[1].resources.cpuz" and caught.value.line == 6
+    with pytest.raises(TaskValidationError, match="at most 32 tasks"):
+        load_pipeline("name: p\n" + "---\nrun: x\n" * 33)
+    corpus = load_pipeline(Path(__file__).parent / "skypilot_corpus" / "pipeline.yaml")
+    assert corpus.name == "pipeline" and len(corpus.tasks) == 2
 
 
 def test_single_document_with_separators_still_loads() -> None:

@@ -14,7 +14,7 @@ from styx.api import dashboard, metrics
 from styx.api.deps import AppState
 from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
 from styx.api.limits import BodyLimit, RouteLimit
-from styx.api.routes import clusters, costs, repos, services, system, uploads, users
+from styx.api.routes import clusters, costs, managed, repos, services, system, uploads, users
 from styx.config import Settings
 from styx.db import Database, migrate
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router, responses=error_responses(*RESOURCE))
     app.include_router(services.router, responses=error_responses(*RESOURCE, 503))
     app.include_router(costs.router, responses=error_responses(*AUTHENTICATED))
+    app.include_router(managed.router, responses=error_responses(*RESOURCE, 503))
     metrics.install(app, settings)  # GET /metrics, and requests counted by route
     dashboard.install(app)  # the web pages at /, their static files, /docs and /redoc
     return app

@@ -5,7 +5,7 @@ commands.
   so the other commands load only the SDK); ``gitserver`` is in ``git.py``.
 - ``doctor``: asks the API whether the database, Temporal and a worker answer.
 - ``version``.
-- ``clusters.app`` (launch, exec, status ...), ``git.app`` (user, key, repo, branch, gitserver)
+- ``clusters.app`` (launch, exec, status ...), ``managed.app`` (jobs launch/queue/logs/cancel), ``git.app`` (user, key, repo, branch, gitserver)
   and ``access.app`` (token, cluster share) are added to ``app`` at the end.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from styx import __version__
-from styx.cli import access, clusters, costs, git, serve, uploads
+from styx.cli import access, clusters, costs, git, managed, serve, uploads
 from styx.cli import console as cli_console
 from styx.cli.console import console, esc, fail, settings_or_exit
 
@@ -164,3 +164,4 @@ app.add_typer(access.app)
 app.add_typer(uploads.app)
 app.add_typer(serve.app)
 app.add_typer(costs.app)
+app.add_typer(managed.app)

@@ -33,6 +33,7 @@ The package:
 - ``uptime``: ``UptimeStore`` (``db.uptime``): every node's intervals up, for the cost report.
 - ``jobspecs``: ``JobSpecStore`` (``db.jobspecs``): jobs' bodies, and the PENDING jobs behind
   a cluster workflow's window.
+- ``managed``: ``ManagedJobStore`` (``db.managed``): managed jobs, their tasks and attempts.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sqlmodel import Session
 from styx.db.clusters import ClusterStore
 from styx.db.joblogs import JobLogStore, LogMoved, LogStream
 from styx.db.jobspecs import JobSpecStore
+from styx.db.managed import ManagedJobStore
 from styx.db.engine import dispose_engine, get_engine, normalize_url, utcnow
 from styx.db.migrator import current_revision, head_revision, migrate
 from styx.db.models import (
@@ -57,6 +59,9 @@ from styx.db.models import (
     JobBase,
     JobNotFound,
     LimitReached,
+    ManagedJob,
+    ManagedJobAttempt,
+    ManagedJobTask,
     Node,
     NodeBase,
     PushRun,
@@ -94,6 +99,10 @@ __all__ = [
     "LimitReached",
     "LogMoved",
     "LogStream",
+    "ManagedJob",
+    "ManagedJobAttempt",
+    "ManagedJobStore",
+    "ManagedJobTask",
     "Node",
     "NodeBase",
     "PushRun",
@@ -147,6 +156,7 @@ class Database:
         self.services = ServiceStore(self.engine)
         self.uptime = UptimeStore(self.engine)
         self.jobspecs = JobSpecStore(self.engine)
+        self.managed = ManagedJobStore(self.engine)
 
     @property
     def url(self) -> str:

@@ -24,6 +24,8 @@
   ``ServiceLbLog``.
 - Job specs (migration 0011_job_specs): ``JobSpecRow`` (a job's body: task, env, sealed
   secrets), and ``Job.spec_id`` pointing at it; workflows carry the id only.
+- Managed jobs (migration 0013_managed_jobs): ``ManagedJob``, ``ManagedJobTask`` (a task's sealed
+  body), ``ManagedJobAttempt`` (one cluster launched for a task).
 - Errors: ``AlreadyExists``, ``UserNotFound``, ``ClusterNotFound``, ``JobNotFound``,
   ``LimitReached``.
 
@@ -511,3 +513,75 @@ class ServiceLbLog(SQLModel, table=True):
     lb_id: str = Field(max_length=64)
     at: datetime = timestamp(default_factory=utcnow)
     line: str = Field(sa_type=sa.Text)
+# --------------------------------------------------------------------------- managed jobs
+
+
+class ManagedJob(SQLModel, table=True):
+    """A managed job (migration 0013_managed_jobs): one task, or a pipeline of tasks, each run
+    on a cluster of its own and recovered on preemption (``styx.workflows.managed``). Its
+    tasks' bodies are ``ManagedJobTask`` rows; its attempts (one per cluster launched)
+    ``ManagedJobAttempt`` rows. ``status`` is a ``ManagedJobStatus``."""
+
+    __tablename__ = "managed_jobs"
+    __table_args__ = (sa.UniqueConstraint("owner", "idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    owner: str = Field(max_length=64, index=True)
+    status: str = Field(default="PENDING", max_length=32, index=True)
+    num_tasks: int = 1
+    current_task: int = 0
+    recoveries: int = 0
+    #: The cluster of the attempt in flight; NULL once it is down.
+    cluster: str | None = Field(default=None, max_length=255)
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    workflow_id: str = Field(default="", max_length=255)
+    #: The client's ``Idempotency-Key``: a retried submission returns this job.
+    idempotency_key: str | None = Field(default=None, max_length=64)
+    submitted_at: datetime = timestamp(default_factory=utcnow)
+    started_at: datetime | None = timestamp(default=None, nullable=True)
+    ended_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class ManagedJobTask(SQLModel, table=True):
+    """One task of a managed job: its body (sealed: it may hold secrets) and its progress."""
+
+    __tablename__ = "managed_job_tasks"
+    __table_args__ = (sa.PrimaryKeyConstraint("managed_id", "task_index"),)
+
+    managed_id: int = Field(foreign_key="managed_jobs.id", ondelete="CASCADE",
+                            sa_column_kwargs={"autoincrement": False})
+    task_index: int = Field(sa_column_kwargs={"autoincrement": False})
+    name: str | None = Field(default=None, max_length=255)
+    #: The task's JSON, with its secrets, encrypted with ``styx.secrets.seal``.
+    body: str = Field(sa_type=sa.Text)
+    status: str = Field(default="PENDING", max_length=32)
+    recoveries: int = 0
+    restarts: int = 0
+    cluster: str | None = Field(default=None, max_length=255)
+    message: str | None = Field(default=None, sa_type=sa.Text)
+    started_at: datetime | None = timestamp(default=None, nullable=True)
+    ended_at: datetime | None = timestamp(default=None, nullable=True)
+
+
+class ManagedJobAttempt(SQLModel, table=True):
+    """One attempt of one task: the cluster launched for it and the job it ran there (whose
+    log ``styx jobs logs`` shows, attempt after attempt)."""
+
+    __tablename__ = "managed_job_attempts"
+    __table_args__ = (sa.PrimaryKeyConstraint("managed_id", "task_index", "attempt"),)
+
+    managed_id: int = Field(foreign_key="managed_jobs.id", ondelete="CASCADE",
+                            sa_column_kwargs={"autoincrement": False})
+    task_index: int = Field(sa_column_kwargs={"autoincrement": False})
+    attempt: int = Field(sa_column_kwargs={"autoincrement": False})
+    cluster: str = Field(max_length=255)
+    job_id: int | None = None
+    status: str = Field(default="STARTING", max_length=32)
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+    region: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=64)
+    #: Catalog price of the attempt's nodes per hour in USD (estimated at launch; NULL: none).
+    hourly_price: float | None = None
+    started_at: datetime = timestamp(default_factory=utcnow)
+    ended_at: datetime | None = timestamp(default=None, nullable=True)

@@ -22,9 +22,10 @@ Every failure is a ``styx.StyxError`` (``NotFound``, ``Conflict``, ``Invalid``, 
     except styx.ApiUnreachable as err:   # no answer, even after retries
         ...                               # the same call again cannot queue a second job
 
-The users, keys and repositories methods are in ``styx.sdk.repos``; services (``serve_up``,
-``serve_status``, ``serve_update``, ``serve_down`` ...) in ``styx.sdk.serve``; prices and costs
-(``dryrun``, ``show_gpus``, ``show_instances``, ``cost_report``) in ``styx.sdk.costs``; how a task's local files
+Managed jobs and pipelines are ``client.jobs`` (``styx.sdk.managed``). The users, keys and
+repositories methods are in ``styx.sdk.repos``; services (``serve_up``, ``serve_status``,
+``serve_update``, ``serve_down`` ...) in ``styx.sdk.serve``; prices and costs (``dryrun``,
+``show_gpus``, ``show_instances``, ``cost_report``) in ``styx.sdk.costs``; how a task's local files
 are sent (as uploads the task then names) in ``styx.sdk.uploads``.
 """
 
@@ -54,6 +55,7 @@ from styx.contracts.rest import (
 )
 from styx.sdk.costs import AsyncCostsMixin, CostsMixin
 from styx.sdk.tasks import as_task as _as_task
+from styx.sdk.managed import AsyncManagedJobs, ManagedJobs
 from styx.sdk.repos import AsyncReposMixin, ReposMixin
 from styx.sdk.serve import AsyncServeMixin, ServeMixin
 from styx.sdk.transport import (
@@ -165,7 +167,13 @@ class _Routes:
 class Client(ReposMixin, CostsMixin, UploadsMixin, ServeMixin, SyncTransport):
     """Synchronous client: ``Client(url=None, token=None, timeout=120.0)``. Every method raises
     a :class:`styx.StyxError` (``NotFound``, ``Conflict``, ``ApiUnreachable`` …) on failure,
-    with the API's message and a hint."""
+    with the API's message and a hint. Managed jobs and pipelines are ``client.jobs``
+    (``styx.sdk.managed``)."""
+
+    @property
+    def jobs(self) -> ManagedJobs:
+        """Managed jobs: ``client.jobs.launch(...)``, ``launch_pipeline([...])``, ``queue()`` …"""
+        return ManagedJobs(self)
 
     def launch(self, task: Task | dict | str | Path, cluster: str, *,
                idle_minutes_to_autostop: int | None = None, down: bool = False,
@@ -279,6 +287,10 @@ class Client(ReposMixin, CostsMixin, UploadsMixin, ServeMixin, SyncTransport):
 
 class AsyncClient(AsyncReposMixin, AsyncCostsMixin, AsyncUploadsMixin, AsyncServeMixin, AsyncTransport):
     """The asynchronous twin of :class:`Client`; same methods, awaited."""
+
+    @property
+    def jobs(self) -> AsyncManagedJobs:
+        return AsyncManagedJobs(self)
 
     async def launch(self, task: Task | dict | str | Path, cluster: str, *,
                      idle_minutes_to_autostop: int | None = None, down: bool = False,

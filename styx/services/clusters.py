@@ -1,6 +1,6 @@
 """Acting on a cluster's workflow: submit a job (launching the cluster first if asked) and
 send the lifecycle updates. Shared by every front door — the REST API, the git push
-trigger and, next, managed jobs — so update-with-start, Temporal's in-flight update limit
+trigger and managed jobs (``styx.activities.managed``) — so update-with-start, Temporal's in-flight update limit
 and the refusals a workflow answers are handled in one place. ``teardown`` takes down a
 cluster whose workflow is gone (``TeardownWorkflow``, started by type name).
 

@@ -24,6 +24,7 @@ from styx.activities.git import GitActivities
 from styx.activities.health import NodeHealthActivities
 from styx.activities.serve import ServeActivities
 from styx.activities.failsafe import FailsafeActivities
+from styx.activities.managed import ManagedActivities
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache
 from styx.activities.state import StateActivities
@@ -40,6 +41,7 @@ from styx.workers.metrics import ActivityMetrics, SdkMetrics, serving
 from styx.workflows.check import CheckWorkflow
 from styx.workflows.cluster import ClusterWorkflow
 from styx.workflows.job import JobWorkflow
+from styx.workflows.managed import ManagedJobWorkflow
 from styx.workflows.ping import PingWorkflow
 from styx.workflows.push import PushWorkflow
 from styx.workflows.reconcile import ReconcileWorkflow
@@ -101,11 +103,12 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
     health = NodeHealthActivities(registry, pool)
     serve = ServeActivities(settings, db)
     failsafe = FailsafeActivities(registry, pool, settings.failsafe_grace_seconds)
+    managed = ManagedActivities(settings, db, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[PingWorkflow, CheckWorkflow, ClusterWorkflow, JobWorkflow, PushWorkflow, ReconcileWorkflow,
-                   TeardownWorkflow, ServiceWorkflow],
+                   TeardownWorkflow, ServiceWorkflow, ManagedJobWorkflow],
         activities=[
             ping,
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
@@ -118,6 +121,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             *git.all(),
             reconcile.find_orphans,
             *serve.all(),
+            *managed.all(),
         ],
         # Let short activities finish on Ctrl-C; long ones heartbeat and are retried elsewhere.
         graceful_shutdown_timeout=timedelta(seconds=5),
