@@ -28,7 +28,9 @@ chaos: $(STAMP)
 	AWS_EC2_METADATA_DISABLED=true STYX_CHAOS_ROUNDS=$${STYX_CHAOS_ROUNDS:-10} $(BIN)/python -m pytest -q -s -rxX -m long
 
 bench: $(STAMP)
-	$(BIN)/python bench/exec_latency.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/exec_latency.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/throughput.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/deep_queue.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
