@@ -34,8 +34,13 @@ chaos: $(STAMP)
 	AWS_EC2_METADATA_DISABLED=true STYX_CHAOS_ROUNDS=$${STYX_CHAOS_ROUNDS:-10} $(BIN)/python -m pytest -q -s -rxX -m long
 
 bench: $(STAMP)
-	$(BIN)/python bench/exec_latency.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/exec_latency.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/throughput.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/deep_queue.py
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/scale.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/dashboard.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/serve.py
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/managed_jobs.py --jobs 200 --slots 16
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -53,6 +53,7 @@ from styx.contracts.jobs import (
     JobRecord,
     JobStatus,
     KillJobInput,
+    RecordJobsInput,
     RunPhaseInput,
     RunPhaseOutput,
     SyncFilesInput,
@@ -138,8 +139,8 @@ class FakeActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.provision, self.start, self.stop, self.terminate, self.record_cluster,
-                self.record_job, self.end_pending_jobs, self.run_phase, self.sync_files, self.kill_job,
-                self.probe_nodes, self.push_failsafe]
+                self.record_job, self.record_jobs, self.end_pending_jobs, self.run_phase, self.sync_files,
+                self.kill_job, self.probe_nodes, self.push_failsafe]
 
     # -- what the test reads and does ---------------------------------------------------
     def status(self, job_id: int) -> str | None:
@@ -255,6 +256,11 @@ class FakeActivities:
                 self.exit_codes[rec.job_id] = rec.exit_codes
 
         await self._note("record_job", change)
+
+    @activity.defn(name="record_jobs")
+    async def record_jobs(self, inp: RecordJobsInput) -> None:
+        for rec in inp.jobs:
+            await self.record_job(rec)
 
     @activity.defn(name="end_pending_jobs")
     async def end_pending_jobs(self, inp: EndPendingJobsInput) -> None:

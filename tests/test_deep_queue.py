@@ -3,8 +3,8 @@
 The cluster workflow holds at most its window of waiting jobs (``STYX_QUEUE_WINDOW``, 8 here so
 that a few dozen jobs overflow it) and never a job's script: the rest wait in the database and
 are fetched in submission order as the window drains. What a user checks: every job runs, in
-order, once; a job waiting in the database can be cancelled; ``down`` with the queue deep
-answers and ends every job; a body larger than Styx hands Temporal is refused up front, naming
+order, once, even when the worker is killed half-way; a job waiting in the database can be
+cancelled; ``down`` with the queue deep answers and ends every job; a body larger than Styx hands Temporal is refused up front, naming
 the field and the limit, and nothing is queued. The 10,000 × 64 KB case is the long test at the
 end (``make chaos``) and ``bench/deep_queue.py``.
 """
@@ -31,10 +31,10 @@ WINDOW = 8
 SCRIPT_BYTES = 64 * 1024
 
 
-def big_script(marker: Path) -> str:
-    """A 64 KB script that appends its job id to ``marker`` (the rest is a comment)."""
+def big_script(marker: Path, size: int = SCRIPT_BYTES) -> str:
+    """A ``size``-byte script that appends its job id to ``marker`` (the rest is a comment)."""
     head = f'echo "$STYX_JOB_ID" >> {marker}\n# '
-    return head + "x" * (SCRIPT_BYTES - len(head)) + "\n"
+    return head + "x" * (size - len(head) - 1) + "\n"
 
 
 def marks(stack: StyxStack, name: str) -> Path:
@@ -144,6 +144,25 @@ async def test_down_with_a_deep_queue_answers_and_ends_every_job(deep: StyxStack
     jobs = {j.job_id: j.status for j in client.queue("deepdown")}
     assert jobs == {job_id: "CANCELLED" for job_id in [first, *ids]}
     assert not marker.exists(), "a queued job ran after down"
+
+
+def test_worker_killed_while_a_deep_queue_drains_runs_every_job_once_in_order(deep: StyxStack) -> None:
+    client = deep.client()
+    gate, marker = deep.shared_dir / "kill-gate", marks(deep, "kill-order")
+    first = client.launch({"resources": {"cpus": 1}, "run": gate_script(gate)}, cluster="deepkill").job_id
+    wait_for(lambda: client.job("deepkill", first).status == "RUNNING", 60, "the gate job to run")
+    ids = _submit_many(deep, "deepkill", marker, 4 * WINDOW)
+    gate.touch()
+    # Half-way: the window has been refilled from the database at least once.
+    wait_for(lambda: marker.exists() and len(marker.read_text().split()) > WINDOW + 2, 120,
+             "the queue to drain past its first window")
+    deep.kill_worker()
+    deep.start_worker()
+    for job_id in ids:
+        client.wait("deepkill", job_id, timeout=180)
+    assert [int(line) for line in marker.read_text().split()] == ids, "a job ran twice, out of order, or not at all"
+    assert {client.job("deepkill", j).status for j in ids} == {"SUCCEEDED"}
+    client.down("deepkill")
 
 
 def test_a_body_over_the_payload_limit_is_refused_naming_the_field_and_queues_nothing(

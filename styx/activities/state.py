@@ -26,6 +26,7 @@ from styx.contracts.jobs import (
     LoadJobSpecInput,
     PendingJobsInput,
     PendingJobsOutput,
+    RecordJobsInput,
 )
 from styx.db import Database, utcnow
 
@@ -36,6 +37,17 @@ def _node_row(node: dict[str, Any]) -> dict[str, Any]:
         "rank": node["rank"], "host": node["host"], "port": node["port"], "user": node.get("user") or "",
         "internal_ip": node.get("ip") or node["host"], "instance_id": node.get("instance_id"),
         "status": node.get("status") or NodeStatus.UP, "info": info,
+    }
+
+
+def _job_fields(rec: JobRecord) -> dict[str, Any]:
+    """The fields of a job record that are set (None: left as stored)."""
+    return {
+        k: v for k, v in dict(
+            name=rec.name, status=rec.status, cpus=rec.cpus, accelerators=rec.accelerators,
+            num_nodes=rec.num_nodes, run_summary=rec.run_summary, workflow_id=rec.workflow_id,
+            user=rec.user, exit_codes=rec.exit_codes, message=rec.message, spec_id=rec.spec_id,
+        ).items() if v is not None
     }
 
 
@@ -112,14 +124,12 @@ class StateActivities:
 
     @activity.defn(name="record_job")
     async def record_job(self, rec: JobRecord) -> None:
-        fields = {
-            k: v for k, v in dict(
-                name=rec.name, status=rec.status, cpus=rec.cpus, accelerators=rec.accelerators,
-                num_nodes=rec.num_nodes, run_summary=rec.run_summary, workflow_id=rec.workflow_id,
-                user=rec.user, exit_codes=rec.exit_codes, message=rec.message, spec_id=rec.spec_id,
-            ).items() if v is not None
-        }
-        await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **fields)
+        await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **_job_fields(rec))
+
+    @activity.defn(name="record_jobs")
+    async def record_jobs(self, inp: RecordJobsInput) -> None:
+        await asyncio.to_thread(self.db.clusters.upsert_jobs,
+                                [(rec.cluster, rec.job_id, _job_fields(rec)) for rec in inp.jobs])
 
     @activity.defn(name="load_job_spec")
     async def load_job_spec(self, inp: LoadJobSpecInput) -> JobSpec:

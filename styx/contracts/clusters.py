@@ -76,6 +76,10 @@ MAX_RUNNING_JOBS = 1000
 #: The workflow's patch that bounds the queue (``workflow.patched``): runs begun before it
 #: keep every waiting job's task in their state, as they did.
 BOUNDED_QUEUE_PATCH = "styx-bounded-queue"
+#: The patch after which a submission is answered at once and its PENDING row is written by
+#: the caller and, batched, by the workflow's main loop (``record_jobs``), instead of one local
+#: activity per submission inside the update.
+BATCHED_ROWS_PATCH = "styx-batched-job-rows"
 
 
 def cluster_workflow_id(name: str) -> str:

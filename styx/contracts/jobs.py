@@ -192,6 +192,14 @@ class JobRecord:
 
 
 @dataclass
+class RecordJobsInput:
+    """Several job rows at once (the PENDING rows of the submissions a cluster took since its
+    main loop last wrote), in one transaction."""
+
+    jobs: list[JobRecord] = field(default_factory=list)
+
+
+@dataclass
 class SyncFilesInput:
     cluster: str
     job_id: int

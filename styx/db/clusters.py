@@ -313,6 +313,26 @@ class ClusterStore(Store):
         except IntegrityError as exc:
             raise self._foreign_key_failure(exc, cluster) from exc
 
+    def upsert_jobs(self, rows: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """``upsert_job`` of every ``(cluster, job_id, fields)`` in one transaction."""
+        if not rows:
+            return
+        try:
+            with self._write() as conn:
+                for cluster, job_id, fields in rows:
+                    values = self._clean(Job, fields, primary_key={"cluster_name", "job_id"})
+                    defaults = {"submitted_at": utcnow(), "workflow_id": f"cluster/{cluster}/job/{job_id}"}
+                    where = None
+                    if values.get("status") is not None:
+                        if JobStatus(values["status"]).is_terminal:
+                            where = Job.__table__.c.status.notin_(sorted(JOB_TERMINAL))  # type: ignore[attr-defined]
+                        _stamp_transition(values)
+                    stamped = [name for name in ("started_at", "ended_at") if name in values]
+                    self._upsert(conn, Job, {"cluster_name": cluster, "job_id": job_id}, values, defaults, where,
+                                 keep_first=stamped, forward_only="status", rank=_status_rank)
+        except IntegrityError as exc:
+            raise self._foreign_key_failure(exc, rows[0][0]) from exc
+
     def set_job_status(self, cluster: str, job_id: int, status: JobStatus | str,
                        **extra: Any) -> Job:
         """Move a job to ``status`` (with ``extra`` fields), unless it already finished.

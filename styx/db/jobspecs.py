@@ -8,6 +8,8 @@ not hold in its window wait here as PENDING rows of ``jobs``, read back in submi
 - Specs: ``put`` (before the submission reaches the cluster), ``get``, ``forget`` (a
   submission refused, or answered with an earlier spec: only while no job names it),
   ``delete_cluster`` (the specs of a cluster's jobs, when the name starts afresh).
+- ``record_submitted``: a submitted job's PENDING row, written by the submitter as soon as the
+  cluster answers (the cluster's main loop writes it too, batched).
 - The queue: ``pending`` (PENDING jobs in an id range, oldest first, bounded), ``end_pending``
   (end every PENDING job of a range or list in one statement: ``down`` of a deep queue),
   ``cancel_pending`` (one job, only if still PENDING).
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 
 from styx.contracts.jobs import JOB_TERMINAL, JobSpec, JobStatus, PendingJob
 from styx.db.base import Store
+from styx.db.clusters import ClusterStore
 from styx.db.engine import utcnow
 from styx.db.models import Job, JobSpecRow
 
@@ -57,6 +60,11 @@ class JobSpecStore(Store):
         ids = sa.select(_jobs.c.spec_id).where(_jobs.c.cluster_name == cluster, _jobs.c.spec_id.is_not(None))
         with self._write() as conn:
             return conn.execute(sa.delete(_specs).where(_specs.c.spec_id.in_(ids))).rowcount
+
+    def record_submitted(self, cluster: str, job_id: int, **fields: object) -> None:
+        """The PENDING row of a job the cluster just took (forward-only: a job that already
+        started or ended keeps its status)."""
+        ClusterStore(self.engine).upsert_job(cluster, job_id, status=JobStatus.PENDING, **fields)
 
     # --- the queue behind the window
 

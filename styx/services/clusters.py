@@ -119,8 +119,15 @@ async def submit_job(client: Client, task_queue: str, cluster: str, submit: Subm
         if specs is not None and spec_id is not None:  # never accepted: no job runs it
             await asyncio.to_thread(specs.forget, spec_id)
         raise
-    if specs is not None and spec_id is not None and result.spec_id != spec_id:
-        await asyncio.to_thread(specs.forget, spec_id)  # a retry: the first submission's job runs
+    if specs is not None and spec_id is not None:
+        if result.spec_id != spec_id:
+            await asyncio.to_thread(specs.forget, spec_id)  # a retry: the first submission's job runs
+        # The job's row, now (the cluster writes it too, batched, in case we die here).
+        await asyncio.to_thread(
+            specs.record_submitted, cluster, result.job_id, name=submit.name or f"job-{result.job_id}",
+            cpus=submit.cpus, accelerators=submit.accelerators, num_nodes=submit.num_nodes,
+            run_summary=submit.run_summary, workflow_id=result.workflow_id, user=submit.user,
+            spec_id=result.spec_id)
     return result
 
 

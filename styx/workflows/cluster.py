@@ -45,6 +45,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from styx.contracts.clusters import (
+        BATCHED_ROWS_PATCH,
         BOUNDED_QUEUE_PATCH,
         MAX_AUTOSTOP_MINUTES,
         MAX_QUEUE_WINDOW,
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         KillJobInput,
         PendingJobsInput,
         PendingJobsOutput,
+        RecordJobsInput,
         job_workflow_id,
         run_summary,
     )
@@ -150,8 +152,12 @@ class ClusterWorkflow:
         self._failsafe_on = False
         self._failsafe_retry_at: datetime | None = None
         self._recorded_autostop_at: str | None = None
-        #: Jobs whose PENDING row a submission is still writing.
+        #: Jobs whose PENDING row a submission is still writing (runs before BATCHED_ROWS_PATCH).
         self._writing: set[int] = set()
+        #: PENDING rows of jobs taken since the main loop last wrote them (the caller writes
+        #: them too, at once: these are for a caller that died first), and those being written.
+        self._unrecorded: list[JobRecord] = []
+        self._flushing: set[int] = set()
         #: Held while the window is refilled from the database, and while a job waiting there
         #: is cancelled: a job is never both fetched and cancelled.
         self._backlog_lock = asyncio.Lock()
@@ -165,6 +171,7 @@ class ClusterWorkflow:
             async with self._lifecycle:
                 await self._provision()
         while self.state.status not in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
+            await self._flush_rows()
             if self._health_changed:
                 self._health_changed = False
                 await self._record_health()
@@ -179,16 +186,29 @@ class ClusterWorkflow:
                 await self._autostop()
             self._wake = False
             if workflow.info().is_continue_as_new_suggested() and not self._lifecycle.locked():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._quiesce()
                 workflow.continue_as_new(ClusterInput(self.spec, self.state))
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._quiesce()
         return self.describe()
+
+    async def _quiesce(self) -> None:
+        """Wait until no handler runs and every job row taken is written."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._unrecorded:
+                return
+            await self._flush_rows()
 
     def _poke(self) -> None:
         self._wake = True
 
     def _window(self) -> int:
         return max(1, min(self.spec.queue_window, MAX_QUEUE_WINDOW))
+
+    @staticmethod
+    def _batched() -> bool:
+        """Whether submissions are answered at once, their rows written in batches."""
+        return workflow.patched(BATCHED_ROWS_PATCH)
 
     @staticmethod
     def _bounded() -> bool:
@@ -412,7 +432,7 @@ class ClusterWorkflow:
             if start is None:
                 return
             # Not past a row still being written: it is fetched next time, in its turn.
-            upto = min((j for j in self._writing if j >= start), default=self.state.next_job_id)
+            upto = min((j for j in self._unwritten() if j >= start), default=self.state.next_job_id)
             want = self._window() - len(self.state.queue)
             if upto <= start or want <= 0:
                 return
@@ -435,7 +455,8 @@ class ClusterWorkflow:
                 await self._record_job(job.job_id, status, message=message)
             return
         # Every row a submission is writing first, or it would land PENDING after this.
-        await workflow.wait_condition(lambda: not self._writing)
+        await self._flush_rows()
+        await workflow.wait_condition(lambda: not self._unwritten())
         async with self._backlog_lock:
             queued, self.state.queue = self.state.queue, []
             backlog, self.state.backlog_from = self.state.backlog_from, None
@@ -446,6 +467,25 @@ class ClusterWorkflow:
                 EndPendingJobsInput(self.spec.name, status, message, [j.job_id for j in queued], backlog),
                 start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
             )
+
+    def _unwritten(self) -> set[int]:
+        """Jobs taken whose PENDING row may not be in the database yet."""
+        return self._writing | self._flushing | {r.job_id for r in self._unrecorded}
+
+    async def _flush_rows(self) -> None:
+        """Write the PENDING rows of the jobs taken since the last time, 500 at a time."""
+        while self._unrecorded:
+            batch, self._unrecorded = self._unrecorded[:500], self._unrecorded[500:]
+            ids = {r.job_id for r in batch}
+            self._flushing |= ids
+            try:
+                await workflow.wait_condition(lambda: self._cluster_recorded)
+                await workflow.execute_local_activity_method(
+                    StateActivities.record_jobs, RecordJobsInput(batch),
+                    start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+                )
+            finally:
+                self._flushing -= ids
 
     async def _record_job(self, job_id: int, status: str, **extra: Any) -> None:
         await record(StateActivities.record_job,
@@ -476,7 +516,6 @@ class ClusterWorkflow:
         result = SubmitJobResult(job_id, wid, req.spec_id)
         if key:
             self._remember(key, result)
-            self._recording.add(key)
         # A job whose body is in the database waits there too when the window is full (or
         # older jobs already wait there): the state holds at most QUEUE_WINDOW jobs.
         spill = req.spec_id is not None and self._bounded() and (
@@ -488,16 +527,24 @@ class ClusterWorkflow:
             self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
                                               req.task, dict(req.env), req.sealed_secrets, req.run_setup,
                                               spec_id=req.spec_id))
-        self._writing.add(job_id)
+        row = JobRecord(
+            cluster=self.spec.name, job_id=job_id, status=JobStatus.PENDING, name=name, cpus=req.cpus,
+            accelerators=req.accelerators, num_nodes=req.num_nodes,
+            run_summary=req.run_summary or run_summary(req.task.get("run")), workflow_id=wid, user=req.user,
+            spec_id=req.spec_id)
         self._mark_busy()
         self._poke()  # the job may start while its row is written: the DB keeps the later status
+        if self._batched():
+            # Answered now: the caller writes the row, and so does the main loop, in a batch.
+            self._unrecorded.append(row)
+            await workflow.wait_condition(lambda: self._cluster_recorded)  # a new cluster's row first
+            return result
+        self._writing.add(job_id)
+        if key:
+            self._recording.add(key)
         try:
             await workflow.wait_condition(lambda: self._cluster_recorded)
-            await self._record_job(
-                job_id, JobStatus.PENDING, name=name, cpus=req.cpus, accelerators=req.accelerators,
-                num_nodes=req.num_nodes, run_summary=req.run_summary or run_summary(req.task.get("run")),
-                workflow_id=wid, user=req.user, spec_id=req.spec_id,
-            )
+            await record(StateActivities.record_job, row)
         finally:
             self._recording.discard(key or "")
             self._writing.discard(job_id)
