@@ -1,9 +1,10 @@
 """A deep queue of large scripts on one local cluster, against the same cluster empty, in one run.
 
-    .venv/bin/python bench/deep_queue.py [--jobs 10000] [--script-kb 64] [--sample 200]
+    .venv/bin/python bench/deep_queue.py [--jobs 10000] [--script-kb 64] [--sample 200] [--concurrency 4]
 
 A 1-CPU local cluster runs a job that waits on a gate file while ``--jobs`` jobs, each with a
-``--script-kb`` inline ``run`` script, are submitted through the SDK (16 at a time). Then the
+``--script-kb`` inline ``run`` script, are submitted through the SDK (``--concurrency`` at a
+time). Then the
 gate opens, the first job past the cluster workflow's window runs, and ``down`` takes the
 cluster down with the rest still waiting.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from tests.fixtures.temporal import free_port  # noqa: E402
 from tests.test_deep_queue import _largest_payload, big_script, gate_script, marks  # noqa: E402
 
 
-def submit(stack: StyxStack, cluster: str, task: dict, n: int) -> tuple[list[int], list[float]]:
+def submit(stack: StyxStack, cluster: str, task: dict, n: int, concurrency: int) -> tuple[list[int], list[float]]:
     """Submit ``n`` copies of ``task``; the job ids and each submission's end time."""
     ends: list[float] = []
 
@@ -45,7 +47,7 @@ def submit(stack: StyxStack, cluster: str, task: dict, n: int) -> tuple[list[int
         ends.append(time.perf_counter())
         return job_id
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         ids = list(pool.map(one, range(n)))
     return ids, sorted(ends)
 
@@ -70,6 +72,7 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs queued behind the gate")
     parser.add_argument("--script-kb", type=int, default=64, help="size of each job's run script")
     parser.add_argument("--sample", type=int, default=200, help="submissions timed at each end")
+    parser.add_argument("--concurrency", type=int, default=4, help="submissions in flight at once")
     args = parser.parse_args()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
@@ -91,7 +94,7 @@ async def main() -> None:
         task = {"resources": {"cpus": 1}, "run": big_script(marker, args.script_kb * 1024)}
         progress(f"submitting {args.jobs} jobs of {args.script_kb} KB")
         t0 = time.perf_counter()
-        ids, ends = submit(stack, "deep", task, args.jobs)
+        ids, ends = submit(stack, "deep", task, args.jobs, args.concurrency)
         total = time.perf_counter() - t0
         assert sorted(ids) == list(range(2, args.jobs + 2)), "a submission was lost or doubled"
         first_rate, deep_rate = rate(ends[: args.sample]), rate(ends[-args.sample:])
@@ -125,4 +128,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops it: clean up the stack
     asyncio.run(main())
