@@ -242,6 +242,13 @@ def test_the_cluster_table_shows_nodes_jobs_and_when_autostop_fires(site: Site):
     assert ">2<" in row  # jobs
     assert "stop after 30m idle" in row and "fires in ≈" in row
     assert "cluster%2Fdev" in row  # the Temporal link
+    assert row.count(">$0.00<") == 2  # local nodes cost nothing: $/hour and $ so far
+    # An AWS cluster of two nodes at $0.0960 each, up: $0.19/hour.
+    site.db.clusters.upsert("gpu", provider="aws", status="UP", owner="alice", num_nodes=2, hourly_price=0.096,
+                            launched_at=utcnow())
+    page = site.browser("alice").get("/").text
+    row = page.split('data-row="gpu"', 1)[1].split("</tr>", 1)[0]
+    assert ">$0.19<" in row, row
 
 
 def test_a_clusters_page_shows_the_newest_jobs_first_and_a_limit(site: Site):

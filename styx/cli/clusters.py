@@ -118,10 +118,6 @@ def _when(at: datetime) -> str:
     return f"in {span} ({local})"
 
 
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
-
-
 def _duration(job: "JobInfo") -> str:
     if job.started_at is None:
         return "-"
@@ -327,6 +323,8 @@ def status(
     if not rows:
         console.print("No clusters. Launch one with: styx launch examples/hello.yaml -c dev")
         return
+    from styx.contracts.rest_costs import usd
+
     table = []
     for c in rows:
         autostop = "-" if c.autostop_minutes is None else f"{c.autostop_minutes}m" + (" (down)" if c.autostop_down else "")
@@ -336,7 +334,7 @@ def status(
         down = sum(n.status != "UP" for n in c.nodes)
         table.append([c.name, c.owner or "(admins)", c.provider, str(c.num_nodes) + (f" ({down} DOWN)" if down else ""),
                       _jobs(c.active_jobs), c.status + stopped + (f": {c.status_message}" if c.status_message else ""),
-                      autostop, _money(c.hourly_rate), _age(c.created_at),
+                      autostop, usd(c.hourly_rate), _age(c.created_at),
                       # A link labelled "open" (a terminal shows it clickable): the URL itself would not fit.
                       Link("open", c.workflow_url) if c.workflow_url else "-"])
     print_table(["CLUSTER", "OWNER", "PROVIDER", "NODES", "JOBS", "STATUS", "AUTOSTOP", "$/HOUR", "AGE", "TEMPORAL UI"],

@@ -11,6 +11,14 @@ from pydantic import BaseModel, Field
 MAX_REPORT_DAYS = 3650
 
 
+def usd(value: float | None) -> str:
+    """USD as the CLI and the dashboard print it (``$1,234.50``, ``$0.0042``); ``-`` when the
+    price is not known."""
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+
+
 class CatalogOffer(BaseModel):
     instance_type: str
     region: str

@@ -1,8 +1,8 @@
 """The tables' columns: each is a title and a function from a row to its cell.
 
-Adding a column is one line in a list here — e.g. a price, once clusters carry one::
+Adding a column is one line in a list here, as the prices are::
 
-    CLUSTER_COLUMNS.insert(-1, Column("$/hour", lambda r: f"{r.info.cost_per_hour:.2f}", "num"))
+    Column("$/hour", lambda r: usd(r.info.hourly_rate), "num"),
 
 ``CLUSTER_COLUMNS`` take a ``data.ClusterRow``; ``JOB_COLUMNS`` a ``contracts.rest.JobInfo``;
 ``RUN_JOB_COLUMNS`` a ``contracts.rest_repos.PushJobInfo``.
@@ -17,6 +17,7 @@ from markupsafe import Markup
 from styx.api.dashboard.data import ClusterRow
 from styx.api.dashboard.render import Column, age, duration, link, span, status_badge, temporal_link, timestamp
 from styx.contracts.rest import JobInfo
+from styx.contracts.rest_costs import usd
 from styx.contracts.rest_repos import PushJobInfo
 
 
@@ -83,6 +84,8 @@ CLUSTER_COLUMNS: list[Column[ClusterRow]] = [
     Column("Nodes", nodes),
     Column("Jobs", jobs, "num"),
     Column("Autostop", autostop),
+    Column("$/hour", lambda r: usd(r.info.hourly_rate), "num"),
+    Column("$ so far", lambda r: usd(r.info.cost_so_far), "num"),
     Column("Owner", lambda r: r.info.owner or "(admins)"),
     Column("Age", lambda r: timestamp(r.info.created_at, r.now)),
     Column("Temporal", lambda r: temporal_link(r.info.workflow_url)),
