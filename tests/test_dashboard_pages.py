@@ -395,6 +395,16 @@ def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_
 def test_the_bar_highlights_the_page_you_are_on():
     from styx.api.dashboard.render import NAV
 
-    clusters, repos = NAV[0], NAV[1]
+    clusters, repos = NAV[0], next(n for n in NAV if n.href == "/repos")
     assert clusters.active("/") and clusters.active("/clusters/dev/jobs/1") and not clusters.active("/repos/a/b")
     assert repos.active("/repos/a/b") and not repos.active("/") and not repos.active("/reposx")
+
+
+def test_the_managed_jobs_page_shows_a_users_own_jobs_and_an_admin_everyones(site: Site):
+    site.db.managed.create("train", "alice", [("train", "sealed")])
+    site.db.managed.create("etl", "bob", [("extract", "sealed"), ("load", "sealed")])
+    page = site.browser("alice").get("/managed").text
+    assert 'id="managed-table"' in page and ">train<" in page and ">etl<" not in page
+    assert "managed%2F" in page  # each links to its workflow in Temporal's web UI
+    everyone = site.browser("root").get("/managed").text  # the admin
+    assert ">train<" in everyone and ">etl<" in everyone and ">1 of 2<" in everyone

@@ -11,6 +11,7 @@ themselves (see ``actions``), so access rules, validation and messages are the A
   page with its jobs, and stop / start / down / autostop.
 - ``jobs``: a job's page, its log (whole when finished, followed over server-sent events while
   it runs), the raw log, cancel.
+- ``managed``: managed jobs (``styx jobs``): the viewer's own, everyone's for an admin.
 - ``repos``: repositories, branches, recent pushes and their runs.
 - ``docs``: ``/docs`` and ``/redoc`` from local assets.
 - ``data``: what the pages show; ``columns``: the tables' columns; ``render``: templates,
@@ -28,13 +29,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from styx.api.dashboard import clusters, docs, jobs, repos, signin
+from styx.api.dashboard import clusters, docs, jobs, managed, repos, signin
 from styx.api.dashboard.actions import refused
 from styx.api.dashboard.render import STATIC
 from styx.api.dashboard.session import ActionRefused, SignInRequired, signin_url
 
 #: The dashboard's routers; a new page's router goes here.
-PAGES = [signin.router, clusters.router, jobs.router, repos.router]
+PAGES = [signin.router, clusters.router, jobs.router, managed.router, repos.router]
 
 
 async def _sign_in_first(request: Request, exc: Exception) -> Response:

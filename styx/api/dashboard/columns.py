@@ -5,7 +5,8 @@ Adding a column is one line in a list here, as the prices are::
     Column("$/hour", lambda r: usd(r.info.hourly_rate), "num"),
 
 ``CLUSTER_COLUMNS`` take a ``data.ClusterRow``; ``JOB_COLUMNS`` a ``contracts.rest.JobInfo``;
-``RUN_JOB_COLUMNS`` a ``contracts.rest_repos.PushJobInfo``.
+``RUN_JOB_COLUMNS`` a ``contracts.rest_repos.PushJobInfo``; ``MANAGED_COLUMNS`` a
+``contracts.rest_managed.ManagedJobInfo``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from styx.api.dashboard.data import ClusterRow
 from styx.api.dashboard.render import Column, age, duration, link, span, status_badge, temporal_link, timestamp
 from styx.contracts.rest import JobInfo
 from styx.contracts.rest_costs import usd
+from styx.contracts.rest_managed import ManagedJobInfo
 from styx.contracts.rest_repos import PushJobInfo
 
 
@@ -131,3 +133,25 @@ RUN_JOB_COLUMNS: list[Column[PushJobInfo]] = [
 ]
 
 __all__ = ["CLUSTER_COLUMNS", "JOB_COLUMNS", "RUN_JOB_COLUMNS", "Column", "age"]
+
+
+def managed_status(job: ManagedJobInfo) -> Markup:
+    badge = status_badge(job.status)
+    if job.message:
+        badge += Markup('<div class="message">{0}</div>').format(job.message[:300])
+    return badge
+
+
+MANAGED_COLUMNS: list[Column[ManagedJobInfo]] = [
+    Column("ID", lambda j: j.managed_id, "num"),
+    Column("Name", lambda j: j.name),
+    Column("Owner", lambda j: j.owner or "-"),
+    Column("Status", managed_status),
+    Column("Tasks", lambda j: f"{min(j.current_task + 1, j.num_tasks)} of {j.num_tasks}", "num"),
+    Column("Recoveries", lambda j: j.recoveries, "num"),
+    Column("Cluster", lambda j: link(f"/clusters/{j.cluster}", j.cluster) if j.cluster else "-"),
+    Column("Submitted", lambda j: timestamp(j.submitted_at)),
+    Column("Duration", lambda j: duration(j.started_at, j.ended_at), "num"),
+    Column("$", lambda j: usd(j.cost), "num"),
+    Column("Temporal", lambda j: temporal_link(j.workflow_url)),
+]

@@ -54,6 +54,7 @@ class NavLink:
 
 NAV: list[NavLink] = [
     NavLink("Clusters", "/", ("/", "/clusters")),
+    NavLink("Managed jobs", "/managed"),
     NavLink("Repos", "/repos"),
 ]
 #: Links at the right of the bar (the API's own documentation).
