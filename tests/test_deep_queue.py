@@ -146,6 +146,7 @@ async def test_down_with_a_deep_queue_answers_and_ends_every_job(deep: StyxStack
     assert not marker.exists(), "a queued job ran after down"
 
 
+@pytest.mark.long  # `make chaos` runs it; make test keeps the drain, cancel and down tests
 def test_worker_killed_while_a_deep_queue_drains_runs_every_job_once_in_order(deep: StyxStack) -> None:
     client = deep.client()
     gate, marker = deep.shared_dir / "kill-gate", marks(deep, "kill-order")
