@@ -61,8 +61,8 @@ def test_two_replicas_share_requests_and_a_lost_node_costs_no_request(stack: Ser
             info = wait_for(lambda: (lambda i: i if ready_ids(i) == [2, 3] else None)(client.service("web")),
                             120, "replica 3 to replace replica 1")
             # The load balancers read the ready set every second: the replacement gets requests soon after.
-            wait_for(lambda: any(body and body["replica"] == "3" for _, _, body in list(load.results)), 30,
-                     "replica 3 to serve requests")
+            wait_for(lambda: any(body and body["replica"] == "3" and at > killed_at + 5
+                                 for at, _, body in list(load.results)), 30, "replica 3 to serve requests")
         assert not load.failures(), f"requests failed after the node was lost: {load.failures()[:5]}"
         served_after = {body["replica"] for at, status, body in load.results if body and at > killed_at + 5}
         assert "1" not in served_after and "3" in served_after, served_after
