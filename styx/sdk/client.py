@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
-import httpx
 from pydantic import TypeAdapter
 
 from styx.contracts.rest import (
@@ -64,8 +63,6 @@ from styx.sdk.transport import (
     Request,
     SyncTransport,
     WaitTimeout,
-    raise_for_status,
-    unreachable,
 )
 from styx.sdk.uploads import AsyncUploadsMixin, Progress, UploadsMixin, send_files, send_files_async
 
@@ -267,14 +264,7 @@ class Client(ReposMixin, CostsMixin, UploadsMixin, ServeMixin, SyncTransport):
     def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> Iterator[bytes]:
         """The job's log as it arrives; with ``follow`` it ends when the job does."""
         req = _Routes.logs(cluster, job_id, follow)
-        try:
-            with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise_for_status(resp)
-                yield from resp.iter_bytes()
-        except httpx.HTTPError as err:
-            raise unreachable(self.url, err, req) from None
+        yield from self._stream(req)
 
     def share(self, cluster: str, user: str) -> ClusterInfo:
         """Let ``user`` use your cluster: see it, queue jobs, read its jobs and logs, cancel
@@ -367,15 +357,8 @@ class AsyncClient(AsyncReposMixin, AsyncCostsMixin, AsyncUploadsMixin, AsyncServ
 
     async def stream_logs(self, cluster: str, job_id: int, follow: bool = True) -> AsyncIterator[bytes]:
         req = _Routes.logs(cluster, job_id, follow)
-        try:
-            async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise_for_status(resp)
-                async for chunk in resp.aiter_bytes():
-                    yield chunk
-        except httpx.HTTPError as err:
-            raise unreachable(self.url, err, req) from None
+        async for chunk in self._stream(req):
+            yield chunk
 
     async def share(self, cluster: str, user: str) -> ClusterInfo:
         return ClusterInfo(**await self._send(_Routes.share(cluster, user)))

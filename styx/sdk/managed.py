@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
-import httpx
-
 from styx.contracts.rest_managed import ManagedCancelResult, ManagedJobInfo, ManagedJobSubmitted
 from styx.sdk.tasks import as_task
-from styx.sdk.transport import Invalid, Request, WaitTimeout, raise_for_status, unreachable
+from styx.sdk.transport import Invalid, Request, WaitTimeout
 from styx.sdk.uploads import Progress, send_files, send_files_async
 
 if TYPE_CHECKING:
@@ -138,15 +136,7 @@ class ManagedJobs:
 
     def stream_logs(self, managed_id: int, follow: bool = True) -> Iterator[bytes]:
         req = Request("GET", f"{_PATH}/{managed_id}/logs", params={"follow": str(follow).lower()})
-        http: httpx.Client = self._client._http
-        try:
-            with http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise_for_status(resp)
-                yield from resp.iter_bytes()
-        except httpx.HTTPError as err:
-            raise unreachable(self._client.url, err, req) from None
+        yield from self._client._stream(req)
 
 
 class AsyncManagedJobs:
@@ -198,13 +188,5 @@ class AsyncManagedJobs:
 
     async def stream_logs(self, managed_id: int, follow: bool = True) -> AsyncIterator[bytes]:
         req = Request("GET", f"{_PATH}/{managed_id}/logs", params={"follow": str(follow).lower()})
-        http: httpx.AsyncClient = self._client._http
-        try:
-            async with http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise_for_status(resp)
-                async for chunk in resp.aiter_bytes():
-                    yield chunk
-        except httpx.HTTPError as err:
-            raise unreachable(self._client.url, err, req) from None
+        async for chunk in self._client._stream(req):
+            yield chunk

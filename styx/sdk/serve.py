@@ -127,14 +127,7 @@ class ServeMixin(SyncTransport):
 
     def stream_serve_logs(self, name: str, replica_id: int, follow: bool = True) -> Iterator[bytes]:
         req = _Routes.logs(name, replica_id, follow)
-        try:
-            with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise_for_status(resp)
-                yield from resp.iter_bytes()
-        except httpx.HTTPError as err:
-            raise unreachable(self.url, err, req) from None
+        yield from self._stream(req)
 
     def serve_lb_logs(self, name: str, lines: int = 200) -> str:
         """The load balancers' log of the service: retries, failures, replica set changes."""
@@ -200,15 +193,8 @@ class AsyncServeMixin(AsyncTransport):
 
     async def stream_serve_logs(self, name: str, replica_id: int, follow: bool = True) -> AsyncIterator[bytes]:
         req = _Routes.logs(name, replica_id, follow)
-        try:
-            async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise_for_status(resp)
-                async for chunk in resp.aiter_bytes():
-                    yield chunk
-        except httpx.HTTPError as err:
-            raise unreachable(self.url, err, req) from None
+        async for chunk in self._stream(req):
+            yield chunk
 
     async def serve_lb_logs(self, name: str, lines: int = 200) -> str:
         req = _Routes.lb_logs(name, lines)

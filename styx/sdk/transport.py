@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, AsyncIterator, Iterator, Self
 
 import httpx
 
@@ -230,6 +230,18 @@ class SyncTransport:
                 raise unreachable(self.url, err, req, attempt) from None
             return _decoded(resp, shape)
 
+    def _stream(self, req: Request) -> Iterator[bytes]:
+        """The answer's body as it arrives (a log that follows its job): no read timeout; an
+        error answer raised as ``raise_for_status`` does."""
+        try:
+            with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise_for_status(resp)
+                yield from resp.iter_bytes()
+        except httpx.HTTPError as err:
+            raise unreachable(self.url, err, req) from None
+
 
 class AsyncTransport:
     """The asynchronous twin of :class:`SyncTransport`."""
@@ -269,3 +281,15 @@ class AsyncTransport:
             except (httpx.HTTPError, httpx.InvalidURL) as err:
                 raise unreachable(self.url, err, req, attempt) from None
             return _decoded(resp, shape)
+
+    async def _stream(self, req: Request) -> AsyncIterator[bytes]:
+        """``SyncTransport._stream``, for the async client."""
+        try:
+            async with self._http.stream(req.method, req.path, params=req.params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise_for_status(resp)
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as err:
+            raise unreachable(self.url, err, req) from None
