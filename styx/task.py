@@ -1065,16 +1065,22 @@ def check_yaml_bounds(text: str) -> None:
         return  # _load_yaml reports syntax errors with their line
 
 
+def _documents(loader: yaml.SafeLoader) -> list[yaml.Node]:
+    """The YAML stream's documents as nodes, empty ones left out (raises ``yaml.YAMLError``)."""
+    documents = []
+    while loader.check_node():
+        node = loader.get_node()
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+            documents.append(node)
+    return documents
+
+
 def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
     """Parse one YAML document; return the data and the 1-based line of every key path."""
     check_yaml_bounds(text)
     loader = yaml.SafeLoader(text)
     try:
-        documents = []
-        while loader.check_node():
-            node = loader.get_node()
-            if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-                documents.append(node)
+        documents = _documents(loader)
         header: Any = None
         if len(documents) > 1 and _is_pipeline_header(documents[0]):
             # SkyPilot's pipeline: a header naming the pipeline, then its tasks.
@@ -1160,11 +1166,7 @@ def load_pipeline(source: str | os.PathLike[str]) -> Pipeline:
     check_yaml_bounds(text)
     loader = yaml.SafeLoader(text)
     try:
-        documents = []
-        while loader.check_node():
-            node = loader.get_node()
-            if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-                documents.append(node)
+        documents = _documents(loader)
         if not documents:
             raise TaskValidationError("the task YAML is empty")
         header: Any = None
