@@ -172,6 +172,14 @@ SecretOpt = typer.Option(None, "--secret", metavar="KEY[=VALUE]",
                          "environment")
 EnvFileOpt = typer.Option(None, "--env-file", metavar="FILE",
                           help="a dotenv file of KEY=VALUE lines for the job's environment (--env wins)")
+# Where a new cluster's nodes come from: `launch` and `jobs launch` take the same options.
+CpusOpt = typer.Option(None, "--cpus", help="vCPUs per node, e.g. 4 or 4+ (at least 4)")
+MemoryOpt = typer.Option(None, "--memory", help="GB per node, e.g. 16+")
+GpusOpt = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1")
+NodesOpt = typer.Option(None, "--num-nodes", help="number of nodes")
+InfraOpt = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/POOL")
+WorkdirOpt = typer.Option(None, "--workdir", help="local directory sent to the nodes (.skyignore / .gitignore "
+                          "honoured)")
 KeyOpt = typer.Option(
     None, "--idempotency-key", help="names this submission (up to 64 letters, digits, '_', '-'): run again with "
     "the same key, the command queues nothing new and follows the first job. Default: a new key each time.")
@@ -186,13 +194,12 @@ def launch(
     env: Optional[List[str]] = EnvOpt,
     secret: Optional[List[str]] = SecretOpt,
     env_file: Optional[str] = EnvFileOpt,
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs per node, e.g. 4 or 4+ (at least 4)"),
-    memory: Optional[str] = typer.Option(None, "--memory", help="GB per node, e.g. 16+"),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1"),
-    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="number of nodes"),
-    infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/POOL"),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes "
-                                          "(.skyignore / .gitignore honoured)"),
+    cpus: Optional[str] = CpusOpt,
+    memory: Optional[str] = MemoryOpt,
+    gpus: Optional[str] = GpusOpt,
+    num_nodes: Optional[int] = NodesOpt,
+    infra: Optional[str] = InfraOpt,
+    workdir: Optional[str] = WorkdirOpt,
     name: Optional[str] = typer.Option(None, "-n", "--name", help="the job's name"),
     idle_minutes_to_autostop: Optional[int] = typer.Option(
         None, "-i", "--idle-minutes-to-autostop", help="stop the cluster after this many idle minutes"),

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from styx.cli.clusters import EnvFileOpt, EnvOpt, KeyOpt, SecretOpt, _age, _envs, _key_values
+from styx.cli.clusters import (CpusOpt, EnvFileOpt, EnvOpt, GpusOpt, InfraOpt, KeyOpt, MemoryOpt, NodesOpt,
+                                SecretOpt, WorkdirOpt, _age, _envs, _key_values)
 from styx.cli.console import Table, api, console, esc, fail
 from styx.cli.uploads import upload_progress
 
@@ -72,12 +73,12 @@ def launch(
     env: Optional[List[str]] = EnvOpt,
     secret: Optional[List[str]] = SecretOpt,
     env_file: Optional[str] = EnvFileOpt,
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="vCPUs per node, e.g. 4 or 4+"),
-    memory: Optional[str] = typer.Option(None, "--memory", help="GB per node, e.g. 16+"),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="accelerators per node, e.g. A100:1"),
-    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="number of nodes"),
-    infra: Optional[str] = typer.Option(None, "--infra", help="where: local (default), aws/us-east-1, ssh/POOL"),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="local directory sent to the nodes"),
+    cpus: Optional[str] = CpusOpt,
+    memory: Optional[str] = MemoryOpt,
+    gpus: Optional[str] = GpusOpt,
+    num_nodes: Optional[int] = NodesOpt,
+    infra: Optional[str] = InfraOpt,
+    workdir: Optional[str] = WorkdirOpt,
     idempotency_key: Optional[str] = KeyOpt,
 ) -> None:
     """Launch a managed job: each task on a cluster of its own, launched again elsewhere when
