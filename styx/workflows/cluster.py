@@ -120,6 +120,9 @@ FAILSAFE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_atte
 FAILSAFE_RETRY_AFTER = timedelta(minutes=1)
 #: The patch id that turns the failsafe push on (histories from before it replay without).
 FAILSAFE_PATCH = "failsafe-deadline"
+#: The patch id after which the main loop ends as soon as its own pass ended the cluster (a
+#: failsafe push that found the nodes terminated), instead of waiting for a wake-up first.
+END_IN_PASS_PATCH = "end-in-pass"
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -178,6 +181,9 @@ class ClusterWorkflow:
             await self._refill()
             await self._schedule()
             await self._push_failsafe()
+            if self.state.status in (ClusterStatus.TERMINATED, ClusterStatus.FAILED) \
+                    and workflow.patched(END_IN_PASS_PATCH):
+                break  # nothing would wake the loop again
             timeout = self._wake_after()
             try:
                 await workflow.wait_condition(lambda: self._wake, timeout=timeout)
