@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from styx import auth
 from styx.api.app import create_app
-from styx.api.dashboard.data import read_whole_log
+from styx.api.dashboard.data import MAX_SHOWN_LINE, LogLine, read_log_window
 from styx.api.dashboard.jobs import parse_cursor
 from styx.api.dashboard.session import COOKIE, MAX_FORM_BYTES, SESSION_SECONDS, Keys
 from styx.api.deps import AppState
@@ -281,16 +281,47 @@ def test_a_finished_jobs_page_shows_its_whole_log_each_node_marked(site: Site):
     assert "data-follow" not in page
 
 
-def test_a_log_over_the_page_limit_is_cut_with_a_link_to_the_whole(site: Site):
+def test_a_long_log_shows_its_end_and_earlier_lines_load_before_it_each_line_once(site: Site):
+    site.db.clusters.upsert("dev", status="UP", owner="alice")
+    site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED", num_nodes=2)
+    lines = {rank: [f"rank {rank} line {k:05d} " + "x" * (k % 37) for k in range(3000)] for rank in (0, 1)}
+    for rank in (0, 1):
+        data, offset = "".join(line + "\n" for line in lines[rank]).encode(), 0
+        while offset < len(data):  # rows of 100 KB: windows start and end inside rows and lines
+            offset = site.db.joblogs.append("dev", 1, "run", rank, offset, data[offset:offset + 100_000])
+    state = AppState(site.settings, site.db)
+    whole = [(r, t) for r in (0, 1) for t in lines[r]]
+    window = read_log_window(state, "dev", 1, max_bytes=10_000)
+    assert not window.whole and window.end == window.size and window.lines == [LogLine(1, t) for t in lines[1][-len(window.lines):]]
+    got = list(window.lines)
+    while window.start > 0:  # earlier, and earlier again: the whole log, nothing twice
+        window = read_log_window(state, "dev", 1, window.start, max_bytes=7_777)
+        got[:0] = window.lines
+    assert got == [LogLine(r, t) for r, t in whole]
+    assert read_log_window(state, "dev", 1, max_bytes=1 << 30).whole
+
+    alice = site.browser("alice")
+    page = alice.get("/clusters/dev/jobs/1").text
+    assert f"{lines[1][-1]}\n" in page and lines[0][0] not in page and "its end" in page
+    before = re.search(r'hx-get="/clusters/dev/jobs/1/log\?before=(\d+)"', page).group(1)  # type: ignore[union-attr]
+    earlier = alice.get(f"/clusters/dev/jobs/1/log?before={before}")
+    # The window before it (256 KB) reaches the log's start: no button for more.
+    assert earlier.status_code == 200 and earlier.text.startswith(f'<span class="line r0" data-rank="0">'
+                                                                  f'<span class="rank">0</span>{lines[0][0]}\n')
+    assert "log?before=" not in earlier.text
+    assert alice.get("/clusters/dev/jobs/1/log?before=-1").status_code == 422
+    site.db.clusters.upsert("secret", status="UP", owner="bob")
+    site.db.clusters.upsert_job("secret", 1, status="SUCCEEDED")
+    assert alice.get("/clusters/secret/jobs/1/log?before=10").status_code == 404
+
+
+def test_a_line_longer_than_the_page_shows_is_cut_there(site: Site):
     site.db.clusters.upsert("dev", status="UP", owner="alice")
     site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED")
-    for k in range(4):
-        site.db.joblogs.append("dev", 1, "run", 0, k * 1000, (b"x" * 99 + b"\n") * 10)
-    state = AppState(site.settings, site.db)
-    whole = read_whole_log(state, "dev", 1, 1, max_bytes=10 << 10)
-    assert not whole.cut and len(whole.lines) == 40
-    cut = read_whole_log(state, "dev", 1, 1, max_bytes=1500)
-    assert cut.cut and cut.size == 4000 and 1500 <= cut.shown < 4000
+    site.db.joblogs.append("dev", 1, "run", 0, 0, b"short\n" + b"y" * (MAX_SHOWN_LINE + 5000) + b"\nlast\n")
+    window = read_log_window(AppState(site.settings, site.db), "dev", 1, end=10, max_bytes=10)
+    assert [line.text[:12] for line in window.lines] == ["short", "y" * 12]
+    assert window.lines[1].text.endswith("the raw log has it whole)")
 
 
 def _events(text: str) -> list[tuple[str | None, str, dict]]:

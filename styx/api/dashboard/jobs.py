@@ -1,8 +1,9 @@
 """Pages: one job (``/clusters/{name}/jobs/{id}``) with its log, the log's live stream, the raw
 log, and cancel.
 
-- A finished job's page shows its whole log, each node's lines marked (at most
-  ``data.MAX_PAGE_LOG_BYTES``; the raw log has the rest).
+- A finished job's page shows its log's end (``data.LOG_TAIL_BYTES``), each node's lines
+  marked; *earlier* (``GET .../log?before=N``) puts the ``LOG_WINDOW_BYTES`` before them in
+  front, as often as asked; the raw log has it all at once.
 - A running job's page follows its log over server-sent events
   (``GET .../events``): ``log`` events (``{"rank", "text", "continues"}``), a ``status``
   event when the job's status changes, and ``end`` once it finished and every line is out
@@ -20,13 +21,14 @@ import json
 import time
 from typing import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 from styx.api.dashboard.actions import perform
 from styx.api.dashboard.clusters import not_found
-from styx.api.dashboard.data import read_whole_log
-from styx.api.dashboard.render import page
+from styx.api.dashboard.columns import cancel_job
+from styx.api.dashboard.data import LOG_WINDOW_BYTES, read_log_window
+from styx.api.dashboard.render import page, render
 from styx.api.dashboard.session import ViewerDep, read_form
 from styx.api.deps import PathId, StateDep, get_temporal
 from styx.api.routes import clusters as api
@@ -78,9 +80,23 @@ async def job_page(name: str, job_id: PathId, request: Request, state: StateDep,
     cluster, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, viewer.user, name)
     log = None
     if job.finished:
-        log = await asyncio.to_thread(read_whole_log, state, name, job_id, job.num_nodes)
-    return page(request, viewer, "job.html", job=job, log=log, multi=job.num_nodes > 1,
+        log = await asyncio.to_thread(read_log_window, state, name, job_id)
+    return page(request, viewer, "job.html", job=job, log=log, multi=job.num_nodes > 1, cancel_job=cancel_job,
                 may_cancel=not job.finished and may_cancel(viewer.user, access, job))
+
+
+@router.get("/clusters/{name}/jobs/{job_id}/log")
+async def log_window(name: str, job_id: PathId, request: Request, state: StateDep, viewer: ViewerDep,
+                     before: int = Query(ge=0, le=1 << 62)) -> Response:
+    """The ``LOG_WINDOW_BYTES`` of a finished job's log before byte ``before``: the lines the
+    page's *earlier* button puts before those it shows (and a button for the ones before them)."""
+    try:
+        job = await api.get_job(name, job_id, state, viewer.user)
+    except HTTPException as err:
+        return PlainTextResponse(str(err.detail), status_code=err.status_code)
+    window = await asyncio.to_thread(read_log_window, state, name, job_id, before, LOG_WINDOW_BYTES)
+    html = render("log_window.html", job=job, log=window, multi=job.num_nodes > 1)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/clusters/{name}/jobs/{job_id}/log.txt")
