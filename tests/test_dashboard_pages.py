@@ -432,10 +432,38 @@ def test_the_bar_highlights_the_page_you_are_on():
 
 
 def test_the_managed_jobs_page_shows_a_users_own_jobs_and_an_admin_everyones(site: Site):
-    site.db.managed.create("train", "alice", [("train", "sealed")])
+    train, _ = site.db.managed.create("train", "alice", [("train", "sealed")])
     site.db.managed.create("etl", "bob", [("extract", "sealed"), ("load", "sealed")])
+    site.db.managed.record(train.id, {"status": "SUCCEEDED", "ended": True})  # type: ignore[arg-type]
     page = site.browser("alice").get("/managed").text
-    assert 'id="managed-table"' in page and ">train<" in page and ">etl<" not in page
+    assert rows(page, "managed-table") == [str(train.id)] and ">train<" in page and ">etl<" not in page
     assert "managed%2F" in page  # each links to its workflow in Temporal's web UI
+    assert "/cancel" not in page  # a finished job has nothing to cancel
     everyone = site.browser("root").get("/managed").text  # the admin
     assert ">train<" in everyone and ">etl<" in everyone and ">1 of 2<" in everyone
+    etl = rows(everyone, "managed-table")[0]
+    assert f'hx-post="/managed/{etl}/cancel"' in everyone and f"Cancel managed job {etl} (etl)?" in everyone
+
+
+def test_a_managed_jobs_page_shows_its_tasks_and_attempts_with_their_jobs_exit_codes(site: Site):
+    job, _ = site.db.managed.create("train", "alice", [("train", "sealed")])
+    assert job.id is not None
+    site.db.clusters.upsert("train-1", status="UP", owner="alice")
+    site.db.clusters.upsert_job("train-1", 1, status="FAILED", num_nodes=2, exit_codes="[0, 3]")
+    site.db.managed.record(job.id, {"status": "RECOVERING", "recoveries": 1}, task_index=0, attempt=0,
+                           attempt_fields={"cluster": "train-1", "job_id": 1, "status": "PREEMPTED",
+                                           "reason": "node 1 lost", "ended": True})
+    site.db.managed.record(job.id, task_index=0, attempt=1, attempt_fields={"cluster": "train-2", "status": "STARTING"})
+    page = site.browser("alice").get(f"/managed/{job.id}")
+    assert page.status_code == 200
+    assert rows(page.text, "attempt-table") == ["0.0", "0.1"]
+    first = page.text.split('data-row="0.0"', 1)[1].split("</tr>", 1)[0]
+    assert 'href="/clusters/train-1/jobs/1"' in first and ">0 3<" in first and "node 1 lost" in first
+    assert "RECOVERING" in page.text and f'hx-post="/managed/{job.id}/cancel"' in page.text
+    assert "managed%2F" in page.text
+    hidden = site.browser("bob").get(f"/managed/{job.id}")
+    assert hidden.status_code == 404 and f"managed job {job.id} not found" in hidden.text
+    # Cancel is an action like the others: without the page's CSRF token, nothing happens.
+    refused = site.browser("alice").post(f"/managed/{job.id}/cancel", headers={"HX-Request": "true"})
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    assert site.db.managed.get(job.id).status == "RECOVERING"  # type: ignore[union-attr]

@@ -6,11 +6,14 @@ Adding a column is one line in a list here, as the prices are::
 
 ``CLUSTER_COLUMNS`` take a ``data.ClusterRow``; ``JOB_COLUMNS`` a ``contracts.rest.JobInfo``;
 ``RUN_JOB_COLUMNS`` a ``contracts.rest_repos.PushJobInfo``; ``MANAGED_COLUMNS`` a
-``contracts.rest_managed.ManagedJobInfo``.
+``contracts.rest_managed.ManagedJobInfo``, ``TASK_COLUMNS`` its tasks, ``ATTEMPT_COLUMNS`` its
+attempts (``AttemptRow``). The functions named for an action (``cluster_actions``,
+``cancel_job``, ``cancel_managed``) are the buttons of a table's last cell.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from markupsafe import Markup, escape
@@ -30,7 +33,7 @@ from styx.api.dashboard.render import (
 )
 from styx.contracts.rest import ClusterInfo, JobInfo
 from styx.contracts.rest_costs import usd
-from styx.contracts.rest_managed import ManagedJobInfo
+from styx.contracts.rest_managed import ManagedAttemptInfo, ManagedJobInfo, ManagedTaskInfo
 from styx.contracts.rest_repos import PushJobInfo
 
 
@@ -182,7 +185,7 @@ def managed_status(job: ManagedJobInfo) -> Markup:
 
 
 MANAGED_COLUMNS: list[Column[ManagedJobInfo]] = [
-    Column("ID", lambda j: j.managed_id, "num"),
+    Column("ID", lambda j: link(f"/managed/{j.managed_id}", j.managed_id), "num"),
     Column("Name", lambda j: j.name),
     Column("Owner", lambda j: j.owner or "-"),
     Column("Status", managed_status),
@@ -193,4 +196,58 @@ MANAGED_COLUMNS: list[Column[ManagedJobInfo]] = [
     Column("Duration", lambda j: duration(j.started_at, j.ended_at), "num"),
     Column("$", lambda j: usd(j.cost), "num"),
     Column("Temporal", lambda j: temporal_link(j.workflow_url)),
+]
+
+
+def cancel_managed(job: ManagedJobInfo) -> Markup:
+    return action(f"/managed/{job.managed_id}/cancel", "Cancel",
+                  f"Cancel managed job {job.managed_id} ({job.name})? Its job is killed and its cluster taken "
+                  "down; it is not recovered.", "danger")
+
+
+def _ended(status: Markup, message: str | None) -> Markup:
+    return Markup(f'{status}<div class="message">{escape(message[:300])}</div>') if message else status
+
+
+TASK_COLUMNS: list[Column[ManagedTaskInfo]] = [
+    Column("Task", lambda t: t.task_index, "num"),
+    Column("Name", lambda t: t.name or "-"),
+    Column("Status", lambda t: _ended(status_badge(t.status), t.message)),
+    Column("Recoveries", lambda t: t.recoveries, "num"),
+    Column("Restarts", lambda t: t.restarts, "num"),
+    Column("Cluster", lambda t: t.cluster or "-"),
+    Column("Started", lambda t: timestamp(t.started_at)),
+    Column("Duration", lambda t: duration(t.started_at, t.ended_at), "num"),
+]
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One attempt of a managed job's task, with the exit codes of the job it ran as."""
+
+    attempt: ManagedAttemptInfo
+    exit_codes: list[int | None] | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.attempt.task_index}.{self.attempt.attempt}"
+
+
+def _attempt_job(row: AttemptRow) -> Markup | str:
+    a = row.attempt
+    if a.job_id is None:
+        return "-"
+    return link(f"/clusters/{a.cluster}/jobs/{a.job_id}", f"{a.cluster} #{a.job_id}", "its job: the log, live while it runs")
+
+
+ATTEMPT_COLUMNS: list[Column[AttemptRow]] = [
+    Column("Task", lambda r: r.attempt.task_index, "num"),
+    Column("Attempt", lambda r: r.attempt.attempt, "num"),
+    Column("Job (log)", _attempt_job),
+    Column("Status", lambda r: _ended(status_badge(r.attempt.status), r.attempt.reason)),
+    Column("Where", lambda r: "/".join(p for p in (r.attempt.region, r.attempt.zone) if p) or "-"),
+    Column("Started", lambda r: timestamp(r.attempt.started_at)),
+    Column("Duration", lambda r: duration(r.attempt.started_at, r.attempt.ended_at), "num"),
+    Column("Exit codes", lambda r: " ".join("-" if c is None else str(c) for c in r.exit_codes) if r.exit_codes else "-",
+           "num"),
 ]
