@@ -324,6 +324,17 @@ def test_a_line_longer_than_the_page_shows_is_cut_there(site: Site):
     assert window.lines[1].text.endswith("the raw log has it whole)")
 
 
+def test_a_running_jobs_page_follows_its_log_and_offers_cancel_to_whom_may(site: Site):
+    site.db.clusters.upsert("dev", status="UP", owner="alice")
+    site.db.clusters.add_share("dev", "bob", limit=10)
+    site.db.clusters.upsert_job("dev", 1, status="RUNNING", user="alice")
+    page = site.browser("alice").get("/clusters/dev/jobs/1")
+    assert page.status_code == 200 and 'data-follow="/clusters/dev/jobs/1/events"' in page.text
+    assert 'hx-post="/clusters/dev/jobs/1/cancel"' in page.text and "Cancel job 1 on dev?" in page.text
+    shared = site.browser("bob").get("/clusters/dev/jobs/1")  # a user of the cluster, not the job's
+    assert shared.status_code == 200 and "/cancel" not in shared.text
+
+
 def _events(text: str) -> list[tuple[str | None, str, dict]]:
     out = []
     for block in text.split("\n\n"):

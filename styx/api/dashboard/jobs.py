@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response, Streami
 
 from styx.api.dashboard.actions import perform
 from styx.api.dashboard.clusters import not_found
-from styx.api.dashboard.columns import cancel_job
+from styx.api.dashboard.columns import cancel_job as cancel_button
 from styx.api.dashboard.data import LOG_WINDOW_BYTES, read_log_window
 from styx.api.dashboard.render import page, render
 from styx.api.dashboard.session import ViewerDep, read_form
@@ -81,7 +81,7 @@ async def job_page(name: str, job_id: PathId, request: Request, state: StateDep,
     log = None
     if job.finished:
         log = await asyncio.to_thread(read_log_window, state, name, job_id)
-    return page(request, viewer, "job.html", job=job, log=log, multi=job.num_nodes > 1, cancel_job=cancel_job,
+    return page(request, viewer, "job.html", job=job, log=log, multi=job.num_nodes > 1, cancel_button=cancel_button,
                 may_cancel=not job.finished and may_cancel(viewer.user, access, job))
 
 
