@@ -70,7 +70,7 @@ def seed(db: Database, clusters: int, jobs: int) -> None:
                  f"{i // clusters + 1}", cpus=0.5, accelerators="{}", num_nodes=2, exit_codes="[0, 0]",
                  user=f"u{i % USERS}")
             for i in range(jobs)])
-        # A 2 MB log of 50-byte lines (the page shows its first 512 KB) for the second job of the first cluster.
+        # A 2 MB log of 50-byte lines (the page shows its last 64 KB) for the second job of the first cluster.
         line = b"epoch 12 step 3456: loss=0.1234 acc=0.9876 lr=1e-4\n"
         chunk = line * ((256 << 10) // len(line))
         conn.execute(sa.insert(JobLog.__table__), [dict(  # type: ignore[attr-defined]

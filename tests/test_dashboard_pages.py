@@ -420,6 +420,25 @@ def test_summaries_nodes_and_job_activity_read_several_clusters_at_once(database
     assert clusters.job_activity([]) == {} and clusters.nodes_of([]) == {}
 
 
+def test_a_numbered_page_counts_filters_and_holds_only_what_the_user_may_see(database: Database):
+    clusters = database.clusters
+    for user in ("alice", "bob"):
+        database.users.ensure(user)
+    for i in range(5):
+        clusters.upsert(f"a{i}", status="UP", owner="alice", provider="aws" if i % 2 else "local")
+    clusters.upsert("b0", status="UP", owner="bob")
+    clusters.upsert("b1", status="STOPPED", owner="bob")
+    clusters.add_share("b1", "alice", limit=10)
+    clusters.upsert("gone", status="TERMINATED", owner="alice")
+    page = clusters.numbered_page(gone=False, owned_or_shared_with="alice", per_page=2, page=9)
+    assert (page.total, page.pages, page.page) == (6, 3, 3)  # past the last page: the last
+    assert [name for name, _ in page.names] == ["a4", "b1"]
+    assert page.providers == ["aws", "local"] and page.owners == ["alice", "bob"]
+    assert clusters.numbered_page(gone=False, owned_or_shared_with="alice", provider="aws").total == 2
+    assert clusters.numbered_page(gone=False, status="STOPPED").total == 1
+    assert [name for name, _ in clusters.numbered_page(gone=True).names] == ["gone"]
+
+
 def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_back(site: Site):
     _two_node_log(site)
     alice = site.browser("alice")
