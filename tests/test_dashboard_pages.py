@@ -396,6 +396,17 @@ def test_every_page_forbids_inline_scripts_and_framing(site: Site):
         assert "<script>" not in answer.text and " on" + "change=" not in answer.text, path
 
 
+def test_a_browser_keeps_the_dashboards_files_until_they_change(site: Site):
+    page = site.browser("alice").get("/").text
+    linked = re.findall(r'(?:src|href)="(/static/[^"]+\?v=[0-9a-f]+)"', page)
+    assert len(linked) == 3, linked  # the stylesheet, htmx, styx.js
+    for url in linked:
+        answer = site.http.get(url)
+        assert answer.status_code == 200 and "immutable" in answer.headers["cache-control"], url
+    assert site.http.get("/static/styx.css").headers["cache-control"] == "no-cache"  # unversioned: revalidate
+    assert site.http.get("/static/styx.css?v=0").headers["cache-control"] == "no-cache"  # another version
+
+
 # ------------------------------------------------------------------------------- the store's listing reads
 
 

@@ -23,19 +23,34 @@ A new page is a module with a ``router`` added to ``PAGES`` and a ``render.NavLi
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from styx.api.dashboard import clusters, docs, jobs, managed, repos, signin
 from styx.api.dashboard.actions import refused
-from styx.api.dashboard.render import STATIC
+from styx.api.dashboard.render import ASSETS_VERSION, STATIC
 from styx.api.dashboard.session import ActionRefused, SignInRequired, signin_url
 
 #: The dashboard's routers; a new page's router goes here.
 PAGES = [signin.router, clusters.router, jobs.router, managed.router, repos.router]
+
+
+class Assets(StaticFiles):
+    """The dashboard's own files. Asked for by the version the pages link them with
+    (``?v=`` ``render.ASSETS_VERSION``, a digest of their contents), a browser keeps them
+    without asking again; a new version is a new URL. Asked for otherwise, it revalidates."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            asked = parse_qs(scope.get("query_string", b"").decode(errors="replace")).get("v")
+            response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if asked == [ASSETS_VERSION]
+                                                 else "no-cache")
+        return response
 
 
 async def _sign_in_first(request: Request, exc: Exception) -> Response:
@@ -53,7 +68,7 @@ async def _sign_in_first(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Add the dashboard's pages, its static files and the offline API docs to ``app``."""
     docs.install(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", Assets(directory=STATIC), name="static")
     app.add_exception_handler(SignInRequired, _sign_in_first)
     app.add_exception_handler(ActionRefused, refused)
     for router in PAGES:

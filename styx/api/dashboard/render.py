@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,19 @@ from styx.api.dashboard.session import CSRF_FIELD, CSRF_HEADER, Viewer
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
+
+
+def _assets_version() -> str:
+    """A digest of the dashboard's files: the pages link them with ``?v=`` it, so a browser
+    may keep them until they change (``styx.api.dashboard.Assets``)."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+ASSETS_VERSION = _assets_version()
 #: The vendored htmx (see static/htmx-LICENSE.txt); the name carries its version.
 HTMX = "htmx-2.0.11.min.js"
 
@@ -165,7 +179,7 @@ def log_lines(lines: Iterable[Any], multi: bool) -> Markup:
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, csrf_field=CSRF_FIELD,
+    env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, assets=ASSETS_VERSION, csrf_field=CSRF_FIELD,
                        csrf_header=CSRF_HEADER, status_badge=status_badge, temporal_link=temporal_link,
                        timestamp=timestamp, when=when, age=age, link=link,
                        log_lines=log_lines, table_rows=table_rows, action=action)
