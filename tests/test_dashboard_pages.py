@@ -328,9 +328,18 @@ def test_a_running_jobs_page_follows_its_log_and_offers_cancel_to_whom_may(site:
     site.db.clusters.upsert("dev", status="UP", owner="alice")
     site.db.clusters.add_share("dev", "bob", limit=10)
     site.db.clusters.upsert_job("dev", 1, status="RUNNING", user="alice")
-    page = site.browser("alice").get("/clusters/dev/jobs/1")
-    assert page.status_code == 200 and 'data-follow="/clusters/dev/jobs/1/events"' in page.text
-    assert 'hx-post="/clusters/dev/jobs/1/cancel"' in page.text and "Cancel job 1 on dev?" in page.text
+    site.db.joblogs.append("dev", 1, "run", 0, 0, b"one\ntwo\nthree, half wri")
+    alice = site.browser("alice")
+    page = alice.get("/clusters/dev/jobs/1")
+    assert page.status_code == 200 and 'hx-post="/clusters/dev/jobs/1/cancel"' in page.text
+    # Its complete lines are on the page; following it starts where they end (byte 8).
+    assert ">one\n</span>" in page.text and ">two\n</span>" in page.text and "half wri" not in page.text
+    follow = re.search(r'data-follow="([^"]+)"', page.text).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    assert follow == "/clusters/dev/jobs/1/events?after=run.0%3A8", follow
+    site.db.joblogs.append("dev", 1, "run", 0, 23, b"tten\nfour\n")
+    site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED")
+    sent = [e[2]["text"] for e in _events(alice.get(follow).text) if e[1] == "log"]
+    assert sent == ["three, half written\nfour\n"]
     shared = site.browser("bob").get("/clusters/dev/jobs/1")  # a user of the cluster, not the job's
     assert shared.status_code == 200 and "/cancel" not in shared.text
 

@@ -11,7 +11,8 @@ bounded) for the page.
 - ``ClusterFilters``: status / provider / owner / history / page from the URL, checked.
 - ``cluster_page``: one page of the clusters the viewer may see, filtered.
 - ``ClusterRow``: a cluster as a table row (``ClusterInfo`` plus its jobs at a glance).
-- ``read_log_window``: part of a finished job's log (its end, at first) as lines marked by node.
+- ``read_log_window``: part of a finished job's log (its end, at first) as lines marked by node;
+  ``read_live_tail``: a running one's last lines, and where following it resumes.
 """
 
 from __future__ import annotations
@@ -216,6 +217,30 @@ def read_log_window(state: AppState, cluster: str, job_id: int, end: int | None 
             lines.extend(_stream_lines(state, cluster, job_id, stream.phase, stream.rank, stream.size, lo, hi))
         base += stream.size
     return LogWindow(lines, start, end, size)
+
+
+def read_live_tail(state: AppState, cluster: str, job_id: int,
+                   max_bytes: int = LOG_TAIL_BYTES) -> tuple[LogWindow, dict[str, int]]:
+    """A running job's log as its page starts: the complete lines of its last ``max_bytes``,
+    and where following it resumes — for each stream (``run.0`` …), the byte after its last
+    complete line (the live stream's cursor, so no line is shown twice or lost). Blocking."""
+    db = state.db.joblogs
+    streams = db.streams(cluster, job_id)
+    size = sum(s.size for s in streams)
+    start = max(0, size - max_bytes)
+    lines: list[LogLine] = []
+    cursor: dict[str, int] = {}
+    base = 0
+    for stream in streams:
+        lo = max(start - base, 0)
+        tail_from = max(lo - 1, 0) if lo < stream.size else max(stream.size - MAX_SHOWN_LINE, 0)
+        tail = db.read_range(cluster, job_id, stream.phase, stream.rank, tail_from, stream.size)
+        done = tail_from + tail.rfind(b"\n") + 1 if b"\n" in tail else tail_from
+        cursor[f"{stream.phase}.{stream.rank}"] = done
+        if lo < done:
+            lines.extend(_stream_lines(state, cluster, job_id, stream.phase, stream.rank, stream.size, lo, done))
+        base += stream.size
+    return LogWindow(lines, start, size, size), cursor
 
 
 def _stream_lines(state: AppState, cluster: str, job_id: int, phase: str, rank: int, size: int,
