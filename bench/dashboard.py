@@ -1,11 +1,11 @@
 """Dashboard page loads at 1,000 clusters and 10,000 jobs, against a floor measured in the same run.
 
-    .venv/bin/python bench/dashboard.py [--clusters 1000] [--jobs 10000] [--managed 2000] [--runs 20] [--db-url URL]
+    .venv/bin/python bench/dashboard.py [--clusters 1000] [--jobs 10000] [--managed 2000] [--runs 40] [--db-url URL]
 
 Starts `styx api` as a process on a fresh STYX_HOME (SQLite unless ``--db-url``), fills its
 database with ``--clusters`` clusters (2 nodes each; a third taken down, spread over 10 users;
 each with a share), ``--jobs`` finished jobs spread over them, a 2,000-line 2-node log, a 2 MB
-log (a page shows its last 64 KB; *earlier* fetches 256 KB more), ``--managed`` managed jobs
+log (a page shows its last 64 KB; *earlier* fetches 128 KB more), ``--managed`` managed jobs
 (one attempt each, a recovery every tenth) and 20 repositories with 25 push runs each; signs
 in as the admin and as a user, and fetches each page ``--runs`` times, as a browser does (the
 session cookie, whole answers). Floor: the same client fetching a small static file of the
@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--managed", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--db-url", default=None, help="e.g. postgresql://postgres@127.0.0.1:5432/test (emptied!)")
     args = parser.parse_args()
 
@@ -211,7 +211,7 @@ def main() -> int:
             ("admin", admin, "/clusters/c00001", "one cluster and its jobs"),
             ("admin", admin, "/clusters/c00000/jobs/1", "a finished 2-node job, 2,000-line log"),
             ("admin", admin, "/clusters/c00000/jobs/2", "a finished job's 2 MB log (its last 64 KB)"),
-            ("admin", admin, "/clusters/c00000/jobs/2/log?before=1048576", "that log's earlier 256 KB (fragment)"),
+            ("admin", admin, "/clusters/c00000/jobs/2/log?before=1048576", "that log's earlier 128 KB (fragment)"),
             ("admin", admin, "/managed", f"managed jobs (admin: newest 100 of {args.managed})"),
             ("u3", user, "/managed", "managed jobs (a user's own)"),
             ("admin", admin, "/managed/1", "a managed job: tasks, attempts"),

@@ -300,15 +300,21 @@ def test_a_long_log_shows_its_end_and_earlier_lines_load_before_it_each_line_onc
     assert got == [LogLine(r, t) for r, t in whole]
     assert read_log_window(state, "dev", 1, max_bytes=1 << 30).whole
 
+    # In the browser: the end, then earlier lines as often as asked, until the log's start.
+    def shown(html: str) -> list[tuple[int, str]]:
+        return [(int(r), t) for r, t in re.findall(r'data-rank="(\d)"><span class="rank">\d</span>([^\n]*)\n', html)]
+
     alice = site.browser("alice")
     page = alice.get("/clusters/dev/jobs/1").text
-    assert f"{lines[1][-1]}\n" in page and lines[0][0] not in page and "its end" in page
-    before = re.search(r'hx-get="/clusters/dev/jobs/1/log\?before=(\d+)"', page).group(1)  # type: ignore[union-attr]
-    earlier = alice.get(f"/clusters/dev/jobs/1/log?before={before}")
-    # The window before it (256 KB) reaches the log's start: no button for more.
-    assert earlier.status_code == 200 and earlier.text.startswith(f'<span class="line r0" data-rank="0">'
-                                                                  f'<span class="rank">0</span>{lines[0][0]}\n')
-    assert "log?before=" not in earlier.text
+    log = page.split('<pre id="log"', 1)[1].split("</pre>", 1)[0]
+    assert shown(log)[-1] == (1, lines[1][-1]) and (0, lines[0][0]) not in shown(log) and "its end" in page
+    got, fragment = shown(log), log
+    while (more := re.search(r'hx-get="/clusters/dev/jobs/1/log\?before=(\d+)"', fragment)):
+        earlier = alice.get(f"/clusters/dev/jobs/1/log?before={more.group(1)}")
+        assert earlier.status_code == 200
+        fragment = earlier.text
+        got[:0] = shown(fragment)
+    assert got == whole
     assert alice.get("/clusters/dev/jobs/1/log?before=-1").status_code == 422
     site.db.clusters.upsert("secret", status="UP", owner="bob")
     site.db.clusters.upsert_job("secret", 1, status="SUCCEEDED")

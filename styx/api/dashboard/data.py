@@ -38,7 +38,7 @@ MAX_JOBS_SHOWN = 1000
 #: What a finished job's page shows of its log at first (its end), and what each *earlier*
 #: adds before it; the raw log has all of it.
 LOG_TAIL_BYTES = 64 << 10
-LOG_WINDOW_BYTES = 256 << 10
+LOG_WINDOW_BYTES = 128 << 10
 #: A line longer than this is shown cut.
 MAX_SHOWN_LINE = 16 << 10
 
