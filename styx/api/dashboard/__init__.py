@@ -9,11 +9,13 @@ themselves (see ``actions``), so access rules, validation and messages are the A
 - ``signin``: ``/signin``, ``/signout``.
 - ``clusters``: ``/`` (filters in the URL; ``?history=1`` the downed clusters), a cluster's
   page with its jobs, and stop / start / down / autostop.
-- ``jobs``: a job's page, its log (whole when finished, followed over server-sent events while
-  it runs), the raw log, cancel.
-- ``managed``: managed jobs (``styx jobs``): the viewer's own, everyone's for an admin.
+- ``jobs``: a job's page, its log (its end, with earlier lines on demand, when finished;
+  followed over server-sent events while it runs), the raw log, cancel.
+- ``managed``: managed jobs (``styx jobs``): the viewer's own, everyone's for an admin; one
+  job's tasks and attempts; cancel.
 - ``repos``: repositories, branches, recent pushes and their runs.
-- ``docs``: ``/docs`` and ``/redoc`` from local assets.
+- ``docs``: ``/docs`` and ``/redoc`` from local assets; ``Assets`` (here): the dashboard's own
+  files, kept by browsers until they change.
 - ``data``: what the pages show; ``columns``: the tables' columns; ``render``: templates,
   navigation, formats; ``actions``: how an action answers.
 
