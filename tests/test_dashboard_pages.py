@@ -465,6 +465,19 @@ def test_a_numbered_page_counts_filters_and_holds_only_what_the_user_may_see(dat
     assert [name for name, _ in clusters.numbered_page(gone=True).names] == ["gone"]
 
 
+def test_a_range_of_a_log_is_read_from_the_rows_that_hold_it(database: Database):
+    database.clusters.upsert("dev", status="UP")
+    database.clusters.upsert_job("dev", 1, status="SUCCEEDED")
+    data = bytes(range(48, 78))
+    for offset in (0, 10, 20):  # three rows of ten bytes
+        database.joblogs.append("dev", 1, "run", 0, offset, data[offset:offset + 10])
+    read = database.joblogs.read_range
+    assert read("dev", 1, "run", 0, 5, 25) == data[5:25]
+    assert read("dev", 1, "run", 0, 0, 1000) == data and read("dev", 1, "run", 0, 29, 40) == data[29:]
+    assert read("dev", 1, "run", 0, 30, 40) == b"" and read("dev", 1, "run", 0, 7, 7) == b""
+    assert read("dev", 1, "run", 1, 0, 10) == b""  # no such stream
+
+
 def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_back(site: Site):
     _two_node_log(site)
     alice = site.browser("alice")
