@@ -93,9 +93,10 @@ def seed_managed(db: Database, count: int) -> None:
     now = utcnow()
     with db.engine.begin() as conn:
         conn.execute(sa.insert(ManagedJob.__table__), [  # type: ignore[attr-defined]
-            dict(id=i + 1, name=f"train-{i}", owner=f"u{i % USERS}", status="RUNNING" if i >= count - 50 else "SUCCEEDED",
-                 num_tasks=1, current_task=0, recoveries=1 if i % 10 == 0 else 0, cluster=None,
-                 workflow_id=f"managed/{i + 1}", submitted_at=now, started_at=now, ended_at=None if i >= count - 50 else now)
+            dict(id=i + 1, name=f"train-{i}", owner=f"u{i % USERS}", num_tasks=1, current_task=0,
+                 status="RUNNING" if i >= count - 50 else "SUCCEEDED", recoveries=1 if i % 10 == 0 else 0,
+                 cluster=None, workflow_id=f"managed/{i + 1}", submitted_at=now, started_at=now,
+                 ended_at=None if i >= count - 50 else now)
             for i in range(count)])
         conn.execute(sa.insert(ManagedJobTask.__table__), [  # type: ignore[attr-defined]
             dict(managed_id=i + 1, task_index=0, name="train", body="sealed", status="SUCCEEDED",
@@ -184,7 +185,8 @@ def main() -> int:
     seed_managed(db, args.managed)
     made = auth.new_token()
     db.users.add_token("u3", made.token_id, made.salt, made.digest)
-    print(f"seeded {args.clusters} clusters, {args.jobs} jobs, {args.managed} managed jobs in {time.perf_counter() - t0:.1f}s ({db.url})")
+    print(f"seeded {args.clusters} clusters, {args.jobs} jobs, {args.managed} managed jobs "
+          f"in {time.perf_counter() - t0:.1f}s ({db.url})")
 
     log = open(home / "api.log", "wb")
     api = subprocess.Popen([sys.executable, "-m", "styx", "api"], env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -292,7 +292,8 @@ def test_a_long_log_shows_its_end_and_earlier_lines_load_before_it_each_line_onc
     state = AppState(site.settings, site.db)
     whole = [(r, t) for r in (0, 1) for t in lines[r]]
     window = read_log_window(state, "dev", 1, max_bytes=10_000)
-    assert not window.whole and window.end == window.size and window.lines == [LogLine(1, t) for t in lines[1][-len(window.lines):]]
+    assert not window.whole and window.end == window.size
+    assert window.lines == [LogLine(1, t) for t in lines[1][-len(window.lines):]]
     got = list(window.lines)
     while window.start > 0:  # earlier, and earlier again: the whole log, nothing twice
         window = read_log_window(state, "dev", 1, window.start, max_bytes=7_777)

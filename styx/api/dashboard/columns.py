@@ -237,7 +237,8 @@ def _attempt_job(row: AttemptRow) -> Markup | str:
     a = row.attempt
     if a.job_id is None:
         return "-"
-    return link(f"/clusters/{a.cluster}/jobs/{a.job_id}", f"{a.cluster} #{a.job_id}", "its job: the log, live while it runs")
+    return link(f"/clusters/{a.cluster}/jobs/{a.job_id}", f"{a.cluster} #{a.job_id}",
+                "its job: the log, live while it runs")
 
 
 ATTEMPT_COLUMNS: list[Column[AttemptRow]] = [
@@ -248,6 +249,5 @@ ATTEMPT_COLUMNS: list[Column[AttemptRow]] = [
     Column("Where", lambda r: "/".join(p for p in (r.attempt.region, r.attempt.zone) if p) or "-"),
     Column("Started", lambda r: timestamp(r.attempt.started_at)),
     Column("Duration", lambda r: duration(r.attempt.started_at, r.attempt.ended_at), "num"),
-    Column("Exit codes", lambda r: " ".join("-" if c is None else str(c) for c in r.exit_codes) if r.exit_codes else "-",
-           "num"),
+    Column("Exit codes", lambda r: " ".join("-" if c is None else str(c) for c in r.exit_codes or []) or "-", "num"),
 ]

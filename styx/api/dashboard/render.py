@@ -41,6 +41,7 @@ def _assets_version() -> str:
     return digest.hexdigest()[:12]
 
 
+#: What the pages add to their files' URLs (``?v=``).
 ASSETS_VERSION = _assets_version()
 #: The vendored htmx (see static/htmx-LICENSE.txt); the name carries its version.
 HTMX = "htmx-2.0.11.min.js"
@@ -179,10 +180,10 @@ def log_lines(lines: Iterable[Any], multi: bool) -> Markup:
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, assets=ASSETS_VERSION, csrf_field=CSRF_FIELD,
-                       csrf_header=CSRF_HEADER, status_badge=status_badge, temporal_link=temporal_link,
-                       timestamp=timestamp, when=when, age=age, link=link,
-                       log_lines=log_lines, table_rows=table_rows, action=action)
+    env.globals.update(nav=NAV, nav_extra=NAV_EXTRA, version=__version__, htmx=HTMX, assets=ASSETS_VERSION,
+                       csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER, status_badge=status_badge,
+                       temporal_link=temporal_link, timestamp=timestamp, when=when, age=age, link=link,
+                       log_lines=log_lines, table_rows=table_rows)
     return env
 
 
