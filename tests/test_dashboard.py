@@ -224,6 +224,28 @@ async def test_the_log_of_a_running_job_follows_it_to_its_last_line(browser, das
         await context.close()
 
 
+async def test_a_long_finished_log_shows_its_end_and_earlier_lines_on_demand(browser, dash, cluster):
+    async with AsyncClient(dash.settings.api_url, dash.token) as client:
+        job = await client.exec("dash", {"name": "chatty", "resources": {"cpus": 0.5},
+                                         "run": "seq -f 'line %05g of a long log' 1 4000"})  # 100 KB
+        assert (await client.wait("dash", job.job_id, timeout=180)).status == "SUCCEEDED"
+    context, page = await sign_in(browser, dash, dash.token)
+    await page.goto(f"/clusters/dash/jobs/{job.job_id}")
+    log = page.locator("#log")
+    await expect(log).to_contain_text("line 04000 of a long log")
+    await expect(page.locator("#follow-state")).to_have_text("its end")
+    assert "line 00001 of" not in await log.inner_text()
+    await page.locator("#log-earlier").click()
+    await expect(log).to_contain_text("line 00001 of a long log")
+    await expect(page.locator("#log-earlier")).to_have_count(0)  # the log's start: nothing before it
+    await expect(page.locator("#log-note")).to_contain_text("The whole log (100000 bytes)")
+    shown = [text.strip() for text in await log.locator(".line").all_inner_texts()]
+    assert shown == [f"line {i:05d} of a long log" for i in range(1, 4001)]  # each line once, in order
+    await shot(page, "job-long-log")
+    assert not page.errors, page.errors
+    await context.close()
+
+
 async def _running(client: AsyncClient, job_id: int) -> bool:
     return (await client.job("dash", job_id)).status == "RUNNING"
 

@@ -100,7 +100,7 @@ async def log_window(name: str, job_id: PathId, request: Request, state: StateDe
     except HTTPException as err:
         return PlainTextResponse(str(err.detail), status_code=err.status_code)
     window = await asyncio.to_thread(read_log_window, state, name, job_id, before, LOG_WINDOW_BYTES)
-    html = render("log_window.html", job=job, log=window, live=False, multi=job.num_nodes > 1)
+    html = render("log_window.html", job=job, log=window, live=False, fragment=True, multi=job.num_nodes > 1)
     return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
