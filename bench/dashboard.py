@@ -214,7 +214,7 @@ def main() -> int:
             ("admin", admin, "/clusters/c00000/jobs/1", "a finished 2-node job, 2,000-line log"),
             ("admin", admin, "/clusters/c00000/jobs/2", "a finished job's 2 MB log (its last 64 KB)"),
             ("admin", admin, "/clusters/c00000/jobs/2/log?before=1048576", "that log's earlier 128 KB (fragment)"),
-            ("admin", admin, "/managed", f"managed jobs (admin: newest 100 of {args.managed})"),
+            ("admin", admin, "/managed", f"managed jobs (admin: newest 50 of {args.managed})"),
             ("u3", user, "/managed", "managed jobs (a user's own)"),
             ("admin", admin, "/managed/1", "a managed job: tasks, attempts"),
             ("admin", admin, "/repos", "repositories"),

@@ -515,6 +515,17 @@ def test_the_managed_jobs_page_shows_a_users_own_jobs_and_an_admin_everyones(sit
     assert f'hx-post="/managed/{etl}/cancel"' in everyone and f"Cancel managed job {etl} (etl)?" in everyone
 
 
+def test_the_managed_jobs_page_shows_the_newest_fifty_and_more_on_request(site: Site):
+    for i in range(60):
+        site.db.managed.create(f"job-{i}", "alice", [("t", "sealed")])
+    alice = site.browser("alice")
+    page = alice.get("/managed").text
+    shown = rows(page, "managed-table")
+    assert len(shown) == 50 and shown[0] > shown[-1] and 'href="/managed?limit=100"' in page
+    assert len(rows(alice.get("/managed?limit=100").text, "managed-table")) == 60
+    assert len(rows(alice.get("/managed?limit=nonsense").text, "managed-table")) == 50
+
+
 def test_a_managed_jobs_page_shows_its_tasks_and_attempts_with_their_jobs_exit_codes(site: Site):
     job, _ = site.db.managed.create("train", "alice", [("train", "sealed")])
     assert job.id is not None

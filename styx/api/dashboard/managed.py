@@ -24,21 +24,25 @@ from styx.api.dashboard.session import ViewerDep, read_form
 from styx.api.deps import PathId, StateDep, get_temporal
 from styx.api.routes import clusters as cluster_api
 from styx.api.routes import managed as api
-from styx.contracts.rest_managed import ManagedCancelRequest, ManagedCancelResult, ManagedJobInfo
+from styx.contracts.rest_managed import MAX_MANAGED_LIST, ManagedCancelRequest, ManagedCancelResult, ManagedJobInfo
 from styx.services import managed as service
 
 router = APIRouter(include_in_schema=False)
 
-#: Managed jobs shown on the page (as the REST listing's default).
-SHOWN = 100
+#: Managed jobs shown at first, newest first (``?limit=`` more, at most ``MAX_MANAGED_LIST``,
+#: what ``styx jobs queue --limit`` allows).
+SHOWN = 50
 
 
 @router.get("/managed")
 async def managed_page(request: Request, state: StateDep, viewer: ViewerDep,
                        active: bool = Query(False)) -> Response:
+    raw_limit = request.query_params.get("limit", "")
+    limit = max(1, min(int(raw_limit) if raw_limit.isdigit() else SHOWN, MAX_MANAGED_LIST))
     jobs = await asyncio.to_thread(service.list_jobs, state.db, viewer.user, all_users=viewer.user.is_admin,
-                                   limit=SHOWN, active_only=active, workflow_url=state.settings.workflow_url)
-    return page(request, viewer, "managed.html", jobs=jobs, columns=MANAGED_COLUMNS, active=active, shown=SHOWN,
+                                   limit=limit + 1, active_only=active, workflow_url=state.settings.workflow_url)
+    return page(request, viewer, "managed.html", jobs=jobs[:limit], more=len(jobs) > limit, limit=limit,
+                next_limit=min(limit * 2, MAX_MANAGED_LIST), columns=MANAGED_COLUMNS, active=active,
                 actions=_cancel_if_running)
 
 
