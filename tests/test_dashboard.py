@@ -2,9 +2,10 @@
 the whole stack: Temporal, a worker, the API and the git server as processes, local nodes.
 
 What a user does: signs in (a wrong token is refused), watches a running job's log reach its
-last line live, cancels a job, sets autostop and stops a cluster from the pages, sees only
-their own clusters (an admin sees everyone's), reads a repository's pushes and runs, and
-opens ``/docs`` and ``/redoc`` with nothing fetched beyond loopback. Screenshots of each page
+last line live, cancels a job and a managed job, sets autostop and stops a cluster from the
+pages, sees only their own clusters and managed jobs (an admin sees everyone's), reads a
+repository's pushes and runs, and opens ``/docs`` and ``/redoc`` with nothing fetched beyond
+loopback. Screenshots of each page
 go to ``artifacts/dashboard/`` (gitignored).
 
 One browser for the module; each test opens its own context (its own cookies). Every
@@ -223,6 +224,28 @@ async def test_the_log_of_a_running_job_follows_it_to_its_last_line(browser, das
         await context.close()
 
 
+async def test_a_long_finished_log_shows_its_end_and_earlier_lines_on_demand(browser, dash, cluster):
+    async with AsyncClient(dash.settings.api_url, dash.token) as client:
+        job = await client.exec("dash", {"name": "chatty", "resources": {"cpus": 0.5},
+                                         "run": "seq -f 'line %05g of a long log' 1 4000"})  # 100 KB
+        assert (await client.wait("dash", job.job_id, timeout=180)).status == "SUCCEEDED"
+    context, page = await sign_in(browser, dash, dash.token)
+    await page.goto(f"/clusters/dash/jobs/{job.job_id}")
+    log = page.locator("#log")
+    await expect(log).to_contain_text("line 04000 of a long log")
+    await expect(page.locator("#follow-state")).to_have_text("its end")
+    assert "line 00001 of" not in await log.inner_text()
+    await page.locator("#log-earlier").click()
+    await expect(log).to_contain_text("line 00001 of a long log")
+    await expect(page.locator("#log-earlier")).to_have_count(0)  # the log's start: nothing before it
+    await expect(page.locator("#log-note")).to_contain_text("The whole log (100000 bytes)")
+    shown = [text.strip() for text in await log.locator(".line").all_inner_texts()]
+    assert shown == [f"line {i:05d} of a long log" for i in range(1, 4001)]  # each line once, in order
+    await shot(page, "job-long-log")
+    assert not page.errors, page.errors
+    await context.close()
+
+
 async def _running(client: AsyncClient, job_id: int) -> bool:
     return (await client.job("dash", job_id)).status == "RUNNING"
 
@@ -278,6 +301,70 @@ async def test_a_job_is_cancelled_from_the_cluster_page(browser, dash, cluster):
         await expect(row.locator(".status")).to_have_text("CANCELLED")
         assert said and f"Cancel job {job.job_id} on dash?" in said[0], said
         assert (await client.job("dash", job.job_id)).status == "CANCELLED"
+        await context.close()
+
+
+# ---------------------------------------------------------------------------------- managed jobs
+
+
+async def _managed_status(client: AsyncClient, managed_id: int, *wanted: str) -> bool:
+    return (await client.jobs.get(managed_id)).status in wanted
+
+
+async def test_managed_jobs_show_to_their_owner_and_are_cancelled_from_the_page(browser, dash):
+    admin = Client(dash.settings.api_url, dash.token)
+    carol_token = (await asyncio.to_thread(admin.create_user, "carol")).token
+    admin.close()
+    async with AsyncClient(dash.settings.api_url, dash.token) as root, \
+            AsyncClient(dash.settings.api_url, carol_token) as carol:
+        theirs = await root.jobs.launch({"resources": {"cpus": 0.5}, "run": "echo done"}, name="admins-job")
+        mine = await carol.jobs.launch({"resources": {"cpus": 0.5}, "run": "echo started; sleep 600"},
+                                       name="carols-sleeper")
+        await wait_for_async(lambda: _managed_status(carol, mine.managed_id, "RUNNING"), 180, "carol's job to run")
+        await wait_for_async(lambda: _managed_status(root, theirs.managed_id, "SUCCEEDED"), 180, "the admin's job")
+
+        # Carol sees her managed job, not the admin's; the admin sees both.
+        admin_context, admin_page = await sign_in(browser, dash, dash.token)
+        await admin_page.goto("/managed")
+        for job in (theirs, mine):
+            await expect(admin_page.locator(f'#managed-table tr[data-row="{job.managed_id}"]')).to_be_visible()
+        await admin_context.close()
+        context, page = await sign_in(browser, dash, carol_token)
+        said: list[str] = []
+        accept_dialogs(page, said)
+        await page.get_by_role("link", name="Managed jobs").click()
+        row = page.locator(f'#managed-table tr[data-row="{mine.managed_id}"]')
+        await expect(row.locator(".status")).to_have_text("RUNNING")
+        await expect(page.locator(f'#managed-table tr[data-row="{theirs.managed_id}"]')).to_have_count(0)
+        link = await row.locator("a.temporal").get_attribute("href")
+        assert link and link.endswith(f"/workflows/managed%2F{mine.managed_id}"), link
+        await shot(page, "managed")
+
+        # Its page: the attempt, linked to its job, whose page follows the log.
+        await row.get_by_role("link", name=str(mine.managed_id), exact=True).click()
+        attempt = page.locator('#attempt-table tr[data-row="0.1"]')
+        await expect(attempt.locator(".status")).to_have_text("RUNNING")
+        await shot(page, "managed-job")
+        await attempt.get_by_role("link", name="#").click()
+        await expect(page.locator("#log")).to_contain_text("started")
+        await page.go_back()
+
+        # Cancelling someone else's is refused as the API refuses it, and changes nothing.
+        csrf = await page.locator("input[name=csrf_token]").first.get_attribute("value")
+        answer = await page.request.post(f"/managed/{theirs.managed_id}/cancel", form={"csrf_token": csrf or ""},
+                                         headers={"HX-Request": "true"})
+        assert answer.status == 404 and f"managed job {theirs.managed_id} not found" in await answer.text()
+
+        await page.goto("/managed")
+        await row.get_by_role("button", name="Cancel").click()
+        await expect(page.locator("#flash")).to_contain_text(f"managed job {mine.managed_id}: cancelling")
+        await expect(row.locator(".status")).to_have_text("CANCELLED", timeout=120_000)
+        await expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
+        assert said and f"Cancel managed job {mine.managed_id} (carols-sleeper)?" in said[0], said
+        assert (await carol.jobs.get(mine.managed_id)).status == "CANCELLED"
+        assert (await root.jobs.get(theirs.managed_id)).status == "SUCCEEDED"
+        await shot(page, "managed-cancelled")
+        assert not page.errors, page.errors
         await context.close()
 
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from styx import auth
 from styx.api.app import create_app
-from styx.api.dashboard.data import read_whole_log
+from styx.api.dashboard.data import MAX_SHOWN_LINE, LogLine, read_log_window
 from styx.api.dashboard.jobs import parse_cursor
 from styx.api.dashboard.session import COOKIE, MAX_FORM_BYTES, SESSION_SECONDS, Keys
 from styx.api.deps import AppState
@@ -281,16 +281,74 @@ def test_a_finished_jobs_page_shows_its_whole_log_each_node_marked(site: Site):
     assert "data-follow" not in page
 
 
-def test_a_log_over_the_page_limit_is_cut_with_a_link_to_the_whole(site: Site):
+def test_a_long_log_shows_its_end_and_earlier_lines_load_before_it_each_line_once(site: Site):
+    site.db.clusters.upsert("dev", status="UP", owner="alice")
+    site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED", num_nodes=2)
+    lines = {rank: [f"rank {rank} line {k:05d} " + "x" * (k % 37) for k in range(3000)] for rank in (0, 1)}
+    for rank in (0, 1):
+        data, offset = "".join(line + "\n" for line in lines[rank]).encode(), 0
+        while offset < len(data):  # rows of 100 KB: windows start and end inside rows and lines
+            offset = site.db.joblogs.append("dev", 1, "run", rank, offset, data[offset:offset + 100_000])
+    state = AppState(site.settings, site.db)
+    whole = [(r, t) for r in (0, 1) for t in lines[r]]
+    window = read_log_window(state, "dev", 1, max_bytes=10_000)
+    assert not window.whole and window.end == window.size
+    assert window.lines == [LogLine(1, t) for t in lines[1][-len(window.lines):]]
+    got = list(window.lines)
+    while window.start > 0:  # earlier, and earlier again: the whole log, nothing twice
+        window = read_log_window(state, "dev", 1, window.start, max_bytes=7_777)
+        got[:0] = window.lines
+    assert got == [LogLine(r, t) for r, t in whole]
+    assert read_log_window(state, "dev", 1, max_bytes=1 << 30).whole
+
+    # In the browser: the end, then earlier lines as often as asked, until the log's start.
+    def shown(html: str) -> list[tuple[int, str]]:
+        return [(int(r), t) for r, t in re.findall(r'data-rank="(\d)"><span class="rank">\d</span>([^\n]*)\n', html)]
+
+    alice = site.browser("alice")
+    page = alice.get("/clusters/dev/jobs/1").text
+    log = page.split('<pre id="log"', 1)[1].split("</pre>", 1)[0]
+    assert shown(log)[-1] == (1, lines[1][-1]) and (0, lines[0][0]) not in shown(log) and "its end" in page
+    got, fragment = shown(log), log
+    while (more := re.search(r'hx-get="/clusters/dev/jobs/1/log\?before=(\d+)"', fragment)):
+        earlier = alice.get(f"/clusters/dev/jobs/1/log?before={more.group(1)}")
+        assert earlier.status_code == 200
+        fragment = earlier.text
+        got[:0] = shown(fragment)
+    assert got == whole
+    assert alice.get("/clusters/dev/jobs/1/log?before=-1").status_code == 422
+    site.db.clusters.upsert("secret", status="UP", owner="bob")
+    site.db.clusters.upsert_job("secret", 1, status="SUCCEEDED")
+    assert alice.get("/clusters/secret/jobs/1/log?before=10").status_code == 404
+
+
+def test_a_line_longer_than_the_page_shows_is_cut_there(site: Site):
     site.db.clusters.upsert("dev", status="UP", owner="alice")
     site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED")
-    for k in range(4):
-        site.db.joblogs.append("dev", 1, "run", 0, k * 1000, (b"x" * 99 + b"\n") * 10)
-    state = AppState(site.settings, site.db)
-    whole = read_whole_log(state, "dev", 1, 1, max_bytes=10 << 10)
-    assert not whole.cut and len(whole.lines) == 40
-    cut = read_whole_log(state, "dev", 1, 1, max_bytes=1500)
-    assert cut.cut and cut.size == 4000 and 1500 <= cut.shown < 4000
+    site.db.joblogs.append("dev", 1, "run", 0, 0, b"short\n" + b"y" * (MAX_SHOWN_LINE + 5000) + b"\nlast\n")
+    window = read_log_window(AppState(site.settings, site.db), "dev", 1, end=10, max_bytes=10)
+    assert [line.text[:12] for line in window.lines] == ["short", "y" * 12]
+    assert window.lines[1].text.endswith("the raw log has it whole)")
+
+
+def test_a_running_jobs_page_follows_its_log_and_offers_cancel_to_whom_may(site: Site):
+    site.db.clusters.upsert("dev", status="UP", owner="alice")
+    site.db.clusters.add_share("dev", "bob", limit=10)
+    site.db.clusters.upsert_job("dev", 1, status="RUNNING", user="alice")
+    site.db.joblogs.append("dev", 1, "run", 0, 0, b"one\ntwo\nthree, half wri")
+    alice = site.browser("alice")
+    page = alice.get("/clusters/dev/jobs/1")
+    assert page.status_code == 200 and 'hx-post="/clusters/dev/jobs/1/cancel"' in page.text
+    # Its complete lines are on the page; following it starts where they end (byte 8).
+    assert ">one\n</span>" in page.text and ">two\n</span>" in page.text and "half wri" not in page.text
+    follow = re.search(r'data-follow="([^"]+)"', page.text).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    assert follow == "/clusters/dev/jobs/1/events?after=run.0%3A8", follow
+    site.db.joblogs.append("dev", 1, "run", 0, 23, b"tten\nfour\n")
+    site.db.clusters.upsert_job("dev", 1, status="SUCCEEDED")
+    sent = [e[2]["text"] for e in _events(alice.get(follow).text) if e[1] == "log"]
+    assert sent == ["three, half written\nfour\n"]
+    shared = site.browser("bob").get("/clusters/dev/jobs/1")  # a user of the cluster, not the job's
+    assert shared.status_code == 200 and "/cancel" not in shared.text
 
 
 def _events(text: str) -> list[tuple[str | None, str, dict]]:
@@ -354,6 +412,17 @@ def test_every_page_forbids_inline_scripts_and_framing(site: Site):
         assert "<script>" not in answer.text and " on" + "change=" not in answer.text, path
 
 
+def test_a_browser_keeps_the_dashboards_files_until_they_change(site: Site):
+    page = site.browser("alice").get("/").text
+    linked = re.findall(r'(?:src|href)="(/static/[^"]+\?v=[0-9a-f]+)"', page)
+    assert len(linked) == 3, linked  # the stylesheet, htmx, styx.js
+    for url in linked:
+        answer = site.http.get(url)
+        assert answer.status_code == 200 and "immutable" in answer.headers["cache-control"], url
+    assert site.http.get("/static/styx.css").headers["cache-control"] == "no-cache"  # unversioned: revalidate
+    assert site.http.get("/static/styx.css?v=0").headers["cache-control"] == "no-cache"  # another version
+
+
 # ------------------------------------------------------------------------------- the store's listing reads
 
 
@@ -376,6 +445,38 @@ def test_summaries_nodes_and_job_activity_read_several_clusters_at_once(database
     assert (activity["a"].jobs, activity["a"].active) == (2, 1)
     assert activity["a"].last_moved is not None and abs((activity["a"].last_moved - ended).total_seconds()) < 1
     assert clusters.job_activity([]) == {} and clusters.nodes_of([]) == {}
+
+
+def test_a_numbered_page_counts_filters_and_holds_only_what_the_user_may_see(database: Database):
+    clusters = database.clusters
+    for user in ("alice", "bob"):
+        database.users.ensure(user)
+    for i in range(5):
+        clusters.upsert(f"a{i}", status="UP", owner="alice", provider="aws" if i % 2 else "local")
+    clusters.upsert("b0", status="UP", owner="bob")
+    clusters.upsert("b1", status="STOPPED", owner="bob")
+    clusters.add_share("b1", "alice", limit=10)
+    clusters.upsert("gone", status="TERMINATED", owner="alice")
+    page = clusters.numbered_page(gone=False, owned_or_shared_with="alice", per_page=2, page=9)
+    assert (page.total, page.pages, page.page) == (6, 3, 3)  # past the last page: the last
+    assert [name for name, _ in page.names] == ["a4", "b1"]
+    assert page.providers == ["aws", "local"] and page.owners == ["alice", "bob"]
+    assert clusters.numbered_page(gone=False, owned_or_shared_with="alice", provider="aws").total == 2
+    assert clusters.numbered_page(gone=False, status="STOPPED").total == 1
+    assert [name for name, _ in clusters.numbered_page(gone=True).names] == ["gone"]
+
+
+def test_a_range_of_a_log_is_read_from_the_rows_that_hold_it(database: Database):
+    database.clusters.upsert("dev", status="UP")
+    database.clusters.upsert_job("dev", 1, status="SUCCEEDED")
+    data = bytes(range(48, 78))
+    for offset in (0, 10, 20):  # three rows of ten bytes
+        database.joblogs.append("dev", 1, "run", 0, offset, data[offset:offset + 10])
+    read = database.joblogs.read_range
+    assert read("dev", 1, "run", 0, 5, 25) == data[5:25]
+    assert read("dev", 1, "run", 0, 0, 1000) == data and read("dev", 1, "run", 0, 29, 40) == data[29:]
+    assert read("dev", 1, "run", 0, 30, 40) == b"" and read("dev", 1, "run", 0, 7, 7) == b""
+    assert read("dev", 1, "run", 1, 0, 10) == b""  # no such stream
 
 
 def test_live_logs_are_bounded_per_process_and_a_finished_stream_gives_its_slot_back(site: Site):
@@ -401,10 +502,49 @@ def test_the_bar_highlights_the_page_you_are_on():
 
 
 def test_the_managed_jobs_page_shows_a_users_own_jobs_and_an_admin_everyones(site: Site):
-    site.db.managed.create("train", "alice", [("train", "sealed")])
+    train, _ = site.db.managed.create("train", "alice", [("train", "sealed")])
     site.db.managed.create("etl", "bob", [("extract", "sealed"), ("load", "sealed")])
+    site.db.managed.record(train.id, {"status": "SUCCEEDED", "ended": True})  # type: ignore[arg-type]
     page = site.browser("alice").get("/managed").text
-    assert 'id="managed-table"' in page and ">train<" in page and ">etl<" not in page
+    assert rows(page, "managed-table") == [str(train.id)] and ">train<" in page and ">etl<" not in page
     assert "managed%2F" in page  # each links to its workflow in Temporal's web UI
+    assert "/cancel" not in page  # a finished job has nothing to cancel
     everyone = site.browser("root").get("/managed").text  # the admin
     assert ">train<" in everyone and ">etl<" in everyone and ">1 of 2<" in everyone
+    etl = rows(everyone, "managed-table")[0]
+    assert f'hx-post="/managed/{etl}/cancel"' in everyone and f"Cancel managed job {etl} (etl)?" in everyone
+
+
+def test_the_managed_jobs_page_shows_the_newest_fifty_and_more_on_request(site: Site):
+    for i in range(60):
+        site.db.managed.create(f"job-{i}", "alice", [("t", "sealed")])
+    alice = site.browser("alice")
+    page = alice.get("/managed").text
+    shown = rows(page, "managed-table")
+    assert len(shown) == 50 and shown[0] > shown[-1] and 'href="/managed?limit=100"' in page
+    assert len(rows(alice.get("/managed?limit=100").text, "managed-table")) == 60
+    assert len(rows(alice.get("/managed?limit=nonsense").text, "managed-table")) == 50
+
+
+def test_a_managed_jobs_page_shows_its_tasks_and_attempts_with_their_jobs_exit_codes(site: Site):
+    job, _ = site.db.managed.create("train", "alice", [("train", "sealed")])
+    assert job.id is not None
+    site.db.clusters.upsert("train-1", status="UP", owner="alice")
+    site.db.clusters.upsert_job("train-1", 1, status="FAILED", num_nodes=2, exit_codes="[0, 3]")
+    site.db.managed.record(job.id, {"status": "RECOVERING", "recoveries": 1}, task_index=0, attempt=0,
+                           attempt_fields={"cluster": "train-1", "job_id": 1, "status": "PREEMPTED",
+                                           "reason": "node 1 lost", "ended": True})
+    site.db.managed.record(job.id, task_index=0, attempt=1, attempt_fields={"cluster": "train-2", "status": "STARTING"})
+    page = site.browser("alice").get(f"/managed/{job.id}")
+    assert page.status_code == 200
+    assert rows(page.text, "attempt-table") == ["0.0", "0.1"]
+    first = page.text.split('data-row="0.0"', 1)[1].split("</tr>", 1)[0]
+    assert 'href="/clusters/train-1/jobs/1"' in first and ">0 3<" in first and "node 1 lost" in first
+    assert "RECOVERING" in page.text and f'hx-post="/managed/{job.id}/cancel"' in page.text
+    assert "managed%2F" in page.text
+    hidden = site.browser("bob").get(f"/managed/{job.id}")
+    assert hidden.status_code == 404 and f"managed job {job.id} not found" in hidden.text
+    # Cancel is an action like the others: without the page's CSRF token, nothing happens.
+    refused = site.browser("alice").post(f"/managed/{job.id}/cancel", headers={"HX-Request": "true"})
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    assert site.db.managed.get(job.id).status == "RECOVERING"  # type: ignore[union-attr]

@@ -31,7 +31,8 @@ class AppState:
             return self._client
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
     return request.app.state.styx
 
 

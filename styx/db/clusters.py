@@ -15,6 +15,8 @@
   clusters and their nodes, one query).
 - Counts for metrics: ``job_counts`` (jobs by status, one grouped query) and
   ``pending_by_cluster`` (queue depth of every cluster not TERMINATED).
+- ``numbered_page``: a page of cluster names by number, with the count and the filters'
+  choices (the dashboard's listing; two statements).
 - ``job_activity``: for each given cluster, its jobs, how many have not ended and when one
   last moved (one grouped query; the dashboard's job counts and autostop estimate).
 - The listing: ``page`` (a page of clusters, filtered, with their nodes, shares and
@@ -60,6 +62,20 @@ class ClusterSummary:
     provider: str
     owner: str | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NumberedPage:
+    """A page of a listing by number (``ClusterStore.numbered_page``)."""
+
+    #: The page's clusters: name and when its row last changed.
+    names: list[tuple[str, datetime | None]]
+    total: int
+    page: int
+    pages: int
+    #: The providers and owners of every cluster the page could show, whatever the other filters.
+    providers: list[str]
+    owners: list[str]
 
 
 @dataclass(frozen=True)
@@ -501,6 +517,42 @@ class ClusterStore(Store):
                 .group_by(jobs.c.cluster_name, jobs.c.status)):
             by_name[cluster]["active_jobs"][str(status)] = count
         return rows
+
+    def numbered_page(self, *, gone: bool, status: str | None = None, provider: str | None = None,
+                      owner: str | None = None, owned_or_shared_with: str | None = None,
+                      newest_first: bool = False, page: int = 1, per_page: int = 100) -> "NumberedPage":
+        """A numbered page of cluster names (the dashboard's listing): the taken-down ones
+        (``gone``) or the others, filtered as ``page`` filters (``owned_or_shared_with``: only
+        a user's own and those shared with them), by name or the last changed first; with how
+        many match, the pages, and the providers and owners of every cluster the visibility
+        filter leaves (the filters' choices). Two statements, whatever the count.
+        ``page`` past the last is the last."""
+        clusters: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
+        shares: sa.Table = ClusterShare.__table__  # type: ignore[attr-defined]
+        seen = [clusters.c.status == ClusterStatus.TERMINATED if gone
+                else clusters.c.status != ClusterStatus.TERMINATED]
+        if owned_or_shared_with is not None:
+            shared = sa.select(shares.c.cluster_name).where(shares.c.user_name == owned_or_shared_with)
+            seen.append(sa.or_(clusters.c.owner == owned_or_shared_with, clusters.c.name.in_(shared)))
+        chosen = list(seen)
+        for column, value in ((clusters.c.status, status), (clusters.c.provider, provider),
+                              (clusters.c.owner, owner)):
+            if value is not None:
+                chosen.append(column == value)
+        with self.engine.connect() as conn:
+            counts = list(conn.execute(sa.select(clusters.c.status, clusters.c.provider, clusters.c.owner,
+                                                 sa.func.count()).where(*seen)
+                                       .group_by(clusters.c.status, clusters.c.provider, clusters.c.owner)))
+            total = sum(n for s, p, o, n in counts if (status is None or s == status)
+                        and (provider is None or p == provider) and (owner is None or o == owner))
+            pages = max(1, -(-total // per_page))
+            page = max(1, min(page, pages))
+            order = ((clusters.c.updated_at.desc(), clusters.c.name) if newest_first else (clusters.c.name,))
+            rows = conn.execute(sa.select(clusters.c.name, clusters.c.updated_at).where(*chosen).order_by(*order)
+                                .limit(per_page).offset((page - 1) * per_page))
+            named = [(name, _aware(updated)) for name, updated in rows]
+        return NumberedPage(named, total, page, pages, providers=sorted({p for _, p, _, _ in counts}),
+                            owners=sorted({o for _, _, o, _ in counts if o}))
 
     # --- (last: a method named ``list`` would shadow the builtin in annotations below it)
 

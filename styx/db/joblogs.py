@@ -10,7 +10,8 @@ and every API replica reads here, so no host keeps anything another one needs.
   copies of one stream (a retry racing an attempt thought dead) never store a byte twice or
   leave a gap: the loser gets ``LogMoved`` with the real size and resumes from there.
 - ``streams``: a job's streams (phase, rank, size); ``read``: rows from an offset on, a few
-  at a time, so a reader never holds more than a few chunks.
+  at a time, so a reader never holds more than a few chunks; ``read_range``: the bytes
+  between two offsets (a window of a log: the dashboard shows a finished log's end first).
 - ``delete_cluster``: forget every log of a cluster name (a fresh launch reuses job ids).
 """
 
@@ -100,6 +101,23 @@ class JobLogStore(Store):
                 .where(_key(_chunks, cluster, job_id, phase, rank), _chunks.c.offset >= offset)
                 .order_by(_chunks.c.offset).limit(max_rows)).all()
         return [(int(r.offset), bytes(r.data)) for r in rows]
+
+    def read_range(self, cluster: str, job_id: int, phase: str, rank: int, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of the stream (fewer past its end), from the rows that hold
+        them: one statement, at most ``end - start`` plus a row's length read."""
+        if end <= start:
+            return b""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_chunks.c.offset, _chunks.c.data)
+                .where(_key(_chunks, cluster, job_id, phase, rank), _chunks.c.offset < end,
+                       _chunks.c.offset > start - MAX_CHUNK_BYTES)  # a row holding ``start`` begins after
+                .order_by(_chunks.c.offset)).all()
+        if not rows:
+            return b""
+        first = int(rows[0].offset)
+        data = b"".join(bytes(r.data) for r in rows)
+        return data[max(start - first, 0):end - first]
 
     def delete_cluster(self, cluster: str) -> int:
         """Forget every log of the cluster name; returns how many streams went."""

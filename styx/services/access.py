@@ -8,8 +8,8 @@ the API and by the git push trigger alike (as ``styx.gitserver.access`` is for r
 - ``NONE``: everyone else; to them the cluster does not exist (the API answers 404).
 
 A disabled user has no access to anything. ``visible_clusters`` is the listing rule built on
-it (what ``GET /api/v1/clusters`` shows), ``visible`` the same filter over any rows (the
-dashboard's listing pages over ``db.clusters.summaries``).
+it, ``visible`` the same filter over any rows; the REST listing and the dashboard's apply it
+in SQL (``ClusterStore.page`` and ``numbered_page``: owned by or shared with the user).
 
 >>> from styx.db import Cluster, User
 >>> dev = Cluster(name="dev", owner="alice")

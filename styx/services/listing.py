@@ -10,7 +10,8 @@
   node-uptime rows), never one per cluster.
 - ``list_clusters_json``: the same page as the API's JSON bytes, in one pass.
 - ``cluster_info(db, settings, name)``: one cluster in the same shape (the caller checked
-  who may see it).
+  who may see it); ``cluster_infos(db, settings, names)``: several, in the same statements
+  (the dashboard's page of clusters, chosen from those the viewer may see).
 
 >>> ClusterQuery(limit=0)
 Traceback (most recent call last):
@@ -123,3 +124,16 @@ def cluster_info(db: "Database", settings: "Settings", name: str) -> ClusterInfo
     """Cluster ``name`` as the listing shows it, whoever may see it; None if it has no row."""
     rows = _rows(db, settings, _ANYONE, ClusterQuery(include_terminated=True, limit=1), names=[name])
     return _INFOS.validate_python(rows)[0] if rows else None
+
+
+def cluster_infos(db: "Database", settings: "Settings", names: Iterable[str]) -> dict[str, ClusterInfo]:
+    """The named clusters (at most ``MAX_CLUSTER_PAGE``) as the listing shows them, by name,
+    whoever may see them (the caller chose the names from those its user may see); a name
+    without a row is absent."""
+    wanted = sorted(set(names))
+    if len(wanted) > MAX_CLUSTER_PAGE:
+        raise ValueError(f"names: {len(wanted)} clusters, more than {MAX_CLUSTER_PAGE} at once")
+    if not wanted:
+        return {}
+    rows = _rows(db, settings, _ANYONE, ClusterQuery(include_terminated=True, limit=MAX_CLUSTER_PAGE), names=wanted)
+    return {info.name: info for info in _INFOS.validate_python(rows)}

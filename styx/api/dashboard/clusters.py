@@ -16,7 +16,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from styx.api.dashboard.actions import flash, perform
-from styx.api.dashboard.columns import CLUSTER_COLUMNS, JOB_COLUMNS
+from styx.api.dashboard.columns import (
+    CLUSTER_COLUMNS,
+    JOB_COLUMNS,
+    cluster_actions,
+    job_actions,
+    owned_cluster_actions,
+)
 from styx.api.dashboard.data import (
     JOBS_SHOWN,
     MAX_JOBS_SHOWN,
@@ -42,7 +48,7 @@ async def clusters_view(request: Request, state: StateDep, viewer: ViewerDep) ->
     filters, problems = ClusterFilters.from_query(request.query_params)
     data = await asyncio.to_thread(cluster_page, state, viewer.user, filters)
     return page(request, viewer, "clusters.html", status_code=422 if problems else 200,
-                data=data, problems=problems, columns=CLUSTER_COLUMNS)
+                data=data, problems=problems, columns=CLUSTER_COLUMNS, actions=owned_cluster_actions)
 
 
 def not_found(request: Request, viewer: Viewer, detail: str) -> Response:
@@ -62,7 +68,8 @@ async def cluster_view(name: str, request: Request, state: StateDep, viewer: Vie
         jobs = state.db.clusters.list_jobs(name, limit=limit + 1)
         activity = state.db.clusters.job_activity([name]).get(name, NO_JOBS)
         info = api.cluster_info(state, cluster, shares)
-        row = ClusterRow(info, access, activity, autostop_at(cluster, activity), datetime.now(timezone.utc))
+        row = ClusterRow(info, access, activity, autostop_at(info, cluster.updated_at, activity),
+                         datetime.now(timezone.utc))
         return row, access, [api.job_info(state, j) for j in jobs]
 
     found = await asyncio.to_thread(read)
@@ -74,7 +81,8 @@ async def cluster_view(name: str, request: Request, state: StateDep, viewer: Vie
     cancellable = {j.job_id for j in jobs if not j.finished and may_cancel(viewer.user, access, j)}
     return page(request, viewer, "cluster.html", row=row, cluster=row.info,
                 jobs=jobs, more=more, limit=limit, next_limit=min(limit * 2, MAX_JOBS_SHOWN),
-                columns=CLUSTER_COLUMNS, job_columns=JOB_COLUMNS, cancellable=cancellable)
+                columns=CLUSTER_COLUMNS, job_columns=JOB_COLUMNS, job_actions=job_actions(cancellable),
+                cluster_actions=cluster_actions)
 
 
 def _said(action: str) -> Callable[[ClusterInfo], str]:

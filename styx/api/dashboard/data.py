@@ -1,44 +1,46 @@
 """What each page shows, read through the same code the REST API uses.
 
-Nothing here decides who sees what: the cluster listing is filtered by
-``styx.services.access.visible`` (the rule behind ``GET /api/v1/clusters``), one
-cluster's access is ``resolve_cluster_access``, and each row is mapped to the API's public shape
-by the routes' own ``cluster_info`` / ``job_info``. What is added is presentation: filters
-and paging of the listing, per-cluster job counts (one grouped query) and the autostop
-estimate, and a finished job's log read whole (bounded) for the page.
+Nothing here decides who sees what: the cluster listing is filtered by the rule of
+``styx.services.access`` applied in SQL, as ``GET /api/v1/clusters`` applies it; one
+cluster's access is ``resolve_cluster_access``, and each row is the API's public shape, read
+by the REST listing (``services.listing``) or mapped by the routes' own ``cluster_info`` /
+``job_info``. What is added is presentation: filters and paging of the listing, per-cluster
+job counts (one grouped query) and when autostop fires, and a finished job's log (its tail,
+bounded) for the page.
 
 - ``ClusterFilters``: status / provider / owner / history / page from the URL, checked.
 - ``cluster_page``: one page of the clusters the viewer may see, filtered.
 - ``ClusterRow``: a cluster as a table row (``ClusterInfo`` plus its jobs at a glance).
-- ``read_whole_log``: a finished job's log as lines marked by node, at most ``MAX_PAGE_LOG_BYTES``.
+- ``read_log_window``: part of a finished job's log (its end, at first) as lines marked by node;
+  ``read_live_tail``: a running one's last lines, and where following it resumes.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, NamedTuple
 from urllib.parse import urlencode
 
 from styx.api.deps import AppState
-from styx.api.routes.clusters import cluster_info
 from styx.contracts.clusters import ClusterStatus
 from styx.contracts.rest import ClusterInfo
-from styx.db import Cluster, User
+from styx.db import User
 from styx.db.clusters import JobActivity
-from styx.db.joblogs import MAX_CHUNK_BYTES
-from styx.joblogs import LogReader
-from styx.services import costs
-from styx.services.access import ClusterAccess, cluster_access, visible
+from styx.services import listing
+from styx.services.access import ClusterAccess, cluster_access
 
 #: Clusters per page of the listing.
 CLUSTERS_PER_PAGE = 100
 #: Jobs shown on a cluster's page at first, and at most (``?limit=``).
 JOBS_SHOWN = 100
 MAX_JOBS_SHOWN = 1000
-#: The most of a finished job's log its page shows inline; the raw log has all of it.
-MAX_PAGE_LOG_BYTES = 512 << 10
+#: What a finished job's page shows of its log at first (its end), and what each *earlier*
+#: adds before it; the raw log has all of it.
+LOG_TAIL_BYTES = 64 << 10
+LOG_WINDOW_BYTES = 128 << 10
+#: A line longer than this is shown cut.
+MAX_SHOWN_LINE = 16 << 10
 
 LIVE_STATUSES = [s.value for s in ClusterStatus if s != ClusterStatus.TERMINATED]
 
@@ -126,53 +128,49 @@ class ClusterPage:
 NO_JOBS = JobActivity(0, 0, None)
 
 
-def autostop_at(cluster: Cluster, activity: JobActivity) -> datetime | None:
-    """When an idle UP cluster's autostop should fire: its idle minutes after the last thing
-    that kept it busy that the read model saw (a job submitted or ended, the cluster started
-    or its autostop set — both write the row). An estimate: the workflow's timer is the truth."""
-    if cluster.autostop_minutes is None or cluster.status != ClusterStatus.UP or activity.active:
+def autostop_at(info: ClusterInfo, updated_at: datetime | None, activity: JobActivity) -> datetime | None:
+    """When an idle UP cluster's autostop fires: the time its workflow recorded
+    (``info.autostop_at``), or, for a row that has none, an estimate — its idle minutes after
+    the last thing that kept it busy that the read model saw (a job submitted or ended, the
+    cluster started or its autostop set, which write the row: ``updated_at``)."""
+    if info.autostop_minutes is None or info.status != ClusterStatus.UP or activity.active:
         return None
-    busy = max(t for t in (cluster.updated_at, cluster.launched_at, activity.last_moved) if t is not None)
-    return busy + timedelta(minutes=cluster.autostop_minutes)
+    if info.autostop_at is not None:
+        return info.autostop_at
+    busy = max((t for t in (updated_at, info.launched_at, activity.last_moved) if t is not None), default=None)
+    return busy + timedelta(minutes=info.autostop_minutes) if busy is not None else None
 
 
 def cluster_page(state: AppState, user: User, filters: ClusterFilters,
                  per_page: int = CLUSTERS_PER_PAGE) -> ClusterPage:
     """The page of clusters ``user`` may see that the filters select (blocking: run in a thread).
 
-    Filters and pages over ``db.clusters.summaries`` (a few columns of every cluster) and the
-    clusters shared with the viewer, then reads the page's rows, nodes, shares and job counts
-    in one query each."""
-    db = state.db.clusters
-    summaries = [c for c in db.summaries(include_gone=filters.history)
-                 if (c.status == ClusterStatus.TERMINATED) == filters.history]
-    # Whether a cluster is shared with the viewer is all the rule reads of its shares.
-    seen = visible(user, summaries, {name: [user.name] for name in db.shared_with(user.name)})
-    options = {
-        "status": ["TERMINATED"] if filters.history else LIVE_STATUSES,
-        "provider": sorted({c.provider for c in seen}),
-        "owner": sorted({c.owner for c in seen if c.owner}),
-    }
-    chosen = [c for c in seen if (filters.status is None or c.status == filters.status)
-              and (filters.provider is None or c.provider == filters.provider)
-              and (filters.owner is None or c.owner == filters.owner)]
-    if filters.history:  # the most recently taken down first
-        chosen.sort(key=lambda c: c.updated_at, reverse=True)
-    pages = max(1, math.ceil(len(chosen) / per_page))
-    page = min(filters.page, pages)
-    names = [c.name for c in chosen[(page - 1) * per_page: page * per_page]]
-    rows, nodes, activity, shares = db.get_many(names), db.nodes_of(names), db.job_activity(names), db.shares_of(names)
-    spent = costs.spent_by_launch(state.db, names)
+    The page's names, the count and the filters' choices come from ``db.clusters.numbered_page``
+    (the visibility rule of ``styx.services.access`` applied in SQL, as the REST listing
+    applies it); the page's clusters are then read through the REST listing
+    (``services.listing.cluster_infos``) and their job counts in one grouped query: a few
+    statements whatever the number of clusters, no ORM rows."""
+    if user.disabled:
+        return ClusterPage([], filters, 0, 1, {"status": [], "provider": [], "owner": []})
+    found = state.db.clusters.numbered_page(
+        gone=filters.history, status=filters.status, provider=filters.provider, owner=filters.owner,
+        owned_or_shared_with=None if user.is_admin else user.name, newest_first=filters.history,
+        page=filters.page, per_page=per_page)
+    options = {"status": ["TERMINATED"] if filters.history else LIVE_STATUSES,
+               "provider": found.providers, "owner": found.owners}
+    names = [name for name, _ in found.names]
+    infos = listing.cluster_infos(state.db, state.settings, names)
+    activity = state.db.clusters.job_activity(names)
     now = datetime.now(timezone.utc)
     out = []
-    for name in names:
-        cluster = rows.get(name)
-        if cluster is None:  # deleted since the summaries were read
+    for name, updated_at in found.names:
+        info = infos.get(name)
+        if info is None:  # deleted since the page was read
             continue
-        act, users = activity.get(name, NO_JOBS), shares.get(name, [])
-        out.append(ClusterRow(cluster_info(state, cluster, users, spent, nodes.get(name, [])),
-                              cluster_access(user, cluster, users), act, autostop_at(cluster, act), now))
-    return ClusterPage(out, replace(filters, page=page), len(chosen), pages, options)
+        act = activity.get(name, NO_JOBS)
+        out.append(ClusterRow(info, cluster_access(user, info, info.shared_with), act,
+                              autostop_at(info, updated_at, act), now))
+    return ClusterPage(out, replace(filters, page=found.page), found.total, found.pages, options)
 
 
 class LogLine(NamedTuple):
@@ -181,44 +179,87 @@ class LogLine(NamedTuple):
 
 
 @dataclass
-class WholeLog:
+class LogWindow:
+    """Part of a finished job's log: the lines that start between ``start`` and ``end``, where
+    the log is its streams one after another (rank by rank, setup before run, as ``styx
+    logs`` prints them) and positions are bytes of that whole."""
+
     lines: list[LogLine]
-    #: Bytes stored for the job (every node, every phase) and bytes shown.
+    start: int
+    end: int
+    #: Bytes of the whole log (every node, every phase).
     size: int
-    shown: int
 
     @property
-    def cut(self) -> bool:
-        return self.shown < self.size
+    def whole(self) -> bool:
+        return self.start == 0 and self.end >= self.size
+
+    @property
+    def shown(self) -> int:
+        return self.end - self.start
 
 
-def read_whole_log(state: AppState, cluster: str, job_id: int, num_nodes: int,
-                   max_bytes: int = MAX_PAGE_LOG_BYTES) -> WholeLog:
-    """A finished job's log, node by node (setup before run), each line with its rank; at
-    most ``max_bytes`` of it (blocking: run in a thread)."""
-    size = sum(s.size for s in state.db.joblogs.streams(cluster, job_id))
-    # Rows of at most 256 KB: read no more of them at once than the page may show.
-    rows = max(1, -(-max_bytes // MAX_CHUNK_BYTES))
-    reader = LogReader(state.db, cluster, job_id, num_nodes, rows_per_read=rows)
+def read_log_window(state: AppState, cluster: str, job_id: int, end: int | None = None,
+                    max_bytes: int = LOG_TAIL_BYTES) -> LogWindow:
+    """The lines of a finished job's log that start in the ``max_bytes`` before ``end`` (None:
+    its end), each with its node's rank (blocking: run in a thread). Reads only those bytes
+    (and the rest of the window's last line, up to ``MAX_SHOWN_LINE``), whatever the log's size."""
+    db = state.db.joblogs
+    streams = db.streams(cluster, job_id)
+    size = sum(s.size for s in streams)
+    end = size if end is None else max(0, min(end, size))
+    start = max(0, end - max_bytes)
     lines: list[LogLine] = []
-    shown = 0
-    while shown < max_bytes:
-        got = False
-        for piece in reader.read_pieces(final=True):  # one stream's next rows at a time
-            got = True
-            data = piece.text
-            if shown + len(data) > max_bytes:  # keep the whole lines that fit
-                data = data[:data.rfind(b"\n", 0, max_bytes - shown) + 1]
-            text = data.decode(errors="replace")
-            parts = text.split("\n")
-            if parts[-1] == "":
-                parts.pop()
-            if parts and piece.continues and lines and lines[-1].rank == piece.rank:
-                lines[-1] = LogLine(piece.rank, lines[-1].text + parts.pop(0))
-            lines.extend([LogLine(piece.rank, part) for part in parts])
-            shown += len(data)
-            if len(data) < len(piece.text):
-                return WholeLog(lines, size, shown)
-        if not got:
-            break
-    return WholeLog(lines, size, min(shown, size))
+    base = 0
+    for stream in streams:
+        lo, hi = max(start - base, 0), min(end - base, stream.size)
+        if lo < hi:
+            lines.extend(_stream_lines(state, cluster, job_id, stream.phase, stream.rank, stream.size, lo, hi))
+        base += stream.size
+    return LogWindow(lines, start, end, size)
+
+
+def read_live_tail(state: AppState, cluster: str, job_id: int,
+                   max_bytes: int = LOG_TAIL_BYTES) -> tuple[LogWindow, dict[str, int]]:
+    """A running job's log as its page starts: the complete lines of its last ``max_bytes``,
+    and where following it resumes — for each stream (``run.0`` …), the byte after its last
+    complete line (the live stream's cursor, so no line is shown twice or lost). Blocking."""
+    db = state.db.joblogs
+    streams = db.streams(cluster, job_id)
+    size = sum(s.size for s in streams)
+    start = max(0, size - max_bytes)
+    lines: list[LogLine] = []
+    cursor: dict[str, int] = {}
+    base = 0
+    for stream in streams:
+        lo = max(start - base, 0)
+        tail_from = max(lo - 1, 0) if lo < stream.size else max(stream.size - MAX_SHOWN_LINE, 0)
+        tail = db.read_range(cluster, job_id, stream.phase, stream.rank, tail_from, stream.size)
+        done = tail_from + tail.rfind(b"\n") + 1 if b"\n" in tail else tail_from
+        cursor[f"{stream.phase}.{stream.rank}"] = done
+        if lo < done:
+            lines.extend(_stream_lines(state, cluster, job_id, stream.phase, stream.rank, stream.size, lo, done))
+        base += stream.size
+    return LogWindow(lines, start, size, size), cursor
+
+
+def _stream_lines(state: AppState, cluster: str, job_id: int, phase: str, rank: int, size: int,
+                  lo: int, hi: int) -> list[LogLine]:
+    """The lines of one stream that start at bytes ``lo`` to ``hi`` (a line that began before
+    ``lo`` belongs to the window before; the last one is read to its end)."""
+    first, last = max(lo - 1, 0), min(hi + MAX_SHOWN_LINE, size)
+    data = state.db.joblogs.read_range(cluster, job_id, phase, rank, first, last)
+    pos = first
+    if lo > 0:  # skip to the first line that starts at ``lo`` or after
+        cut = data.find(b"\n")
+        if cut < 0:
+            return []
+        data, pos = data[cut + 1:], first + cut + 1
+    if pos >= hi or not data:
+        return []
+    stop = data.find(b"\n", hi - pos - 1)
+    cut_short = stop < 0 and last < size
+    texts = data[:len(data) if stop < 0 else stop].decode(errors="replace").split("\n")
+    if cut_short:
+        texts[-1] += f" … (a line longer than {MAX_SHOWN_LINE >> 10} KB: the raw log has it whole)"
+    return [LogLine(rank, text) for text in texts]

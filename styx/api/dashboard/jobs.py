@@ -1,10 +1,11 @@
 """Pages: one job (``/clusters/{name}/jobs/{id}``) with its log, the log's live stream, the raw
 log, and cancel.
 
-- A finished job's page shows its whole log, each node's lines marked (at most
-  ``data.MAX_PAGE_LOG_BYTES``; the raw log has the rest).
-- A running job's page follows its log over server-sent events
-  (``GET .../events``): ``log`` events (``{"rank", "text", "continues"}``), a ``status``
+- A finished job's page shows its log's end (``data.LOG_TAIL_BYTES``), each node's lines
+  marked; *earlier* (``GET .../log?before=N``) puts the ``LOG_WINDOW_BYTES`` before them in
+  front, as often as asked; the raw log has it all at once.
+- A running job's page shows its log's last lines and follows it from there over server-sent
+  events (``GET .../events?after=<cursor>``): ``log`` events (``{"rank", "text", "continues"}``), a ``status``
   event when the job's status changes, and ``end`` once it finished and every line is out
   (``busy`` instead, when this process already follows ``MAX_LOG_FOLLOWERS`` logs).
   Each ``log`` event's id is how many bytes of each stream were sent, so a browser that
@@ -19,14 +20,16 @@ import asyncio
 import json
 import time
 from typing import AsyncIterator
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 from styx.api.dashboard.actions import perform
 from styx.api.dashboard.clusters import not_found
-from styx.api.dashboard.data import read_whole_log
-from styx.api.dashboard.render import page
+from styx.api.dashboard.columns import cancel_job as cancel_button
+from styx.api.dashboard.data import LOG_WINDOW_BYTES, read_live_tail, read_log_window
+from styx.api.dashboard.render import page, render
 from styx.api.dashboard.session import ViewerDep, read_form
 from styx.api.deps import PathId, StateDep, get_temporal
 from styx.api.routes import clusters as api
@@ -76,11 +79,29 @@ async def job_page(name: str, job_id: PathId, request: Request, state: StateDep,
     except HTTPException as err:
         return not_found(request, viewer, str(err.detail))
     cluster, access, _ = await asyncio.to_thread(resolve_cluster_access, state.db, viewer.user, name)
-    log = None
+    follow = None
     if job.finished:
-        log = await asyncio.to_thread(read_whole_log, state, name, job_id, job.num_nodes)
-    return page(request, viewer, "job.html", job=job, log=log, multi=job.num_nodes > 1,
+        log = await asyncio.to_thread(read_log_window, state, name, job_id)
+    else:  # its last lines now, then the live stream from where they end
+        log, cursor = await asyncio.to_thread(read_live_tail, state, name, job_id)
+        follow = f"/clusters/{name}/jobs/{job_id}/events?" + urlencode({"after": format_cursor(cursor)})
+    return page(request, viewer, "job.html", job=job, log=log, follow=follow, live=not job.finished,
+                multi=job.num_nodes > 1, cancel_button=cancel_button,
                 may_cancel=not job.finished and may_cancel(viewer.user, access, job))
+
+
+@router.get("/clusters/{name}/jobs/{job_id}/log")
+async def log_window(name: str, job_id: PathId, request: Request, state: StateDep, viewer: ViewerDep,
+                     before: int = Query(ge=0, le=1 << 62)) -> Response:
+    """The ``LOG_WINDOW_BYTES`` of a finished job's log before byte ``before``: the lines the
+    page's *earlier* button puts before those it shows (and a button for the ones before them)."""
+    try:
+        job = await api.get_job(name, job_id, state, viewer.user)
+    except HTTPException as err:
+        return PlainTextResponse(str(err.detail), status_code=err.status_code)
+    window = await asyncio.to_thread(read_log_window, state, name, job_id, before, LOG_WINDOW_BYTES)
+    html = render("log_window.html", job=job, log=window, live=False, fragment=True, multi=job.num_nodes > 1)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/clusters/{name}/jobs/{job_id}/log.txt")
@@ -89,6 +110,11 @@ async def raw_log(name: str, job_id: PathId, state: StateDep, viewer: ViewerDep)
         return await api.job_logs(name, job_id, state, viewer.user, follow=False)
     except HTTPException as err:
         return PlainTextResponse(str(err.detail), status_code=err.status_code)
+
+
+def format_cursor(sent: dict[str, int]) -> str:
+    """``{"run.0": 4096, "setup.0": 120}`` -> ``run.0:4096,setup.0:120`` (``parse_cursor`` reads it)."""
+    return ",".join(f"{k}:{v}" for k, v in sorted(sent.items()))
 
 
 def parse_cursor(raw: str | None) -> dict[str, int]:
@@ -113,7 +139,9 @@ async def log_events(name: str, job_id: PathId, request: Request, state: StateDe
         job = await api.get_job(name, job_id, state, viewer.user)
     except HTTPException as err:
         return PlainTextResponse(str(err.detail), status_code=err.status_code)
-    skip = parse_cursor(request.headers.get("last-event-id"))
+    # Where to start: what the browser saw (its ``Last-Event-ID`` on a reconnect), else where
+    # the lines its page showed end (``?after=``).
+    skip = parse_cursor(request.headers.get("last-event-id") or request.query_params.get("after"))
     reader = LogReader(state.db, name, job_id, job.num_nodes)
     slots = followers(request)
 
@@ -159,7 +187,7 @@ async def log_events(name: str, job_id: PathId, request: Request, state: StateDe
                         text = text[already:]
                     sent[key] = sent.get(key, 0) + len(text)
                     got = True
-                    cursor = ",".join(f"{k}:{v}" for k, v in sorted(sent.items()))
+                    cursor = format_cursor(sent)
                     yield _event("log", {"rank": piece.rank, "text": text.decode(errors="replace"),
                                          "continues": continues}, cursor)
             if ended:

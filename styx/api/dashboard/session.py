@@ -92,7 +92,7 @@ class Keys:
         return hmac.new(self.csrf_key, cookie.encode(), hashlib.sha256).hexdigest()
 
 
-def keys(request: Request, state: StateDep) -> Keys:
+async def keys(request: Request, state: StateDep) -> Keys:
     found = getattr(request.app.state, "styx_dashboard_keys", None)
     if found is None:
         found = request.app.state.styx_dashboard_keys = Keys(state.settings)
