@@ -1,10 +1,9 @@
 """Clusters, their nodes and their jobs: ``ClusterStore`` (``db.clusters``).
 
 - Clusters: ``upsert`` (exactly the fields given), ``get``, ``get_many``, ``delete`` (with
-  nodes and jobs), ``list`` (optionally by status), ``summaries`` (a few columns of every
-  cluster, for listings that page).
+  nodes and jobs), ``list`` (optionally by status).
 - Nodes: ``upsert_nodes`` / ``replace_nodes`` (keyed by cluster and rank), ``delete_nodes``,
-  ``list_nodes``, ``nodes_of`` (several clusters' at once).
+  ``list_nodes``.
 - Shares (who else may use a cluster, see ``styx.services.access``): ``add_share`` (bounded),
   ``remove_share``, ``shares`` (one cluster's), ``shares_of`` (several clusters' at once),
   ``shared_with`` (the clusters shared with a user). Deleting a cluster forgets its shares.
@@ -52,17 +51,6 @@ from styx.db.models import (
     NodeBase,
     UserNotFound,
 )
-
-@dataclass(frozen=True)
-class ClusterSummary:
-    """The few fields of a cluster a listing filters and pages by (``summaries``)."""
-
-    name: str
-    status: ClusterStatus
-    provider: str
-    owner: str | None
-    updated_at: datetime
-
 
 @dataclass(frozen=True)
 class NumberedPage:
@@ -154,19 +142,6 @@ class ClusterStore(Store):
             query = select(Cluster).where(Cluster.name.in_(wanted))  # type: ignore[attr-defined]
             return {c.name: c for c in session.exec(query).all()}
 
-    def summaries(self, *, include_gone: bool = True) -> list[ClusterSummary]:
-        """Every cluster's name, status, provider, owner and last change, by name: a few
-        columns without building rows (a listing of thousands filters and pages on these,
-        then reads whole rows only for the page with ``get_many``)."""
-        table: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
-        query = sa.select(table.c.name, table.c.status, table.c.provider, table.c.owner,
-                          table.c.updated_at).order_by(table.c.name)
-        if not include_gone:
-            query = query.where(table.c.status != ClusterStatus.TERMINATED)
-        with self.engine.connect() as conn:
-            return [ClusterSummary(name, ClusterStatus(status), provider, owner, updated)
-                    for name, status, provider, owner, updated in conn.execute(query)]
-
     def delete(self, name: str) -> bool:
         """Remove the cluster with its nodes and jobs; False if it was not there."""
         table: sa.Table = Cluster.__table__  # type: ignore[attr-defined]
@@ -222,20 +197,6 @@ class ClusterStore(Store):
     def list_nodes(self, cluster: str) -> list[Node]:
         with self.engine.connect() as conn:
             return self._list_nodes(conn, cluster)
-
-    def nodes_of(self, clusters: Iterable[str]) -> dict[str, list[Node]]:
-        """``{cluster: [node, ...]}`` by rank, for several clusters in one query (those
-        without nodes are absent)."""
-        names = sorted(set(clusters))
-        out: dict[str, list[Node]] = {}
-        if not names:
-            return out
-        query = (select(Node).where(Node.cluster_name.in_(names))  # type: ignore[attr-defined]
-                 .order_by(Node.cluster_name, Node.rank))
-        with self._session() as session:
-            for node in session.exec(query).all():
-                out.setdefault(node.cluster_name, []).append(node)
-        return out
 
     def _list_nodes(self, conn: Connection, cluster: str) -> list[Node]:
         with Session(conn, expire_on_commit=False) as session:

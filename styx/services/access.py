@@ -29,7 +29,6 @@ from styx.contracts.clusters import ClusterStatus
 
 if TYPE_CHECKING:
     from styx.db import Cluster, Database, Job, User
-    from styx.db.clusters import ClusterSummary
 
 
 
@@ -55,7 +54,7 @@ class ClusterAccess(enum.IntEnum):
         return self.name.lower()
 
 
-def cluster_access(user: "User | None", cluster: "Cluster | ClusterSummary | None",
+def cluster_access(user: "User | None", cluster: "Cluster | None",
                    shares: Collection[str] = ()) -> ClusterAccess:
     """The access ``user`` has to ``cluster`` (None: it does not exist), given the names of
     the users it is shared with. Only its ``owner`` is read."""
