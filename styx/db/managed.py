@@ -132,6 +132,19 @@ class ManagedJobStore(Store):
                                                  _tasks.c.task_index == task_index).values(cluster=cluster))
         return None
 
+    def waiting(self, slots: int, owner: str | None = None, exclude: int | None = None) -> list[int]:
+        """Who to wake when a slot comes free: the oldest PENDING jobs, as many as slots are
+        free now (at most ``slots``, and one at least), and ``owner``'s oldest PENDING one
+        (whose own limits may have held it back)."""
+        with self.engine.connect() as conn:
+            in_use = conn.execute(sa.select(sa.func.count()).select_from(_jobs).where(
+                _jobs.c.cluster.is_not(None), _jobs.c.status.not_in(_TERMINAL))).scalar() or 0
+            pending = sa.select(_jobs.c.id).where(_jobs.c.status == "PENDING", _jobs.c.id != (exclude or 0))
+            ids = list(conn.execute(pending.order_by(_jobs.c.id).limit(max(slots - in_use, 1))).scalars())
+            if owner is not None:
+                ids += conn.execute(pending.where(_jobs.c.owner == owner).order_by(_jobs.c.id).limit(1)).scalars()
+        return list(dict.fromkeys(ids))
+
     def task_body(self, managed_id: int, task_index: int) -> str | None:
         row = self._fetch(ManagedJobTask, managed_id, task_index)
         return None if row is None else row.body
