@@ -3,11 +3,14 @@ the git server) with users, keys and repositories made through the `styx` comman
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
+from styx.activities.git import GitActivities
+from styx.contracts.pushes import PushInput, PushJobPlan, SubmitPushJobInput
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import RepoName
 from styx.gitserver.storage import RepoStore
@@ -214,6 +217,17 @@ def test_a_managed_push_runs_as_a_managed_job_of_the_pusher(git_stack: GitStyxSt
     assert admin.cluster(attempt.cluster).owner == "alice"  # the pusher's cluster, counted as hers
     status = git_stack.cli("repo", "status", "alice/ml", sha, env={"STYX_TOKEN": alice.token or "", "COLUMNS": "300"})
     assert status.returncode == 0 and f"default: managed job {managed_id} SUCCEEDED" in status.stdout, status.stdout
+
+    # The git server killed after it submitted: the retried submission (the same key) finds
+    # the first managed job and starts no second one.
+    acts = GitActivities(git_stack.settings)
+    repo = acts.db.repos.get("alice", "ml")
+    assert repo is not None and repo.id is not None
+    push = PushInput("alice", "ml", repo.id, sha, "refs/heads/main", "0" * 40, "alice")
+    again = asyncio.run(acts.push_submit(SubmitPushJobInput(push, 0, PushJobPlan("default", {}, None, True), "",
+                                                            f"push/alice/ml/{sha}/0")))
+    assert again.managed_id == managed_id
+    assert [j.id for j in acts.db.managed.list("alice", name="default")] == [managed_id]
 
 
 MANAGED_FAILING = """\
