@@ -7,12 +7,13 @@ keeps them, runs them on its own task queue (``styx.workers.gitqueue``); the oth
 (``all()``) run on any worker. The commit's tree is exported to ``STYX_HOME/git-runs/<sha>``
 on the git server's host (where its paths are checked) and stored as an upload, in the
 database, which any worker syncs to the nodes as it does a client's files.
-Every submission carries a Temporal update id derived from the push, so a retried
-``push_submit`` never queues a job twice. Jobs run as the pusher: on a named cluster only
-if the pusher may use it (``styx.services.access``; otherwise the job fails as if the
-cluster did not exist), and a ``managed`` cluster is the pusher's own: it counts against
-their limits (``styx.services.quotas``), and one that would take them over fails its job
-with the limit named.
+Every submission carries a key derived from the push (a Temporal update id, or a managed
+job's idempotency key), so a retried ``push_submit`` never queues a job twice. Jobs run as
+the pusher: on a named cluster only if the pusher may use it (``styx.services.access``;
+otherwise the job fails as if the cluster did not exist); a ``managed`` job is a managed job
+of the pusher's, submitted through ``styx.services.managed`` as ``styx jobs launch`` submits
+one (its checks, the pusher's limits: a refusal fails the job naming the field or the limit),
+and ``push_wait_managed`` follows it to its end.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ from styx.gitserver.names import InvalidName, RepoName, is_sha
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
 from styx.services import clusters as service
-from styx.services.access import ClusterAccess, resolve_cluster_access
 from styx.services import managed as managed_service
 from styx.services import policy, quotas
+from styx.services.access import ClusterAccess, resolve_cluster_access
 from styx.services.launch import InvalidRequest, check_for_provider, load_task, submit_input
 from styx.task import Task
 
