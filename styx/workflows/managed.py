@@ -20,7 +20,7 @@ For each task in order, attempt after attempt:
 A job that finds no slot (``STYX_MANAGED_MAX_ACTIVE`` managed jobs hold a cluster, or its
 owner's limits are full) launches nothing and waits, PENDING, until a job that frees a slot
 wakes it (``MANAGED_SLOT_FREED_SIGNAL``, sent by ``managed_record``) or its timer fires (a
-safety net, ``SLOT_WAIT_SIGNALLED`` seconds and growing), then asks again. Thousands of
+safety net, ``SLOT_WAIT_SIGNALLED`` seconds, jittered and growing), then asks again. Thousands of
 waiting jobs thus cost nothing while no slot frees up (they polled on short timers before:
 2,000 of them swamped one worker).
 
@@ -78,7 +78,8 @@ ATTEMPTS_PER_RUN = 20
 SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                            non_retryable_error_types=[REFUSED, NO_SLOT])
 SLOT_WAIT_MIN, SLOT_WAIT_MAX = 2.0, 30.0
-#: With the wake-up signal: the timer between two asks without one (seconds, doubling).
+#: With the wake-up signal: the timer between two asks without one (seconds, doubling; each
+#: wait is between once and twice it, at random).
 SLOT_WAIT_SIGNALLED = (60.0, 600.0)
 #: ``workflow.patched`` id of the wait on the signal (runs before it replay their sleeps).
 SLOT_SIGNAL_PATCH = "managed-slot-signal"
@@ -260,8 +261,11 @@ class ManagedJobWorkflow:
                 p.attempt -= 1  # the same attempt, in the next run
                 self._continue_as_new_now()
             if workflow.patched(SLOT_SIGNAL_PATCH):
+                # Jittered (deterministically): jobs submitted together must not all ask again
+                # at the same instant (2,000 timers firing at once swamped the worker).
+                timeout = signalled_wait * (1 + workflow.random().random())
                 try:
-                    await workflow.wait_condition(lambda: self._slot_freed, timeout=signalled_wait)
+                    await workflow.wait_condition(lambda: self._slot_freed, timeout=timeout)
                 except asyncio.TimeoutError:
                     pass
                 signalled_wait = min(signalled_wait * 2, SLOT_WAIT_SIGNALLED[1])
