@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import os
+import sqlite3
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -379,6 +380,23 @@ def test_pins_hold_while_their_work_lives_and_a_full_quota_names_what_pins_it(da
     database.managed.record(job.id, {"status": "SUCCEEDED", "ended": True})
     assert store(b) == [sha(a)]  # nothing pins it any more: evicted as before
     assert database.uploads.get(sha(a)) is None
+
+
+def test_a_write_the_busy_database_refuses_is_a_503_to_send_again_not_a_500(stack: StyxStack):
+    """SQLite's write lock held past the busy timeout (thousands of workflows writing, as in
+    the 2,000-job benchmark): the API answers 503 with Retry-After, having changed nothing."""
+    data = targz({"busy.txt": b"sent while the database was busy\n"})
+    holder = sqlite3.connect(stack.settings.db_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        refused = put(stack, data)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1" and "database is busy" in refused.json()["detail"]
+    assert Database(stack.settings.db_url).uploads.get(sha(data)) is None
+    assert put(stack, data).status_code == 201
 
 
 # ------------------------------------------------------------------------------ store and cache
