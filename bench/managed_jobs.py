@@ -10,7 +10,9 @@ at a time; the others wait, PENDING, in their workflows. Printed: that all compl
 rate, the worker's peak RSS (``VmHWM``), and the ratio to the floor: the same trivial task
 run by hand — ``launch`` a fresh cluster, wait, ``down`` — with ``--slots`` at a time, on the
 same stack. Then what one worker process held, next to SkyPilot's published 600 running /
-24 launching managed jobs on a 16 GiB controller VM.
+24 launching managed jobs on a 16 GiB controller VM. Also printed: the clusters and node
+processes the jobs left (none expected). ``--stall``: give up (and clean up) when no job has
+ended for that long.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from styx.config import find_temporal_binary  # noqa: E402
 from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
 from styx.db import Database, ManagedJob  # noqa: E402
+from styx.providers.local import procs  # noqa: E402
 from styx.providers.local.provider import LocalProvider  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
 from tests.fixtures.temporal import free_port  # noqa: E402
@@ -63,9 +66,22 @@ def floor(stack: StyxStack, jobs: int, slots: int) -> float:
     return jobs / (time.perf_counter() - t0)
 
 
-def managed(stack: StyxStack, jobs: int) -> tuple[float, dict[str, int], int, int]:
+def node_processes(stack: StyxStack) -> int:
+    """Local node servers still running under the stack's nodes directory."""
+    root = str(stack.nodes_root)
+    return sum(1 for pid, argv in procs.scan_cmdlines()
+               if "styx.providers.local.nodeserver" in argv and (procs.arg_after(argv, "--home") or "").startswith(root)
+               and procs.alive(pid))
+
+
+class Stalled(RuntimeError):
+    """No managed job ended for ``--stall`` seconds."""
+
+
+def managed(stack: StyxStack, jobs: int, stall: float) -> tuple[float, dict[str, int], int, int]:
     """Submit ``jobs`` managed jobs at once; wait for all to end. Returns the rate, the count
-    by status, the most jobs in flight at once, and the worker's peak RSS (KB) sampled."""
+    by status, the most jobs in flight at once, and the worker's peak RSS (KB) sampled.
+    ``Stalled`` if no job ends for ``stall`` seconds."""
     db = Database(stack.settings.db_url)
     table = ManagedJob.__table__  # type: ignore[attr-defined]
     worker = stack.worker
@@ -87,6 +103,7 @@ def managed(stack: StyxStack, jobs: int) -> tuple[float, dict[str, int], int, in
     print(f"submitted {len(ids)} managed jobs in {submitted:.1f}s ({len(ids) / submitted:.0f}/s)", flush=True)
     terminal = ("SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_NO_RESOURCE", "CANCELLED")
     last = 0.0
+    progress, progress_at = -1, time.perf_counter()
     while True:
         with db.engine.connect() as conn:
             counts = dict(conn.execute(sa.select(table.c.status, sa.func.count()).group_by(table.c.status)).all())
@@ -94,6 +111,11 @@ def managed(stack: StyxStack, jobs: int) -> tuple[float, dict[str, int], int, in
         peak["inflight"] = max(peak["inflight"], jobs - done)
         if done >= jobs:
             break
+        if done != progress:
+            progress, progress_at = done, time.perf_counter()
+        elif time.perf_counter() - progress_at > stall:
+            stop.set()
+            raise Stalled(f"no managed job ended for {stall:.0f} s: {counts}")
         if time.perf_counter() - last > 15:
             last = time.perf_counter()
             print(f"  {time.perf_counter() - t0:.0f}s: {counts}", flush=True)
@@ -110,6 +132,7 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000, help="managed jobs submitted at once")
     parser.add_argument("--slots", type=int, default=16, help="STYX_MANAGED_MAX_ACTIVE: clusters at once")
     parser.add_argument("--floor-jobs", type=int, default=32, help="jobs run by hand for the floor")
+    parser.add_argument("--stall", type=float, default=600, help="give up when no job ends for this many seconds")
     args = parser.parse_args()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
@@ -120,14 +143,16 @@ async def main() -> None:
         floor_rate = await asyncio.to_thread(floor, stack, args.floor_jobs, args.slots)
         print(f"floor: {args.floor_jobs} jobs by hand (launch, wait, down), {args.slots} at a time: "
               f"{floor_rate:.2f} jobs/s", flush=True)
-        rate, counts, inflight, peak_kb = await asyncio.to_thread(managed, stack, args.jobs)
+        rate, counts, inflight, peak_kb = await asyncio.to_thread(managed, stack, args.jobs, args.stall)
+        # What a managed job leaves behind, before the stack's cleanup would hide it.
         left = [c for c in LocalProvider(stack.nodes_root, "").list_clusters() if c.startswith("mj-")]
+        nodes_left = node_processes(stack)
     finally:
         await asyncio.to_thread(stack.stop)
         await env.shutdown()
     peak_mb = peak_kb / 1024
     print(f"managed: {counts.get('SUCCEEDED', 0)}/{args.jobs} SUCCEEDED ({counts}), {rate:.2f} jobs/s, "
-          f"clusters left: {len(left)}")
+          f"clusters left: {len(left)}, node processes left: {nodes_left}")
     print(f"ratio managed / by hand: {rate / floor_rate:.2f}")
     print(f"one worker process: {inflight} managed jobs in flight at once (at most {args.slots} holding a cluster), "
           f"peak RSS {peak_mb:.0f} MB = {peak_mb / max(inflight, 1):.2f} MB per job in flight")

@@ -3,11 +3,14 @@ the git server) with users, keys and repositories made through the `styx` comman
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
+from styx.activities.git import GitActivities
+from styx.contracts.pushes import PushInput, PushJobPlan, SubmitPushJobInput
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import RepoName
 from styx.gitserver.storage import RepoStore
@@ -188,25 +191,86 @@ def test_skip_ci_and_unmatched_filters_record_a_skipped_run(git_stack: GitStyxSt
     assert "skipped: [skip ci] in the commit message" in runs, runs
 
 
-def test_a_managed_job_gets_a_fresh_cluster_that_is_taken_down_after(git_stack: GitStyxStack, people,
-                                                                     tmp_path: Path):
+def test_a_managed_push_runs_as_a_managed_job_of_the_pusher(git_stack: GitStyxStack, people, tmp_path: Path):
+    """``managed: true`` submits a managed job (``managed/<id>``) owned by the pusher; the push
+    run follows it to its end; its cluster is down after."""
     alice = people["alice"]
     work = _checkout(git_stack, alice, tmp_path / "w")
     sha = _commit(alice, work, {".styx.yaml": MANAGED}, "managed run")
     out = alice.git("push", "origin", "main", cwd=work).stderr
-    assert "queued on a fresh cluster push-" in out, out
+    match = re.search(r"remote: styx: managed job (\d+) started — (\S+) \(default\)", out)
+    assert match, out
+    managed_id = int(match[1])
     with _client(git_stack, alice) as client:
         run = client.wait_commit("alice/ml", sha, timeout=180)
-    assert run.status == "SUCCEEDED", run
-    [job] = run.jobs
-    assert job.managed and job.cluster.startswith("push-")
+        assert run.status == "SUCCEEDED", run
+        [job] = run.jobs
+        assert job.managed and job.managed_id == managed_id and job.status == "SUCCEEDED", job
+        assert job.workflow_id == f"managed/{managed_id}"
+        managed = client.jobs.get(managed_id)  # the pusher's own: she sees it
+        assert managed.owner == "alice" and managed.status == "SUCCEEDED", managed
+        log = client.jobs.logs(managed_id)
+        assert "managed-run-ok" in log and "managed-setup-ran" in log  # launched: its setup runs
+    [attempt] = managed.attempts
     admin = git_stack.client()
-    log = admin.logs(job.cluster, job.job_id)
-    assert "managed-run-ok" in log and "managed-setup-ran" in log  # launched: its setup runs
-    assert admin.cluster(job.cluster).status == "TERMINATED"
-    assert admin.cluster(job.cluster).owner == "alice"  # the pusher's own cluster
-    repo = RepoName("alice", "ml")
-    assert (git_stack.settings.home / "git-runs" / sha).is_dir() and repo.owner == "alice"
+    assert admin.cluster(attempt.cluster).status == "TERMINATED"
+    assert admin.cluster(attempt.cluster).owner == "alice"  # the pusher's cluster, counted as hers
+    status = git_stack.cli("repo", "status", "alice/ml", sha, env={"STYX_TOKEN": alice.token or "", "COLUMNS": "300"})
+    assert status.returncode == 0 and f"default: managed job {managed_id} SUCCEEDED" in status.stdout, status.stdout
+
+    # The git server killed after it submitted: the retried submission (the same key) finds
+    # the first managed job and starts no second one.
+    acts = GitActivities(git_stack.settings)
+    repo = acts.db.repos.get("alice", "ml")
+    assert repo is not None and repo.id is not None
+    push = PushInput("alice", "ml", repo.id, sha, "refs/heads/main", "0" * 40, "alice")
+    again = asyncio.run(acts.push_submit(SubmitPushJobInput(push, 0, PushJobPlan("default", {}, None, True), "",
+                                                            f"push/alice/ml/{sha}/0")))
+    assert again.managed_id == managed_id
+    assert [j.id for j in acts.db.managed.list("alice", name="default")] == [managed_id]
+
+
+MANAGED_FAILING = """\
+jobs:
+  flaky:
+    managed: true
+    resources: {cpus: 0.5, job_recovery: {max_restarts_on_errors: 1}}
+    run: echo attempt $STYX_MANAGED_ATTEMPT; exit 3
+  typo:
+    managed: true
+    resources: {cpus: 0.5, job_recovery: {strategy: SOMEWHERE}}
+    run: echo never
+"""
+
+
+def test_a_managed_push_fails_with_its_managed_jobs_reason_and_a_bad_one_names_the_field(
+        git_stack: GitStyxStack, people, tmp_path: Path):
+    """A managed job restarted as its ``job_recovery`` allows, then FAILED: the push run is
+    FAILED with that reason. A managed task the managed-jobs service refuses starts nothing:
+    its job is FAILED naming the field."""
+    alice = people["alice"]
+    work = _checkout(git_stack, alice, tmp_path / "w", "http")
+    _orphan(alice, work, "managed-fails")
+    sha = _commit(alice, work, {".styx.yaml": MANAGED_FAILING}, "managed jobs that fail")
+    out = alice.git("push", "origin", "managed-fails", cwd=work).stderr
+    assert re.search(r"remote: styx: managed job \d+ started — \S+ \(flaky\)", out), out
+    assert "remote: styx: job typo not queued: jobs.typo.resources.job_recovery.strategy: " in out, out
+    with _client(git_stack, alice) as client:
+        run = client.wait_commit("alice/ml", sha, timeout=240)
+        assert run.status == "FAILED", run
+        flaky, typo = run.jobs
+        assert typo.status == "FAILED" and not typo.managed_id
+        assert "jobs.typo.resources.job_recovery.strategy" in (typo.message or "") and "SOMEWHERE" in typo.message
+        assert flaky.status == "FAILED" and flaky.managed_id, flaky
+        managed = client.jobs.get(flaky.managed_id)
+        assert managed.owner == "alice" and managed.status == "FAILED"
+        assert [a.status for a in managed.attempts] == ["FAILED", "FAILED"]  # restarted once, as asked
+        assert run.message is not None and f"flaky: FAILED ({managed.message})" in run.message, run.message
+        assert "typo: FAILED (jobs.typo.resources.job_recovery.strategy" in run.message
+        assert "attempt 1" in client.jobs.logs(flaky.managed_id) and "attempt 2" in client.jobs.logs(flaky.managed_id)
+        # Nothing else was started for the push: one managed job, hers.
+        assert [j.managed_id for j in client.jobs.queue() if j.name in ("flaky", "typo")].count(flaky.managed_id) == 1
+        assert not [j for j in client.jobs.queue() if j.name == "typo"]
 
 
 @pytest.mark.parametrize("case", ["deep_nesting", "alias_bomb", "not_utf8", "absolute_symlink"])

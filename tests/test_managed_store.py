@@ -52,6 +52,18 @@ def test_slots_are_bounded_and_freed_when_the_cluster_is_down(db: Database):
     assert db.managed.get(b.id).cluster == f"mj-{b.id}-0-1" and db.managed.get(b.id).status == "STARTING"
 
 
+def test_a_freed_slot_wakes_the_oldest_waiting_as_many_as_slots_are_free_and_the_owners_oldest(db: Database):
+    holder, _ = db.managed.create("h", "alice", [("h", "s")])
+    waiting = [db.managed.create(f"w{i}", "bob", [("w", "s")])[0].id for i in range(4)]
+    carols, _ = db.managed.create("c", "carol", [("c", "s")])
+    assert db.managed.claim(holder.id, 0, f"mj-{holder.id}-0-1", 3, "STARTING") is None
+    # Three slots, one held: the two oldest waiting, and carol's oldest (her limits may have held it).
+    assert db.managed.waiting(3, "carol", exclude=holder.id) == [waiting[0], waiting[1], carols.id]
+    db.managed.record(waiting[0], {"status": "STARTING"})  # woken, and took a slot
+    assert db.managed.waiting(1, None) == [waiting[1]]  # none free: still the oldest, one at least
+    assert holder.id not in db.managed.waiting(10, "alice", exclude=holder.id)
+
+
 def test_a_user_lists_only_their_own_jobs_and_an_admin_everyones(db: Database):
     for owner in ("alice", "bob", "alice"):
         db.managed.create(f"{owner}-job", owner, [("t", "s")])

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from styx.contracts.managed import (
+    MANAGED_SLOT_FREED_SIGNAL,
     AttemptEnd,
     ManagedDownInput,
     ManagedJobInput,
@@ -60,14 +61,21 @@ class Fake:
     refuse: str | None = None
     #: Submissions answered NoSlot before one goes through.
     no_slot: int = 0
+    #: ... answered as today's activity does: a result saying why it waits (else the NoSlot
+    #: error of runs before it, which the workflow still honours).
+    no_slot_answered: bool = False
+    submits: int = 0
 
     @activity.defn(name="managed_submit")
     async def submit(self, inp: ManagedSubmitInput) -> ManagedSubmitResult:
         if self.refuse:
             raise ApplicationError(self.refuse, type="Refused", non_retryable=True)
+        self.submits += 1
         if self.no_slot:
             self.no_slot -= 1
             self.held.set()
+            if self.no_slot_answered:
+                return ManagedSubmitResult(0, "", "local", waiting="waiting: 1 managed jobs hold a cluster (at most 1)")
             raise ApplicationError("waiting: 1 managed jobs hold a cluster (at most 1)", type="NoSlot")
         if (inp.task_index, inp.attempt) in self.hold_submit:
             self.held.set()
@@ -282,3 +290,17 @@ async def test_a_job_without_a_slot_waits_and_a_cancel_ends_the_wait_at_once(run
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert run.fake.launched == [] and run.fake.statuses()[-1] == "CANCELLED"
+
+
+async def test_a_job_waiting_for_a_slot_asks_again_when_woken_not_before(run_with):
+    """Waiting costs nothing: no ask until a freed slot's signal wakes the job (its timer is
+    a minute at least), then it launches at once."""
+    run = await run_with({0: [OK]})
+    run.fake.no_slot, run.fake.no_slot_answered = 1, True
+    with run.env.auto_time_skipping_disabled():
+        handle = await run.start()
+        await asyncio.wait_for(run.fake.held.wait(), PATIENCE)
+        await handle.signal(MANAGED_SLOT_FREED_SIGNAL)  # without it: no ask for a minute
+        result = await asyncio.wait_for(handle.result(), PATIENCE)
+    assert result.status == "SUCCEEDED" and run.fake.submits == 2 and len(run.fake.launched) == 1
+    assert not run.fake.leftovers()

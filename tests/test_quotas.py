@@ -239,8 +239,9 @@ def test_a_managed_push_over_the_pushers_limit_fails_its_run_naming_the_limit(wo
     run = dave.wait_commit("dave/ml", sha, timeout=120)
     assert run.status == "FAILED", run
     [job] = run.jobs
-    assert job.managed and job.status == "FAILED" and not job.job_id
+    assert job.managed and job.status == "FAILED" and not job.job_id and not job.managed_id
     assert "dave has 0 of 0 clusters" in (job.message or ""), job
+    assert dave.jobs.queue() == []  # no managed job was started for it
     assert dave.user_limits().clusters == 0  # nothing was launched
 
 

@@ -58,6 +58,31 @@ def test_a_submission_that_never_gets_an_answer_is_sent_a_bounded_number_of_time
     assert f"idempotency_key={keys[0]!r}" in str(caught.value)  # how to retry safely
 
 
+def test_a_submission_the_busy_database_refused_is_sent_again_with_its_key_and_temporal_down_is_not(no_pause):
+    keys = []
+
+    def busy_twice(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) < 3:  # the API's answer when SQLite's write lock was held too long
+            return httpx.Response(503, headers={"Retry-After": "1"}, json={"detail": "the database is busy"})
+        return httpx.Response(201, json={"managed_id": 5, "name": "t", "workflow_id": "managed/5"})
+
+    with styx.Client("http://api.invalid", "t", transport=httpx.MockTransport(busy_twice)) as client:
+        assert client.jobs.launch({"run": "true"}).managed_id == 5
+    assert len(keys) == 3 and len(set(keys)) == 1
+
+    calls = []
+
+    def temporal_down(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, json={"detail": "Temporal is not reachable"})
+
+    with styx.Client("http://api.invalid", "t", transport=httpx.MockTransport(temporal_down)) as client:
+        with pytest.raises(styx.Unavailable, match="Temporal is not reachable"):
+            client.jobs.launch({"run": "true"})
+    assert len(calls) == 1
+
+
 def test_reads_are_not_retried(no_pause):
     calls = []
 

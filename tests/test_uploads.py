@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import os
+import sqlite3
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -21,10 +22,11 @@ from temporalio.exceptions import ApplicationError
 
 from styx.activities.ssh import SshActivities
 from styx.activities.uploads import UploadCache, UploadUnusable
+from styx.contracts.jobs import JobSpec
 from styx.contracts.uploads import UploadRef
-from styx.db import Database
+from styx.db import Database, UploadQuotaFull
 from styx.sdk.client import Client
-from tests.fixtures.stack import StyxStack
+from tests.fixtures.stack import StyxStack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -290,6 +292,111 @@ def test_a_users_uploads_beyond_the_quota_evict_the_least_recently_used(stack: S
     assert [u.sha256 for u in carol.uploads()] == [sha(archives[2]), sha(archives[1])]
     assert carol._http.head(f"/api/v1/uploads/{sha(archives[0])}").status_code == 404
     assert Database(stack.settings.db_url).uploads.get(sha(archives[0])) is None  # nobody else had it
+
+
+def test_a_queued_jobs_upload_survives_uploads_that_would_otherwise_evict_it(stack: StyxStack):
+    """The quota evicts the least recently used upload, but never one a job still waiting to
+    run names; when only such uploads could make room, the upload is refused (409) naming the
+    quota and the jobs that pin them, and nothing is stored or evicted."""
+    admin = stack.client()
+    erin = Client(stack.settings.api_url, admin.create_user("erin-uploads").token)
+    up = erin.launch({"resources": {"cpus": 1}, "run": "true"}, cluster="erin-pin")
+    assert erin.wait("erin-pin", up.job_id, timeout=120).status == "SUCCEEDED"
+    gate = stack.shared_dir / "gate-erin-pin"
+    blocker = erin.exec("erin-pin", {"resources": {"cpus": 1},
+                                     "run": f"while [ ! -e {gate} ]; do sleep 0.05; done"}).job_id
+    # 700 KiB that do not compress: three of them are over the 2 MiB quota, two are not.
+    p1, o1, o2, p2, o3 = (targz({"note.txt": f"upload-{i}\n".encode() + os.urandom(700 << 10)}) for i in range(5))
+
+    def send(data: bytes) -> httpx.Response:
+        return erin._http.put(f"/api/v1/uploads/{sha(data)}", content=data)
+
+    def queue(data: bytes) -> int:
+        return erin.exec("erin-pin", {"resources": {"cpus": 1}, "workdir": f"upload:{sha(data)}",
+                                      "run": "head -1 note.txt"}).job_id
+
+    assert send(p1).status_code == 201
+    first = queue(p1)
+    wait_for(lambda: [erin.job("erin-pin", j).status for j in (blocker, first)] == ["RUNNING", "PENDING"],
+             60, "the blocker running and the job behind it waiting")
+    assert send(o1).status_code == 201 and send(o2).status_code == 201
+    # p1 was the least recently used: without its pin it would have gone; o1 went instead.
+    assert [u.sha256 for u in erin.uploads()] == [sha(o2), sha(p1)]
+
+    assert send(p2).status_code == 201  # evicts o2, the only upload not pinned
+    second = queue(p2)
+    refused = send(o3)
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "upload quota of 2097152 bytes (STYX_UPLOAD_QUOTA_BYTES)" in detail, detail
+    assert f"job {first} on cluster erin-pin (PENDING)" in detail and f"job {second} on cluster erin-pin" in detail
+    assert "nothing was stored" in detail
+    assert {u.sha256 for u in erin.uploads()} == {sha(p1), sha(p2)}
+    assert erin._http.head(f"/api/v1/uploads/{sha(o3)}").status_code == 404
+
+    gate.touch()
+    for job_id, text in ((first, "upload-0"), (second, "upload-3")):
+        assert erin.wait("erin-pin", job_id, timeout=120).status == "SUCCEEDED"
+        assert erin.logs("erin-pin", job_id).strip() == text  # its workdir was still there
+    assert send(o3).status_code == 201  # the jobs ended: their uploads pin nothing now
+    erin.down("erin-pin")
+
+
+def test_pins_hold_while_their_work_lives_and_a_full_quota_names_what_pins_it(database: Database):
+    """At the store: a job spec (before and after its cluster takes the job), a service and a
+    managed job each pin the uploads their tasks name, until they end."""
+    database.users.ensure("fay")
+    a, b = targz({"a": os.urandom(600)}), targz({"b": os.urandom(600)})
+    quota = len(a) + len(b) - 1  # one at a time
+
+    def store(data: bytes) -> list[str]:
+        return database.uploads.store(sha(data), len(data), iter([data]), "fay", quota=quota)[1]
+
+    def full(what: str) -> None:
+        with pytest.raises(UploadQuotaFull) as err:
+            store(b)
+        assert f"upload quota of {quota} bytes (STYX_UPLOAD_QUOTA_BYTES)" in str(err.value)
+        assert what in str(err.value), str(err.value)
+        assert database.uploads.get(sha(b)) is None and database.uploads.get(sha(a)) is not None
+
+    store(a)
+    database.jobspecs.put("spec-1", "c1", JobSpec(task={"workdir": f"upload:{sha(a)}", "run": "true"}))
+    full("a job being submitted")  # the cluster has not taken it yet
+    database.clusters.upsert("c1", provider="local", status="UP", num_nodes=1)
+    database.clusters.upsert_job("c1", 7, status="PENDING", spec_id="spec-1")
+    full("job 7 on cluster c1 (PENDING)")
+    database.clusters.set_job_status("c1", 7, "SUCCEEDED")
+    assert database.uploads.pins(sha(a)) == []
+
+    database.services.create("api", owner="fay", ports=range(30000, 30010), task={"workdir": f"upload:{sha(a)}"},
+                             sealed_secrets=None, spec={}, lb_policy="round_robin", workflow_id="service/api")
+    full("service api")
+    database.services.set_status("api", "SHUTTING_DOWN")
+    assert database.uploads.pins(sha(a)) == []
+
+    job, _ = database.managed.create("train", "fay", [("train", "sealed")],
+                                     uploads=[sha(a)])
+    full(f"managed job {job.id}")
+    database.managed.record(job.id, {"status": "SUCCEEDED", "ended": True})
+    assert store(b) == [sha(a)]  # nothing pins it any more: evicted as before
+    assert database.uploads.get(sha(a)) is None
+
+
+def test_a_write_the_busy_database_refuses_is_a_503_to_send_again_not_a_500(stack: StyxStack):
+    """SQLite's write lock held past the busy timeout (thousands of workflows writing, as in
+    the 2,000-job benchmark): the API answers 503 with Retry-After, having changed nothing."""
+    data = targz({"busy.txt": b"sent while the database was busy\n"})
+    holder = sqlite3.connect(stack.settings.db_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        refused = put(stack, data)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1" and "database is busy" in refused.json()["detail"]
+    assert Database(stack.settings.db_url).uploads.get(sha(data)) is None
+    assert put(stack, data).status_code == 201
 
 
 # ------------------------------------------------------------------------------ store and cache

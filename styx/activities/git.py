@@ -7,12 +7,13 @@ keeps them, runs them on its own task queue (``styx.workers.gitqueue``); the oth
 (``all()``) run on any worker. The commit's tree is exported to ``STYX_HOME/git-runs/<sha>``
 on the git server's host (where its paths are checked) and stored as an upload, in the
 database, which any worker syncs to the nodes as it does a client's files.
-Every submission carries a Temporal update id derived from the push, so a retried
-``push_submit`` never queues a job twice. Jobs run as the pusher: on a named cluster only
-if the pusher may use it (``styx.services.access``; otherwise the job fails as if the
-cluster did not exist), and a ``managed`` cluster is the pusher's own: it counts against
-their limits (``styx.services.quotas``), and one that would take them over fails its job
-with the limit named.
+Every submission carries a key derived from the push (a Temporal update id, or a managed
+job's idempotency key), so a retried ``push_submit`` never queues a job twice. Jobs run as
+the pusher: on a named cluster only if the pusher may use it (``styx.services.access``;
+otherwise the job fails as if the cluster did not exist); a ``managed`` job is a managed job
+of the pusher's, submitted through ``styx.services.managed`` as ``styx jobs launch`` submits
+one (its checks, the pusher's limits: a refusal fails the job naming the field or the limit),
+and ``push_wait_managed`` follows it to its end.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from temporalio.exceptions import ApplicationError
 
 from styx.archives import pack_tree
 from styx.config import Settings
-from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, ClusterSpec, cluster_workflow_id
+from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
+from styx.contracts.managed import ManagedJobStatus
 from styx.contracts.payloads import PayloadTooLarge
 from styx.contracts.pushes import (
     DownClusterInput,
@@ -49,25 +51,25 @@ from styx.contracts.pushes import (
     SubmitPushJobInput,
     WaitJobInput,
     WaitJobResult,
+    WaitManagedInput,
 )
 from styx.contracts.uploads import UPLOAD_CHUNK_BYTES, UPLOAD_SCHEME
-from styx.db import Database
+from styx.db import Database, UploadQuotaFull
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import InvalidName, RepoName, is_sha
 from styx.gitserver.storage import RepoStore
 from styx.gitserver.triggers import CONFIG_FILE, ConfigError, load_config, select_jobs, skips_ci
 from styx.services import clusters as service
-from styx.services.access import ClusterAccess, resolve_cluster_access
+from styx.services import managed as managed_service
 from styx.services import policy, quotas
-from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, load_task, submit_input
+from styx.services.access import ClusterAccess, resolve_cluster_access
+from styx.services.launch import InvalidRequest, check_for_provider, load_task, submit_input
 from styx.task import Task
 
-#: A managed cluster is taken down by its push run; this idle autodown is the safety net.
-MANAGED_AUTODOWN_MINUTES = 10
-
-
-def managed_cluster_name(repo_id: int, sha: str, index: int) -> str:
-    return f"push-{repo_id}-{sha[:10]}-{index}"
+def managed_push_key(submission_key: str) -> str:
+    """The managed job's idempotency key for one submission of a push (``push/<owner>/<repo>/
+    <sha>/<index>``, longer than a key may be): a digest of it."""
+    return "push:" + hashlib.sha256(submission_key.encode()).hexdigest()[:40]
 
 
 class GitActivities:
@@ -84,7 +86,8 @@ class GitActivities:
     def all(self) -> list[Any]:
         """What any worker runs (with ``repo_activities()`` too, for push runs started
         before the git server had a queue of its own: on a single host they still work)."""
-        return [*self.repo_activities(), self.push_wait_job, self.push_down_cluster, self.push_record]
+        return [*self.repo_activities(), self.push_wait_job, self.push_wait_managed, self.push_down_cluster,
+                self.push_record]
 
     def repo_activities(self) -> list[Any]:
         """The activities that read the repositories: the git server's task queue."""
@@ -187,8 +190,12 @@ class GitActivities:
                 packed.seek(0)
                 yield from iter(lambda: packed.read(UPLOAD_CHUNK_BYTES), b"")
 
-            self.db.uploads.store(sha256, size, chunks(), owner=push.pusher or "admin",
-                                  quota=self.settings.upload_quota_bytes)
+            try:
+                self.db.uploads.store(sha256, size, chunks(), owner=push.pusher or "admin",
+                                      quota=self.settings.upload_quota_bytes)
+            except UploadQuotaFull as err:
+                raise ApplicationError(f"the commit's files cannot be stored as the workdir: {err}",
+                                       type="InvalidPush", non_retryable=True) from None
         return f"{UPLOAD_SCHEME}{sha256}"
 
     # ------------------------------------------------------------------ submit
@@ -222,44 +229,32 @@ class GitActivities:
                              may_use_upload=lambda sha256: sha256 == tree_sha)
         except InvalidRequest as err:
             raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
+        if job.managed:
+            return await self._submit_managed(inp, task, tree_sha)
         client = await self._temporal()
         # The run is the pusher's: the job is recorded as theirs, never the repo owner's. On a
-        # named cluster it runs as `styx exec` does (no setup); a managed one is launched.
+        # named cluster it runs as `styx exec` does (no setup).
         submit = submit_input(task, inp.push.pusher, self.settings.home, run_setup=False)
-        launch = None
-        if job.managed:
-            cluster = managed_cluster_name(inp.push.repo_id, inp.push.sha, inp.index)
-            try:
-                launch = cluster_spec(task, cluster, MANAGED_AUTODOWN_MINUTES, True, owner=inp.push.pusher,
-                                      queue_window=self.settings.queue_window)
-                quotas.check_provider_nodes(self.settings, launch)
-            except InvalidRequest as err:
-                raise ApplicationError(str(err), type="InvalidTask", non_retryable=True) from None
-            await asyncio.to_thread(self._check_limits, inp.push.pusher, launch)
-            submit = submit_input(task, inp.push.pusher, self.settings.home, launch_spec=launch, run_setup=True)
-        else:
-            cluster = job.cluster or ""
-            row, access = await asyncio.to_thread(self._access, inp.push.pusher, cluster)
-            # A cluster the pusher may not use is, to them, one that does not exist.
-            if row is None or row.status in CLUSTER_GONE or access < ClusterAccess.USE:
-                raise ApplicationError(
-                    f"cluster {cluster!r} does not exist (or was taken down); launch it first "
-                    f"(`styx launch -c {cluster} ...`) or use `managed: true`",
-                    type="ClusterNotFound", non_retryable=True)
+        cluster = job.cluster or ""
+        row, access = await asyncio.to_thread(self._access, inp.push.pusher, cluster)
+        # A cluster the pusher may not use is, to them, one that does not exist.
+        if row is None or row.status in CLUSTER_GONE or access < ClusterAccess.USE:
+            raise ApplicationError(
+                f"cluster {cluster!r} does not exist (or was taken down); launch it first "
+                f"(`styx launch -c {cluster} ...`) or use `managed: true`",
+                type="ClusterNotFound", non_retryable=True)
         pusher = await asyncio.to_thread(self.db.users.get, inp.push.pusher)
         try:
-            policy.check_local_jobs(self.settings, launch.provider if launch else row.provider,
-                                    bool(pusher and pusher.is_admin))
+            policy.check_local_jobs(self.settings, row.provider, bool(pusher and pusher.is_admin))
         except policy.NotAllowed as err:
             raise ApplicationError(f"{inp.push.pusher}: {err}", type="Forbidden", non_retryable=True) from None
         try:  # what the nodes cannot honour fails the run before anything starts (warnings: none shown)
-            check_for_provider(task, launch.provider if launch else row.provider)
+            check_for_provider(task, row.provider)
         except InvalidRequest as err:
-            raise ApplicationError(f"jobs.{job.name}.{err}".replace(".task.", "."), type="InvalidTask",
-                                   non_retryable=True) from None
+            raise ApplicationError(_field(job.name, err), type="InvalidTask", non_retryable=True) from None
         try:
             result = await service.submit_job(client, self.settings.task_queue, cluster, submit,
-                                              launch=launch, update_id=inp.key, specs=self.db.jobspecs)
+                                              update_id=inp.key, specs=self.db.jobspecs)
         except PayloadTooLarge as err:
             raise ApplicationError(f"jobs.{job.name}.{err}", type="InvalidTask", non_retryable=True) from None
         except service.ClusterRefused as err:
@@ -270,18 +265,35 @@ class GitActivities:
                                    non_retryable=True) from None
         return PushJobRef(job.name, cluster, result.job_id, result.workflow_id, job.managed)
 
-    def _check_limits(self, pusher: str, launch: ClusterSpec) -> None:
-        """A managed cluster counts against the pusher's limits like one they launched; a
-        retried submission finds its cluster already there, counted once."""
-        user = self.db.users.get(pusher)
-        row = self.db.clusters.get(launch.name)
-        if user is None or (row is not None and row.status not in CLUSTER_GONE):
-            return
+    async def _submit_managed(self, inp: SubmitPushJobInput, task: Task, tree_sha: str) -> PushJobRef:
+        """``managed: true``: a managed job of the pusher's (``styx.services.managed``, as
+        ``styx jobs launch`` submits one): its own cluster, recovered on preemption, taken
+        down at its end. The idempotency key is the submission's, so a retried
+        ``push_submit`` finds the first managed job and starts no second one."""
+        job, pusher = inp.job, inp.push.pusher
+        user = await asyncio.to_thread(self.db.users.get, pusher)
+        if user is None or user.disabled:
+            raise ApplicationError(f"user {pusher!r} no longer exists or is disabled", type="Rejected",
+                                   non_retryable=True)
+        key = managed_push_key(inp.key)
+        first = await asyncio.to_thread(self.db.managed.by_key, pusher, key)
         try:
-            quotas.check_user_limits(self.db, self.settings, user, launch)
+            prepared = await asyncio.to_thread(
+                managed_service.prepare, self.settings, self.db, user, [task.to_dict(include_secrets=True)], None,
+                lambda sha256: sha256 == tree_sha, check_limits=first is None)
+        except InvalidRequest as err:
+            raise ApplicationError(_field(job.name, err), type="InvalidTask", non_retryable=True) from None
+        except policy.NotAllowed as err:
+            raise ApplicationError(f"{pusher}: {err}", type="Forbidden", non_retryable=True) from None
         except quotas.LimitExceeded as err:
-            raise ApplicationError(f"managed cluster refused: {err}", type="LimitExceeded",
-                                   non_retryable=True) from None
+            raise ApplicationError(f"managed job refused: {err}", type="Rejected", non_retryable=True) from None
+        client = await self._temporal()
+        try:
+            row = await managed_service.submit(client, self.db, self.settings, user, prepared, job.name, key)
+        except managed_service.ManagedIdTaken as err:
+            raise ApplicationError(str(err), type="Rejected", non_retryable=True) from None
+        assert row.id is not None
+        return PushJobRef(job.name, "", 0, row.workflow_id, True, managed_id=row.id)
 
     def _access(self, pusher: str, cluster: str) -> tuple[Any, ClusterAccess]:
         user = self.db.users.get(pusher) if pusher else None
@@ -315,8 +327,25 @@ class GitActivities:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 
+    @activity.defn(name="push_wait_managed")
+    async def push_wait_managed(self, inp: WaitManagedInput) -> WaitJobResult:
+        """Poll the read model until the managed job has ended (heartbeating meanwhile): its
+        status and message (why it failed) are the push job's."""
+        delay = 0.5
+        while True:
+            job = await asyncio.to_thread(self.db.managed.get, inp.managed_id)
+            if job is None:
+                return WaitJobResult(ManagedJobStatus.FAILED, f"managed job {inp.managed_id} is not in the database")
+            if ManagedJobStatus(job.status).is_terminal:
+                return WaitJobResult(job.status, job.message)
+            activity.heartbeat(job.status)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
     @activity.defn(name="push_down_cluster")
     async def push_down_cluster(self, inp: DownClusterInput) -> None:
+        """Take down a ``push-…`` cluster: only runs started before ``managed: true`` became a
+        managed job (their histories replay through it) still call it."""
         client = await self._temporal()
         down = asyncio.ensure_future(service.update_cluster(
             client, cluster_workflow_id(inp.cluster), "down", result_type=ClusterDescription))
@@ -339,6 +368,11 @@ class GitActivities:
         if rec.jobs is not None:
             fields["jobs"] = json.dumps([asdict(j) for j in rec.jobs])
         await asyncio.to_thread(self.db.repos.upsert_push_run, rec.repo_id, rec.sha, **fields)
+
+
+def _field(job: str, err: InvalidRequest) -> str:
+    """``err`` (naming ``task.<field>``) as the push names it: ``jobs.<job>.<field>: ...``."""
+    return f"jobs.{job}.{err}".replace(".task.", ".").replace(f"jobs.{job}.task:", f"jobs.{job}:")
 
 
 def _member(tree: str, root: Path, path: Path) -> str:

@@ -3,8 +3,9 @@ its end, take the cluster down, and record progress.
 
 Built once in a worker as ``ManagedActivities(settings, db, client)``.
 
-- ``managed_submit``: takes one of ``STYX_MANAGED_MAX_ACTIVE`` slots (the job waits PENDING,
-  retried, while they are all held), reads the task's sealed body from the database, applies the attempt's
+- ``managed_submit``: takes one of ``STYX_MANAGED_MAX_ACTIVE`` slots (while they are all
+  held, or the owner's limits are full, it returns ``waiting`` and the job waits PENDING),
+  reads the task's sealed body from the database, applies the attempt's
   placement (``styx.services.managed.placed_task``) and submits it through the submission
   service (``styx.services.clusters.submit_job``: update-with-start of the cluster's
   workflow), with an update id of the attempt (``managed/<id>/<task>/<attempt>``), so a
@@ -20,7 +21,10 @@ Built once in a worker as ``ManagedActivities(settings, db, client)``.
   message, a cluster no longer UP).
 - ``managed_down``: the cluster's ``down`` update, or a ``TeardownWorkflow`` when its
   workflow no longer runs (or never ran): idempotent, whatever state the cluster is in.
-- ``managed_record``: one write of progress (a local activity; an idempotent upsert).
+- ``managed_record``: one write of progress (a local activity; an idempotent upsert). A
+  write that frees a slot (the cluster down, the job ended) wakes the jobs waiting for one
+  (``MANAGED_SLOT_FREED_SIGNAL`` to the oldest PENDING, as many as slots are free, and the
+  owner's oldest): waiting costs nothing while nothing frees up.
 
 Crash tests kill the worker at ``managed_after_submit``, ``managed_job_running``,
 ``managed_before_down`` and ``managed_after_down`` (``styx.crash_seam``).
@@ -29,6 +33,7 @@ Crash tests kill the worker at ``managed_after_submit``, ``managed_job_running``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -41,6 +46,7 @@ from styx.config import Settings
 from styx.contracts.clusters import ClusterDescription, ClusterStatus, cluster_workflow_id
 from styx.contracts.jobs import JobStatus
 from styx.contracts.managed import (
+    MANAGED_SLOT_FREED_SIGNAL,
     AttemptEnd,
     ManagedDownInput,
     ManagedJobStatus,
@@ -49,6 +55,7 @@ from styx.contracts.managed import (
     ManagedSubmitResult,
     WatchInput,
     WatchResult,
+    managed_workflow_id,
 )
 from styx.db import Database
 from styx.crash_seam import crash_here_if_asked
@@ -68,8 +75,11 @@ LAUNCH_POLL_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 120.0
 #: Error type of a submission that cannot succeed (a bad task, a limit): not retried.
 REFUSED = "Refused"
-#: Error type of a submission that waits for a slot (``STYX_MANAGED_MAX_ACTIVE``): retried.
+#: Error type of a submission that waited for a slot in runs before ``ManagedSubmitResult.
+#: waiting`` (their histories replay with it); a submission without a slot now returns.
 NO_SLOT = "NoSlot"
+#: How long one wake-up signal may take before the rest are given up (their timers remain).
+WAKE_TIMEOUT_SECONDS = 5.0
 
 
 class ManagedActivities:
@@ -95,6 +105,26 @@ class ManagedActivities:
     @activity.defn(name="managed_record")
     async def managed_record(self, rec: ManagedRecord) -> None:
         await asyncio.to_thread(self._record, rec)
+        if rec.clear_cluster or rec.ended:  # its slot (if it held one) is free: wake who waits
+            await self._wake_waiting(rec.managed_id)
+
+    async def _wake_waiting(self, managed_id: int) -> None:
+        """Signal the managed jobs waiting for a slot that one may be free (``waiting``): they
+        ask at once rather than on their timers. Best effort: a wake lost is made up for by
+        the waiter's timer."""
+        from temporalio.service import RPCError
+
+        try:
+            job = await asyncio.to_thread(self.db.managed.get, managed_id)
+            ids = await asyncio.to_thread(self.db.managed.waiting, self.settings.managed_max_active,
+                                          job.owner if job else None, managed_id)
+            client = await self._temporal()
+            for waiting_id in ids:
+                with contextlib.suppress(RPCError):
+                    await asyncio.wait_for(client.get_workflow_handle(managed_workflow_id(waiting_id)).signal(
+                        MANAGED_SLOT_FREED_SIGNAL), WAKE_TIMEOUT_SECONDS)
+        except (asyncio.TimeoutError, RPCError, OSError) as err:
+            activity.logger.info("could not wake managed jobs waiting for a slot: %s", err)
 
     def _record(self, rec: ManagedRecord) -> None:
         job: dict[str, Any] = {key: getattr(rec, key) for key in
@@ -148,8 +178,11 @@ class ManagedActivities:
             check_for_provider(task, spec.provider)
         except (InvalidRequest, TaskValidationError) as err:
             raise ApplicationError(str(err), type=REFUSED, non_retryable=True) from None
-        await asyncio.to_thread(self._check_user, inp.managed_id, job.owner, spec)
-        await asyncio.to_thread(self._claim, inp)
+        waiting = await asyncio.to_thread(self._check_user, inp.managed_id, job.owner, spec)
+        if waiting is None:
+            waiting = await asyncio.to_thread(self._claim, inp)
+        if waiting is not None:  # nothing launched: the workflow waits for a slot
+            return ManagedSubmitResult(0, "", spec.provider, spec.region, waiting=waiting)
         submit = submit_input(task, job.owner, self.settings.home, launch_spec=spec, run_setup=True)
         client = await self._temporal()
         try:
@@ -169,22 +202,22 @@ class ManagedActivities:
                                                                      "hourly_price": price})
         return ManagedSubmitResult(result.job_id, result.workflow_id, spec.provider, spec.region)
 
-    def _claim(self, inp: ManagedSubmitInput) -> None:
-        """A slot of ``STYX_MANAGED_MAX_ACTIVE``, or a retryable ``NoSlot``: the job waits,
-        PENDING, and the workflow's retry asks again."""
+    def _claim(self, inp: ManagedSubmitInput) -> str | None:
+        """A slot of ``STYX_MANAGED_MAX_ACTIVE`` (None), or why there is none: the job waits,
+        PENDING, until a slot comes free (``MANAGED_SLOT_FREED_SIGNAL``) and asks again."""
         limit = self.settings.managed_max_active
         status = ManagedJobStatus.RECOVERING if inp.attempt > 1 else ManagedJobStatus.STARTING
         in_use = self.db.managed.claim(inp.managed_id, inp.task_index, inp.cluster, limit, status)
         if in_use is None:
-            return
+            return None
         message = f"waiting: {in_use} managed jobs hold a cluster (at most {limit}: STYX_MANAGED_MAX_ACTIVE)"
         self.db.managed.record(inp.managed_id, {"status": ManagedJobStatus.PENDING, "message": message})
-        raise ApplicationError(message, type=NO_SLOT)
+        return message
 
-    def _check_user(self, managed_id: int, owner: str, spec: Any) -> None:
+    def _check_user(self, managed_id: int, owner: str, spec: Any) -> str | None:
         """The owner may still run this (not disabled, the local-jobs rule: else ``Refused``),
-        and their limits have room for its cluster (else a retryable ``NoSlot``: the job waits
-        PENDING; a retried submission finds its cluster there already, counted once)."""
+        and their limits have room for its cluster (else why not: the job waits PENDING; a
+        retried submission finds its cluster there already, counted once)."""
         user = self.db.users.get(owner)
         if user is None or user.disabled:
             raise ApplicationError(f"user {owner!r} no longer exists or is disabled", type=REFUSED,
@@ -202,7 +235,8 @@ class ManagedActivities:
                 message = f"waiting: {err}"
                 self.db.managed.record(managed_id, {"status": ManagedJobStatus.PENDING,
                                                                 "message": message})
-                raise ApplicationError(message, type=NO_SLOT) from None
+                return message
+        return None
 
     # ------------------------------------------------------------------ watch
 

@@ -8,11 +8,12 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 
 from styx import __version__
 from styx.api import dashboard, metrics
 from styx.api.deps import AppState
-from styx.api.errors import AUTHENTICATED, RESOURCE, error_responses, validation_error
+from styx.api.errors import AUTHENTICATED, RESOURCE, database_busy, error_responses, validation_error
 from styx.api.limits import BodyLimit, RouteLimit
 from styx.api.routes import clusters, costs, managed, repos, services, system, uploads, users
 from styx.config import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, routes=[
         RouteLimit("PUT", uploads.UPLOAD_PATH_PREFIX, settings.max_upload_bytes, "STYX_MAX_UPLOAD_BYTES")])
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OperationalError, database_busy)
     # Every error answer is an ErrorBody; each router declares the ones its routes give.
     app.include_router(system.router)
     app.include_router(clusters.router, responses=error_responses(*RESOURCE, 503))

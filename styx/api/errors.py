@@ -4,6 +4,8 @@
   one error schema ``ErrorBody{detail: str}``.
 - ``validation_error``: the app's handler for ``RequestValidationError``: a 422 whose
   ``detail`` is one line naming the field (``body.task: Field required``), not FastAPI's list.
+- ``database_busy``: the handler for SQLite's ``database is locked``: a 503 with
+  ``Retry-After`` rather than a 500.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _MEANING = {
     409: "Conflicts with the resource's current state",
     413: "Request body over STYX_MAX_REQUEST_BYTES",
     422: "Invalid request: `detail` names the field",
-    503: "Temporal (or a worker) is not answering, or the cluster is too busy: try again",
+    503: "Temporal (or a worker) is not answering, or the cluster or database is too busy: try again",
 }
 
 #: What every route behind a token may answer.
@@ -58,6 +60,24 @@ def describe_errors(errors: Sequence[Any]) -> str:
     if len(errors) > _SHOWN:
         parts.append(f"and {len(errors) - _SHOWN} more")
     return " ".join("; ".join(parts).split())  # one line, whatever the messages hold
+
+
+#: What a client waits before sending again a request the busy database refused (seconds).
+BUSY_RETRY_AFTER = 1
+
+
+async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+    """SQLite's write lock held past its busy timeout (``database is locked``): a 503 with
+    ``Retry-After`` (the transaction was rolled back: nothing changed; the SDK sends a
+    request with an idempotency key again), not a 500. Any other database error is raised."""
+    from sqlalchemy.exc import OperationalError
+
+    assert isinstance(exc, OperationalError)
+    if "database is locked" not in str(exc) and "database is busy" not in str(exc):
+        raise exc
+    return JSONResponse(status_code=503, headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+                        content={"detail": "the database is busy (its write lock was held longer than the busy "
+                                           "timeout); nothing was changed: try again"})
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -279,7 +279,8 @@ def repo_runs(name: str = typer.Argument(..., help="owner/name"),
         runs = client.runs(name, limit)
     table = Table("COMMIT", "REF", "PUSHER", "STATUS", "JOBS", "WHEN", "MESSAGE")
     for r in runs:
-        jobs = ", ".join(f"{j.name}: {j.cluster}#{j.job_id} {j.status}" if j.job_id else f"{j.name}: {j.status}"
+        jobs = ", ".join(f"{j.name}: managed job {j.managed_id} {j.status}" if j.managed_id else
+                         f"{j.name}: {j.cluster}#{j.job_id} {j.status}" if j.job_id else f"{j.name}: {j.status}"
                          for j in r.jobs)
         colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(r.status, "yellow")
         table.add_row(esc(r.sha[:10]), esc(r.ref.removeprefix("refs/heads/")), esc(r.pusher),
@@ -299,7 +300,9 @@ def repo_status(name: str = typer.Argument(..., help="owner/name"),
     console.print(f"{run.sha[:10]} {run.ref}: {run.status}" + (f" — {run.message}" if run.message else ""),
                   markup=False, soft_wrap=True)
     for j in run.jobs:
-        if j.job_id:
+        if j.managed_id:
+            line = f"  {j.name}: managed job {j.managed_id} {j.status}" + (f" ({j.message})" if j.message else "")
+        elif j.job_id:
             line = f"  {j.name}: cluster {j.cluster} job {j.job_id} {j.status}" + (f" ({j.message})" if j.message else "")
         else:  # refused before it was queued: there is no job, only the reason
             line = f"  {j.name}: not queued ({j.status})" + (f": {j.message}" if j.message else "")

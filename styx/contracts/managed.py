@@ -28,6 +28,11 @@ MAX_LAUNCH_FAILURES_IN_A_ROW = 3
 DEFAULT_PROBE_SECONDS = 10.0
 
 
+#: Sent to a managed job waiting for a slot when one may have come free (a managed job took
+#: its cluster down, or ended): it asks again at once instead of on its timer.
+MANAGED_SLOT_FREED_SIGNAL = "slot_freed"
+
+
 def managed_workflow_id(managed_id: int) -> str:
     return f"managed/{managed_id}"
 
@@ -167,6 +172,9 @@ class ManagedSubmitResult:
     job_workflow_id: str
     provider: str
     region: str | None = None
+    #: No slot (``STYX_MANAGED_MAX_ACTIVE``, or the owner's limits): nothing was launched, and
+    #: this says why; the workflow waits for ``MANAGED_SLOT_FREED_SIGNAL`` (or its timer).
+    waiting: str | None = None
 
 
 @dataclass

@@ -81,6 +81,11 @@ class PushPlan:
 
 @dataclass
 class PushJobRef:
+    """What one job of a push became: a job on a named cluster (``cluster``, ``job_id``), or,
+    for ``managed: true``, a managed job (``managed_id``, its workflow ``managed/<id>``).
+    A ref with ``managed`` but no ``managed_id`` is a run started before managed pushes were
+    managed jobs: a job on a ``push-…`` cluster of its own, taken down by the run."""
+
     name: str
     cluster: str
     job_id: int = 0
@@ -88,6 +93,12 @@ class PushJobRef:
     managed: bool = False
     status: str = JobStatus.PENDING
     message: str | None = None
+    managed_id: int = 0
+
+    @property
+    def queued(self) -> bool:
+        """Whether something runs for it (a job, or a managed job)."""
+        return bool(self.job_id or self.managed_id)
 
 
 @dataclass
@@ -139,6 +150,11 @@ class WaitJobInput:
 class WaitJobResult:
     status: str
     message: str | None = None
+
+
+@dataclass
+class WaitManagedInput:
+    managed_id: int
 
 
 @dataclass

@@ -164,10 +164,14 @@ class BranchInfo(RestModel):
 
 
 class PushJobInfo(RestModel):
+    """One job of a push run: a job on ``cluster`` (``job_id``), or for ``managed: true`` the
+    managed job ``managed_id`` (``styx jobs logs <managed_id>``; ``cluster`` empty)."""
+
     name: str
     cluster: str
     job_id: int = 0
     managed: bool = False
+    managed_id: int = 0
     status: str
     message: str | None = None
     workflow_id: str = ""

@@ -88,3 +88,27 @@ class UploadInfo(RestModel):
     last_used_at: datetime | None = None
     #: On ``PUT``: False when the server had these bytes already (nothing new was stored).
     stored: bool = True
+
+
+def task_uploads(task: object) -> set[str]:
+    """The sha256s of the uploads a task's JSON form (``Task.to_dict``) names, in its
+    ``workdir`` and ``file_mounts``: what work that runs it pins (``db.uploads``).
+
+    >>> sorted(task_uploads({"workdir": "upload:" + "a" * 64, "file_mounts": {"~/x": "upload:" + "b" * 64 + "/x"}}))
+    ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb']
+    """
+    if not isinstance(task, dict):
+        return set()
+    sources = [task.get("workdir")]
+    mounts = task.get("file_mounts")
+    if isinstance(mounts, dict):
+        sources += [m.get("source") if isinstance(m, dict) else m for m in mounts.values()]
+    found = set()
+    for source in sources:
+        try:
+            ref = UploadRef.parse(source) if isinstance(source, str) else None
+        except InvalidUploadRef:
+            continue
+        if ref is not None:
+            found.add(ref.sha256)
+    return found

@@ -78,7 +78,7 @@ from styx.db.models import (
 )
 from styx.db.repos import RepoDb
 from styx.db.services import PortsExhausted, Route, ServiceStore
-from styx.db.uploads import UploadGone, UploadStore
+from styx.db.uploads import UploadGone, UploadQuotaFull, UploadStore
 from styx.db.users import TokenCheck, UserStore
 from styx.db.uptime import UptimeStore
 
@@ -120,6 +120,7 @@ __all__ = [
     "TokenCheck",
     "Upload",
     "UploadGone",
+    "UploadQuotaFull",
     "UploadStore",
     "UptimeStore",
     "User",

@@ -5,7 +5,8 @@ A job's body (``JobSpec``: task, env, sealed secrets) is stored when it is submi
 by its job workflow; the cluster workflow carries its id only. The jobs a cluster workflow does
 not hold in its window wait here as PENDING rows of ``jobs``, read back in submission order.
 
-- Specs: ``put`` (before the submission reaches the cluster), ``get``, ``forget`` (a
+- Specs: ``put`` (before the submission reaches the cluster; pins the uploads its task
+  names, ``db.uploads``), ``get``, ``forget`` (a
   submission refused, or answered with an earlier spec: only while no job names it),
   ``delete_cluster`` (the specs of a cluster's jobs, when the name starts afresh).
 - ``record_submitted``: a submitted job's PENDING row, written by the submitter as soon as the
@@ -27,6 +28,7 @@ from styx.db.base import Store
 from styx.db.clusters import ClusterStore
 from styx.db.engine import utcnow
 from styx.db.models import Job, JobSpecRow
+from styx.db.uploads import PIN_JOB, pin, unpin
 
 _specs = JobSpecRow.__table__  # type: ignore[attr-defined]
 _jobs = Job.__table__  # type: ignore[attr-defined]
@@ -41,6 +43,7 @@ class JobSpecStore(Store):
         with self._write() as conn:
             self._upsert(conn, JobSpecRow, {"spec_id": spec_id}, {"cluster_name": cluster, "body": body},
                          {"created_at": utcnow()})
+            pin(conn, PIN_JOB, spec_id, spec.task)  # until the job ends: the quota keeps its uploads
 
     def get(self, spec_id: str) -> JobSpec | None:
         with self.engine.connect() as conn:
@@ -53,12 +56,16 @@ class JobSpecStore(Store):
         """Delete the spec unless a job runs it; True if it was deleted."""
         used = sa.exists().where(_jobs.c.spec_id == spec_id)
         with self._write() as conn:
-            return conn.execute(sa.delete(_specs).where(_specs.c.spec_id == spec_id, ~used)).rowcount > 0
+            gone = conn.execute(sa.delete(_specs).where(_specs.c.spec_id == spec_id, ~used)).rowcount > 0
+            if gone:
+                unpin(conn, PIN_JOB, [spec_id])
+            return gone
 
     def delete_cluster(self, cluster: str) -> int:
         """Delete the specs the jobs of ``cluster`` run (before its rows are forgotten)."""
         ids = sa.select(_jobs.c.spec_id).where(_jobs.c.cluster_name == cluster, _jobs.c.spec_id.is_not(None))
         with self._write() as conn:
+            unpin(conn, PIN_JOB, ids.scalar_subquery())
             return conn.execute(sa.delete(_specs).where(_specs.c.spec_id.in_(ids))).rowcount
 
     def record_submitted(self, cluster: str, job_id: int, **fields: object) -> None:

@@ -21,20 +21,23 @@ from sqlmodel import select
 from styx.contracts.managed import MANAGED_TERMINAL, managed_workflow_id
 from styx.db.base import Store
 from styx.db.engine import aware_utc, utcnow
-from styx.db.models import ManagedJob, ManagedJobAttempt, ManagedJobTask
+from styx.db.models import ManagedJob, ManagedJobAttempt, ManagedJobTask, UploadPin
+from styx.db.uploads import PIN_MANAGED
 
 _jobs = ManagedJob.__table__  # type: ignore[attr-defined]
 _tasks = ManagedJobTask.__table__  # type: ignore[attr-defined]
 _attempts = ManagedJobAttempt.__table__  # type: ignore[attr-defined]
+_pins = UploadPin.__table__  # type: ignore[attr-defined]
 _TERMINAL = [str(s) for s in MANAGED_TERMINAL]
 _ENDING = {*_TERMINAL, "CANCELLING"}
 
 
 class ManagedJobStore(Store):
     def create(self, name: str, owner: str, tasks: Iterable[tuple[str | None, str]],
-               idempotency_key: str | None = None) -> tuple[ManagedJob, bool]:
+               idempotency_key: str | None = None, uploads: Iterable[str] = ()) -> tuple[ManagedJob, bool]:
         """Store a new managed job of ``tasks`` (``(name, sealed body)`` each), PENDING; returns
-        it and True, or — for a key this owner used before — the first job and False."""
+        it and True, or — for a key this owner used before — the first job and False. The
+        ``uploads`` its tasks name (sha256s) are pinned until it ends (``db.uploads``)."""
         if idempotency_key:
             first = self.by_key(owner, idempotency_key)
             if first is not None:
@@ -52,6 +55,9 @@ class ManagedJobStore(Store):
                     conn.execute(sa.insert(_tasks).values(
                         managed_id=managed_id, task_index=index, name=task_name, body=body, status="PENDING",
                         recoveries=0, restarts=0))
+                for sha256 in sorted(set(uploads)):
+                    conn.execute(sa.insert(_pins).values(sha256=sha256, holder_kind=PIN_MANAGED,
+                                                         holder=str(managed_id), created_at=utcnow()))
         except IntegrityError:
             if idempotency_key:  # the same key sent twice at once: the other one won
                 first = self.by_key(owner, idempotency_key)
@@ -125,6 +131,19 @@ class ManagedJobStore(Store):
             conn.execute(sa.update(_tasks).where(_tasks.c.managed_id == managed_id,
                                                  _tasks.c.task_index == task_index).values(cluster=cluster))
         return None
+
+    def waiting(self, slots: int, owner: str | None = None, exclude: int | None = None) -> list[int]:
+        """Who to wake when a slot comes free: the oldest PENDING jobs, as many as slots are
+        free now (at most ``slots``, and one at least), and ``owner``'s oldest PENDING one
+        (whose own limits may have held it back)."""
+        with self.engine.connect() as conn:
+            in_use = conn.execute(sa.select(sa.func.count()).select_from(_jobs).where(
+                _jobs.c.cluster.is_not(None), _jobs.c.status.not_in(_TERMINAL))).scalar() or 0
+            pending = sa.select(_jobs.c.id).where(_jobs.c.status == "PENDING", _jobs.c.id != (exclude or 0))
+            ids = list(conn.execute(pending.order_by(_jobs.c.id).limit(max(slots - in_use, 1))).scalars())
+            if owner is not None:
+                ids += conn.execute(pending.where(_jobs.c.owner == owner).order_by(_jobs.c.id).limit(1)).scalars()
+        return list(dict.fromkeys(ids))
 
     def task_body(self, managed_id: int, task_index: int) -> str | None:
         row = self._fetch(ManagedJobTask, managed_id, task_index)

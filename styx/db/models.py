@@ -213,6 +213,8 @@ class Job(JobBase, table=True):
     __table_args__ = (
         sa.Index("ix_jobs_cluster_name_status", "cluster_name", "status"),
         sa.Index("ix_jobs_cluster_name_submitted_at", "cluster_name", "submitted_at"),
+        # Whether a job spec's upload pins still hold (0018_upload_pins).
+        sa.Index("ix_jobs_spec_id", "spec_id"),
     )
 
     submitted_at: datetime = timestamp(default_factory=utcnow)
@@ -392,6 +394,23 @@ class UploadOwner(SQLModel, table=True):
     user_name: str = Field(foreign_key="users.name", ondelete="CASCADE", max_length=64, index=True)
     created_at: datetime = timestamp(default_factory=utcnow)
     last_used_at: datetime = timestamp(default_factory=utcnow)
+
+
+class UploadPin(SQLModel, table=True):
+    """Live work that names an upload (migration 0018_upload_pins): the quota's eviction skips
+    an upload while one of its holders is live. ``holder_kind`` is ``job`` (``holder``: a job
+    spec's id; live while its job is not finished, or, before the cluster has taken it, for
+    ``PIN_SUBMIT_GRACE``), ``service`` (a service's name; live while it is not shutting
+    down) or ``managed`` (a managed job's id; live until it ends)."""
+
+    __tablename__ = "upload_pins"
+    __table_args__ = (sa.PrimaryKeyConstraint("sha256", "holder_kind", "holder"),
+                      sa.Index("ix_upload_pins_holder", "holder_kind", "holder"))
+
+    sha256: str = Field(max_length=64)
+    holder_kind: str = Field(max_length=16)
+    holder: str = Field(max_length=255)
+    created_at: datetime = timestamp(default_factory=utcnow)
 
 
 # --------------------------------------------------------------------------- job logs

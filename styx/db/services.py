@@ -3,7 +3,8 @@ service workflow's activities), and what the load balancers read and report.
 
 - ``create`` / ``get`` / ``list`` / ``forget``: a service's rows. ``create`` takes the first
   free port of a range for its load balancers (unique in the table).
-- ``add_version`` / ``get_version``: each version's task (secrets sealed apart).
+- ``add_version`` / ``get_version``: each version's task (secrets sealed apart); the uploads
+  a version names are pinned while the service lives (``db.uploads``).
 - ``record``: the workflow's view, written whole (the service row and its replica rows).
 - ``routes``: every live service's port, policy and READY endpoints — what a load balancer
   reads every second.
@@ -26,6 +27,7 @@ from sqlmodel import select
 from styx.db.base import Store
 from styx.db.engine import utcnow
 from styx.db.models import AlreadyExists, Service, ServiceLbLog, ServiceReplica, ServiceRequestCount, ServiceVersion
+from styx.db.uploads import PIN_SERVICE, pin, unpin
 
 #: Lines of load balancer log kept per service.
 LB_LOG_LINES = 500
@@ -76,6 +78,7 @@ class ServiceStore(Store):
                     conn.execute(sa.insert(ServiceVersion.__table__).values(
                         service_name=name, version=1, task=json.dumps(task), sealed_secrets=sealed_secrets,
                         spec=json.dumps(spec), mode="rolling", created_at=now))
+                    pin(conn, PIN_SERVICE, name, task)  # its replicas, now and later, sync them
                 row = self.get(name)
                 assert row is not None
                 return row
@@ -104,6 +107,7 @@ class ServiceStore(Store):
             table = model.__table__  # type: ignore[attr-defined]
             conn.execute(sa.delete(table).where(table.c.service_name == name))
         conn.execute(sa.delete(Service.__table__).where(Service.__table__.c.name == name))
+        unpin(conn, PIN_SERVICE, [name])
 
     def set_status(self, name: str, status: str, message: str | None = None) -> None:
         with self._write() as conn:
@@ -123,6 +127,7 @@ class ServiceStore(Store):
             conn.execute(sa.insert(table).values(service_name=name, version=version, task=json.dumps(task),
                                                  sealed_secrets=sealed_secrets, spec=json.dumps(spec), mode=mode,
                                                  created_at=utcnow()))
+            pin(conn, PIN_SERVICE, name, task)
             conn.execute(sa.update(Service.__table__).where(Service.__table__.c.name == name)
                          .values(spec=json.dumps(spec), updated_at=utcnow()))
             return version

@@ -51,7 +51,10 @@ def summary_lines(settings: Settings, owner: str, repo: str, summary: PushSummar
     if summary.status == PushRunStatus.FAILED and not summary.jobs:
         lines.append(f"{short}: run failed: {summary.message}")
     for job in summary.jobs:
-        if job.job_id:
+        if job.managed_id:
+            url = settings.workflow_url(job.workflow_id) or f"styx jobs logs {job.managed_id}"
+            lines.append(f"managed job {job.managed_id} started — {url} ({job.name})")
+        elif job.job_id:
             url = settings.workflow_url(job.workflow_id) or f"styx logs {job.cluster} {job.job_id}"
             where = f"a fresh cluster {job.cluster}" if job.managed else f"cluster {job.cluster}"
             lines.append(f"job {job.job_id} queued on {where} — {url} ({job.name})")

@@ -120,7 +120,8 @@ class Request:
     path: str
     json: Any = None
     params: dict[str, Any] | None = None
-    #: Sent as ``Idempotency-Key``; the request is then retried when no answer comes back.
+    #: Sent as ``Idempotency-Key``; the request is then retried when no answer comes back
+    #: (or a 503 with ``Retry-After``: the API's database was busy).
     idempotency_key: str | None = None
 
     @property
@@ -130,6 +131,12 @@ class Request:
     @property
     def attempts(self) -> int:
         return SUBMIT_ATTEMPTS if self.idempotency_key else 1
+
+
+def _busy(resp: httpx.Response) -> bool:
+    """A 503 with ``Retry-After``: the API did nothing (its database was busy); a request
+    with an idempotency key is sent again."""
+    return resp.status_code == 503 and "retry-after" in resp.headers
 
 
 def raise_for_status(resp: httpx.Response) -> None:
@@ -228,6 +235,9 @@ class SyncTransport:
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as err:
                 raise unreachable(self.url, err, req, attempt) from None
+            if _busy(resp) and attempt < req.attempts:  # nothing was done: send it again
+                time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1])
+                continue
             return _decoded(resp, shape)
 
     def _stream(self, req: Request) -> Iterator[bytes]:
@@ -280,6 +290,9 @@ class AsyncTransport:
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as err:
                 raise unreachable(self.url, err, req, attempt) from None
+            if _busy(resp) and attempt < req.attempts:
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1])
+                continue
             return _decoded(resp, shape)
 
     async def _stream(self, req: Request) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ from styx.contracts.managed import (
     parse_job_recovery,
 )
 from styx.contracts.rest_managed import ManagedAttemptInfo, ManagedJobInfo, ManagedTaskInfo
+from styx.contracts.uploads import task_uploads
 from styx.secrets import seal, unseal
 from styx.services import policy, quotas
 from styx.services.launch import InvalidRequest, check_for_provider, cluster_spec, load_task, provider_of
@@ -67,10 +68,12 @@ class Prepared:
 
 def prepare(settings: Settings, db: "Database", user: "User", tasks: Sequence[dict[str, Any]],
             max_restarts_on_errors: int | None = None,
-            may_use_upload: Callable[[str], bool] | None = None) -> Prepared:
+            may_use_upload: Callable[[str], bool] | None = None, check_limits: bool = True) -> Prepared:
     """Check every task as a launch would (``tasks[i].<field>`` named on error), and that
-    ``user`` may run it: the local-jobs rule (``policy.NotAllowed``) and their limits for the
-    first task's cluster (``quotas.LimitExceeded``). Nothing is stored."""
+    ``user`` may run it: the local-jobs rule (``policy.NotAllowed``) and, with
+    ``check_limits``, their limits for the first task's cluster (``quotas.LimitExceeded``;
+    a retried submission whose job exists already skips it: its cluster counts already).
+    Nothing is stored."""
     loaded, policies, warnings = [], [], []
     for index, data in enumerate(tasks):
         where = f"tasks[{index}]" if len(tasks) > 1 else "task"
@@ -90,7 +93,7 @@ def prepare(settings: Settings, db: "Database", user: "User", tasks: Sequence[di
         if max_restarts_on_errors is not None:
             recovery.max_restarts_on_errors = max_restarts_on_errors
         policy.check_local_jobs(settings, spec.provider, user.is_admin)
-        if index == 0:
+        if index == 0 and check_limits:
             quotas.check_user_limits(db, settings, user, spec)
         loaded.append(task)
         policies.append(recovery)
@@ -114,7 +117,8 @@ async def submit(client: Client, db: "Database", settings: Settings, user: "User
     key this user sent before, the first job (whose workflow is started if it was not)."""
     job_name = name or prepared.tasks[0].name or "managed"
     bodies = [(t.name, seal_task(settings, t)) for t in prepared.tasks]
-    job, created = db.managed.create(job_name[:128], user.name, bodies, idempotency_key)
+    uploads = {sha for t in prepared.tasks for sha in task_uploads(t.to_dict(include_secrets=False))}
+    job, created = db.managed.create(job_name[:128], user.name, bodies, idempotency_key, uploads=uploads)
     assert job.id is not None
     try:
         await client.start_workflow(

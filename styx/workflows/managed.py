@@ -18,7 +18,11 @@ For each task in order, attempt after attempt:
    ``MAX_LAUNCH_FAILURES_IN_A_ROW``.
 
 A job that finds no slot (``STYX_MANAGED_MAX_ACTIVE`` managed jobs hold a cluster, or its
-owner's limits are full) launches nothing and waits, PENDING, on a timer, then asks again.
+owner's limits are full) launches nothing and waits, PENDING, until a job that frees a slot
+wakes it (``MANAGED_SLOT_FREED_SIGNAL``, sent by ``managed_record``) or its timer fires (a
+safety net, ``SLOT_WAIT_SIGNALLED`` seconds, jittered and growing), then asks again. Thousands of
+waiting jobs thus cost nothing while no slot frees up (they polled on short timers before:
+2,000 of them swamped one worker).
 
 Cancelling the workflow (``styx jobs cancel``) takes the cluster down and ends CANCELLED.
 The submit and down activities are never cut short by a cancel (a cancel is noted, and acted
@@ -44,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from styx.activities.managed import NO_SLOT, REFUSED, ManagedActivities
     from styx.contracts.managed import (
         MANAGED_JOB_WORKFLOW,
+        MANAGED_SLOT_FREED_SIGNAL,
         MAX_LAUNCH_FAILURES_IN_A_ROW,
         AttemptEnd,
         ManagedDownInput,
@@ -73,6 +78,11 @@ ATTEMPTS_PER_RUN = 20
 SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                            non_retryable_error_types=[REFUSED, NO_SLOT])
 SLOT_WAIT_MIN, SLOT_WAIT_MAX = 2.0, 30.0
+#: With the wake-up signal: the timer between two asks without one (seconds, doubling; each
+#: wait is between once and twice it, at random).
+SLOT_WAIT_SIGNALLED = (60.0, 600.0)
+#: ``workflow.patched`` id of the wait on the signal (runs before it replay their sleeps).
+SLOT_SIGNAL_PATCH = "managed-slot-signal"
 #: Watching and taking down are retried until they succeed (a dead worker, a busy server).
 PATIENT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 #: Waits after a launch that found nothing, by failures in a row (seconds).
@@ -88,11 +98,17 @@ class ManagedJobWorkflow:
         self._attempts_this_run = 0
         #: A cancel that arrived while a shielded step (submit, down) ran: acted on after it.
         self._cancel_noted = False
+        #: A slot may have come free since the last ask (``MANAGED_SLOT_FREED_SIGNAL``).
+        self._slot_freed = False
         self._status = ManagedJobStatus.PENDING
 
     @workflow.query
     def status(self) -> str:
         return self._status
+
+    @workflow.signal(name=MANAGED_SLOT_FREED_SIGNAL)
+    def slot_freed(self) -> None:
+        self._slot_freed = True
 
     @workflow.run
     async def run(self, inp: ManagedJobInput) -> ManagedJobResult:
@@ -223,8 +239,9 @@ class ManagedJobWorkflow:
     async def _attempt(self, cluster: str, placement: Placement) -> WatchResult:
         """Launch the cluster with the task queued, then watch the job to its end."""
         s, p, inp = self.state, self.state.progress, self.inp
-        wait = SLOT_WAIT_MIN
+        wait, signalled_wait = SLOT_WAIT_MIN, SLOT_WAIT_SIGNALLED[0]
         while True:
+            self._slot_freed = False  # a wake from here on means: ask again
             try:
                 sub: ManagedSubmitResult = await self._shielded(workflow.execute_activity_method(
                     ManagedActivities.managed_submit,
@@ -232,18 +249,29 @@ class ManagedJobWorkflow:
                     start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=SUBMIT_RETRY,
                     summary=f"launch {cluster} and queue task {s.task_index}"))
-                break
+                if sub.waiting is None:
+                    break
             except ActivityError as err:
                 if getattr(err.cause, "type", None) != NO_SLOT:
                     return WatchResult(AttemptEnd.REFUSED, _reason(err))
             # No slot (STYX_MANAGED_MAX_ACTIVE, or the owner's limits): nothing was launched.
-            # Wait on a timer a cancel cuts short, and keep the history bounded meanwhile.
+            # Wait for a wake (or a timer); a cancel cuts it short; the history stays bounded.
             self._raise_if_cancel_noted()
             if workflow.info().is_continue_as_new_suggested():
                 p.attempt -= 1  # the same attempt, in the next run
                 self._continue_as_new_now()
-            await workflow.sleep(wait)
-            wait = min(wait * 2, SLOT_WAIT_MAX)
+            if workflow.patched(SLOT_SIGNAL_PATCH):
+                # Jittered (deterministically): jobs submitted together must not all ask again
+                # at the same instant (2,000 timers firing at once swamped the worker).
+                timeout = signalled_wait * (1 + workflow.random().random())
+                try:
+                    await workflow.wait_condition(lambda: self._slot_freed, timeout=timeout)
+                except asyncio.TimeoutError:
+                    pass
+                signalled_wait = min(signalled_wait * 2, SLOT_WAIT_SIGNALLED[1])
+            else:
+                await workflow.sleep(wait)
+                wait = min(wait * 2, SLOT_WAIT_MAX)
         s.provider, s.region = sub.provider, sub.region
         self._raise_if_cancel_noted()
         return await workflow.execute_activity_method(

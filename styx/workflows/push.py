@@ -3,11 +3,15 @@
 Started by the git server after the refs moved (its id makes a commit run at most once),
 it records the run, reads ``.styx.yaml`` at the commit, matches its triggers and stores
 the commit's tree as an upload, the jobs' workdir (activity ``push_plan``), queues each job
-as the pusher on its cluster, or on a fresh cluster of its own for ``managed: true``
-(``push_submit``), answers the ``submitted`` update with what it queued (the git server
-prints that on the pusher's terminal), waits for the jobs to end (``push_wait_job``),
-takes managed clusters down (``push_down_cluster``) and records the commit's status
-(``push_record``) at every step. Everything with a side effect is an activity.
+as the pusher on its cluster, or for ``managed: true`` submits a managed job of the pusher's
+(``push_submit``; its ``ManagedJobWorkflow`` ``managed/<id>`` launches, recovers and takes
+down its clusters), answers the ``submitted`` update with what it queued (the git server
+prints that on the pusher's terminal), waits for the jobs to end (``push_wait_job``, or
+``push_wait_managed``: the managed job's end, and its reason, are the job's) and records the
+commit's status (``push_record``) at every step. Everything with a side effect is an
+activity. Runs started before managed pushes were managed jobs replay through their old
+steps (a ``push-…`` cluster waited on, then ``push_down_cluster``): the ref returned by
+``push_submit`` says which, so no patch marker is needed.
 
 ``push_plan`` and ``push_submit`` read the repository, so they run on the git server's task
 queue (``PushInput.git_task_queue``), on the host whose disk holds it; the others run on
@@ -39,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitPushJobInput,
         WaitJobInput,
         WaitJobResult,
+        WaitManagedInput,
     )
 
 QUICK = timedelta(seconds=60)
@@ -90,7 +95,7 @@ class PushWorkflow:
                 ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
                                  message=_reason(err))
             jobs.append(ref)
-        running = [j for j in jobs if j.job_id]
+        running = [j for j in jobs if j.queued]
         if not running:
             return await self._finish(inp, PushRunStatus.FAILED, "no job could be queued", jobs, record)
         await record(PushRunStatus.RUNNING, None, jobs)
@@ -106,10 +111,14 @@ class PushWorkflow:
         return await self._finish(inp, status, "; ".join(failed) or None, jobs, record)
 
     async def _follow(self, job: PushJobRef) -> WaitJobResult:
+        if job.managed_id:
+            return await workflow.execute_activity_method(
+                GitActivities.push_wait_managed, WaitManagedInput(job.managed_id), start_to_close_timeout=JOB_DEADLINE,
+                heartbeat_timeout=timedelta(seconds=30), retry_policy=WAIT_RETRY)
         result = await workflow.execute_activity_method(
             GitActivities.push_wait_job, WaitJobInput(job.cluster, job.job_id), start_to_close_timeout=JOB_DEADLINE,
             heartbeat_timeout=timedelta(seconds=30), retry_policy=WAIT_RETRY)
-        if job.managed:
+        if job.managed:  # a run from before managed pushes were managed jobs: its own cluster
             await workflow.execute_activity_method(
                 GitActivities.push_down_cluster, DownClusterInput(job.cluster),
                 start_to_close_timeout=timedelta(minutes=20), heartbeat_timeout=timedelta(seconds=60),

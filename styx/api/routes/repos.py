@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from styx.api.deps import CurrentUser, StateDep
 from styx.contracts.jobs import JOB_TERMINAL
+from styx.contracts.managed import ManagedJobStatus
 from styx.db import AlreadyExists, PushRun, Repo, User, UserNotFound
 from styx.gitserver.access import AccessLevel, access_level, resolve_access
 from styx.gitserver.config import GitServerConfig
@@ -266,7 +267,11 @@ def _run_info(state: StateDep, repo: Repo, run: PushRun) -> PushRunInfo:
     jobs = []
     for raw in json.loads(run.jobs or "[]"):
         job = PushJobInfo(**{k: v for k, v in raw.items() if k in PushJobInfo.model_fields})
-        if job.job_id and job.status not in JOB_TERMINAL:
+        if job.managed_id and not ManagedJobStatus(job.status).is_terminal:
+            managed = state.db.managed.get(job.managed_id)
+            if managed is not None:
+                job.status = managed.status
+        elif job.job_id and job.status not in JOB_TERMINAL:
             live = state.db.clusters.get_job(job.cluster, job.job_id)
             if live is not None:
                 job.status = live.status.value

@@ -6,7 +6,8 @@
   memory), must hash to the sha256 the URL names (else 422, nothing stored), be a ``.tar.gz``
   that unpacks safely within ``STYX_MAX_UNPACKED_BYTES``, and be at most
   ``STYX_MAX_UPLOAD_BYTES`` (413). It is stored in the database, which every worker reads;
-  the caller becomes one of its owners.
+  the caller becomes one of its owners. Over the caller's quota, their least recently used
+  uploads are evicted, but never one live work names (409 when only those could make room).
 - ``GET /api/v1/uploads``: the caller's uploads; ``DELETE /api/v1/uploads/{sha256}``: forget one.
 
 Only an owner (one who sent the bytes) or an admin may name an upload in a task:
@@ -27,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from styx.api.deps import CurrentUser, StateDep
 from styx.archives import ArchiveError, check_archive
 from styx.contracts.uploads import UPLOAD_CHUNK_BYTES, UploadInfo, is_sha256
-from styx.db import User
+from styx.db import UploadQuotaFull, User
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
 #: Where the API's limit middleware lets larger bodies through (up to STYX_MAX_UPLOAD_BYTES).
@@ -92,7 +93,11 @@ async def put_upload(sha256: str, request: Request, response: Response, state: S
             await asyncio.to_thread(check_archive, spool, settings.max_unpacked_bytes)
         except ArchiveError as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"body: {err}; nothing was stored") from None
-        stored, _ = await asyncio.to_thread(state.db.uploads.store, sha256, size, _chunks(spool), user.name, quota)
+        try:
+            stored, _ = await asyncio.to_thread(state.db.uploads.store, sha256, size, _chunks(spool), user.name,
+                                                quota)
+        except UploadQuotaFull as err:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"{err}; nothing was stored") from None
     row = await asyncio.to_thread(state.db.uploads.get, sha256)
     if row is None:  # pragma: no cover - just stored
         raise HTTPException(500, "the upload vanished as it was stored")
