@@ -76,12 +76,13 @@ class JobSpecStore(Store):
                    .select_from(_specs.outerjoin(named, named.c.spec_id == _specs.c.spec_id))
                    .where(named.c.spec_id.is_(None), _specs.c.created_at < stored_before)
                    .limit(limit))
-        with self._write() as conn:
+        with self.engine.connect() as conn:  # found outside a write: most passes find none
             ids = list(conn.execute(orphans).scalars())
-            if not ids:
-                return 0
+        if not ids:
+            return 0
+        with self._write() as conn:
             # Checked again in the delete (one pass over jobs): a job naming one of them may
-            # have been committed since the select, on a database that allows it.
+            # have been committed since the select.
             used = sa.select(_jobs.c.spec_id).where(_jobs.c.spec_id.in_(ids))
             return conn.execute(sa.delete(_specs).where(_specs.c.spec_id.in_(ids),
                                                         _specs.c.spec_id.not_in(used))).rowcount
