@@ -3,9 +3,15 @@ the worker, the API, the git server (mid-push), a node (a VM lost) and the Tempo
 server, at random points, while the user also stops and starts one cluster; then check that
 nothing was lost, run twice or left behind.
 
-`make test` runs one round of each fault (``STYX_CHAOS_ROUNDS`` unset); `make chaos` runs
-ten. The seed is printed first; ``STYX_CHAOS_SEED=<seed>`` replays the same faults, in the
-same order, at the same delays and on the same nodes (the jobs' own timing still varies).
+`make chaos` runs the full suite (``long``) for ``STYX_CHAOS_ROUNDS`` rounds (ten there; one
+when unset). `make test` runs its short form (``QUICK``): one round, each fault once, eight
+short jobs in flight, the same checks, in about a minute. The seed is printed first;
+``STYX_CHAOS_SEED=<seed>`` replays the same faults, in the same order, at the same delays and
+on the same nodes (the jobs' own timing still varies).
+
+Whatever happens, ``UpStack.stop`` ends the stack, takes its clusters down (node servers,
+jobs, job users) and removes its nodes' directory: everything is found by this run's own
+paths, never by a process name (other tests on the machine run nodes of their own).
 """
 
 from __future__ import annotations
