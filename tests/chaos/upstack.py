@@ -188,6 +188,7 @@ class UpStack:
             return kill_leftovers(self.home, self.nodes_root)
         finally:
             kill_leftovers(self.home, self.nodes_root)
+            keep_node_logs(self.nodes_root, self.home / "node-logs")
             remove_local_clusters(self.nodes_root)
             for name in job_users(self.nodes_root, self.cluster_names):
                 users.remove_user(name, lock=self.shared_dir / ".users.lock")
@@ -202,6 +203,14 @@ def stop_local_nodes(root: Path) -> None:
     provider = LocalProvider(root, "")
     for cluster in provider.list_clusters():
         asyncio.run(provider.stop(cluster, None))
+
+
+def keep_node_logs(root: Path, dest: Path) -> None:
+    """Copy each node server's log to ``dest/<cluster>-<node>.log`` (for a look after a
+    failure: the nodes' directory goes)."""
+    for log in sorted(root.glob("*/node-*/server.log")) if root.is_dir() else []:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, dest / f"{log.parent.parent.name}-{log.parent.name}.log")
 
 
 def remove_local_clusters(root: Path) -> None:
