@@ -399,12 +399,20 @@ def _consume(task: "asyncio.Future[Any]") -> None:
         task.exception()
 
 
+#: ``_uncancellable``: a cancel that lands in the workflow task where ``coro`` ends no longer
+#: undoes it (histories from before keep ending CANCELED on replay).
+CONCLUDED_STANDS_PATCH = "concluded-stands"
+
+
 async def _uncancellable(coro: Awaitable[T]) -> T:
-    """Await ``coro`` to its end even if the workflow is cancelled meanwhile."""
+    """Await ``coro`` to its end even if the workflow is cancelled meanwhile; its result
+    stands even when the cancel arrives together with its last step."""
     task = asyncio.ensure_future(coro)
     while True:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if task.done():
+                if not task.cancelled() and workflow.patched(CONCLUDED_STANDS_PATCH):
+                    return task.result()  # ended as the cancel came: the job's end stands
                 raise
