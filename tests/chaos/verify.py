@@ -35,11 +35,14 @@ from tests.chaos.workload import REPO, Submission, Workload
 #: A known bug, reported and left for another change: a job whose run phase has ended on its
 #: node, but before Styx took in that end (the activity copying its log was between workers,
 #: or had not yet polled the end), and which is then cancelled (`styx stop`, `styx cancel`,
-#: `styx down`): the cancel wins over the real end, the job is CANCELLED everywhere (DB,
-#: workflow, cluster agree), and the rest of its log is never copied (Styx's copy stops short
-#: of the node's). Fixed: the variant where the run activity had already recorded SUCCEEDED
-#: (a one-node job) — the workflow now ends SUCCEEDED too (``JobWorkflow._finish``); a
-#: workflow that says CANCELLED while the DB says SUCCEEDED is a failure again.
+#: `styx down`): the cancel wins over the real end, and the job is CANCELLED everywhere (DB,
+#: workflow, cluster agree). Its log used to stay short of the node's; the run activity now
+#: stores what the node holds when it is cancelled (``SshActivities.run_phase``, bounded, best
+#: effort), so a short copy is seen only when that last copy could not run (its worker died
+#: in it) — kept apart here, as before. Fixed and failed on again: the variant where the run
+#: activity had already recorded SUCCEEDED (a one-node job) — the workflow now ends SUCCEEDED
+#: too (``JobWorkflow._finish``) — and a cancel in the workflow task where the job concluded
+#: (``_uncancellable``).
 CANCEL_RACE = "a job that had ended on its node when it was cancelled"
 
 
