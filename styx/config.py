@@ -369,6 +369,11 @@ class Settings:
     #: ``STYX_MANAGED_MAX_ACTIVE``: how many managed jobs may hold a cluster at once, over the
     #: deployment; the others wait, PENDING, for a slot (bounds nodes and processes).
     managed_max_active: int = 100
+    #: ``STYX_SPEC_SWEEP_SECONDS``: how often each API replica sweeps job bodies no job names
+    #: (``styx.services.specsweep``); ``STYX_SPEC_ORPHAN_SECONDS``: how old such a body must be
+    #: to go (default a day: far past any submission's answer).
+    spec_sweep_seconds: int = 300
+    spec_orphan_seconds: int = 86_400
 
     @classmethod
     def from_env(cls, *, temporal: bool = True) -> "Settings":
@@ -428,6 +433,8 @@ class Settings:
             managed_max_recoveries=min(_env_count("STYX_MANAGED_MAX_RECOVERIES", 50), _max_recoveries()),
             managed_probe_seconds=_env_seconds("STYX_MANAGED_PROBE_SECONDS", 10, 3600),
             managed_max_active=_env_count("STYX_MANAGED_MAX_ACTIVE", 100),
+            spec_sweep_seconds=_env_seconds("STYX_SPEC_SWEEP_SECONDS", 300, 86_400),
+            spec_orphan_seconds=_env_seconds("STYX_SPEC_ORPHAN_SECONDS", 86_400, 30 * 86_400),
         )
 
     def control_plane_ports(self) -> tuple[int, ...]:

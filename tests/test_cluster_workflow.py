@@ -246,16 +246,19 @@ class FakeActivities:
         await self._note("record_cluster", change)
 
     @activity.defn(name="record_job")
-    async def record_job(self, rec: JobRecord) -> None:
+    async def record_job(self, rec: JobRecord) -> str:
         def change() -> None:
             self.recorded.setdefault(rec.job_id, []).append(rec.status)
-            self.jobs[rec.job_id] = _advance(self.jobs.get(rec.job_id), rec.status)
-            if rec.message is not None:
-                self.messages[rec.job_id] = rec.message
-            if rec.exit_codes is not None:
-                self.exit_codes[rec.job_id] = rec.exit_codes
+            before = self.jobs.get(rec.job_id)
+            self.jobs[rec.job_id] = _advance(before, rec.status)
+            if self.jobs[rec.job_id] != before or not JobStatus(before).is_terminal:
+                if rec.message is not None:
+                    self.messages[rec.job_id] = rec.message
+                if rec.exit_codes is not None:
+                    self.exit_codes[rec.job_id] = rec.exit_codes
 
         await self._note("record_job", change)
+        return self.jobs[rec.job_id]  # as the real one: the status stored after the write
 
     @activity.defn(name="record_jobs")
     async def record_jobs(self, inp: RecordJobsInput) -> None:
@@ -681,6 +684,27 @@ async def test_cancelling_a_running_job_kills_it_and_records_it_cancelled(cloud:
     assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.CANCELED, "CancelledError")
     next_job = await cloud.submit(cluster)  # its CPU is free again
     await fake.until(lambda: fake.status(next_job) == JobStatus.RUNNING, "the next job to run")
+
+
+async def test_a_job_that_ended_just_before_its_cancel_stays_succeeded_everywhere(cloud: Cloud) -> None:
+    """A one-node job's run activity records SUCCEEDED itself once the whole log is stored
+    (``record_end``); a cancel that lands before the workflow hears the activity's answer
+    must not make the workflow (and the cluster) say CANCELLED while the database says
+    SUCCEEDED. Found by the faults suite (`styx stop` while a job ended)."""
+    fake = cloud.fake
+    cluster = await cloud.launch()
+    job = await cloud.submit(cluster)
+    await fake.until(lambda: fake.status(job) == JobStatus.RUNNING, "the job to run")
+    fake.jobs[job] = JobStatus.SUCCEEDED  # the run activity's own record; its answer is not in yet
+
+    cancelled = await cluster.execute_update(ClusterWorkflow.cancel_job, CancelJobInput(job))
+    assert cancelled.job_id == job
+
+    assert await _closed_as(cloud, job) == (WorkflowExecutionStatus.COMPLETED, None)
+    assert fake.status(job) == JobStatus.SUCCEEDED and fake.messages.get(job) is None
+    await cloud.described(cluster, lambda d: not d.running, "the cluster to hear the job ended")
+    result = await cloud.env.client.get_workflow_handle(job_workflow_id("c", job)).result()
+    assert result["status"] == JobStatus.SUCCEEDED and result["exit_codes"] == [0]
 
 
 # -- stop and down ----------------------------------------------------------------------

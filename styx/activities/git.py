@@ -33,6 +33,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from styx.activities.heartbeat import heartbeating
 from styx.archives import pack_tree
 from styx.config import Settings
 from styx.contracts.clusters import CLUSTER_GONE, ClusterDescription, cluster_workflow_id
@@ -111,7 +112,13 @@ class GitActivities:
 
     @activity.defn(name="push_plan")
     async def push_plan(self, inp: PushInput) -> PushPlan:
-        """Record the run as PENDING, read ``.styx.yaml``, pick the jobs, export the tree."""
+        """Record the run as PENDING, read ``.styx.yaml``, pick the jobs, export the tree.
+        Heartbeats throughout: a git server killed meanwhile is noticed in seconds (the
+        workflow's heartbeat timeout), and another one plans the run again."""
+        async with heartbeating():
+            return await self._push_plan(inp)
+
+    async def _push_plan(self, inp: PushInput) -> PushPlan:
         wid = activity.info().workflow_id
         await asyncio.to_thread(self.db.repos.upsert_push_run, inp.repo_id, inp.sha, ref=inp.ref, pusher=inp.pusher,
                                 workflow_id=wid, status=PushRunStatus.PENDING)
@@ -202,6 +209,12 @@ class GitActivities:
 
     @activity.defn(name="push_submit")
     async def push_submit(self, inp: SubmitPushJobInput) -> PushJobRef:
+        """Queue one job of the run (idempotent: a retry returns the first submission's job).
+        Heartbeats, as ``push_plan`` does."""
+        async with heartbeating():
+            return await self._push_submit(inp)
+
+    async def _push_submit(self, inp: SubmitPushJobInput) -> PushJobRef:
         job = inp.job
         spec = await asyncio.to_thread(self._spec, inp.push, job.name)
         data = spec.task.to_dict(include_secrets=True)

@@ -65,6 +65,8 @@ STORE_EVERY = 0.5
 LOCAL_ABSOLUTE_MOUNT = ("local nodes keep a job's files under the node's home (their SFTP is confined "
                         "there); mount under ~ instead (e.g. ~/checkpoint)")
 POLL_MIN, POLL_MAX = 0.01, 0.5
+#: After a cancel, the last copy of a phase's log: at most this many bytes, in this long.
+DRAIN_MAX_BYTES, DRAIN_SECONDS = 64 * LOG_CHUNK, 20.0
 
 #: What a node that does not answer looks like (as opposed to one that answers "no").
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -140,6 +142,26 @@ class SshActivities:
             activity.heartbeat(offset)
 
         sftp: asyncssh.SFTPClient | None = None  # opened on the first output: `true` needs none
+
+        async def drain() -> None:
+            """Store what the node's log holds now (bounded): the job's output up to its
+            cancel — all of it when it had ended by itself as the cancel came — stays the
+            user's."""
+            nonlocal sftp
+            state = await phase_state(conn, job_id, inp.phase)
+            budget = DRAIN_MAX_BYTES
+            while offset + len(pending) < state.log_size and budget > 0:
+                sftp = sftp or await conn.start_sftp_client()
+                chunk = await read_log(sftp, job_id, inp.phase, offset + len(pending), LOG_CHUNK - len(pending))
+                if not chunk:
+                    break
+                pending.extend(chunk)
+                budget -= len(chunk)
+                if len(pending) >= LOG_CHUNK:
+                    await store_pending()
+            if pending:
+                await store_pending()
+
         try:
             delay = POLL_MIN
             while True:
@@ -164,6 +186,15 @@ class SshActivities:
                 activity.heartbeat(offset)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, POLL_MAX)
+        except asyncio.CancelledError:
+            # The job is being cancelled (or this worker stops): one last, bounded copy, then
+            # go. What it stores is never stored twice (the database's size is the offset), so
+            # a retry elsewhere goes on from there.
+            try:
+                await asyncio.wait_for(drain(), DRAIN_SECONDS)
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - best effort, the cancel wins
+                pass
+            raise
         finally:
             if sftp is not None:
                 sftp.exit()

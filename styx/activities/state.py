@@ -23,6 +23,7 @@ from styx.contracts.jobs import (
     EndPendingJobsInput,
     JobRecord,
     JobSpec,
+    JobStatus,
     LoadJobSpecInput,
     PendingJobsInput,
     PendingJobsOutput,
@@ -123,8 +124,11 @@ class StateActivities:
         self.db.clusters.delete_nodes(inp.cluster)
 
     @activity.defn(name="record_job")
-    async def record_job(self, rec: JobRecord) -> None:
-        await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **_job_fields(rec))
+    async def record_job(self, rec: JobRecord) -> str:
+        """Upsert the job's row; returns the status it holds after (the first terminal one
+        wins: a job workflow learns that its job had already ended otherwise)."""
+        row = await asyncio.to_thread(self.db.clusters.upsert_job, rec.cluster, rec.job_id, **_job_fields(rec))
+        return JobStatus(row.status).value
 
     @activity.defn(name="record_jobs")
     async def record_jobs(self, inp: RecordJobsInput) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -18,6 +19,7 @@ from styx.api.limits import BodyLimit, RouteLimit
 from styx.api.routes import clusters, costs, managed, repos, services, system, uploads, users
 from styx.config import Settings
 from styx.db import Database, migrate
+from styx.services import specsweep
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,10 +29,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_home()
         await asyncio.to_thread(migrate, settings.db_url)
-        app.state.styx = AppState(settings=settings, db=Database(settings.db_url))
+        db = Database(settings.db_url)
+        app.state.styx = AppState(settings=settings, db=db)
+        # Job bodies whose submission died before reaching its cluster (styx.services.specsweep).
+        sweeper = asyncio.create_task(specsweep.sweep_forever(db, settings.spec_sweep_seconds,
+                                                              settings.spec_orphan_seconds))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             app.state.styx = None
 
     app = FastAPI(

@@ -9,6 +9,9 @@ not hold in its window wait here as PENDING rows of ``jobs``, read back in submi
   names, ``db.uploads``), ``get``, ``forget`` (a
   submission refused, or answered with an earlier spec: only while no job names it),
   ``delete_cluster`` (the specs of a cluster's jobs, when the name starts afresh).
+- ``sweep_orphans``: delete, a bounded batch at a time, specs stored before a cutoff that no
+  job names — bodies whose submission never reached the cluster workflow (the submitter died
+  between storing and submitting). ``styx.services.specsweep`` runs it.
 - ``record_submitted``: a submitted job's PENDING row, written by the submitter as soon as the
   cluster answers (the cluster's main loop writes it too, batched).
 - The queue: ``pending`` (PENDING jobs in an id range, oldest first, bounded), ``end_pending``
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -67,6 +71,28 @@ class JobSpecStore(Store):
         with self._write() as conn:
             unpin(conn, PIN_JOB, ids.scalar_subquery())
             return conn.execute(sa.delete(_specs).where(_specs.c.spec_id.in_(ids))).rowcount
+
+    def sweep_orphans(self, stored_before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` specs stored before ``stored_before`` that no job names;
+        returns how many went. One anti-join per call (no index on ``jobs.spec_id`` needed);
+        a spec a job names is never deleted, however old."""
+        if limit < 1:
+            return 0
+        named = _jobs.alias("named")
+        orphans = (sa.select(_specs.c.spec_id)
+                   .select_from(_specs.outerjoin(named, named.c.spec_id == _specs.c.spec_id))
+                   .where(named.c.spec_id.is_(None), _specs.c.created_at < stored_before)
+                   .limit(limit))
+        with self.engine.connect() as conn:  # found outside a write: most passes find none
+            ids = list(conn.execute(orphans).scalars())
+        if not ids:
+            return 0
+        with self._write() as conn:
+            # Checked again in the delete (one pass over jobs): a job naming one of them may
+            # have been committed since the select.
+            used = sa.select(_jobs.c.spec_id).where(_jobs.c.spec_id.in_(ids))
+            return conn.execute(sa.delete(_specs).where(_specs.c.spec_id.in_(ids),
+                                                        _specs.c.spec_id.not_in(used))).rowcount
 
     def record_submitted(self, cluster: str, job_id: int, **fields: object) -> None:
         """The PENDING row of a job the cluster just took (forward-only: a job that already

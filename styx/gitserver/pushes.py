@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -125,7 +125,9 @@ class PushStarter:
             return False
         try:
             summary = await asyncio.wait_for(self._summary(client, wid), self.config.push_report_seconds)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # The update cut off by the wait (or by the server's own poll timeout) says so with
+            # its own error, not TimeoutError: either way the run started and is not summed up yet.
             await emit(f"styx: {inp.sha[:10]}: run {wid} started; no worker has picked it up yet "
                        f"(see `styx repo runs {repo}`)")
             return True

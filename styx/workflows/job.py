@@ -75,12 +75,12 @@ UNREACHABLE_RETRY_MIN, UNREACHABLE_RETRY_MAX = 1.0, 5.0
 DEFAULT_NODE_LOST_SECONDS = 30.0
 
 
-async def record(activity: Callable[[Any, Any], Awaitable[None]], row: Any) -> None:
-    """Write ``row`` to the read model with ``activity`` (a ``StateActivities`` method). A local
-    activity: no round trip through the server, and safe to repeat on replay since every
-    write is an idempotent upsert."""
-    await workflow.execute_local_activity_method(activity, row, start_to_close_timeout=STATE_TIMEOUT,
-                                                 retry_policy=STATE_RETRY)
+async def record(activity: Callable[[Any, Any], Awaitable[Any]], row: Any) -> Any:
+    """Write ``row`` to the read model with ``activity`` (a ``StateActivities`` method) and
+    return what it answers (``record_job``: the status stored). A local activity: no round trip
+    through the server, and safe to repeat on replay since every write is an idempotent upsert."""
+    return await workflow.execute_local_activity_method(activity, row, start_to_close_timeout=STATE_TIMEOUT,
+                                                        retry_policy=STATE_RETRY)
 
 
 def job_env(inp: JobInput, rank: int) -> dict[str, str]:
@@ -253,11 +253,13 @@ class JobWorkflow:
                                        f"{kill_err.cause}")
         return await self._finish(inp, outcome)
 
-    async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
+    async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> str | None:
+        """Record ``status``; returns the status the read model holds after (None from a
+        worker older than that answer, on replay)."""
         self._status = status
         workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
-        await record(StateActivities.record_job,
-                     JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
+        return await record(StateActivities.record_job,
+                            JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
 
     @staticmethod
     def _mounts(inp: JobInput) -> dict[str, str]:
@@ -371,7 +373,16 @@ class JobWorkflow:
                 delay = min(delay * 2, UNREACHABLE_RETRY_MAX)
 
     async def _finish(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
-        await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
+        stored = await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
+        if outcome.cancelled is not None and stored == JobStatus.SUCCEEDED:
+            # The job had ended by itself before the cancel reached us, and its run activity
+            # recorded it (``RunPhaseInput.record_end``: whole log copied, exit 0); the cancel
+            # only cut off the activity's answer. The first terminal status stands here too,
+            # so Temporal, the cluster and the database tell the same story.
+            outcome.status, outcome.message, outcome.cancelled = JobStatus.SUCCEEDED, None, None
+            outcome.exit_codes = [0] * len(inp.nodes)
+            self._status = outcome.status
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(outcome.status)])
         finished = JobFinished(inp.job_id, outcome.status, outcome.exit_codes, lost_nodes=outcome.lost)
         # By workflow id, not run id: the cluster may have continued-as-new since it started us.
         try:
@@ -388,12 +399,20 @@ def _consume(task: "asyncio.Future[Any]") -> None:
         task.exception()
 
 
+#: ``_uncancellable``: a cancel that lands in the workflow task where ``coro`` ends no longer
+#: undoes it (histories from before keep ending CANCELED on replay).
+CONCLUDED_STANDS_PATCH = "concluded-stands"
+
+
 async def _uncancellable(coro: Awaitable[T]) -> T:
-    """Await ``coro`` to its end even if the workflow is cancelled meanwhile."""
+    """Await ``coro`` to its end even if the workflow is cancelled meanwhile; its result
+    stands even when the cancel arrives together with its last step."""
     task = asyncio.ensure_future(coro)
     while True:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if task.done():
+                if not task.cancelled() and workflow.patched(CONCLUDED_STANDS_PATCH):
+                    return task.result()  # ended as the cancel came: the job's end stands
                 raise

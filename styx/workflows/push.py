@@ -53,6 +53,9 @@ SUBMIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum
                            maximum_attempts=5,
                            non_retryable_error_types=["InvalidTask", "ClusterNotFound", "Rejected"])
 WAIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+#: The git server's activities heartbeat (every 2 s): one killed mid-activity is retried on
+#: another (or the restarted one) after this, not after the activity's whole timeout.
+GIT_HEARTBEAT = timedelta(seconds=10)
 #: How long a push's job may run before the run gives up waiting for it.
 JOB_DEADLINE = timedelta(days=7)
 
@@ -72,7 +75,7 @@ class PushWorkflow:
         try:
             plan = await workflow.execute_activity_method(
                 GitActivities.push_plan, inp, start_to_close_timeout=timedelta(minutes=10),
-                retry_policy=QUICK_RETRY, task_queue=inp.git_task_queue or None)
+                heartbeat_timeout=GIT_HEARTBEAT, retry_policy=QUICK_RETRY, task_queue=inp.git_task_queue or None)
         except ActivityError as err:
             # A commit that cannot be read or exported (an absolute symlink, a missing commit)
             # fails the run with the reason; it is never left PENDING.
@@ -89,8 +92,8 @@ class PushWorkflow:
             try:
                 ref = await workflow.execute_activity_method(
                     GitActivities.push_submit, SubmitPushJobInput(inp, index, job, workdir, f"{wid}/{index}"),
-                    start_to_close_timeout=timedelta(minutes=2), retry_policy=SUBMIT_RETRY,
-                    task_queue=inp.git_task_queue or None)
+                    start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=GIT_HEARTBEAT,
+                    retry_policy=SUBMIT_RETRY, task_queue=inp.git_task_queue or None)
             except ActivityError as err:
                 ref = PushJobRef(job.name, job.cluster or "", managed=job.managed, status=JobStatus.FAILED,
                                  message=_reason(err))

@@ -29,7 +29,6 @@ from typing import Callable
 
 from styx.providers.local import procs
 from styx.workflows.cluster import DRAIN_TIMEOUT
-from styx.providers.local.provider import LocalProvider
 from tests.chaos.upstack import UpStack
 from tests.chaos.workload import Pusher, Submission
 from tests.fixtures.stack import wait_for
@@ -113,7 +112,7 @@ class Faults:
 
     # -- a node ---------------------------------------------------------------------------
     def _node(self) -> Injection:
-        root = self.stack.home / "nodes"
+        root = self.stack.nodes_root
 
         def busy_nodes() -> list[tuple[str, Path]]:
             return [(c, ndir) for c in self.node_clusters for ndir in sorted((root / c).glob("node-*"))
@@ -136,8 +135,8 @@ class Faults:
                         f"running jobs {sorted(jobs, key=int)})")
         wait_for(lambda: not any(procs.alive(p) for p in victims), 10, "the node's processes to die")
         self._delay(low=0.5)  # the VM is down a while
-        pubkey = (ndir / "home" / ".ssh" / "authorized_keys").read_text().splitlines()[0]
-        asyncio.run(LocalProvider(root, pubkey).start(cluster, None))
+        # The worker's own provider (same root, key, job user and port rules) starts it.
+        asyncio.run(self.stack.provider().start(cluster, None))
         back = json.loads((ndir / "ready.json").read_text())
         assert (back["host"], back["port"]) == (ready["host"], ready["port"]), \
             f"{ndir.name} came back at {back} instead of {ready}: jobs placed there cannot reach it"

@@ -4,7 +4,15 @@ free loopback ports, so that kill -9 of any part is followed by the restart a us
 ``UpStack.pid(part)`` reads the supervisor's state file (``STYX_HOME/up.json``);
 ``wait_back(part, old_pid)`` waits until the supervisor has started a new one and it answers.
 ``stop()`` ends the supervisor (which stops its children), then every local node, then any
-process still carrying this STYX_HOME — and returns what it had to kill, as orphans.
+process still carrying this STYX_HOME or living under its nodes — and returns what it had to
+kill, as orphans — and finally takes every cluster down (its job user removed, its disk gone).
+
+The nodes live where the worker's settings put them (``Settings.local_nodes_dir()``): in a
+fresh directory of this stack's own under /tmp (``STYX_LOCAL_NODES_DIR``), which every user
+may traverse — as root, jobs run as per-cluster users who must reach their homes, and who
+cannot reach STYX_HOME or pytest's tmp. ``shared_dir`` (beside the nodes) is where jobs can
+write what the test reads back. Everything this stack looks for or kills is found under those
+two unique paths, never by a name alone: other tests on the machine run their own nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +30,13 @@ from pathlib import Path
 import httpx
 
 from styx.config import Settings
+from styx.db import Database
 from styx.providers.local import procs
+from styx.providers.local.provider import LocalProvider
 from styx.sdk.client import Client
 from styx.workers.supervisor import port_open
-from tests.fixtures.stack import settings_for, wait_for
+from styx.providers.local import users
+from tests.fixtures.stack import settings_for, traversable_tmp_dir, wait_for
 from tests.fixtures.temporal import free_port
 
 #: The parts `styx up` supervises, as named in its state file.
@@ -47,11 +59,19 @@ class UpStack:
             "STYX_GIT_PUSH_SWEEP_SECONDS": "2",
             **(extra_env or {}),
         }
+        #: Beside the nodes: a directory of this stack's own that every user may traverse.
+        self.shared_dir: Path = traversable_tmp_dir()
+        self.env["STYX_LOCAL_NODES_DIR"] = str(self.shared_dir / "nodes")
         for var in ("TEMPORAL_ADDRESS", "STYX_TEMPORAL_ADDRESS", "STYX_DB_URL", "STYX_API_URL", "STYX_TOKEN",
                     "STYX_TEMPORAL_UI_URL"):
             self.env.pop(var, None)
         self.settings: Settings = settings_for(self.env)
+        #: Where the worker's local provider keeps the clusters (``Settings.local_nodes_dir``).
+        self.nodes_root: Path = self.settings.local_nodes_dir()
         self.proc: subprocess.Popen | None = None
+        #: Names of the clusters the test launches: their job users are removed at ``stop``
+        #: even if their directories are gone (found by the name Styx gives them).
+        self.cluster_names: list[str] = []
 
     # -- start and look ----------------------------------------------------------------
     def start(self, timeout: float = 180) -> "UpStack":
@@ -137,25 +157,47 @@ class UpStack:
         return pid
 
     # -- stop ---------------------------------------------------------------------------
+    def db(self) -> Database:
+        """The stack's database (SQLite in STYX_HOME), as the API reads it."""
+        return Database(self.settings.db_url)
+
+    def provider(self) -> LocalProvider:
+        """A local provider as the worker builds it (``styx.workers.worker.build_providers``)."""
+        s = self.settings
+        return LocalProvider(self.nodes_root, self.client_pubkey(), isolate=s.local_isolation,
+                             max_nodes=s.local_max_nodes, deny_ports=s.control_plane_ports())
+
+    def client_pubkey(self) -> str:
+        """The SSH key the worker logs in to nodes with (what every node's authorized_keys holds)."""
+        return Path(f"{self.settings.client_key_path}.pub").read_text().strip()
+
     def stop(self) -> list[str]:
         """Stop everything this stack started; returns the processes that had to be killed
-        after the supervisor and the nodes were stopped (orphans)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        stop_local_nodes(self.home / "nodes")
-        return kill_leftovers(self.home)
+        after the supervisor and the nodes were stopped (orphans). Then every cluster is
+        taken down, its job user removed, and the stack's directory outside STYX_HOME goes:
+        all of it even when something before failed."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            stop_local_nodes(self.nodes_root)
+            return kill_leftovers(self.home, self.nodes_root)
+        finally:
+            kill_leftovers(self.home, self.nodes_root)
+            keep_node_logs(self.nodes_root, self.home / "node-logs")
+            remove_local_clusters(self.nodes_root)
+            for name in job_users(self.nodes_root, self.cluster_names):
+                users.remove_user(name, lock=self.shared_dir / ".users.lock")
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
 
 
 def stop_local_nodes(root: Path) -> None:
-    """Stop every local node under ``root`` as a VM stops: its processes end, its disk stays
-    (for a look after a failure; pytest removes old tmp dirs)."""
-    from styx.providers.local.provider import LocalProvider
-
+    """Stop every local node under ``root`` as a VM stops: its processes end (node servers,
+    and with a job user every process of that user)."""
     if not root.is_dir():
         return
     provider = LocalProvider(root, "")
@@ -163,11 +205,39 @@ def stop_local_nodes(root: Path) -> None:
         asyncio.run(provider.stop(cluster, None))
 
 
-def leftovers(home: Path) -> list[tuple[int, str]]:
-    """Live processes that belong to this STYX_HOME: anything started with it in its
-    environment, and anything whose HOME is under its nodes (what a node runs)."""
+def keep_node_logs(root: Path, dest: Path) -> None:
+    """Copy each node server's log to ``dest/<cluster>-<node>.log`` (for a look after a
+    failure: the nodes' directory goes)."""
+    for log in sorted(root.glob("*/node-*/server.log")) if root.is_dir() else []:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, dest / f"{log.parent.parent.name}-{log.parent.name}.log")
+
+
+def remove_local_clusters(root: Path) -> None:
+    """Take down every cluster under ``root``: its processes, its job user, its directory. A
+    user whose cluster directory went before its user (a `down` cut off) is found by name."""
+    if not root.is_dir():
+        return
+    provider = LocalProvider(root, "")
+    for cluster in provider.list_clusters():
+        try:
+            asyncio.run(provider.terminate(cluster, None))
+        except Exception as err:  # noqa: BLE001 - cleanup goes on with the next cluster
+            print(f"chaos cleanup: could not take {cluster} down: {err!r}", flush=True)
+
+
+def job_users(root: Path, clusters: list[str]) -> list[str]:
+    """The job users Styx would make for ``clusters`` under ``root`` that exist now."""
+    return [name for c in clusters if users.lookup(name := users.job_user_name(root, c)) is not None]
+
+
+def leftovers(home: Path, nodes_root: Path) -> list[tuple[int, str]]:
+    """Live processes that belong to this stack: anything started with its STYX_HOME in its
+    environment, anything whose HOME is under its nodes (what a node runs), and any node
+    server serving a home under them."""
     styx_home = b"STYX_HOME=" + os.fsencode(str(home))
-    node_homes = b"HOME=" + os.fsencode(str(home / "nodes")) + b"/"
+    node_homes = b"HOME=" + os.fsencode(str(nodes_root)) + b"/"
+    prefix = str(nodes_root) + "/"
     me = os.getpid()
     found = []
     for pid, argv in procs.scan_cmdlines():
@@ -177,13 +247,15 @@ def leftovers(home: Path) -> list[tuple[int, str]]:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if styx_home in env or any(v.startswith(node_homes) for v in env):
+        server_home = procs.arg_after(argv, "--home") if "styx.providers.local.nodeserver" in argv else None
+        if styx_home in env or any(v.startswith(node_homes) for v in env) or \
+                (server_home or "").startswith(prefix):
             found.append((pid, " ".join(argv)[:200]))
     return found
 
 
-def kill_leftovers(home: Path) -> list[str]:
-    found = leftovers(home)
+def kill_leftovers(home: Path, nodes_root: Path) -> list[str]:
+    found = leftovers(home, nodes_root)
     for pid, _ in found:
         procs.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10

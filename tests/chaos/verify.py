@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from styx.contracts.clusters import cluster_workflow_id
+from styx.contracts.jobs import JobErrors
 from styx.contracts.rest import JobInfo
-from styx.providers.local import procs
+from styx.db import Database
+from styx.providers.local import procs, users
 from styx.ssh import CANCELLED_EXIT_CODE
 from styx.sdk.client import Client
 from styx.sdk.transport import NotFound
@@ -31,11 +34,15 @@ from tests.chaos.workload import REPO, Submission, Workload
 
 #: A known bug, reported and left for another change: a job whose run phase has ended on its
 #: node, but before Styx took in that end (the activity copying its log was between workers,
-#: or its result not yet processed by the workflow), and which is then cancelled (`styx stop`,
-#: `styx cancel`, `styx down`): the cancel wins over the real end. The workflow ends CANCELLED
-#: — even when the activity had already recorded SUCCEEDED in the DB, which keeps the first
-#: terminal status (DB and Temporal then disagree) — and the rest of the log is never copied
-#: (Styx's copy stops short of the node's).
+#: or had not yet polled the end), and which is then cancelled (`styx stop`, `styx cancel`,
+#: `styx down`): the cancel wins over the real end, and the job is CANCELLED everywhere (DB,
+#: workflow, cluster agree). Its log used to stay short of the node's; the run activity now
+#: stores what the node holds when it is cancelled (``SshActivities.run_phase``, bounded, best
+#: effort), so a short copy is seen only when that last copy could not run (its worker died
+#: in it) — kept apart here, as before. Fixed and failed on again: the variant where the run
+#: activity had already recorded SUCCEEDED (a one-node job) — the workflow now ends SUCCEEDED
+#: too (``JobWorkflow._finish``) — and a cancel in the workflow task where the job concluded
+#: (``_uncancellable``).
 CANCEL_RACE = "a job that had ended on its node when it was cancelled"
 
 
@@ -60,7 +67,7 @@ async def _workflows(address: str, job_ids: list[str], cluster_ids: list[str]) -
             handle = client.get_workflow_handle(wid)
             desc = await handle.describe()
             status = desc.status.name if desc.status else "?"
-            result = (await handle.result())["status"] if status == "COMPLETED" else None
+            result = await _job_end(handle, status)
         except RPCError as err:
             status, result = _rpc_failure(err), None
         jobs[wid] = (status, result)
@@ -78,6 +85,27 @@ async def _workflows(address: str, job_ids: list[str], cluster_ids: list[str]) -
             view.execution = _rpc_failure(err)
         clusters[wid] = view
     return jobs, clusters
+
+
+#: How a job workflow closes for each end (``styx.workflows.job``): COMPLETED with its
+#: ``JobFinished`` when it SUCCEEDED, FAILED with a ``JobFailed``/``JobSetupFailed`` error,
+#: CANCELED when it was CANCELLED.
+_FAILURE_STATUS = {JobErrors.JOB_FAILED: "FAILED", JobErrors.SETUP_FAILED: "FAILED_SETUP"}
+
+
+async def _job_end(handle, execution: str) -> str | None:
+    """The job status a closed job workflow ended with (None while it runs or if unreadable)."""
+    if execution == "COMPLETED":
+        return (await handle.result())["status"]
+    if execution == "CANCELED":
+        return "CANCELLED"
+    if execution == "FAILED":
+        try:
+            await handle.result()
+        except WorkflowFailureError as err:
+            cause = err.cause
+            return _FAILURE_STATUS.get(getattr(cause, "type", None), f"failed: {cause}")
+    return None
 
 
 def _rpc_failure(err: RPCError) -> str:
@@ -126,10 +154,10 @@ class NodeRun:
         return self.exit_code is not None and self.exit_code != str(CANCELLED_EXIT_CODE)
 
 
-def _node_runs(home: Path, cluster: str, job_id: int) -> list[NodeRun]:
+def _node_runs(nodes_root: Path, cluster: str, job_id: int) -> list[NodeRun]:
     """The run phase on every node of ``cluster`` where it started."""
     out = []
-    for ndir in sorted((home / "nodes" / cluster).glob("node-*")):
+    for ndir in sorted((nodes_root / cluster).glob("node-*")):
         job_dir = ndir / "home" / ".styx" / "jobs" / str(job_id)
         if (job_dir / "run.lock").exists():
             log, exit_file = job_dir / "run.log", job_dir / "run.exit"
@@ -139,7 +167,29 @@ def _node_runs(home: Path, cluster: str, job_id: int) -> list[NodeRun]:
     return out
 
 
-def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: Client,
+def stored_logs(db: Database, cluster: str, job_id: int, phase: str) -> tuple[dict[int, bytes], list[str]]:
+    """The job's ``phase`` log of each rank as the database holds it (``job_log_chunks``), and
+    what is wrong with its rows: each must start where the one before ended, and together
+    they must make the size recorded for the stream."""
+    out: dict[int, bytes] = {}
+    problems = []
+    for stream in db.joblogs.streams(cluster, job_id):
+        if stream.phase != phase:
+            continue
+        rows = db.joblogs.read(cluster, job_id, phase, stream.rank, 0, max_rows=1 << 20)
+        at, parts = 0, []
+        for offset, data in rows:
+            if offset != at:
+                problems.append(f"rank {stream.rank}: a stored log row at byte {offset}, the previous ended at {at}")
+            parts.append(data)
+            at = offset + len(data)
+        if at != stream.size:
+            problems.append(f"rank {stream.rank}: stored log rows end at byte {at}, its size says {stream.size}")
+        out[stream.rank] = b"".join(parts)
+    return out, problems
+
+
+def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: Client, db: Database,
               temporal: dict[str, tuple[str, str | None]], clusters: dict[str, ClusterView],
               effects: Counter) -> Problems:
     p = Problems()
@@ -185,12 +235,16 @@ def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: 
                 f"first lines {lines[:3]}, last {lines[-3:]})")
         elif job.status == "SUCCEEDED" and len(lines) != len(expected):
             p.lost.append(f"{where}: {len(lines)} of {len(expected)} lines")
-    # Where it ran: each rank on one node, and Styx's copy of the log is the node's log.
-    nodes = _node_runs(workload.stack.home, job.cluster, job.job_id)
+    # Where it ran: each rank on one node, and Styx's copy of the log (in the database, what
+    # every API replica serves) is the node's log, byte for byte, stored once.
+    nodes = _node_runs(workload.stack.nodes_root, job.cluster, job.job_id)
     if len(nodes) > job.num_nodes:
         p.duplicated.append(f"{key}: its run phase started on {len(nodes)} nodes: {[n.node for n in nodes]}")
-    copies = sorted((workload.stack.home / "jobs" / job.cluster / str(job.job_id)).glob("run-rank*.log"))
-    mine = sorted(c.read_bytes() for c in copies)
+    stored, tiling = stored_logs(db, job.cluster, job.job_id, "run")
+    for message in tiling:
+        p.duplicated.append(f"{key} (job {job.job_id}): {message}")
+    # A rank that printed nothing has no stored stream (nothing was ever appended).
+    mine = sorted([*stored.values(), *[b""] * (len(nodes) - len(stored))])
     theirs = sorted(n.log for n in nodes)
     if nodes and len(nodes) <= job.num_nodes and mine != theirs:
         sizes = f"Styx {[len(m) for m in mine]} bytes, nodes {[len(t) for t in theirs]} bytes"
@@ -215,10 +269,8 @@ def _check_row(job: JobInfo, temporal: dict[str, tuple[str, str | None]],
     never_started = job.status == "CANCELLED" and job.started_at is None
     if never_started and status.startswith("not found"):
         pass  # cancelled while it waited in the queue: no job workflow ever ran
-    elif status != "COMPLETED":
+    elif status not in ("COMPLETED", "FAILED", "CANCELED") or result is None:
         out.append(f"its workflow is {status} (DB: {job.status})")
-    elif result == "CANCELLED" and job.status in ("SUCCEEDED", "FAILED") and job.message is None:
-        out.append(f"{CANCEL_RACE}: DB {job.status}, its workflow ended CANCELLED")
     elif result != job.status:
         out.append(f"DB says {job.status}, its workflow ended {result}")
     cluster = clusters.get(job.cluster)
@@ -249,7 +301,7 @@ def check_push(sub: Submission, client: Client, rows: list[JobInfo]) -> Problems
 
 # -- clusters and processes -------------------------------------------------------------------
 
-def check_cluster(client: Client, home: Path, name: str, expected: str, num_nodes: int,
+def check_cluster(client: Client, nodes_root: Path, name: str, expected: str, num_nodes: int,
                   temporal: ClusterView) -> list[str]:
     out = []
     row = client.cluster(name)
@@ -259,20 +311,23 @@ def check_cluster(client: Client, home: Path, name: str, expected: str, num_node
     if expected == "TERMINATED":
         if status != "COMPLETED" or said != "TERMINATED":
             out.append(f"{name}: taken down, but its workflow is {status} reporting {said}")
-        if (home / "nodes" / name).exists():
+        if (nodes_root / name).exists():
             out.append(f"{name}: taken down, but its node directories remain")
+        user = users.job_user_name(nodes_root, name)
+        if users.lookup(user) is not None:
+            out.append(f"{name}: taken down, but its job user {user} remains")
     elif status != "RUNNING" or said != row.status:
         out.append(f"{name}: the API says {row.status}, its workflow is {status} reporting {said}")
-    live = live_servers(home, name)
+    live = live_servers(nodes_root, name)
     want = num_nodes if expected == "UP" else 0
     if len(live) != want:
         out.append(f"{name}: {len(live)} node servers run ({live}), expected {want}")
     return out
 
 
-def live_servers(home: Path, cluster: str) -> dict[str, list[int]]:
+def live_servers(nodes_root: Path, cluster: str) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    prefix = str(home / "nodes" / cluster) + "/"
+    prefix = str(nodes_root / cluster) + "/"
     for pid, argv in procs.scan_cmdlines():
         node_home = procs.arg_after(argv, "--home") if "styx.providers.local.nodeserver" in argv else None
         if node_home and node_home.startswith(prefix) and procs.alive(pid):
@@ -280,12 +335,16 @@ def live_servers(home: Path, cluster: str) -> dict[str, list[int]]:
     return found
 
 
-def node_orphans(home: Path, cluster: str, node_dirs: list[str]) -> list[int]:
+def node_orphans(nodes_root: Path, cluster: str, node_dirs: list[str]) -> list[int]:
     """Processes of a node that are neither its (one) server nor part of a running job."""
-    homes = [str(home / "nodes" / cluster / n / "home") for n in node_dirs]
-    servers = {pid for pids in live_servers(home, cluster).values() for pid in pids[:1]}
+    homes = [str(nodes_root / cluster / n / "home") for n in node_dirs]
+    servers = {pid for pids in live_servers(nodes_root, cluster).values() for pid in pids[:1]}
     groups = procs.job_groups([h for h in homes if Path(h).exists()])
-    return sorted(set(procs.processes_of(homes, groups)) - servers)
+    found = set(procs.processes_of(homes, groups))
+    user = users.lookup(users.job_user_name(nodes_root, cluster))
+    if user is not None:  # as root: whatever the cluster's job user still runs, wherever its HOME
+        found |= set(procs.processes_of_user(user.uid))
+    return sorted(found - servers)
 
 
 # -- the summary ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ may exist, at most once).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -25,7 +26,7 @@ import httpx
 
 from styx.contracts.rest import JobInfo
 from styx.sdk.client import Client
-from styx.sdk.transport import StyxError
+from styx.sdk.transport import ApiUnreachable, StyxError
 from tests.chaos.upstack import UpStack
 from tests.fixtures.git import GitUser, make_git_user
 
@@ -62,8 +63,11 @@ class Workload:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.effects = self.root / "effects"
+        # Jobs append to it as their clusters' users (as root): beside the nodes, where every
+        # user may walk, and writable by all.
+        self.effects = self.stack.shared_dir / "effects"
         self.effects.touch()
+        os.chmod(self.effects, 0o666)
 
     # -- jobs -----------------------------------------------------------------------------
     def new_key(self, prefix: str) -> str:
@@ -106,6 +110,8 @@ class Workload:
             sub.outcome, sub.detail = "refused", f"connect: {err}"
         except httpx.HTTPError as err:
             sub.outcome, sub.detail = "ambiguous", f"{type(err).__name__}: {err}"
+        except ApiUnreachable as err:  # no answer after the SDK's own (keyed) retries
+            sub.outcome, sub.detail = "ambiguous", str(err)
         except StyxError as err:
             sub.outcome = "refused" if err.status_code < 500 else "ambiguous"
             sub.detail = f"{err.status_code}: {err.message}"
