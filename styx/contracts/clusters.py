@@ -80,6 +80,10 @@ BOUNDED_QUEUE_PATCH = "styx-bounded-queue"
 #: the caller and, batched, by the workflow's main loop (``record_jobs``), instead of one local
 #: activity per submission inside the update.
 BATCHED_ROWS_PATCH = "styx-batched-job-rows"
+#: The patch after which a job runs inside the cluster workflow (its activities scheduled by
+#: the cluster's own run) instead of as a child ``JobWorkflow``: no child start, no workflow
+#: tasks of its own, no end signal. Runs begun before it keep starting children.
+INLINE_JOBS_PATCH = "styx-inline-jobs"
 
 
 def cluster_workflow_id(name: str) -> str:
@@ -279,10 +283,22 @@ class QueuedJob:
 @dataclass
 class RunningJob:
     job_id: int
+    #: The workflow the job runs in: its own ``JobWorkflow`` (a child), or, for a job run
+    #: inline, the cluster's.
     workflow_id: str
     ranks: list[int]
     cpus: float
     accelerators: dict[str, float]
+    #: Run inside the cluster workflow (``INLINE_JOBS_PATCH``), not as a child.
+    inline: bool = False
+    #: What an inline job needs to be taken up again by the next run after continue-as-new:
+    #: the job as it was queued (its body's id, or its task for a job queued inline) …
+    queued: QueuedJob | None = None
+    #: … when it started (ISO, workflow time: ``SKYPILOT_TASK_ID``), how far it got
+    #: (``""``: copying files; ``setup``; ``run``), and whether a cancel was asked.
+    started_at: str | None = None
+    stage: str = ""
+    cancelled: bool = False
 
 
 @dataclass

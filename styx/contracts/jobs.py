@@ -158,6 +158,9 @@ class JobInput:
     #: ``sealed_secrets`` and ``run_setup`` come from there. None: they are given here (a job
     #: queued before specs were stored, or a workflow test).
     spec_id: str | None = None
+    #: When the job started (ISO, workflow time), for ``SKYPILOT_TASK_ID``; None: the start of
+    #: the job's own workflow.
+    started_at: str | None = None
 
 
 @dataclass

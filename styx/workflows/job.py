@@ -110,7 +110,8 @@ def job_env(inp: JobInput, rank: int) -> dict[str, str]:
     }
     aliases = {k.replace("STYX_", "SKYPILOT_", 1): v for k, v in base.items()}
     try:  # the job's start, as SkyPilot's ids carry the submission time: stable across phases
-        started = workflow.info().start_time.strftime("%Y-%m-%d-%H-%M-%S-%f")
+        start = datetime.fromisoformat(inp.started_at) if inp.started_at else workflow.info().start_time
+        started = start.strftime("%Y-%m-%d-%H-%M-%S-%f")
     except Exception:  # called outside a workflow (a test)
         started = "0000-00-00-00-00-00-000000"
     aliases.update({
@@ -180,26 +181,19 @@ class _Outcome:
 
 @workflow.defn(name="JobWorkflow")
 class JobWorkflow:
+    """A job as its own workflow: the shape of runs begun before ``INLINE_JOBS_PATCH`` (and of
+    their jobs still running); a cluster now runs its jobs inline (``JobRun``)."""
+
     def __init__(self) -> None:
-        self._status = JobStatus.PENDING
-        self._lost: list[NodeDown] = []
+        self._job = JobRun()
 
     @workflow.query
     def status(self) -> str:
-        return self._status
+        return self._job.status
 
     @workflow.run
     async def run(self, inp: JobInput) -> JobFinished:
-        try:
-            outcome = await self._execute(inp)
-        except (asyncio.CancelledError, ActivityError) as err:
-            if not is_cancelled_exception(err):
-                outcome = _Outcome(JobStatus.FAILED, message=_failure_message(err))
-            else:
-                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled", cancelled=err)
-        outcome.lost = self._lost
-        # A cancel arriving now does not cut this short: the job ends as it was ending.
-        finished = await _uncancellable(self._conclude(inp, outcome))
+        outcome, finished = await self._job.run(inp)
         if outcome.cancelled is not None:
             raise outcome.cancelled
         if outcome.status in (JobStatus.FAILED, JobStatus.FAILED_SETUP):
@@ -207,6 +201,53 @@ class JobWorkflow:
             raise ApplicationError(outcome.message or outcome.status, {"exit_codes": outcome.exit_codes},
                                    type=kind, non_retryable=True)
         return finished
+
+
+class JobRun:
+    """One job's life on its nodes, in the workflow that runs it: a job's own ``JobWorkflow``,
+    or (``inline``) its cluster's workflow, which then gets the job's end from ``run``'s
+    answer rather than by signal, and whose search attributes stay the cluster's.
+
+    An inline job taken up again after its cluster continued as new starts at ``resume``
+    (``setup`` or ``run``: the files are copied, or setup ran too; a phase already started
+    is re-attached, not run twice), or is ended CANCELLED at once when ``cancelled`` (a
+    cancel was asked before). ``on_stage`` hears each stage as the job reaches it."""
+
+    def __init__(self, inline: bool = False, resume: str = "", cancelled: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> None:
+        self.status = JobStatus.PENDING
+        self._lost: list[NodeDown] = []
+        self._inline = inline
+        self._resume = resume
+        self._cancelled = cancelled
+        self._on_stage = on_stage
+
+    async def run(self, inp: JobInput) -> tuple[_Outcome, JobFinished]:
+        """Run the job to its end; its outcome (``cancelled`` set when a cancel ended it) and
+        what its cluster is told."""
+        try:
+            if self._cancelled:
+                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled")
+            else:
+                outcome = await self._execute(inp)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                outcome = _Outcome(JobStatus.FAILED, message=_failure_message(err))
+            else:
+                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled", cancelled=err)
+        outcome.lost = self._lost
+        self._stage("ending")
+        # A cancel arriving now does not cut this short: the job ends as it was ending.
+        finished = await _uncancellable(self._conclude(inp, outcome))
+        return outcome, finished
+
+    def _stage(self, stage: str) -> None:
+        if self._on_stage is not None:
+            self._on_stage(stage)
+
+    def _summary(self, inp: JobInput, what: str) -> str:
+        """An activity's summary in the UI; in the cluster's history, naming the job."""
+        return f"job {inp.job_id}: {what}" if self._inline else what
 
     async def _execute(self, inp: JobInput) -> _Outcome:
         """Files, setup, run: the first rank that fails ends the job."""
@@ -219,18 +260,21 @@ class JobWorkflow:
                                       run_setup=spec.run_setup)
         # An exec skips setup, as SkyPilot's does; its files are synced all the same.
         setup = inp.task.get("setup") if inp.run_setup else None
-        if setup or self._has_files(inp):
+        if (setup or self._has_files(inp)) and not self._resume:
             await self._set_status(inp, JobStatus.SETTING_UP)
             failure = await self._sync_files(inp)
             if failure is not None:
                 return _Outcome(JobStatus.FAILED, [None] * len(inp.nodes), failure.message("copying files to "))
-        if setup:
+        if setup and self._resume != "run":
+            self._stage("setup")
             codes, failure = await self._run_phase(inp, "setup", setup)
             if failure is not None:
                 return _Outcome(JobStatus.FAILED_SETUP, codes, failure.message("setup on "))
+        self._stage("run")
         # The run activity records RUNNING in the DB once the job has started on rank 0.
-        self._status = JobStatus.RUNNING
-        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
+        self.status = JobStatus.RUNNING
+        if not self._inline:
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
         codes, failure = await self._run_phase(inp, "run", inp.task.get("run") or "true")
         if failure is not None:
             return _Outcome(JobStatus.FAILED, codes, failure.message())
@@ -246,7 +290,7 @@ class JobWorkflow:
                     await workflow.execute_activity_method(
                         SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, reachable),
                         start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
-                        summary=f"kill job {inp.job_id} on {len(reachable)} node(s)",
+                        summary=self._summary(inp, f"kill job {inp.job_id} on {len(reachable)} node(s)"),
                     )
                 except ActivityError as kill_err:  # a node that stays unreachable runs nothing
                     outcome.message = (f"{outcome.message}; could not reach every node to kill the job: "
@@ -254,8 +298,9 @@ class JobWorkflow:
         return await self._finish(inp, outcome)
 
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> None:
-        self._status = status
-        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
+        self.status = status
+        if not self._inline:
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
         await record(StateActivities.record_job,
                      JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
 
@@ -276,7 +321,7 @@ class JobWorkflow:
             return lambda: workflow.execute_activity_method(
                 SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=PHASE_RETRY, summary=f"copy files to {_where(rank, node)}",
+                retry_policy=PHASE_RETRY, summary=self._summary(inp, f"copy files to {_where(rank, node)}"),
             )
 
         _, failure = await self._on_every_node(inp, "copying files of", sync)
@@ -294,7 +339,7 @@ class JobWorkflow:
                     start_to_close_timeout=timedelta(days=365),
                     heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=PHASE_RETRY,
-                    summary=f"{phase} on {_where(rank, node)}",
+                    summary=self._summary(inp, f"{phase} on {_where(rank, node)}"),
                 )
                 return out.exit_code
             return call
@@ -373,6 +418,8 @@ class JobWorkflow:
     async def _finish(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
         await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
         finished = JobFinished(inp.job_id, outcome.status, outcome.exit_codes, lost_nodes=outcome.lost)
+        if self._inline:
+            return finished  # the cluster's own run: it reads the answer
         # By workflow id, not run id: the cluster may have continued-as-new since it started us.
         try:
             await workflow.get_external_workflow_handle(inp.cluster_workflow_id).signal(
