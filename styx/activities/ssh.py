@@ -173,14 +173,15 @@ class SshActivities:
                 "died without an exit code (node stopped or process killed)",
                 type="JobLost", non_retryable=True,
             )
-        if inp.record_end and not state.cancelled and state.exit_code == 0:
+        recorded = inp.record_end and not state.cancelled and state.exit_code == 0
+        if recorded:
             # A one-node job ends with its run phase: say so now rather than a workflow task
-            # later (the workflow records the same; the first terminal status wins). A failure
-            # is left to the workflow, which records it with its message; so is a phase ended
-            # by a cancel (CANCELLED).
+            # later (the first terminal status wins; a job run inline then writes nothing more).
+            # A failure is left to the workflow, which records it with its message; so is a
+            # phase ended by a cancel (CANCELLED).
             await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id,
                                     status=JobStatus.SUCCEEDED, exit_codes=[state.exit_code])
-        return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
+        return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset, recorded_end=recorded)
 
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: KillJobInput) -> None:

@@ -234,6 +234,8 @@ class RunPhaseOutput:
     exit_code: int | None
     #: Bytes of log copied from the node in total.
     log_bytes: int = 0
+    #: The activity recorded the job SUCCEEDED itself (``record_end``, exit 0, not cancelled).
+    recorded_end: bool = False
 
 
 @dataclass

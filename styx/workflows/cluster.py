@@ -4,10 +4,17 @@ Provisions the nodes through the provider's activities, then serves Updates
 (``submit_job``, ``cancel_job``, ``stop``, ``start``, ``down``, ``set_autostop``) and the
 ``describe`` query. A submission carrying an idempotency key already seen returns the job
 the first one queued: the last ``REMEMBERED_SUBMISSIONS`` keys live in ``ClusterState`` and
-so survive continue-as-new, which Temporal's own update-id deduplication does not. Jobs wait in submission order until the nodes have the CPUs and
-accelerators they ask for, then run as child ``JobWorkflow``s started with an ABANDON
-parent-close policy and tracked by id, so continuing-as-new never kills them; a child
-reports its end with the ``job_finished`` signal, sent by workflow id.
+so survive continue-as-new, which Temporal's own update-id deduplication does not. Jobs wait
+in submission order until the nodes have the CPUs and accelerators they ask for, then run.
+
+Jobs run inline (patch ``styx-inline-jobs``): each is a task of this workflow (``JobRun``,
+shared with ``JobWorkflow``) whose activities this workflow schedules; its end frees its
+place directly. Its ``RunningJob`` carries what the next run needs to take it up again
+after continue-as-new (the queued job, its start time, how far it got, a cancel asked):
+phases are re-attached on the node, never started twice. Runs begun before the patch start
+child ``JobWorkflow``s (ABANDON parent-close policy, tracked by id), which report their end
+with the ``job_finished`` signal, sent by workflow id; a later run still hears and cancels
+those.
 When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
 
 Failsafe (``styx.contracts.failsafe``): an autostopped cluster's nodes carry a deadline of

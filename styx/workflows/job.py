@@ -1,11 +1,13 @@
-"""JobWorkflow ``cluster/<name>/job/<n>``: one job on the nodes its cluster gave it.
+"""One job on the nodes its cluster gave it: ``JobRun``, run inside the cluster's workflow
+(patch ``styx-inline-jobs``), or, for clusters begun before, as its own ``JobWorkflow``
+``cluster/<name>/job/<n>`` (what follows says "the workflow" for either).
 
 Loads its body (task, env, sealed secrets) from the database when the cluster gave it only
 the id (``JobInput.spec_id``, the ``load_job_spec`` local activity), uploads the workdir and
 file mounts, runs ``setup`` (for a launch's job, not an exec's, as
 SkyPilot) then ``run`` on every node (detached on the node, so a worker crash does not kill
-it), records exit codes, and tells its cluster when it ends (the ``job_finished`` signal, by
-workflow id).
+it), records exit codes, and tells its cluster when it ends (inline: by returning; a
+``JobWorkflow``: the ``job_finished`` signal, by workflow id).
 
 A job fails as SkyPilot's do: as soon as one rank fails — its phase exits non-zero, its
 process vanishes (``JobLost``), or its node stops answering for good — the job is FAILED
@@ -20,8 +22,9 @@ workflow's clock — a blip costs nothing — until it has been unreachable for 
 ``STYX_NODE_LOST_SECONDS`` (the error carries it); then the job fails naming the node, and
 the cluster hears of it (``JobFinished.lost_nodes``) and places no more jobs there.
 
-Cancelling the workflow kills the job's process groups on every node. The workflow closes
-as Temporal's UI should show it, always after recording the status and telling the cluster:
+Cancelling the job (its task inline, or its ``JobWorkflow``) kills the job's process groups
+on every node. A ``JobWorkflow`` closes as Temporal's UI should show it, always after
+recording the status and telling the cluster:
 COMPLETED when the job SUCCEEDED, FAILED (a non-retryable ``JobFailed`` / ``JobSetupFailed``
 ``ApplicationError`` with the exit codes as details) when it FAILED / FAILED_SETUP, and
 CANCELED when it was CANCELLED.
@@ -221,6 +224,8 @@ class JobRun:
         self._resume = resume
         self._cancelled = cancelled
         self._on_stage = on_stage
+        #: The run activity recorded the job SUCCEEDED itself (one node, exit 0).
+        self._end_recorded = False
 
     async def run(self, inp: JobInput) -> tuple[_Outcome, JobFinished]:
         """Run the job to its end; its outcome (``cancelled`` set when a cancel ended it) and
@@ -341,6 +346,7 @@ class JobRun:
                     retry_policy=PHASE_RETRY,
                     summary=self._summary(inp, f"{phase} on {_where(rank, node)}"),
                 )
+                self._end_recorded = out.recorded_end
                 return out.exit_code
             return call
 
@@ -416,7 +422,11 @@ class JobRun:
                 delay = min(delay * 2, UNREACHABLE_RETRY_MAX)
 
     async def _finish(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
-        await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
+        # Inline, a one-node job's SUCCEEDED row is already written by its run activity: one
+        # local activity less in the cluster's workflow task. (A job's own workflow writes it
+        # again, as it always did.)
+        if not (self._inline and self._end_recorded and outcome.status == JobStatus.SUCCEEDED):
+            await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
         finished = JobFinished(inp.job_id, outcome.status, outcome.exit_codes, lost_nodes=outcome.lost)
         if self._inline:
             return finished  # the cluster's own run: it reads the answer
