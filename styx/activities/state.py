@@ -23,6 +23,7 @@ from styx.contracts.jobs import (
     EndPendingJobsInput,
     JobRecord,
     JobSpec,
+    JobSpecShape,
     LoadJobSpecInput,
     PendingJobsInput,
     PendingJobsOutput,
@@ -138,6 +139,13 @@ class StateActivities:
             raise ApplicationError(f"the job's task (spec {inp.spec_id}) is no longer stored",
                                    type="SpecMissing", non_retryable=True)
         return spec
+
+    @activity.defn(name="job_spec_shape")
+    async def job_spec_shape(self, inp: LoadJobSpecInput) -> JobSpecShape:
+        spec = await self.load_job_spec(inp)
+        mounts = {k: v for k, v in (spec.task.get("file_mounts") or {}).items() if isinstance(v, str)}
+        return JobSpecShape(setup=bool(spec.task.get("setup")) and spec.run_setup,
+                            files=bool(spec.task.get("workdir") or mounts))
 
     @activity.defn(name="pending_jobs")
     async def pending_jobs(self, inp: PendingJobsInput) -> PendingJobsOutput:

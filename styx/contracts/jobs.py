@@ -78,6 +78,18 @@ class LoadJobSpecInput:
 
 
 @dataclass
+class JobSpecShape:
+    """What a job's workflow decides by, of its body (``job_spec_shape``): a job run inside its
+    cluster's workflow never carries its body (which lands in the history), its activities
+    load it (``spec_id``)."""
+
+    #: ``setup`` runs (there is one, and the job is a launch's).
+    setup: bool = False
+    #: A workdir or file mounts are copied first.
+    files: bool = False
+
+
+@dataclass
 class PendingJobsInput:
     """The PENDING jobs of ``cluster`` with ids in ``[from_job_id, upto_job_id)``, oldest
     first, at most ``limit`` (the cluster workflow refilling its window from the database)."""
@@ -213,6 +225,9 @@ class SyncFilesInput:
     workdir: str | dict[str, Any] | None = None
     #: Remote path -> source, of the same two kinds.
     file_mounts: dict[str, str] = field(default_factory=dict)
+    #: The job's body is in the database under this id: ``workdir`` and ``file_mounts`` come
+    #: from there (the activity loads it).
+    spec_id: str | None = None
 
 
 @dataclass
@@ -227,6 +242,9 @@ class RunPhaseInput:
     sealed_secrets: str | None = None
     #: The job is this one phase on one node: the activity records its end itself.
     record_end: bool = False
+    #: The job's body is in the database under this id: the activity loads the phase's script,
+    #: the task's env (over ``env``) and its sealed secrets from there.
+    spec_id: str | None = None
 
 
 @dataclass

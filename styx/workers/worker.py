@@ -114,7 +114,7 @@ def build_worker(client: Client, settings: Settings, pool: SshPool | None = None
             providers.plan, providers.provision, providers.start, providers.stop, providers.terminate,
             providers.check_providers,
             state.record_cluster, state.record_job, state.record_jobs, state.record_teardown,
-            state.load_job_spec, state.pending_jobs, state.end_pending_jobs, state.cancel_pending_job,
+            state.load_job_spec, state.job_spec_shape, state.pending_jobs, state.end_pending_jobs, state.cancel_pending_job,
             ssh.run_phase, ssh.kill_job, ssh.sync_files,
             health.probe_nodes,
             failsafe.push_failsafe,

@@ -134,7 +134,7 @@ def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
     return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
-@workflow.defn(name="ClusterWorkflow")
+@workflow.defn(name="ClusterWorkflow", sandboxed=False)
 class ClusterWorkflow:
     @workflow.init
     def __init__(self, inp: ClusterInput) -> None:

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         JobInput,
         JobRecord,
         JobSpec,
+        JobSpecShape,
         JobStatus,
         KillJobInput,
         LoadJobSpecInput,
@@ -226,6 +227,8 @@ class JobRun:
         self._on_stage = on_stage
         #: The run activity recorded the job SUCCEEDED itself (one node, exit 0).
         self._end_recorded = False
+        #: The job's activities load its body (inline, with a body in the database).
+        self._by_id = False
 
     async def run(self, inp: JobInput) -> tuple[_Outcome, JobFinished]:
         """Run the job to its end; its outcome (``cancelled`` set when a cancel ended it) and
@@ -256,23 +259,34 @@ class JobRun:
 
     async def _execute(self, inp: JobInput) -> _Outcome:
         """Files, setup, run: the first rank that fails ends the job."""
-        if inp.spec_id is not None:
-            spec: JobSpec = await workflow.execute_local_activity_method(
-                StateActivities.load_job_spec, LoadJobSpecInput(inp.spec_id),
+        # Inline, a job's body never enters the workflow (its history is the cluster's, and a
+        # body may be 1.5 MB): the workflow reads what it decides by, the activities the rest.
+        self._by_id = self._inline and inp.spec_id is not None
+        if self._by_id:
+            shape: JobSpecShape = await workflow.execute_local_activity_method(
+                StateActivities.job_spec_shape, LoadJobSpecInput(inp.spec_id),
                 start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
             )
-            inp = dataclasses.replace(inp, task=spec.task, env=spec.env, sealed_secrets=spec.sealed_secrets,
-                                      run_setup=spec.run_setup)
-        # An exec skips setup, as SkyPilot's does; its files are synced all the same.
-        setup = inp.task.get("setup") if inp.run_setup else None
-        if (setup or self._has_files(inp)) and not self._resume:
+            runs_setup, files, setup = shape.setup, shape.files, ""  # "": its activity loads it
+        else:
+            if inp.spec_id is not None:
+                spec: JobSpec = await workflow.execute_local_activity_method(
+                    StateActivities.load_job_spec, LoadJobSpecInput(inp.spec_id),
+                    start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+                )
+                inp = dataclasses.replace(inp, task=spec.task, env=spec.env, sealed_secrets=spec.sealed_secrets,
+                                          run_setup=spec.run_setup)
+            # An exec skips setup, as SkyPilot's does; its files are synced all the same.
+            setup = inp.task.get("setup") if inp.run_setup else None
+            runs_setup, files = bool(setup), self._has_files(inp)
+        if (runs_setup or files) and not self._resume:
             await self._set_status(inp, JobStatus.SETTING_UP)
-            failure = await self._sync_files(inp)
+            failure = await self._sync_files(inp) if files else None
             if failure is not None:
                 return _Outcome(JobStatus.FAILED, [None] * len(inp.nodes), failure.message("copying files to "))
-        if setup and self._resume != "run":
+        if runs_setup and self._resume != "run":
             self._stage("setup")
-            codes, failure = await self._run_phase(inp, "setup", setup)
+            codes, failure = await self._run_phase(inp, "setup", setup or "")
             if failure is not None:
                 return _Outcome(JobStatus.FAILED_SETUP, codes, failure.message("setup on "))
         self._stage("run")
@@ -280,7 +294,7 @@ class JobRun:
         self.status = JobStatus.RUNNING
         if not self._inline:
             workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
-        codes, failure = await self._run_phase(inp, "run", inp.task.get("run") or "true")
+        codes, failure = await self._run_phase(inp, "run", "" if self._by_id else (inp.task.get("run") or "true"))
         if failure is not None:
             return _Outcome(JobStatus.FAILED, codes, failure.message())
         return _Outcome(JobStatus.SUCCEEDED, codes)
@@ -318,13 +332,14 @@ class JobRun:
 
     async def _sync_files(self, inp: JobInput) -> _RankFailure | None:
         workdir = inp.task.get("workdir")
-        if not self._has_files(inp):
+        if not self._by_id and not self._has_files(inp):
             return None
         mounts = self._mounts(inp)
+        spec_id = inp.spec_id if self._by_id else None  # the activity reads the body
 
         def sync(rank: int, node: dict[str, Any]) -> Callable[[], Awaitable[None]]:
             return lambda: workflow.execute_activity_method(
-                SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
+                SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts, spec_id),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=PHASE_RETRY, summary=self._summary(inp, f"copy files to {_where(rank, node)}"),
             )
@@ -339,7 +354,8 @@ class JobRun:
                     SshActivities.run_phase,
                     RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
                                   sealed_secrets=inp.sealed_secrets,
-                                  record_end=phase == "run" and len(inp.nodes) == 1),
+                                  record_end=phase == "run" and len(inp.nodes) == 1,
+                                  spec_id=inp.spec_id if self._by_id else None),
                     # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                     start_to_close_timeout=timedelta(days=365),
                     heartbeat_timeout=timedelta(seconds=10),
