@@ -142,10 +142,7 @@ class StateActivities:
 
     @activity.defn(name="job_spec_shape")
     async def job_spec_shape(self, inp: LoadJobSpecInput) -> JobSpecShape:
-        spec = await self.load_job_spec(inp)
-        mounts = {k: v for k, v in (spec.task.get("file_mounts") or {}).items() if isinstance(v, str)}
-        return JobSpecShape(setup=bool(spec.task.get("setup")) and spec.run_setup,
-                            files=bool(spec.task.get("workdir") or mounts))
+        return (await self.load_job_spec(inp)).shape()
 
     @activity.defn(name="pending_jobs")
     async def pending_jobs(self, inp: PendingJobsInput) -> PendingJobsOutput:

@@ -148,6 +148,18 @@ MAX_DOWN_JOBS = 20
 
 
 @dataclass
+class JobSpecShape:
+    """What a job's workflow decides by, of its body (``job_spec_shape``): a job run inside its
+    cluster's workflow never carries its body (which lands in the history), its activities
+    load it (``spec_id``)."""
+
+    #: ``setup`` runs (there is one, and the job is a launch's).
+    setup: bool = False
+    #: A workdir or file mounts are copied first.
+    files: bool = False
+
+
+@dataclass
 class SubmitJobInput:
     #: The task, inline; empty when it is stored in the database under ``spec_id`` (what the
     #: service sends: the workflow then carries only the id and the shape below).
@@ -175,6 +187,8 @@ class SubmitJobInput:
     spec_id: str | None = None
     #: The first line of the task's ``run`` (for listings), when the task is not inline.
     run_summary: str | None = None
+    #: What the job's workflow decides by, of the body under ``spec_id`` (None: it reads it).
+    shape: JobSpecShape | None = None
 
 
 @dataclass
@@ -278,6 +292,8 @@ class QueuedJob:
     sealed_secrets: str | None = None
     run_setup: bool = True
     spec_id: str | None = None
+    #: What the job decides by, of its body (from the submission; None: read when it starts).
+    shape: JobSpecShape | None = None
 
 
 @dataclass

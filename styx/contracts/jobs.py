@@ -5,7 +5,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from styx.contracts.clusters import NodeDown
+from styx.contracts.clusters import JobSpecShape, NodeDown
 
 
 class JobStatus(enum.StrEnum):
@@ -71,22 +71,16 @@ class JobSpec:
     #: False for an exec: ``setup`` is skipped.
     run_setup: bool = True
 
+    def shape(self) -> JobSpecShape:
+        """What a job run inline decides by, of this body."""
+        mounts = [v for v in (self.task.get("file_mounts") or {}).values() if isinstance(v, str)]
+        return JobSpecShape(setup=bool(self.task.get("setup")) and self.run_setup,
+                            files=bool(self.task.get("workdir") or mounts))
+
 
 @dataclass
 class LoadJobSpecInput:
     spec_id: str
-
-
-@dataclass
-class JobSpecShape:
-    """What a job's workflow decides by, of its body (``job_spec_shape``): a job run inside its
-    cluster's workflow never carries its body (which lands in the history), its activities
-    load it (``spec_id``)."""
-
-    #: ``setup`` runs (there is one, and the job is a launch's).
-    setup: bool = False
-    #: A workdir or file mounts are copied first.
-    files: bool = False
 
 
 @dataclass
@@ -173,6 +167,8 @@ class JobInput:
     #: When the job started (ISO, workflow time), for ``SKYPILOT_TASK_ID``; None: the start of
     #: the job's own workflow.
     started_at: str | None = None
+    #: What a job run inline decides by, of its body (None: it reads it, ``job_spec_shape``).
+    shape: JobSpecShape | None = None
 
 
 @dataclass

@@ -436,7 +436,7 @@ class ClusterWorkflow:
             accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
             provider=self.spec.provider, region=self.state.region or self.spec.region,
             zone=self.state.zone,
-            run_setup=job.run_setup, spec_id=job.spec_id, started_at=started_at,
+            run_setup=job.run_setup, spec_id=job.spec_id, started_at=started_at, shape=job.shape,
         )
 
     async def _start_job(self, job: QueuedJob, wid: str, ranks: list[int]) -> Any:
@@ -608,7 +608,7 @@ class ClusterWorkflow:
         else:
             self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
                                               req.task, dict(req.env), req.sealed_secrets, req.run_setup,
-                                              spec_id=req.spec_id))
+                                              spec_id=req.spec_id, shape=req.shape))
         row = JobRecord(
             cluster=self.spec.name, job_id=job_id, status=JobStatus.PENDING, name=name, cpus=req.cpus,
             accelerators=req.accelerators, num_nodes=req.num_nodes,

@@ -263,7 +263,8 @@ class JobRun:
         # body may be 1.5 MB): the workflow reads what it decides by, the activities the rest.
         self._by_id = self._inline and inp.spec_id is not None
         if self._by_id:
-            shape: JobSpecShape = await workflow.execute_local_activity_method(
+            # From the submission; a job that waited in the database reads it (a local activity).
+            shape: JobSpecShape = inp.shape or await workflow.execute_local_activity_method(
                 StateActivities.job_spec_shape, LoadJobSpecInput(inp.spec_id),
                 start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
             )
