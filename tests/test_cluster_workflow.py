@@ -906,3 +906,35 @@ async def test_the_cluster_continues_as_new_with_jobs_running_and_waiting_and_lo
         await fake.until(lambda: fake.status(9) == JobStatus.SUCCEEDED, "job 9 to succeed")
         downed = await latest.execute_update(ClusterWorkflow.down)
         assert downed.status == ClusterStatus.TERMINATED and fake.killed == []
+
+
+async def test_a_job_taken_up_after_continue_as_new_goes_on_from_where_it_was(cloud: Cloud) -> None:
+    """A job run inline that was past its setup when the cluster continued as new: the next run
+    re-attaches to its run phase; it copies no file and runs no setup again."""
+    fake = cloud.fake
+    node = {"rank": 0, "host": "node-0", "port": 22}
+    task = {"setup": "pip install x", "run": "train", "workdir": "/src"}
+    job = QueuedJob(4, "job-4", 1.0, {}, 1, task, {})
+    state = ClusterState(status=ClusterStatus.UP, nodes=[node], next_job_id=5, running=[
+        RunningJob(4, cluster_workflow_id("c"), [0], 1.0, {}, inline=True, queued=job,
+                   started_at="2026-11-26T10:00:00+00:00", stage="run")])
+    cluster = await cloud.launch(state=state)
+    await fake.until(lambda: fake.status(4) == JobStatus.RUNNING, "job 4 to be re-attached")
+    fake.finish(4)
+    await fake.until(lambda: fake.status(4) == JobStatus.SUCCEEDED, "job 4 to succeed")
+    await cloud.described(cluster, lambda d: not d.running, "the cluster to hear job 4 ended")
+    assert "sync_files" not in fake.calls and "run_phase:setup" not in fake.calls
+    assert fake.envs[4][0]["SKYPILOT_TASK_ID"] == "sky-2026-11-26-10-00-00-000000_c_4"  # its own start
+
+
+async def test_a_job_whose_cancel_was_asked_before_continue_as_new_ends_cancelled_after(cloud: Cloud) -> None:
+    fake = cloud.fake
+    node = {"rank": 0, "host": "node-0", "port": 22}
+    job = QueuedJob(2, "job-2", 1.0, {}, 1, {"run": "train"}, {})
+    state = ClusterState(status=ClusterStatus.UP, nodes=[node], next_job_id=3, running=[
+        RunningJob(2, cluster_workflow_id("c"), [0], 1.0, {}, inline=True, queued=job, stage="run",
+                   cancelled=True)])
+    cluster = await cloud.launch(state=state)
+    await fake.until(lambda: fake.status(2) == JobStatus.CANCELLED, "job 2 to be recorded CANCELLED")
+    assert fake.killed == [2] and "run_phase" not in fake.calls
+    await cloud.described(cluster, lambda d: not d.running, "the cluster to free its place")
