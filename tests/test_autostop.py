@@ -21,7 +21,14 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from styx.activities.state import StateActivities
-from styx.contracts.clusters import AutostopInput, ClusterDescription, ClusterInput, ClusterSpec, ClusterStatus, StoppedBy
+from styx.contracts.clusters import (
+    AutostopInput,
+    ClusterDescription,
+    ClusterInput,
+    ClusterSpec,
+    ClusterStatus,
+    StoppedBy,
+)
 from styx.contracts.failsafe import BUSY_LEASE, FailsafeOutput
 from styx.contracts.jobs import JobFinished, JobInput, JobStatus
 from styx.db import Database
