@@ -91,7 +91,7 @@ class TimedJobsCluster(ClusterWorkflow):
     async def _run_job(self, job: JobRun, inp: JobInput) -> JobFinished:
         # A few seconds past the minute: not at the instant a lease renewal (every 5 minutes)
         # fires too. The time-skipping test server refused that workflow task about one run
-        # in two ("invalid history builder state for action"), a timer of the test server's.
+        # in two ("invalid history builder state for action"; seen on that server only).
         await workflow.sleep(timedelta(minutes=float(inp.task.get("minutes", 0)), seconds=3))
         return JobFinished(inp.job_id, JobStatus.SUCCEEDED, [0])
 
