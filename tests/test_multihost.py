@@ -33,7 +33,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -41,7 +41,7 @@ from cryptography.fernet import Fernet
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from styx.contracts.jobs import job_workflow_id
+from styx.contracts.clusters import cluster_workflow_id
 from styx.db import Database
 from styx.gitserver.config import GitServerConfig
 from styx.gitserver.names import RepoName
@@ -222,17 +222,32 @@ def _run(coro):
         loop.close()
 
 
+def _run_phase_ids(history: Any, job_id: int) -> set[str]:
+    """The activity ids of the job's run activities in its cluster's history (a job runs inside
+    its cluster's workflow; its activities' summaries start ``job <id>: run on``)."""
+    ids = set()
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            summary = event.user_metadata.summary.data.decode(errors="replace")
+            if attrs.activity_type.name == "run_phase" and f"job {job_id}: run on" in summary:
+                ids.add(attrs.activity_id)
+    return ids
+
+
 def run_phase_worker(temporal: WorkflowEnvironment, cluster: str, job_id: int,
                      started_within: float | None = None) -> str | None:
     """The identity (``pid@host``) of the worker running the job's run activity, if one is
-    (a job still queued has no workflow yet); with ``started_within``, only if that attempt
-    started at most so many seconds ago."""
+    (a job still queued has none yet); with ``started_within``, only if that attempt started
+    at most so many seconds ago."""
+    handle = temporal.client.get_workflow_handle(cluster_workflow_id(cluster))
     try:
-        desc = _run(temporal.client.get_workflow_handle(job_workflow_id(cluster, job_id)).describe())
+        desc = _run(handle.describe())
+        ids = _run_phase_ids(_run(handle.fetch_history()), job_id)
     except RPCError:
         return None
     for pending in desc.raw_description.pending_activities:
-        if pending.activity_type.name == "run_phase" and pending.last_worker_identity:
+        if pending.activity_id in ids and pending.last_worker_identity:
             if started_within is not None and (
                     time.time() - pending.last_started_time.ToNanoseconds() / 1e9 > started_within):
                 continue
@@ -242,10 +257,11 @@ def run_phase_worker(temporal: WorkflowEnvironment, cluster: str, job_id: int,
 
 def run_phase_history_worker(temporal: WorkflowEnvironment, cluster: str, job_id: int) -> str:
     """The identity of the worker whose attempt of the run activity completed it."""
-    history = _run(temporal.client.get_workflow_handle(job_workflow_id(cluster, job_id)).fetch_history())
+    history = _run(temporal.client.get_workflow_handle(cluster_workflow_id(cluster)).fetch_history())
+    ids = _run_phase_ids(history, job_id)
     scheduled = {e.event_id for e in history.events
                  if e.HasField("activity_task_scheduled_event_attributes")
-                 and e.activity_task_scheduled_event_attributes.activity_type.name == "run_phase"}
+                 and e.activity_task_scheduled_event_attributes.activity_id in ids}
     for event in history.events:
         if event.HasField("activity_task_started_event_attributes"):
             attrs = event.activity_task_started_event_attributes

@@ -71,6 +71,8 @@ MANAGED_AUTODOWN_MINUTES = 10
 WATCH_BEAT_SECONDS = 5.0
 #: Longest wait between two looks at the database while the cluster launches.
 LAUNCH_POLL_SECONDS = 2.0
+#: How often the row of a job run inside its cluster's workflow is read while it runs.
+JOB_ROW_POLL_SECONDS = 1.0
 #: A probe (``refresh`` update) that takes longer than this is given up for this round.
 PROBE_TIMEOUT_SECONDS = 120.0
 #: Error type of a submission that cannot succeed (a bad task, a limit): not retried.
@@ -263,7 +265,10 @@ class ManagedActivities:
         crash_here_if_asked("managed_job_running")
         # 2. The job runs: its workflow's result (one long poll), a heartbeat and, every
         # probe_seconds, a look at the nodes.
-        ended = asyncio.ensure_future(self._job_closed(client, inp.job_workflow_id))
+        if inp.job_workflow_id == cluster_workflow_id(inp.cluster):  # run inline: no workflow of its own
+            ended = asyncio.ensure_future(self._job_ended(inp))
+        else:
+            ended = asyncio.ensure_future(self._job_closed(client, inp.job_workflow_id))
         last_probe = time.monotonic()
         try:
             while not ended.done():
@@ -297,6 +302,14 @@ class ManagedActivities:
         self.db.managed.record(inp.managed_id, {"status": running, "started": True, "message": None},
                                task_index=inp.task_index, task={"status": running, "started": True},
                                attempt=inp.attempt, attempt_fields={"status": running})
+
+    async def _job_ended(self, inp: WatchInput) -> None:
+        """Return when the job's row is terminal (a job run inside its cluster's workflow)."""
+        while True:
+            job, _ = await asyncio.to_thread(self._rows, inp)
+            if job is not None and job.status.is_terminal:
+                return
+            await asyncio.sleep(JOB_ROW_POLL_SECONDS)
 
     @staticmethod
     async def _job_closed(client: Client, workflow_id: str) -> None:

@@ -19,6 +19,7 @@ job workflow retries it on its own clock and gives the node up after that long.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -28,7 +29,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from styx.config import Settings
-from styx.contracts.jobs import JobErrors, JobStatus, KillJobInput, RunPhaseInput, RunPhaseOutput, SyncFilesInput
+from styx.contracts.jobs import (
+    JobErrors,
+    JobSpec,
+    JobStatus,
+    KillJobInput,
+    RunPhaseInput,
+    RunPhaseOutput,
+    SyncFilesInput,
+)
 from styx.contracts.uploads import InvalidUploadRef, UploadRef
 from styx.activities.heartbeat import heartbeating
 from styx.activities.uploads import UploadCache, UploadUnusable
@@ -107,8 +116,19 @@ class SshActivities:
         except UNREACHABLE_ERRORS as err:
             raise self._unreachable(f"{inp.phase} of job {inp.job_id}", node, err) from None
 
+    async def _spec(self, spec_id: str) -> JobSpec:
+        spec = await asyncio.to_thread(self.db.jobspecs.get, spec_id)
+        if spec is None:
+            raise ApplicationError(f"the job's task (spec {spec_id}) is no longer stored",
+                                   type="SpecMissing", non_retryable=True)
+        return spec
+
     async def _run_phase(self, inp: RunPhaseInput, node: NodeEndpoint) -> RunPhaseOutput:
         job_id = str(inp.job_id)
+        if inp.spec_id is not None:  # a job run inline: its body is loaded here, not in the workflow
+            spec = await self._spec(inp.spec_id)
+            inp = dataclasses.replace(inp, script=spec.task.get(inp.phase) or ("true" if inp.phase == "run" else ""),
+                                      env={**inp.env, **spec.env}, sealed_secrets=spec.sealed_secrets)
         conn = await self.pool.get(node)
         try:
             # Secrets go apart from the env: they must not stay in the node's wrapper script.
@@ -204,14 +224,15 @@ class SshActivities:
                 "died without an exit code (node stopped or process killed)",
                 type="JobLost", non_retryable=True,
             )
-        if inp.record_end and not state.cancelled and state.exit_code == 0:
+        recorded = inp.record_end and not state.cancelled and state.exit_code == 0
+        if recorded:
             # A one-node job ends with its run phase: say so now rather than a workflow task
-            # later (the workflow records the same; the first terminal status wins). A failure
-            # is left to the workflow, which records it with its message; so is a phase ended
-            # by a cancel (CANCELLED).
+            # later (the first terminal status wins; a job run inline then writes nothing more).
+            # A failure is left to the workflow, which records it with its message; so is a
+            # phase ended by a cancel (CANCELLED).
             await asyncio.to_thread(self.db.clusters.upsert_job, inp.cluster, inp.job_id,
                                     status=JobStatus.SUCCEEDED, exit_codes=[state.exit_code])
-        return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset)
+        return RunPhaseOutput(exit_code=state.exit_code, log_bytes=offset, recorded_end=recorded)
 
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: KillJobInput) -> None:
@@ -231,6 +252,10 @@ class SshActivities:
                 raise self._unreachable(f"copying files of job {inp.job_id}", node, err) from None
 
     async def _sync_files(self, inp: SyncFilesInput) -> None:
+        if inp.spec_id is not None:  # a job run inline: its body is loaded here, not in the workflow
+            task = (await self._spec(inp.spec_id)).task
+            inp = dataclasses.replace(inp, workdir=task.get("workdir"), file_mounts={
+                k: v for k, v in (task.get("file_mounts") or {}).items() if isinstance(v, str)})
         node = NodeEndpoint.from_dict(inp.node)
         conn = await self.pool.get(node)
         if inp.workdir:

@@ -23,6 +23,7 @@ from styx.contracts.jobs import (
     EndPendingJobsInput,
     JobRecord,
     JobSpec,
+    JobSpecShape,
     JobStatus,
     LoadJobSpecInput,
     PendingJobsInput,
@@ -142,6 +143,10 @@ class StateActivities:
             raise ApplicationError(f"the job's task (spec {inp.spec_id}) is no longer stored",
                                    type="SpecMissing", non_retryable=True)
         return spec
+
+    @activity.defn(name="job_spec_shape")
+    async def job_spec_shape(self, inp: LoadJobSpecInput) -> JobSpecShape:
+        return (await self.load_job_spec(inp)).shape()
 
     @activity.defn(name="pending_jobs")
     async def pending_jobs(self, inp: PendingJobsInput) -> PendingJobsOutput:

@@ -80,6 +80,10 @@ BOUNDED_QUEUE_PATCH = "styx-bounded-queue"
 #: the caller and, batched, by the workflow's main loop (``record_jobs``), instead of one local
 #: activity per submission inside the update.
 BATCHED_ROWS_PATCH = "styx-batched-job-rows"
+#: The patch after which a job runs inside the cluster workflow (its activities scheduled by
+#: the cluster's own run) instead of as a child ``JobWorkflow``: no child start, no workflow
+#: tasks of its own, no end signal. Runs begun before it keep starting children.
+INLINE_JOBS_PATCH = "styx-inline-jobs"
 
 
 def cluster_workflow_id(name: str) -> str:
@@ -144,6 +148,18 @@ MAX_DOWN_JOBS = 20
 
 
 @dataclass
+class JobSpecShape:
+    """What a job's workflow decides by, of its body (``job_spec_shape``): a job run inside its
+    cluster's workflow never carries its body (which lands in the history), its activities
+    load it (``spec_id``)."""
+
+    #: ``setup`` runs (there is one, and the job is a launch's).
+    setup: bool = False
+    #: A workdir or file mounts are copied first.
+    files: bool = False
+
+
+@dataclass
 class SubmitJobInput:
     #: The task, inline; empty when it is stored in the database under ``spec_id`` (what the
     #: service sends: the workflow then carries only the id and the shape below).
@@ -171,6 +187,8 @@ class SubmitJobInput:
     spec_id: str | None = None
     #: The first line of the task's ``run`` (for listings), when the task is not inline.
     run_summary: str | None = None
+    #: What the job's workflow decides by, of the body under ``spec_id`` (None: it reads it).
+    shape: JobSpecShape | None = None
 
 
 @dataclass
@@ -274,15 +292,29 @@ class QueuedJob:
     sealed_secrets: str | None = None
     run_setup: bool = True
     spec_id: str | None = None
+    #: What the job decides by, of its body (from the submission; None: read when it starts).
+    shape: JobSpecShape | None = None
 
 
 @dataclass
 class RunningJob:
     job_id: int
+    #: The workflow the job runs in: its own ``JobWorkflow`` (a child), or, for a job run
+    #: inline, the cluster's.
     workflow_id: str
     ranks: list[int]
     cpus: float
     accelerators: dict[str, float]
+    #: Run inside the cluster workflow (``INLINE_JOBS_PATCH``), not as a child.
+    inline: bool = False
+    #: What an inline job needs to be taken up again by the next run after continue-as-new:
+    #: the job as it was queued (its body's id, or its task for a job queued inline) …
+    queued: QueuedJob | None = None
+    #: … when it started (ISO, workflow time: ``SKYPILOT_TASK_ID``), how far it got
+    #: (``""``: copying files; ``setup``; ``run``), and whether a cancel was asked.
+    started_at: str | None = None
+    stage: str = ""
+    cancelled: bool = False
 
 
 @dataclass

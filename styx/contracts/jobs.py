@@ -5,7 +5,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from styx.contracts.clusters import NodeDown
+from styx.contracts.clusters import JobSpecShape, NodeDown
 
 
 class JobStatus(enum.StrEnum):
@@ -70,6 +70,12 @@ class JobSpec:
     sealed_secrets: str | None = None
     #: False for an exec: ``setup`` is skipped.
     run_setup: bool = True
+
+    def shape(self) -> JobSpecShape:
+        """What a job run inline decides by, of this body."""
+        mounts = [v for v in (self.task.get("file_mounts") or {}).values() if isinstance(v, str)]
+        return JobSpecShape(setup=bool(self.task.get("setup")) and self.run_setup,
+                            files=bool(self.task.get("workdir") or mounts))
 
 
 @dataclass
@@ -158,6 +164,11 @@ class JobInput:
     #: ``sealed_secrets`` and ``run_setup`` come from there. None: they are given here (a job
     #: queued before specs were stored, or a workflow test).
     spec_id: str | None = None
+    #: When the job started (ISO, workflow time), for ``SKYPILOT_TASK_ID``; None: the start of
+    #: the job's own workflow.
+    started_at: str | None = None
+    #: What a job run inline decides by, of its body (None: it reads it, ``job_spec_shape``).
+    shape: JobSpecShape | None = None
 
 
 @dataclass
@@ -210,6 +221,9 @@ class SyncFilesInput:
     workdir: str | dict[str, Any] | None = None
     #: Remote path -> source, of the same two kinds.
     file_mounts: dict[str, str] = field(default_factory=dict)
+    #: The job's body is in the database under this id: ``workdir`` and ``file_mounts`` come
+    #: from there (the activity loads it).
+    spec_id: str | None = None
 
 
 @dataclass
@@ -224,6 +238,9 @@ class RunPhaseInput:
     sealed_secrets: str | None = None
     #: The job is this one phase on one node: the activity records its end itself.
     record_end: bool = False
+    #: The job's body is in the database under this id: the activity loads the phase's script,
+    #: the task's env (over ``env``) and its sealed secrets from there.
+    spec_id: str | None = None
 
 
 @dataclass
@@ -231,6 +248,8 @@ class RunPhaseOutput:
     exit_code: int | None
     #: Bytes of log copied from the node in total.
     log_bytes: int = 0
+    #: The activity recorded the job SUCCEEDED itself (``record_end``, exit 0, not cancelled).
+    recorded_end: bool = False
 
 
 @dataclass

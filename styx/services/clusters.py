@@ -106,7 +106,7 @@ async def submit_job(client: Client, task_queue: str, cluster: str, submit: Subm
         check_payload(spec, "", MAX_PAYLOAD_BYTES, _TOO_LARGE_HINT)
         spec_id = uuid.uuid4().hex
         submit = dataclasses.replace(submit, task={}, env={}, sealed_secrets=None, spec_id=spec_id,
-                                     run_summary=run_summary(submit.task.get("run")))
+                                     run_summary=run_summary(submit.task.get("run")), shape=spec.shape())
         check_payload(submit, "submission", MAX_SUBMISSION_BYTES)
         if launch is not None:
             check_payload(launch, "task", MAX_SUBMISSION_BYTES)

@@ -4,10 +4,17 @@ Provisions the nodes through the provider's activities, then serves Updates
 (``submit_job``, ``cancel_job``, ``stop``, ``start``, ``down``, ``set_autostop``) and the
 ``describe`` query. A submission carrying an idempotency key already seen returns the job
 the first one queued: the last ``REMEMBERED_SUBMISSIONS`` keys live in ``ClusterState`` and
-so survive continue-as-new, which Temporal's own update-id deduplication does not. Jobs wait in submission order until the nodes have the CPUs and
-accelerators they ask for, then run as child ``JobWorkflow``s started with an ABANDON
-parent-close policy and tracked by id, so continuing-as-new never kills them; a child
-reports its end with the ``job_finished`` signal, sent by workflow id.
+so survive continue-as-new, which Temporal's own update-id deduplication does not. Jobs wait
+in submission order until the nodes have the CPUs and accelerators they ask for, then run.
+
+Jobs run inline (patch ``styx-inline-jobs``): each is a task of this workflow (``JobRun``,
+shared with ``JobWorkflow``) whose activities this workflow schedules; its end frees its
+place directly. Its ``RunningJob`` carries what the next run needs to take it up again
+after continue-as-new (the queued job, its start time, how far it got, a cancel asked):
+phases are re-attached on the node, never started twice. Runs begun before the patch start
+child ``JobWorkflow``s (ABANDON parent-close policy, tracked by id), which report their end
+with the ``job_finished`` signal, sent by workflow id; a later run still hears and cancels
+those.
 When nothing runs or waits for ``autostop_minutes``, the cluster stops (or downs) itself.
 
 Failsafe (``styx.contracts.failsafe``): an autostopped cluster's nodes carry a deadline of
@@ -47,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from styx.contracts.clusters import (
         BATCHED_ROWS_PATCH,
         BOUNDED_QUEUE_PATCH,
+        INLINE_JOBS_PATCH,
         MAX_AUTOSTOP_MINUTES,
         MAX_QUEUE_WINDOW,
         MAX_RUNNING_JOBS,
@@ -100,7 +108,7 @@ with workflow.unsafe.imports_passed_through():
     from styx.activities.providers import ProviderActivities
     from styx.activities.ssh import SshActivities
     from styx.activities.state import StateActivities
-    from styx.workflows.job import STATE_RETRY, STATE_TIMEOUT, JobWorkflow, record
+    from styx.workflows.job import STATE_RETRY, STATE_TIMEOUT, JobRun, JobWorkflow, record
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3,
@@ -129,7 +137,7 @@ def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
     return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
-@workflow.defn(name="ClusterWorkflow")
+@workflow.defn(name="ClusterWorkflow", sandboxed=False)
 class ClusterWorkflow:
     @workflow.init
     def __init__(self, inp: ClusterInput) -> None:
@@ -164,6 +172,10 @@ class ClusterWorkflow:
         #: Held while the window is refilled from the database, and while a job waiting there
         #: is cancelled: a job is never both fetched and cancelled.
         self._backlog_lock = asyncio.Lock()
+        #: The jobs running inline (``INLINE_JOBS_PATCH``), by id, and those of them ending
+        #: (killing, recording): continue-as-new waits for these.
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._ending: set[int] = set()
 
     # -- main loop ----------------------------------------------------------------------
     @workflow.run
@@ -173,6 +185,9 @@ class ClusterWorkflow:
         if self._fresh:
             async with self._lifecycle:
                 await self._provision()
+        for job in self.state.running:  # inline jobs of the run before continue-as-new
+            if job.inline:
+                self._spawn(job)
         while self.state.status not in (ClusterStatus.TERMINATED, ClusterStatus.FAILED):
             await self._flush_rows()
             if self._health_changed:
@@ -198,9 +213,10 @@ class ClusterWorkflow:
         return self.describe()
 
     async def _quiesce(self) -> None:
-        """Wait until no handler runs and every job row taken is written."""
+        """Wait until no handler runs, no inline job is ending, and every job row taken is
+        written."""
         while True:
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._ending)
             if not self._unrecorded:
                 return
             await self._flush_rows()
@@ -215,6 +231,12 @@ class ClusterWorkflow:
     def _batched() -> bool:
         """Whether submissions are answered at once, their rows written in batches."""
         return workflow.patched(BATCHED_ROWS_PATCH)
+
+    @staticmethod
+    def _inline() -> bool:
+        """Whether jobs run inside this workflow (False only for runs begun before, which
+        keep starting child workflows)."""
+        return workflow.patched(INLINE_JOBS_PATCH)
 
     @staticmethod
     def _bounded() -> bool:
@@ -396,6 +418,12 @@ class ClusterWorkflow:
             if ranks is None:
                 return
             self.state.queue.pop(0)
+            if self._inline():
+                running = RunningJob(job.job_id, workflow.info().workflow_id, ranks, job.cpus, job.accelerators,
+                                     inline=True, queued=job, started_at=workflow.now().isoformat())
+                self.state.running.append(running)
+                self._spawn(running)
+                continue
             wid = job_workflow_id(self.spec.name, job.job_id)
             self.state.running.append(RunningJob(job.job_id, wid, ranks, job.cpus, job.accelerators))
             self._starting += 1
@@ -406,22 +434,71 @@ class ClusterWorkflow:
             # Its end comes by signal; a failed or cancelled child's result is not an error here.
             child.add_done_callback(lambda done: done.cancelled() or done.exception())
 
+    def _job_input(self, job: QueuedJob, ranks: list[int], started_at: str | None = None) -> JobInput:
+        return JobInput(
+            cluster=self.spec.name, job_id=job.job_id, task=job.task,
+            nodes=[self.state.nodes[r] for r in ranks],
+            cluster_workflow_id=workflow.info().workflow_id, env=job.env,
+            accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
+            provider=self.spec.provider, region=self.state.region or self.spec.region,
+            zone=self.state.zone,
+            run_setup=job.run_setup, spec_id=job.spec_id, started_at=started_at, shape=job.shape,
+        )
+
     async def _start_job(self, job: QueuedJob, wid: str, ranks: list[int]) -> Any:
         return await workflow.start_child_workflow(
             JobWorkflow.run,
-            JobInput(
-                cluster=self.spec.name, job_id=job.job_id, task=job.task,
-                nodes=[self.state.nodes[r] for r in ranks],
-                cluster_workflow_id=workflow.info().workflow_id, env=job.env,
-                accelerators=job.accelerators, sealed_secrets=job.sealed_secrets,
-                provider=self.spec.provider, region=self.state.region or self.spec.region,
-                zone=self.state.zone,
-                run_setup=job.run_setup, spec_id=job.spec_id,
-            ),
+            self._job_input(job, ranks),
             id=wid,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             search_attributes=workflow.info().typed_search_attributes,
         )
+
+    # -- jobs run inline ------------------------------------------------------------------
+    def _spawn(self, running: RunningJob) -> None:
+        """Run (or, after continue-as-new, take up again) an inline job as a task of this
+        workflow; its end frees its place as a child's ``job_finished`` signal does."""
+        assert running.queued is not None
+        inp = self._job_input(running.queued, running.ranks, running.started_at)
+
+        def reached(stage: str) -> None:
+            if stage == "ending":
+                self._ending.add(running.job_id)
+            else:
+                running.stage = stage
+
+        job = JobRun(inline=True, resume=running.stage, cancelled=running.cancelled, on_stage=reached)
+        task = asyncio.create_task(self._run_inline(job, inp))
+        self._jobs[running.job_id] = task
+
+        def done(task: "asyncio.Task[None]") -> None:
+            # Cancelled before its first step, the task never ran the job's code (which ends a
+            # cancelled job itself): end it again, from the start, as cancelled.
+            if task.cancelled() and any(j is running for j in self.state.running):
+                self._spawn(running)
+
+        task.add_done_callback(done)
+
+    async def _run_job(self, job: JobRun, inp: JobInput) -> JobFinished:
+        """Run one job to its end (a test's cluster workflow may run its jobs on workflow time)."""
+        _, finished = await job.run(inp)
+        return finished
+
+    async def _run_inline(self, job: JobRun, inp: JobInput) -> None:
+        try:
+            finished = await self._run_job(job, inp)
+        finally:
+            self._jobs.pop(inp.job_id, None)
+            self._ending.discard(inp.job_id)
+        self._job_ended(finished)
+
+    def _cancel_inline(self, running: RunningJob) -> None:
+        """Cancel an inline job: its task ends it (kills it on its nodes, records CANCELLED);
+        ``running.cancelled`` makes the next run end it so if this one continues as new first."""
+        running.cancelled = True
+        task = self._jobs.get(running.job_id)
+        if task is not None and not task.done():
+            task.cancel()
 
     async def _cancel_child(self, workflow_id: str) -> None:
         await workflow.wait_condition(lambda: self._starting == 0)
@@ -499,6 +576,10 @@ class ClusterWorkflow:
 
     @workflow.signal
     def job_finished(self, finished: JobFinished) -> None:
+        """A child ``JobWorkflow`` ended (jobs run inline end through ``_job_ended`` directly)."""
+        self._job_ended(finished)
+
+    def _job_ended(self, finished: JobFinished) -> None:
         before = len(self.state.running)
         self.state.running = [j for j in self.state.running if j.job_id != finished.job_id]
         for lost in finished.lost_nodes:
@@ -518,7 +599,8 @@ class ClusterWorkflow:
         job_id = self.state.next_job_id
         self.state.next_job_id += 1
         name = req.name or f"job-{job_id}"
-        wid = job_workflow_id(self.spec.name, job_id)
+        # An inline job's workflow is the cluster's (its activities are in this history).
+        wid = workflow.info().workflow_id if self._inline() else job_workflow_id(self.spec.name, job_id)
         result = SubmitJobResult(job_id, wid, req.spec_id)
         if key:
             self._remember(key, result)
@@ -532,7 +614,7 @@ class ClusterWorkflow:
         else:
             self.state.queue.append(QueuedJob(job_id, name, req.cpus, dict(req.accelerators), req.num_nodes,
                                               req.task, dict(req.env), req.sealed_secrets, req.run_setup,
-                                              spec_id=req.spec_id))
+                                              spec_id=req.spec_id, shape=req.shape))
         row = JobRecord(
             cluster=self.spec.name, job_id=job_id, status=JobStatus.PENDING, name=name, cpus=req.cpus,
             accelerators=req.accelerators, num_nodes=req.num_nodes,
@@ -641,7 +723,10 @@ class ClusterWorkflow:
             return cancelled
         running = next((j for j in self.state.running if j.job_id == job_id), None)
         if running is not None:
-            await self._cancel_child(running.workflow_id)
+            if running.inline:
+                self._cancel_inline(running)
+            else:
+                await self._cancel_child(running.workflow_id)
             return CancelJobResult(job_id, JobStatus.RUNNING)
         cancelled = await self._cancel_in_backlog(job_id)
         if cancelled is None:
@@ -774,6 +859,9 @@ class ClusterWorkflow:
         """Cancel every waiting and running job, and wait (bounded) until the running ones end."""
         await self._fail_queued(reason, status=JobStatus.CANCELLED)
         for job in list(self.state.running):
+            if job.inline:
+                self._cancel_inline(job)
+                continue
             try:
                 await self._cancel_child(job.workflow_id)
             except Exception:  # already finished: its job_finished signal is on the way

@@ -1,11 +1,13 @@
-"""JobWorkflow ``cluster/<name>/job/<n>``: one job on the nodes its cluster gave it.
+"""One job on the nodes its cluster gave it: ``JobRun``, run inside the cluster's workflow
+(patch ``styx-inline-jobs``), or, for clusters begun before, as its own ``JobWorkflow``
+``cluster/<name>/job/<n>`` (what follows says "the workflow" for either).
 
 Loads its body (task, env, sealed secrets) from the database when the cluster gave it only
 the id (``JobInput.spec_id``, the ``load_job_spec`` local activity), uploads the workdir and
 file mounts, runs ``setup`` (for a launch's job, not an exec's, as
 SkyPilot) then ``run`` on every node (detached on the node, so a worker crash does not kill
-it), records exit codes, and tells its cluster when it ends (the ``job_finished`` signal, by
-workflow id).
+it), records exit codes, and tells its cluster when it ends (inline: by returning; a
+``JobWorkflow``: the ``job_finished`` signal, by workflow id).
 
 A job fails as SkyPilot's do: as soon as one rank fails — its phase exits non-zero, its
 process vanishes (``JobLost``), or its node stops answering for good — the job is FAILED
@@ -20,8 +22,9 @@ workflow's clock — a blip costs nothing — until it has been unreachable for 
 ``STYX_NODE_LOST_SECONDS`` (the error carries it); then the job fails naming the node, and
 the cluster hears of it (``JobFinished.lost_nodes``) and places no more jobs there.
 
-Cancelling the workflow kills the job's process groups on every node. The workflow closes
-as Temporal's UI should show it, always after recording the status and telling the cluster:
+Cancelling the job (its task inline, or its ``JobWorkflow``) kills the job's process groups
+on every node. A ``JobWorkflow`` closes as Temporal's UI should show it, always after
+recording the status and telling the cluster:
 COMPLETED when the job SUCCEEDED, FAILED (a non-retryable ``JobFailed`` / ``JobSetupFailed``
 ``ApplicationError`` with the exit codes as details) when it FAILED / FAILED_SETUP, and
 CANCELED when it was CANCELLED.
@@ -45,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         JobInput,
         JobRecord,
         JobSpec,
+        JobSpecShape,
         JobStatus,
         KillJobInput,
         LoadJobSpecInput,
@@ -110,7 +114,8 @@ def job_env(inp: JobInput, rank: int) -> dict[str, str]:
     }
     aliases = {k.replace("STYX_", "SKYPILOT_", 1): v for k, v in base.items()}
     try:  # the job's start, as SkyPilot's ids carry the submission time: stable across phases
-        started = workflow.info().start_time.strftime("%Y-%m-%d-%H-%M-%S-%f")
+        start = datetime.fromisoformat(inp.started_at) if inp.started_at else workflow.info().start_time
+        started = start.strftime("%Y-%m-%d-%H-%M-%S-%f")
     except Exception:  # called outside a workflow (a test)
         started = "0000-00-00-00-00-00-000000"
     aliases.update({
@@ -180,26 +185,19 @@ class _Outcome:
 
 @workflow.defn(name="JobWorkflow")
 class JobWorkflow:
+    """A job as its own workflow: the shape of runs begun before ``INLINE_JOBS_PATCH`` (and of
+    their jobs still running); a cluster now runs its jobs inline (``JobRun``)."""
+
     def __init__(self) -> None:
-        self._status = JobStatus.PENDING
-        self._lost: list[NodeDown] = []
+        self._job = JobRun()
 
     @workflow.query
     def status(self) -> str:
-        return self._status
+        return self._job.status
 
     @workflow.run
     async def run(self, inp: JobInput) -> JobFinished:
-        try:
-            outcome = await self._execute(inp)
-        except (asyncio.CancelledError, ActivityError) as err:
-            if not is_cancelled_exception(err):
-                outcome = _Outcome(JobStatus.FAILED, message=_failure_message(err))
-            else:
-                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled", cancelled=err)
-        outcome.lost = self._lost
-        # A cancel arriving now does not cut this short: the job ends as it was ending.
-        finished = await _uncancellable(self._conclude(inp, outcome))
+        outcome, finished = await self._job.run(inp)
         if outcome.cancelled is not None:
             raise outcome.cancelled
         if outcome.status in (JobStatus.FAILED, JobStatus.FAILED_SETUP):
@@ -208,30 +206,96 @@ class JobWorkflow:
                                    type=kind, non_retryable=True)
         return finished
 
+
+class JobRun:
+    """One job's life on its nodes, in the workflow that runs it: a job's own ``JobWorkflow``,
+    or (``inline``) its cluster's workflow, which then gets the job's end from ``run``'s
+    answer rather than by signal, and whose search attributes stay the cluster's.
+
+    An inline job taken up again after its cluster continued as new starts at ``resume``
+    (``setup`` or ``run``: the files are copied, or setup ran too; a phase already started
+    is re-attached, not run twice), or is ended CANCELLED at once when ``cancelled`` (a
+    cancel was asked before). ``on_stage`` hears each stage as the job reaches it."""
+
+    def __init__(self, inline: bool = False, resume: str = "", cancelled: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> None:
+        self.status = JobStatus.PENDING
+        self._lost: list[NodeDown] = []
+        self._inline = inline
+        self._resume = resume
+        self._cancelled = cancelled
+        self._on_stage = on_stage
+        #: The run activity recorded the job SUCCEEDED itself (one node, exit 0).
+        self._end_recorded = False
+        #: The job's activities load its body (inline, with a body in the database).
+        self._by_id = False
+
+    async def run(self, inp: JobInput) -> tuple[_Outcome, JobFinished]:
+        """Run the job to its end; its outcome (``cancelled`` set when a cancel ended it) and
+        what its cluster is told."""
+        try:
+            if self._cancelled:
+                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled")
+            else:
+                outcome = await self._execute(inp)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                outcome = _Outcome(JobStatus.FAILED, message=_failure_message(err))
+            else:
+                outcome = _Outcome(JobStatus.CANCELLED, message="cancelled", cancelled=err)
+        outcome.lost = self._lost
+        self._stage("ending")
+        # A cancel arriving now does not cut this short: the job ends as it was ending.
+        finished = await _uncancellable(self._conclude(inp, outcome))
+        return outcome, finished
+
+    def _stage(self, stage: str) -> None:
+        if self._on_stage is not None:
+            self._on_stage(stage)
+
+    def _summary(self, inp: JobInput, what: str) -> str:
+        """An activity's summary in the UI; in the cluster's history, naming the job."""
+        return f"job {inp.job_id}: {what}" if self._inline else what
+
     async def _execute(self, inp: JobInput) -> _Outcome:
         """Files, setup, run: the first rank that fails ends the job."""
-        if inp.spec_id is not None:
-            spec: JobSpec = await workflow.execute_local_activity_method(
-                StateActivities.load_job_spec, LoadJobSpecInput(inp.spec_id),
+        # Inline, a job's body never enters the workflow (its history is the cluster's, and a
+        # body may be 1.5 MB): the workflow reads what it decides by, the activities the rest.
+        self._by_id = self._inline and inp.spec_id is not None
+        if self._by_id:
+            # From the submission; a job that waited in the database reads it (a local activity).
+            shape: JobSpecShape = inp.shape or await workflow.execute_local_activity_method(
+                StateActivities.job_spec_shape, LoadJobSpecInput(inp.spec_id),
                 start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
             )
-            inp = dataclasses.replace(inp, task=spec.task, env=spec.env, sealed_secrets=spec.sealed_secrets,
-                                      run_setup=spec.run_setup)
-        # An exec skips setup, as SkyPilot's does; its files are synced all the same.
-        setup = inp.task.get("setup") if inp.run_setup else None
-        if setup or self._has_files(inp):
+            runs_setup, files, setup = shape.setup, shape.files, ""  # "": its activity loads it
+        else:
+            if inp.spec_id is not None:
+                spec: JobSpec = await workflow.execute_local_activity_method(
+                    StateActivities.load_job_spec, LoadJobSpecInput(inp.spec_id),
+                    start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
+                )
+                inp = dataclasses.replace(inp, task=spec.task, env=spec.env, sealed_secrets=spec.sealed_secrets,
+                                          run_setup=spec.run_setup)
+            # An exec skips setup, as SkyPilot's does; its files are synced all the same.
+            setup = inp.task.get("setup") if inp.run_setup else None
+            runs_setup, files = bool(setup), self._has_files(inp)
+        if (runs_setup or files) and not self._resume:
             await self._set_status(inp, JobStatus.SETTING_UP)
-            failure = await self._sync_files(inp)
+            failure = await self._sync_files(inp) if files else None
             if failure is not None:
                 return _Outcome(JobStatus.FAILED, [None] * len(inp.nodes), failure.message("copying files to "))
-        if setup:
-            codes, failure = await self._run_phase(inp, "setup", setup)
+        if runs_setup and self._resume != "run":
+            self._stage("setup")
+            codes, failure = await self._run_phase(inp, "setup", setup or "")
             if failure is not None:
                 return _Outcome(JobStatus.FAILED_SETUP, codes, failure.message("setup on "))
+        self._stage("run")
         # The run activity records RUNNING in the DB once the job has started on rank 0.
-        self._status = JobStatus.RUNNING
-        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
-        codes, failure = await self._run_phase(inp, "run", inp.task.get("run") or "true")
+        self.status = JobStatus.RUNNING
+        if not self._inline:
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(JobStatus.RUNNING)])
+        codes, failure = await self._run_phase(inp, "run", "" if self._by_id else (inp.task.get("run") or "true"))
         if failure is not None:
             return _Outcome(JobStatus.FAILED, codes, failure.message())
         return _Outcome(JobStatus.SUCCEEDED, codes)
@@ -246,7 +310,7 @@ class JobWorkflow:
                     await workflow.execute_activity_method(
                         SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, reachable),
                         start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
-                        summary=f"kill job {inp.job_id} on {len(reachable)} node(s)",
+                        summary=self._summary(inp, f"kill job {inp.job_id} on {len(reachable)} node(s)"),
                     )
                 except ActivityError as kill_err:  # a node that stays unreachable runs nothing
                     outcome.message = (f"{outcome.message}; could not reach every node to kill the job: "
@@ -256,8 +320,9 @@ class JobWorkflow:
     async def _set_status(self, inp: JobInput, status: str, **extra: Any) -> str | None:
         """Record ``status``; returns the status the read model holds after (None from a
         worker older than that answer, on replay)."""
-        self._status = status
-        workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
+        self.status = status
+        if not self._inline:
+            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(status)])
         return await record(StateActivities.record_job,
                             JobRecord(cluster=inp.cluster, job_id=inp.job_id, status=status, **extra))
 
@@ -270,15 +335,16 @@ class JobWorkflow:
 
     async def _sync_files(self, inp: JobInput) -> _RankFailure | None:
         workdir = inp.task.get("workdir")
-        if not self._has_files(inp):
+        if not self._by_id and not self._has_files(inp):
             return None
         mounts = self._mounts(inp)
+        spec_id = inp.spec_id if self._by_id else None  # the activity reads the body
 
         def sync(rank: int, node: dict[str, Any]) -> Callable[[], Awaitable[None]]:
             return lambda: workflow.execute_activity_method(
-                SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts),
+                SshActivities.sync_files, SyncFilesInput(inp.cluster, inp.job_id, node, workdir, mounts, spec_id),
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=PHASE_RETRY, summary=f"copy files to {_where(rank, node)}",
+                retry_policy=PHASE_RETRY, summary=self._summary(inp, f"copy files to {_where(rank, node)}"),
             )
 
         _, failure = await self._on_every_node(inp, "copying files of", sync)
@@ -291,13 +357,15 @@ class JobWorkflow:
                     SshActivities.run_phase,
                     RunPhaseInput(inp.cluster, inp.job_id, phase, rank, node, script, job_env(inp, rank),
                                   sealed_secrets=inp.sealed_secrets,
-                                  record_end=phase == "run" and len(inp.nodes) == 1),
+                                  record_end=phase == "run" and len(inp.nodes) == 1,
+                                  spec_id=inp.spec_id if self._by_id else None),
                     # Jobs may run for weeks; the heartbeat is what detects a dead worker.
                     start_to_close_timeout=timedelta(days=365),
                     heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=PHASE_RETRY,
-                    summary=f"{phase} on {_where(rank, node)}",
+                    summary=self._summary(inp, f"{phase} on {_where(rank, node)}"),
                 )
+                self._end_recorded = out.recorded_end
                 return out.exit_code
             return call
 
@@ -373,17 +441,25 @@ class JobWorkflow:
                 delay = min(delay * 2, UNREACHABLE_RETRY_MAX)
 
     async def _finish(self, inp: JobInput, outcome: _Outcome) -> JobFinished:
-        stored = await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes, message=outcome.message)
-        if outcome.cancelled is not None and stored == JobStatus.SUCCEEDED:
-            # The job had ended by itself before the cancel reached us, and its run activity
-            # recorded it (``RunPhaseInput.record_end``: whole log copied, exit 0); the cancel
-            # only cut off the activity's answer. The first terminal status stands here too,
-            # so Temporal, the cluster and the database tell the same story.
-            outcome.status, outcome.message, outcome.cancelled = JobStatus.SUCCEEDED, None, None
-            outcome.exit_codes = [0] * len(inp.nodes)
-            self._status = outcome.status
-            workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(outcome.status)])
+        # Inline, a one-node job's SUCCEEDED row is already written by its run activity: one
+        # local activity less in the cluster's workflow task. (A job's own workflow writes it
+        # again, as it always did.)
+        if not (self._inline and self._end_recorded and outcome.status == JobStatus.SUCCEEDED):
+            stored = await self._set_status(inp, outcome.status, exit_codes=outcome.exit_codes,
+                                            message=outcome.message)
+            if outcome.cancelled is not None and stored == JobStatus.SUCCEEDED:
+                # The job had ended by itself before the cancel reached us, and its run activity
+                # recorded it (``RunPhaseInput.record_end``: whole log copied, exit 0); the cancel
+                # only cut off the activity's answer. The first terminal status stands here too,
+                # so Temporal, the cluster and the database tell the same story.
+                outcome.status, outcome.message, outcome.cancelled = JobStatus.SUCCEEDED, None, None
+                outcome.exit_codes = [0] * len(inp.nodes)
+                self.status = outcome.status
+                if not self._inline:
+                    workflow.upsert_search_attributes([JOB_STATUS_KEY.value_set(outcome.status)])
         finished = JobFinished(inp.job_id, outcome.status, outcome.exit_codes, lost_nodes=outcome.lost)
+        if self._inline:
+            return finished  # the cluster's own run: it reads the answer
         # By workflow id, not run id: the cluster may have continued-as-new since it started us.
         try:
             await workflow.get_external_workflow_handle(inp.cluster_workflow_id).signal(

@@ -123,7 +123,7 @@ class ClusterView:
 
 def temporal_view(address: str, rows: list[JobInfo], clusters: list[str]) -> tuple[dict, dict[str, ClusterView]]:
     """(job workflow id -> (execution status, JobFinished status)), (cluster name -> its view)."""
-    jobs, by_wid = asyncio.run(_workflows(address, [r.workflow_id for r in rows],
+    jobs, by_wid = asyncio.run(_workflows(address, [r.workflow_id for r in rows if not _inline(r)],
                                           [cluster_workflow_id(c) for c in clusters]))
     return jobs, {c: by_wid[cluster_workflow_id(c)] for c in clusters}
 
@@ -260,6 +260,12 @@ def check_job(sub: Submission, rows: list[JobInfo], workload: Workload, client: 
     return p
 
 
+def _inline(job: JobInfo) -> bool:
+    """A job run inside its cluster's workflow (``styx-inline-jobs``): it has no workflow of
+    its own to close, and its link is its cluster's."""
+    return job.workflow_id == cluster_workflow_id(job.cluster)
+
+
 def _check_row(job: JobInfo, temporal: dict[str, tuple[str, str | None]],
                clusters: dict[str, ClusterView]) -> list[str]:
     out = []
@@ -267,7 +273,9 @@ def _check_row(job: JobInfo, temporal: dict[str, tuple[str, str | None]],
         out.append(f"never ended: still {job.status}")
     status, result = temporal.get(job.workflow_id, ("not asked", None))
     never_started = job.status == "CANCELLED" and job.started_at is None
-    if never_started and status.startswith("not found"):
+    if _inline(job):
+        pass  # what Temporal says of it is its cluster's view, checked below
+    elif never_started and status.startswith("not found"):
         pass  # cancelled while it waited in the queue: no job workflow ever ran
     elif status not in ("COMPLETED", "FAILED", "CANCELED") or result is None:
         out.append(f"its workflow is {status} (DB: {job.status})")
