@@ -6,7 +6,11 @@ without ``workflow.patched``) fails its replay here with a nondeterminism error,
 a worker upgraded under running clusters would meet. Each directory of ``tests/histories/`` is
 named after the commit that recorded it (``record_scenarios.py`` there says how): a cluster that
 ran jobs (two nodes, a two-node job, a cancel, a failure, stop, start, down) and one that
-autostopped, started again and autostopped with ``--down``.
+autostopped, started again and autostopped with ``--down``. ``child_jobs/``: a 2-node cluster
+from just before jobs ran inside it (``styx-inline-jobs``), whose jobs were child
+``JobWorkflow``s — one with setup that succeeded, one whose rank 1 failed, one cancelled while
+it ran — then taken down, and the three jobs' own histories. ``inline_jobs/``: the two first
+scenarios once jobs ran inside their cluster's workflow.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json.gz"))
 
 
 def test_there_are_histories_of_both_workflows_from_more_than_one_commit() -> None:
-    assert {h.parent.name for h in HISTORIES} >= {"a11c7e8", "dbd2369"}
+    assert {h.parent.name for h in HISTORIES} >= {"a11c7e8", "dbd2369", "child_jobs", "inline_jobs"}
     kinds = {"job" if "_job_" in h.name else "cluster" for h in HISTORIES}
     assert kinds == {"cluster", "job"}
 
