@@ -21,6 +21,7 @@ import yaml
 
 from styx.contracts.clusters import ClusterDescription, cluster_workflow_id
 from styx.contracts.payloads import MAX_PAYLOAD_BYTES
+from styx.db import Database
 from styx.sdk.transport import Invalid
 from tests.fixtures.stack import StyxStack, wait_for
 
@@ -144,6 +145,27 @@ async def test_down_with_a_deep_queue_answers_and_ends_every_job(deep: StyxStack
     jobs = {j.job_id: j.status for j in client.queue("deepdown")}
     assert jobs == {job_id: "CANCELLED" for job_id in [first, *ids]}
     assert not marker.exists(), "a queued job ran after down"
+
+
+async def test_a_pending_row_the_workflow_never_heard_of_is_ended_by_stop_and_its_id_never_reused(
+        deep: StyxStack, temporal_env) -> None:
+    """The faults suite's find: Temporal killed -9 after the cluster workflow's batched row
+    write but before its task was saved leaves a PENDING row past the ids the workflow handed
+    out. ``stop`` ends it, and the next job gets an id past it instead of taking that row over."""
+    client = deep.client()
+    first = client.launch({"resources": {"cpus": 1}, "run": "true"}, cluster="ghost").job_id
+    client.wait("ghost", first, timeout=120)
+    ghost = (await _describe(temporal_env, "ghost")).next_job_id
+    Database(deep.settings.db_url).clusters.upsert_job("ghost", ghost, status="PENDING", name="lost-submission")
+
+    client.stop("ghost")
+    assert client.job("ghost", ghost).status == "CANCELLED"
+    client.start("ghost")
+    after = client.exec("ghost", {"resources": {"cpus": 1}, "run": "true"}).job_id
+    assert after > ghost
+    assert client.wait("ghost", after, timeout=120).status == "SUCCEEDED"
+    assert client.job("ghost", ghost).status == "CANCELLED" and client.job("ghost", ghost).name == "lost-submission"
+    client.down("ghost")
 
 
 @pytest.mark.long  # `make chaos` runs it; make test keeps the drain, cancel and down tests

@@ -154,9 +154,12 @@ class StateActivities:
             self.db.jobspecs.pending, inp.cluster, inp.from_job_id, inp.upto_job_id, inp.limit))
 
     @activity.defn(name="end_pending_jobs")
-    async def end_pending_jobs(self, inp: EndPendingJobsInput) -> None:
+    async def end_pending_jobs(self, inp: EndPendingJobsInput) -> int | None:
+        """Returns the highest job id the cluster's rows hold after (None: none), so that the
+        workflow never hands out an id a row already has."""
         await asyncio.to_thread(self.db.jobspecs.end_pending, inp.cluster, inp.status, inp.message,
                                 inp.job_ids, inp.from_job_id)
+        return await asyncio.to_thread(self.db.jobspecs.highest_job_id, inp.cluster)
 
     @activity.defn(name="cancel_pending_job")
     async def cancel_pending_job(self, inp: CancelPendingJobInput) -> CancelPendingJobOutput:

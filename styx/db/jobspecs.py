@@ -14,7 +14,8 @@ not hold in its window wait here as PENDING rows of ``jobs``, read back in submi
   between storing and submitting). ``styx.services.specsweep`` runs it.
 - ``record_submitted``: a submitted job's PENDING row, written by the submitter as soon as the
   cluster answers (the cluster's main loop writes it too, batched).
-- The queue: ``pending`` (PENDING jobs in an id range, oldest first, bounded), ``end_pending``
+- The queue: ``pending`` (PENDING jobs in an id range, oldest first, bounded), ``highest_job_id``,
+  ``end_pending``
   (end every PENDING job of a range or list in one statement: ``down`` of a deep queue),
   ``cancel_pending`` (one job, only if still PENDING).
 """
@@ -126,6 +127,11 @@ class JobSpecStore(Store):
             return conn.execute(
                 sa.update(_jobs).where(_jobs.c.cluster_name == cluster, _jobs.c.status == JobStatus.PENDING, which)
                 .values(status=JobStatus(status), message=message, ended_at=utcnow())).rowcount
+
+    def highest_job_id(self, cluster: str) -> int | None:
+        """The highest job id a row of ``cluster`` holds (None: no row)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(_jobs.c.job_id)).where(_jobs.c.cluster_name == cluster)).scalar()
 
     def cancel_pending(self, cluster: str, job_id: int | None, from_job_id: int) -> int | None:
         """Cancel job ``job_id`` (None: the newest PENDING one from ``from_job_id`` on) if it

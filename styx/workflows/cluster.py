@@ -131,6 +131,9 @@ FAILSAFE_PATCH = "failsafe-deadline"
 #: The patch id after which the main loop ends as soon as its own pass ended the cluster (a
 #: failsafe push that found the nodes terminated), instead of waiting for a wake-up first.
 END_IN_PASS_PATCH = "end-in-pass"
+#: The patch id after which ending the queue also ends PENDING rows past the ids handed out
+#: (``_fail_queued``).
+PHANTOM_ROWS_PATCH = "phantom-rows"
 
 
 def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
@@ -543,13 +546,21 @@ class ClusterWorkflow:
         async with self._backlog_lock:
             queued, self.state.queue = self.state.queue, []
             backlog, self.state.backlog_from = self.state.backlog_from, None
-            if not queued and backlog is None:
+            # A PENDING row past the ids this run handed out is a submission whose workflow
+            # task was lost (Temporal killed after the batched row write): end it too, and
+            # hand out no id a row holds.
+            phantoms = workflow.patched(PHANTOM_ROWS_PATCH)
+            if not queued and backlog is None and not phantoms:
                 return
-            await workflow.execute_local_activity_method(
+            if backlog is None and phantoms:
+                backlog = self.state.next_job_id
+            highest = await workflow.execute_local_activity_method(
                 StateActivities.end_pending_jobs,
                 EndPendingJobsInput(self.spec.name, status, message, [j.job_id for j in queued], backlog),
                 start_to_close_timeout=STATE_TIMEOUT, retry_policy=STATE_RETRY,
             )
+            if phantoms and highest is not None and highest >= self.state.next_job_id:
+                self.state.next_job_id = highest + 1
 
     def _unwritten(self) -> set[int]:
         """Jobs taken whose PENDING row may not be in the database yet."""
