@@ -25,11 +25,21 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from styx.config import is_loopback
 from styx.sdk.client import AsyncClient, Client
 from tests.fixtures.git import GitStyxStack, make_git_user
 from tests.fixtures.stack import wait_for_async
+from tests.fixtures.temporal import own_dev_server
+
+
+@pytest_asyncio.fixture(scope="module")
+async def temporal_env():
+    """This module's own dev server: it starts managed jobs (see ``own_dev_server``)."""
+    async for env in own_dev_server():
+        yield env
+
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright (pip: playwright) is not installed")
 async_playwright, expect = playwright_api.async_playwright, playwright_api.expect

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from styx.activities.git import GitActivities
 from styx.contracts.pushes import PushInput, PushJobPlan, SubmitPushJobInput
@@ -16,6 +17,15 @@ from styx.gitserver.names import RepoName
 from styx.gitserver.storage import RepoStore
 from styx.sdk.client import Client
 from tests.fixtures.git import GitServerProcess, GitStyxStack, GitUser, make_git_user
+from tests.fixtures.temporal import own_dev_server
+
+
+@pytest_asyncio.fixture(scope="module")
+async def temporal_env():
+    """This module's own dev server: it starts managed jobs (see ``own_dev_server``)."""
+    async for env in own_dev_server():
+        yield env
+
 
 pytestmark = pytest.mark.slow
 

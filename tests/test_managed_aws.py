@@ -12,9 +12,19 @@ from typing import Iterator
 
 import boto3
 import pytest
+import pytest_asyncio
 
 from tests.fixtures.moto import reset_emulator
 from tests.fixtures.stack import StyxStack, wait_for
+from tests.fixtures.temporal import own_dev_server
+
+
+@pytest_asyncio.fixture(scope="module")
+async def temporal_env():
+    """This module's own dev server: it starts managed jobs (see ``own_dev_server``)."""
+    async for env in own_dev_server():
+        yield env
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from styx.db import Database
 from styx.providers.local.provider import LocalProvider
@@ -25,6 +26,15 @@ from styx.sdk.client import Client
 from styx.sdk.transport import Forbidden, Invalid, NotFound
 from tests.fixtures.processes import pid_alive
 from tests.fixtures.stack import StyxStack, wait_for
+from tests.fixtures.temporal import own_dev_server
+
+
+@pytest_asyncio.fixture(scope="module")
+async def temporal_env():
+    """This module's own dev server: it starts managed jobs (see ``own_dev_server``)."""
+    async for env in own_dev_server():
+        yield env
+
 
 pytestmark = pytest.mark.slow
 
