@@ -195,6 +195,20 @@ async def test_start_phase_twice_runs_one_process(cluster, pool, client_key):
         assert log.count(b"started-once") == 1
 
 
+async def test_a_start_cut_off_by_the_nodes_death_is_abandoned_once_its_lock_is_old(conn):
+    """The node died between locking the phase and writing its pid: the lock stays, no
+    process ever runs. Young, it may be a start under way (retry); a minute old, abandoned
+    (the run activity then fails the job as lost instead of retrying it for ever)."""
+    await ssh.run(conn, "mkdir -p .styx/jobs/cut/run.lock")
+    with pytest.raises(ssh.PhaseStartFailed) as young:
+        await ssh.start_phase(conn, "cut", "run", "echo never")
+    assert not young.value.abandoned
+    await ssh.run(conn, "touch -d '2 minutes ago' .styx/jobs/cut/run.lock")
+    with pytest.raises(ssh.PhaseStartFailed) as old:
+        await ssh.start_phase(conn, "cut", "run", "echo never")
+    assert old.value.abandoned and "no pid" in str(old.value)
+
+
 async def test_phase_runs_in_workdir_with_env_and_records_exit_code(cluster, conn):
     await ssh.run(conn, "mkdir -p styx_workdir/wd && echo data > styx_workdir/wd/input")
     script = 'pwd; cat input; echo "$STYX_NODE_RANK|$ODD"; exit 5'

@@ -54,6 +54,7 @@ from styx.ssh import (
     MountRefused,
     NodeEndpoint,
     NodeUnreachable,
+    PhaseStartFailed,
     SshPool,
     git_clone,
     kill_phase,
@@ -141,6 +142,12 @@ class SshActivities:
         except JobCancelled:
             raise ApplicationError(f"job {inp.job_id} was cancelled", type="JobCancelled",
                                    non_retryable=True) from None
+        except PhaseStartFailed as err:
+            if not err.abandoned:
+                raise  # a start may still be under way: try again
+            raise ApplicationError(
+                f"{inp.phase} of job {inp.job_id} on node {inp.rank} ({node.host}:{node.port}) never started: "
+                "the node died while starting it", type=JobErrors.JOB_LOST, non_retryable=True) from None
         store = self.db.joblogs
         key = (inp.cluster, inp.job_id, inp.phase, inp.rank)
         # What the database holds is the offset, on whichever worker this attempt runs: what

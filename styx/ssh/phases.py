@@ -78,8 +78,19 @@ class JobCancelled(SshError):
     """start_phase refused: the job (or this phase) was cancelled on the node."""
 
 
+#: A phase locked this long ago without a pid was abandoned: its starter (one shell, which
+#: writes the pid within milliseconds of the lock) died with its node.
+START_ABANDONED_SECONDS = 60
+
+
 class PhaseStartFailed(SshError):
-    """The phase is locked as started but never wrote its pid (its starter died)."""
+    """The phase is locked as started but never wrote its pid (its starter died).
+    ``abandoned``: the lock is older than ``START_ABANDONED_SECONDS``, so no start of it is
+    still under way and none ever will be (the job never ran there)."""
+
+    def __init__(self, message: str, abandoned: bool = False) -> None:
+        super().__init__(message)
+        self.abandoned = abandoned
 
 
 @dataclass
@@ -241,7 +252,7 @@ if [ ! -e "$d/$p.lock" ] && cancelled; then echo CANCELLED; exit 0; fi
 {_WAIT_FOR_PID}
 if [ -s "$d/$p.pid" ]; then echo "PID $(cat "$d/$p.pid")"
 elif cancelled; then echo CANCELLED
-else echo NOPID; fi
+else echo "NOPID $(( $(date +%s) - $(stat -c %Y "$d/$p.lock" 2>/dev/null || date +%s) ))"; fi
 """
 
 
@@ -281,8 +292,10 @@ async def start_phase(
         return int(rest)
     if word == "CANCELLED":
         raise JobCancelled(f"job {job_id} phase {phase} was cancelled on the node")
+    age = rest.strip()
     raise PhaseStartFailed(
-        f"job {job_id} phase {phase} is marked started but has no pid ({out.strip()!r})"
+        f"job {job_id} phase {phase} is marked started but has no pid ({out.strip()!r})",
+        abandoned=word == "NOPID" and age.isdigit() and int(age) >= START_ABANDONED_SECONDS,
     )
 
 
