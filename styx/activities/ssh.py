@@ -243,11 +243,43 @@ class SshActivities:
 
     @activity.defn(name="kill_job")
     async def kill_job(self, inp: KillJobInput) -> None:
-        async def kill(node_dict: dict) -> None:
+        async def kill(node_dict: dict, rank: int | None) -> None:
             conn = await self.pool.get(NodeEndpoint.from_dict(node_dict))
             await kill_phase(conn, str(inp.job_id))
+            if rank is None:
+                return
+            # What the job printed between its run activity's last copy and its death: the
+            # log stays whole (bounded, best effort: the kill is what must not fail).
+            for phase in ("setup", "run"):
+                try:
+                    await asyncio.wait_for(self._store_rest(conn, inp.cluster, inp.job_id, phase, rank), DRAIN_SECONDS)
+                except Exception as err:  # noqa: BLE001
+                    activity.logger.warning("job %s rank %s: the end of its %s log was not stored: %s",
+                                            inp.job_id, rank, phase, err)
 
-        await asyncio.gather(*(kill(n) for n in inp.nodes))
+        ranks = inp.ranks if inp.ranks is not None and len(inp.ranks) == len(inp.nodes) else [None] * len(inp.nodes)
+        await asyncio.gather(*(kill(n, r) for n, r in zip(inp.nodes, ranks)))
+
+    async def _store_rest(self, conn: asyncssh.SSHClientConnection, cluster: str, job_id: int, phase: str,
+                          rank: int) -> None:
+        """Store what a phase's log on the node holds past the database's copy (at most
+        ``DRAIN_MAX_BYTES``); the database's size is the offset, so nothing is stored twice."""
+        store, key = self.db.joblogs, (cluster, job_id, phase, rank)
+        state = await phase_state(conn, str(job_id), phase)
+        offset = await asyncio.to_thread(store.size, *key)
+        if offset >= state.log_size:
+            return
+        async with conn.start_sftp_client() as sftp:
+            budget = DRAIN_MAX_BYTES
+            while offset < state.log_size and budget > 0:
+                chunk = await read_log(sftp, str(job_id), phase, offset, LOG_CHUNK)
+                if not chunk:
+                    return
+                try:
+                    offset = await asyncio.to_thread(store.append, *key, offset, chunk)
+                except LogMoved as moved:
+                    offset = moved.size
+                budget -= len(chunk)
 
     @activity.defn(name="sync_files")
     async def sync_files(self, inp: SyncFilesInput) -> None:

@@ -257,3 +257,6 @@ class KillJobInput:
     cluster: str
     job_id: int
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    #: The job's rank on each of ``nodes``: once its processes there are dead, what their logs
+    #: hold past Styx's copy is stored (None: from a workflow older than this, nothing is).
+    ranks: list[int] | None = None

@@ -308,7 +308,8 @@ class JobRun:
             if reachable:
                 try:
                     await workflow.execute_activity_method(
-                        SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, reachable),
+                        SshActivities.kill_job, KillJobInput(inp.cluster, inp.job_id, reachable,
+                                                             ranks=[inp.nodes.index(n) for n in reachable]),
                         start_to_close_timeout=timedelta(seconds=60), retry_policy=KILL_RETRY,
                         summary=self._summary(inp, f"kill job {inp.job_id} on {len(reachable)} node(s)"),
                     )
