@@ -263,6 +263,8 @@ async def test_an_older_version_is_refused(harness: Harness) -> None:
     from temporalio.client import WorkflowUpdateFailedError
 
     handle = await harness.start(fixed(1))
+    # Until its first record the service answers NotReady ("try again"), not what is tested here.
+    await harness.until("the service to start", lambda: True)
     await handle.execute_update(ServiceWorkflow.update_version, UpdateServiceInput(3, fixed(1)))
     again = await handle.execute_update(ServiceWorkflow.update_version, UpdateServiceInput(3, fixed(1)))
     assert again.target_version == 3
