@@ -174,20 +174,9 @@ class SshActivities:
             """Store what the node's log holds now (bounded): the job's output up to its
             cancel — all of it when it had ended by itself as the cancel came — stays the
             user's."""
-            nonlocal sftp
-            state = await phase_state(conn, job_id, inp.phase)
-            budget = DRAIN_MAX_BYTES
-            while offset + len(pending) < state.log_size and budget > 0:
-                sftp = sftp or await conn.start_sftp_client()
-                chunk = await read_log(sftp, job_id, inp.phase, offset + len(pending), LOG_CHUNK - len(pending))
-                if not chunk:
-                    break
-                pending.extend(chunk)
-                budget -= len(chunk)
-                if len(pending) >= LOG_CHUNK:
-                    await store_pending()
             if pending:
                 await store_pending()
+            await self._store_rest(conn, inp.cluster, inp.job_id, inp.phase, inp.rank)
 
         try:
             delay = POLL_MIN
