@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import signal
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,11 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from styx.config import find_temporal_binary  # noqa: E402
+from bench.common import dev_stack  # noqa: E402
 from styx.contracts.clusters import cluster_workflow_id  # noqa: E402
-from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
 from tests.fixtures.stack import StyxStack, wait_for  # noqa: E402
-from tests.fixtures.temporal import free_port  # noqa: E402
 from tests.test_deep_queue import _largest_payload, big_script, gate_script, marks  # noqa: E402
 
 
@@ -74,12 +71,8 @@ async def main() -> None:
     parser.add_argument("--sample", type=int, default=200, help="submissions timed at each end")
     parser.add_argument("--concurrency", type=int, default=4, help="submissions in flight at once")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
-    home = Path(tempfile.mkdtemp(prefix="styx-bench-"))
-    stack = StyxStack(home / "home", env.client.service_client.config.target_host).start()
-    progress(f"stack up in {home}")
-    try:
+    async with dev_stack() as (env, home, stack):
+        progress(f"stack up in {home}")
         client = stack.client()
         # Floor: down of a cluster with nothing queued.
         client.wait("empty", client.launch({"resources": {"cpus": 1}, "run": "true"}, cluster="empty").job_id,
@@ -115,9 +108,6 @@ async def main() -> None:
         downed = client.down("deep").status
         down_deep = time.perf_counter() - t0
         left = [j.status for j in client.queue("deep") if j.status in ("PENDING", "RUNNING")]
-    finally:
-        await asyncio.to_thread(stack.stop)
-        await env.shutdown()
     print(f"queued {args.jobs} jobs of {args.script_kb} KB scripts in {total:.0f} s "
           f"({args.jobs / total:.1f} submissions/s); cluster workflow: {runs} run(s), largest payload "
           f"{largest:,} bytes; job {past} (past the window) {ran} {drain:.1f} s after the gate opened")

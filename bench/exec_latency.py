@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,16 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.common import dev_stack  # noqa: E402
 from styx.providers.local.provider import LocalProvider  # noqa: E402
 from styx.activities.ping import ping  # noqa: E402
-from styx.config import find_temporal_binary  # noqa: E402
 from styx.sdk.client import Client  # noqa: E402
 from styx.ssh import SshPool, ensure_client_key, public_key_line, run  # noqa: E402
-from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
 from styx.contracts.system import PingWorkflowInput  # noqa: E402
 from styx.workflows.ping import PingWorkflow  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
-from tests.fixtures.temporal import free_port  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -118,18 +115,11 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=30, help="sequential jobs for latency")
     parser.add_argument("--burst", type=int, default=500, help="jobs submitted at once for throughput")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
-    home = Path(tempfile.mkdtemp(prefix="styx-bench-"))
-    stack = StyxStack(home / "home", env.client.service_client.config.target_host).start()
-    try:
+    async with dev_stack() as (env, home, stack):
         wf_lat, wf_tput = await floor_workflow(env, args.jobs, args.burst)
         ssh_lat = await floor_ssh(home, args.jobs)
         lat = await asyncio.to_thread(styx_latency, stack.client(), args.jobs)
         tput = await asyncio.to_thread(styx_throughput, stack, args.burst)
-    finally:
-        await asyncio.to_thread(stack.stop)
-        await env.shutdown()
     floor = statistics.median(wf_lat) + statistics.median(ssh_lat)
     print(f"floor: workflow+activity p50 {statistics.median(wf_lat)*1000:.0f} ms, "
           f"ssh exec p50 {statistics.median(ssh_lat)*1000:.1f} ms -> {floor*1000:.0f} ms")

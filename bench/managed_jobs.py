@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,15 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from styx.config import find_temporal_binary  # noqa: E402
-from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
+from bench.common import dev_stack  # noqa: E402
 from styx.db import Database, ManagedJob  # noqa: E402
 from styx.providers.local import procs  # noqa: E402
 from styx.providers.local.provider import LocalProvider  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
-from tests.fixtures.temporal import free_port  # noqa: E402
 
 TASK = {"resources": {"cpus": 0.5}, "run": "true"}
 #: SkyPilot's published controller figures (its managed jobs docs): a 16 GiB controller VM
@@ -134,12 +130,8 @@ async def main() -> None:
     parser.add_argument("--floor-jobs", type=int, default=32, help="jobs run by hand for the floor")
     parser.add_argument("--stall", type=float, default=600, help="give up when no job ends for this many seconds")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
-    home = Path(tempfile.mkdtemp(prefix="styx-bench-managed-"))
-    stack = StyxStack(home / "home", env.client.service_client.config.target_host,
-                      extra_env={"STYX_MANAGED_MAX_ACTIVE": str(args.slots)}).start()
-    try:
+    slots = {"STYX_MANAGED_MAX_ACTIVE": str(args.slots)}
+    async with dev_stack(prefix="styx-bench-managed-", extra_env=slots) as (env, home, stack):
         floor_rate = await asyncio.to_thread(floor, stack, args.floor_jobs, args.slots)
         print(f"floor: {args.floor_jobs} jobs by hand (launch, wait, down), {args.slots} at a time: "
               f"{floor_rate:.2f} jobs/s", flush=True)
@@ -147,9 +139,6 @@ async def main() -> None:
         # What a managed job leaves behind, before the stack's cleanup would hide it.
         left = [c for c in LocalProvider(stack.nodes_root, "").list_clusters() if c.startswith("mj-")]
         nodes_left = node_processes(stack)
-    finally:
-        await asyncio.to_thread(stack.stop)
-        await env.shutdown()
     peak_mb = peak_kb / 1024
     print(f"managed: {counts.get('SUCCEEDED', 0)}/{args.jobs} SUCCEEDED ({counts}), {rate:.2f} jobs/s, "
           f"clusters left: {len(left)}, node processes left: {nodes_left}")

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.common import dev_stack  # noqa: E402
 from styx.activities.ping import ping  # noqa: E402
-from styx.config import find_temporal_binary  # noqa: E402
-from styx.contracts.search import SEARCH_ATTRIBUTE_KEYS  # noqa: E402
 from styx.contracts.system import PingWorkflowInput  # noqa: E402
 from styx.sdk.client import Client  # noqa: E402
 from styx.workflows.ping import PingWorkflow  # noqa: E402
 from tests.fixtures.stack import StyxStack  # noqa: E402
-from tests.fixtures.temporal import free_port  # noqa: E402
 
 
 async def floor(env: WorkflowEnvironment, burst: int) -> float:
@@ -84,16 +81,9 @@ async def main() -> None:
     parser.add_argument("--burst", type=int, default=500, help="jobs (and floor workflows) at once")
     parser.add_argument("--cpus", type=int, default=4, help="CPUs of the cluster (jobs take 0.5 each)")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS, port=free_port())
-    home = Path(tempfile.mkdtemp(prefix="styx-bench-"))
-    stack = StyxStack(home / "home", env.client.service_client.config.target_host).start()
-    try:
+    async with dev_stack() as (env, home, stack):
         floor_rate = await floor(env, args.burst)
         rate = await asyncio.to_thread(styx, stack, args.burst, args.cpus)
-    finally:
-        await asyncio.to_thread(stack.stop)
-        await env.shutdown()
     print(f"throughput: styx {rate:.1f} jobs/s ({args.burst} jobs of `true`, {args.cpus}-CPU local cluster), "
           f"floor {floor_rate:.1f} one-activity workflows/s; ratio {rate / floor_rate:.2f}   (target >= 0.5)",
           flush=True)
